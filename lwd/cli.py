@@ -1,0 +1,162 @@
+"""The `lwd` command line. Thin: parse a config, call the library, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lwd.configargs import add_config_arguments, config_from_args
+
+
+def _doc(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class StoreInfoConfig:
+    store: str = _doc("runs/store", "episode store directory")
+    snapshot: int | None = _doc(None, "report as of this snapshot (default: newest)")
+    json: bool = _doc(False, "print JSON instead of a table")
+
+
+@dataclass(frozen=True)
+class StoreCheckConfig:
+    store: str = _doc("runs/store", "episode store directory")
+    repair: bool = _doc(False, "delete orphan files (older than a minute) and dead writers' temp files")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    workdir: str = _doc("runs/demo", "where the demo keeps its store and report")
+    episodes_per_task: int = _doc(20, "expert demonstrations per MT10 task")
+    noise: float = _doc(0.0, "expert action noise")
+    workers: int = _doc(2, "parallel simulator processes")
+
+
+def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
+    from lwd.data.store import EpisodeStore
+
+    store = EpisodeStore(store_path, create=False)
+    latest = store.latest_snapshot()
+    pinned = latest if snapshot is None else snapshot
+    rows = store.summary(up_to=pinned)
+    data = {"store": store_path, "snapshot": pinned, "latest_snapshot": latest,
+            "rows": [row.__dict__ for row in rows]}
+    lines = [f"store {store_path}  snapshot {pinned} (latest {latest})",
+             f"{'task':30s} {'source':8s} {'episodes':>8s} {'steps':>8s} {'success':>8s} {'interv.':>8s}"]
+    for r in rows:
+        rate = r.successes / r.episodes if r.episodes else 0.0
+        lines.append(f"{r.task:30s} {r.source:8s} {r.episodes:8d} {r.steps:8d} {rate:8.3f} {r.interventions:8d}")
+    by_source: dict[str, list] = {}
+    for r in rows:
+        by_source.setdefault(r.source, []).append(r)
+    for source, group in sorted(by_source.items()):
+        episodes = sum(r.episodes for r in group)
+        successes = sum(r.successes for r in group)
+        lines.append(f"{'TOTAL':30s} {source:8s} {episodes:8d} {sum(r.steps for r in group):8d} "
+                     f"{successes / max(episodes, 1):8.3f} {sum(r.interventions for r in group):8d}")
+        data.setdefault("totals", {})[source] = {"episodes": episodes, "success_rate": successes / max(episodes, 1)}
+    return "\n".join(lines), data
+
+
+def cmd_collect(config) -> int:
+    from lwd.fleet.collect import collect
+
+    result = collect(config)
+    rates = result.success_by_task()
+    print(f"collected {len(result.stats)} episodes ({result.skipped} already in the store) "
+          f"in {result.wall_seconds:.1f}s, {result.steps / max(result.wall_seconds, 1e-9):.0f} env steps/s")
+    for task, rate in rates.items():
+        print(f"  {task:30s} success {rate:.3f}")
+    if rates:
+        print(f"  {'average':30s} success {sum(rates.values()) / len(rates):.3f}")
+    return 0
+
+
+def cmd_store_info(config: StoreInfoConfig) -> int:
+    table, data = store_table(config.store, config.snapshot)
+    print(json.dumps(data, indent=2) if config.json else table)
+    return 0
+
+
+def cmd_store_check(config: StoreCheckConfig) -> int:
+    from lwd.data.store import EpisodeStore
+
+    report = EpisodeStore(config.store, create=False).check(repair=config.repair)
+    print(f"{report.episodes} committed episodes; {len(report.orphans)} orphan files; "
+          f"{len(report.missing)} missing files; {len(report.corrupt)} corrupt files")
+    for kind in ("missing", "corrupt", "orphans"):
+        for path in getattr(report, kind):
+            print(f"  {kind}: {path}")
+    return 1 if report.missing or report.corrupt else 0
+
+
+def cmd_bench_sim(config) -> int:
+    from lwd.evaluation.bench import run_sim_bench
+
+    report = run_sim_bench(config)
+    print(f"bare simulator      {report['bare_steps_per_s']:8.0f} env steps/s")
+    print(f"expert -> store     {report['collect_steps_per_s']:8.0f} env steps/s")
+    print(f"ratio               {report['ratio']:8.3f}   (expert success {report['expert_success']:.3f})")
+    print(f"written to {config.out}")
+    return 0
+
+
+def cmd_demo(config: DemoConfig) -> int:
+    from lwd.fleet.collect import CollectConfig
+
+    store = str(Path(config.workdir) / "store")
+    print("lwd demo: today this collects MT10 expert demonstrations into a crash-safe store and reports them.\n"
+          "Policy training, offline RL and learning while deploying arrive with the next milestones.")
+    cmd_collect(CollectConfig(store=store, suite="mt10", episodes_per_task=config.episodes_per_task,
+                              noise=config.noise, workers=config.workers))
+    table, data = store_table(store, None)
+    print(table)
+    Path(config.workdir, "summary.json").write_text(json.dumps(data, indent=2))
+    print(f"summary written to {Path(config.workdir, 'summary.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lwd.evaluation.bench import SimBenchConfig
+    from lwd.fleet.collect import CollectConfig
+
+    parser = argparse.ArgumentParser(prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def leaf(group, name: str, help_text: str, config_cls, handler):
+        sub = group.add_parser(name, help=help_text, description=help_text)
+        add_config_arguments(sub, config_cls)
+        sub.set_defaults(handler=handler, config_cls=config_cls)
+
+    leaf(commands, "demo", "the main job (today: collect MT10 demonstrations and summarise the store)", DemoConfig, cmd_demo)
+    leaf(commands, "collect", "collect expert demonstrations or play data into an episode store", CollectConfig, cmd_collect)
+    store = commands.add_parser("store", help="inspect an episode store").add_subparsers(dest="store_command", required=True)
+    leaf(store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info)
+    leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lwd.data.store import StoreError
+    from lwd.envs.tasks import UnknownTaskError
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args.config_cls, args)
+        return args.handler(config)
+    except (StoreError, UnknownTaskError, ValueError) as err:
+        print(f"lwd: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lwd: interrupted; everything committed so far is in the store", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Chunked replay: (s_t, A_t, R_t, s_{t+nH}, done, mask) batches from committed episodes.
+
+The data layer owns episode boundaries: losses receive masks and bootstrap factors and
+never rebuild them. Episodes are loaded into growable in-memory arrays when a snapshot
+is pulled in (`refresh`), so `sample` never touches the disk.
+
+Definitions for a step t of an episode with T steps, chunk length H, n-step n, L = nH:
+  actions      a_t .. a_{t+H-1}; steps past the end repeat a_{T-1}, action_mask False there
+  reward       sum_{i < min(L, T-t)} gamma^i r_{t+i}, r = 1 on the final step of a success
+  next_obs     s_{min(t+L, T)}
+  done         1 when the window reaches the episode end (the episode's outcome is final:
+               success, or a failure at the time limit), else 0
+  discount     gamma^{min(L, T-t)}, the factor in front of the bootstrap value
+so the critic target is  y = reward + discount * (1 - done) * V(next_obs).
+With `bootstrap_at_time_limit`, failures that hit the time limit are not terminal:
+done = 0 there and the target bootstraps from s_T with discount gamma^{T-t}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lwd.data.episode import Episode
+from lwd.data.store import EpisodeStore
+
+
+def _doc(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    chunk_len: int = _doc(10, "H: actions per chunk")
+    discount: float = _doc(0.99, "gamma per environment step")
+    n_step: int = _doc(1, "n: chunks per TD backup (1 online; 10 offline for long-horizon tasks)")
+    sources: tuple[str, ...] | None = _doc(None, "only episodes from these sources (demo, rollout, play); None = all")
+    task_balanced: bool = _doc(False, "sample tasks uniformly, then steps uniformly within the task")
+    bootstrap_at_time_limit: bool = _doc(False, "treat time-limit failures as truncated (bootstrap) instead of terminal")
+
+    def __post_init__(self) -> None:
+        if self.chunk_len < 1 or self.n_step < 1:
+            raise ValueError("chunk_len and n_step must be >= 1")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
+
+
+@dataclass(frozen=True)
+class ChunkBatch:
+    """A batch of chunked transitions. B = batch, H = chunk length, D = obs dim, A = action dim."""
+
+    obs: np.ndarray  # (B, D) float32, s_t
+    actions: np.ndarray  # (B, H, A) float32, A_t (padded past the episode end)
+    action_mask: np.ndarray  # (B, H) bool, False on padded actions
+    intervention: np.ndarray  # (B, H) bool, operator-driven actions
+    reward: np.ndarray  # (B,) float32, discounted reward over the n*H window
+    next_obs: np.ndarray  # (B, D) float32, s_{t+nH} (or s_T)
+    done: np.ndarray  # (B,) float32, 1 = no bootstrap
+    discount: np.ndarray  # (B,) float32, gamma^(steps covered)
+    task_ids: np.ndarray  # (B,) int64, index into task_vocab
+    instruction_ids: np.ndarray  # (B,) int64, index into instruction_vocab
+    policy_version: np.ndarray  # (B,) int64, version that acted at s_t (-1: none)
+    task_vocab: tuple[str, ...]
+    instruction_vocab: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+
+class _Growable:
+    """An append-only array with amortised O(1) appends."""
+
+    def __init__(self, row_shape: tuple[int, ...], dtype):
+        self._data = np.zeros((1024, *row_shape), dtype=dtype)
+        self.size = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        needed = self.size + len(rows)
+        if needed > len(self._data):
+            grown = np.zeros((max(needed, 2 * len(self._data)), *self._data.shape[1:]), dtype=self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size:needed] = rows
+        self.size = needed
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._data[: self.size]
+
+
+class ChunkReplay:
+    """In-memory index over one store's committed episodes (optionally one source)."""
+
+    def __init__(self, store: EpisodeStore, config: ReplayConfig = ReplayConfig()):
+        self.store = store
+        self.config = config
+        self.snapshot = 0
+        self.num_episodes = 0
+        self._obs: _Growable | None = None
+        self._actions: _Growable | None = None
+        self._intervention = _Growable((), np.bool_)
+        self._version = _Growable((), np.int64)
+        self._reward = _Growable((), np.float32)
+        self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
+        self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
+        self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
+        self._task = _Growable((), np.int64)
+        self._instruction = _Growable((), np.int64)
+        self.task_vocab: list[str] = []
+        self.instruction_vocab: list[str] = []
+        self._by_task: list[np.ndarray] | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return self._reward.size
+
+    def refresh(self, up_to: int | None = None) -> int:
+        """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many."""
+        target = self.store.latest_snapshot() if up_to is None else up_to
+        if target <= self.snapshot:
+            return 0
+        records = self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
+        for record in records:
+            self.add(self.store.load(record))
+        self.snapshot = target
+        return len(records)
+
+    def add(self, episode: Episode) -> None:
+        steps = episode.num_steps
+        if self._obs is None:
+            self._obs = _Growable(episode.observations.shape[1:], np.float32)
+            self._actions = _Growable(episode.actions.shape[1:], np.float32)
+        start_step, start_row = self._reward.size, self._obs.size
+        self._obs.extend(episode.observations)
+        self._actions.extend(episode.actions)
+        self._intervention.extend(episode.intervention)
+        self._version.extend(episode.policy_version)
+        reward = np.zeros(steps, np.float32)
+        reward[-1] = float(episode.success)
+        self._reward.extend(reward)
+        self._obs_row.extend(start_row + np.arange(steps))
+        self._episode_end.extend(np.full(steps, start_step + steps))
+        terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
+        self._terminal.extend(np.full(steps, terminal))
+        self._task.extend(np.full(steps, self._vocab_index(self.task_vocab, episode.task)))
+        self._instruction.extend(np.full(steps, self._vocab_index(self.instruction_vocab, episode.instruction)))
+        self.num_episodes += 1
+        self._by_task = None
+
+    @staticmethod
+    def _vocab_index(vocab: list[str], item: str) -> int:
+        if item not in vocab:
+            vocab.append(item)
+        return vocab.index(item)
+
+    def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.config.task_balanced:
+            return rng.integers(0, self.num_steps, size=batch_size)
+        if self._by_task is None:
+            tasks = self._task.view
+            self._by_task = [np.flatnonzero(tasks == k) for k in range(len(self.task_vocab))]
+        present = [steps for steps in self._by_task if len(steps)]
+        chosen = rng.integers(0, len(present), size=batch_size)
+        sizes = np.array([len(s) for s in present])
+        offsets = (rng.random(batch_size) * sizes[chosen]).astype(np.int64)
+        return np.array([present[c][o] for c, o in zip(chosen, offsets)], dtype=np.int64)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
+        if self.num_steps == 0:
+            raise ValueError("cannot sample from an empty replay; refresh() after episodes are committed")
+        return self.gather(self._sample_steps(batch_size, rng))
+
+    def gather(self, steps: np.ndarray) -> ChunkBatch:
+        """The chunked transitions that start at the given global step indices."""
+        cfg = self.config
+        horizon = cfg.chunk_len
+        window = cfg.chunk_len * cfg.n_step
+        end = self._episode_end.view[steps]  # (B,)
+        covered = np.minimum(window, end - steps)  # (B,) steps inside the episode
+
+        action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
+        action_mask = action_idx < end[:, None]
+        action_idx = np.minimum(action_idx, end[:, None] - 1)
+
+        reward_idx = steps[:, None] + np.arange(window)[None, :]  # (B, L)
+        reward_valid = reward_idx < end[:, None]
+        rewards = self._reward.view[np.minimum(reward_idx, end[:, None] - 1)] * reward_valid
+        reward = (rewards * cfg.discount ** np.arange(window, dtype=np.float64)[None, :]).sum(axis=1)
+
+        reaches_end = steps + window >= end
+        done = reaches_end & self._terminal.view[steps]
+        obs_rows = self._obs_row.view[steps]
+        return ChunkBatch(
+            obs=self._obs.view[obs_rows],
+            actions=self._actions.view[action_idx],
+            action_mask=action_mask,
+            intervention=self._intervention.view[action_idx] & action_mask,
+            reward=reward.astype(np.float32),
+            next_obs=self._obs.view[obs_rows + covered],
+            done=done.astype(np.float32),
+            discount=(cfg.discount ** covered).astype(np.float32),
+            task_ids=self._task.view[steps],
+            instruction_ids=self._instruction.view[steps],
+            policy_version=self._version.view[steps],
+            task_vocab=tuple(self.task_vocab),
+            instruction_vocab=tuple(self.instruction_vocab),
+        )
+
+
+def _remap(ids: np.ndarray, vocab: tuple[str, ...], merged: list[str]) -> np.ndarray:
+    for item in vocab:
+        if item not in merged:
+            merged.append(item)
+    table = np.array([merged.index(item) for item in vocab], dtype=np.int64)
+    return table[ids]
+
+
+def concat_batches(batches: list[ChunkBatch]) -> ChunkBatch:
+    """One batch from several, with task and instruction vocabularies merged."""
+    tasks: list[str] = []
+    instructions: list[str] = []
+    task_ids = [_remap(b.task_ids, b.task_vocab, tasks) for b in batches]
+    instruction_ids = [_remap(b.instruction_ids, b.instruction_vocab, instructions) for b in batches]
+    arrays = {
+        name: np.concatenate([getattr(b, name) for b in batches])
+        for name in ("obs", "actions", "action_mask", "intervention", "reward", "next_obs", "done", "discount",
+                     "policy_version")
+    }
+    return ChunkBatch(**arrays, task_ids=np.concatenate(task_ids), instruction_ids=np.concatenate(instruction_ids),
+                      task_vocab=tuple(tasks), instruction_vocab=tuple(instructions))
+
+
+class MixedReplay:
+    """Samples from several replays by ratio, e.g. offline : online = 1 : 1.
+
+    A replay that is still empty (the online store at the start of deployment) gives
+    its share to the others.
+    """
+
+    def __init__(self, parts: list[tuple[ChunkReplay, float]]):
+        if not parts or any(weight <= 0 for _, weight in parts):
+            raise ValueError("MixedReplay needs at least one (replay, positive weight) pair")
+        self.parts = parts
+
+    def refresh(self) -> int:
+        return sum(replay.refresh() for replay, _ in self.parts)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
+        live = [(replay, weight) for replay, weight in self.parts if replay.num_steps > 0]
+        if not live:
+            raise ValueError("every replay in the mix is empty")
+        weights = np.array([w for _, w in live], dtype=np.float64)
+        counts = np.floor(batch_size * weights / weights.sum()).astype(int)
+        counts[: batch_size - counts.sum()] += 1  # hand out the rounding remainder
+        return concat_batches([replay.sample(int(n), rng) for (replay, _), n in zip(live, counts) if n > 0])

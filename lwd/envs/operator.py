@@ -1,0 +1,146 @@
+"""The human stand-in: a scripted operator that watches a policy and takes over.
+
+The same experts, wrapped with noise, also produce demonstrations and play data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lwd.envs.robot import Expert, Observation
+
+
+def _doc(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """How the scripted operator watches, when it takes over, and how it drives."""
+
+    attention: float = _doc(1.0, "probability that the operator is watching at any given step")
+    deviation_threshold: float = _doc(0.5, "L2 distance between policy and expert action that looks wrong")
+    deviation_steps: int = _doc(5, "take over after this many consecutive wrong-looking steps")
+    stall_steps: int = _doc(30, "take over after this many steps without progress while the policy disagrees")
+    stall_disagreement: float = _doc(0.1, "minimum L2 disagreement with the expert for a stall to count")
+    progress_epsilon: float = _doc(0.01, "progress gain that counts as progress")
+    takeover_steps: int = _doc(25, "steps the operator drives before handing control back")
+    max_takeovers: int = _doc(3, "per-episode intervention budget (number of takeovers)")
+    action_noise: float = _doc(0.0, "std of Gaussian noise on the operator's own actions")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.attention <= 1.0:
+            raise ValueError(f"attention must be in [0, 1], got {self.attention}")
+        for name in ("deviation_steps", "stall_steps", "takeover_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_takeovers < 0 or self.action_noise < 0:
+            raise ValueError("max_takeovers and action_noise must be >= 0")
+
+
+def noisy(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    if noise == 0.0:
+        return action
+    return np.clip(action + rng.normal(0.0, noise, size=action.shape), -1.0, 1.0).astype(np.float32)
+
+
+class ScriptedOperator:
+    """Watches a running policy through the task's expert and intervenes by a gating rule.
+
+    Takes over when the policy's action stays far from the expert's for
+    `deviation_steps` consecutive watched steps, or when task progress has stalled for
+    `stall_steps` watched steps while the policy still disagrees with the expert.
+    It then drives for `takeover_steps` steps and hands back; at most `max_takeovers`
+    times per episode. Because both rules need disagreement with the expert, the
+    operator never intervenes on the expert itself.
+    """
+
+    def __init__(self, expert: Expert, config: OperatorConfig, rng: np.random.Generator):
+        self.expert = expert
+        self.config = config
+        self.rng = rng
+        self.begin_episode()
+
+    def begin_episode(self) -> None:
+        self.takeovers = 0
+        self._driving_left = 0
+        self._deviating_for = 0
+        self._stalled_for = 0
+        self._best_progress = -np.inf
+
+    @property
+    def driving(self) -> bool:
+        return self._driving_left > 0
+
+    def decide(self, observation: Observation, policy_action: np.ndarray | None, progress: float) -> tuple[np.ndarray | None, bool]:
+        """The action to execute and whether the operator produced it.
+
+        `policy_action` may be None while the operator drives (the policy need not be
+        queried then); the returned action is None only if the policy keeps control
+        and gave None.
+        """
+        cfg = self.config
+        if self._driving_left > 0:
+            self._driving_left -= 1
+            return self._drive(observation), True
+        if policy_action is None or self.rng.random() >= cfg.attention:
+            return policy_action, False
+        expert_action = self.expert.act(observation.state)
+        disagreement = float(np.linalg.norm(policy_action - expert_action))
+        self._deviating_for = self._deviating_for + 1 if disagreement > cfg.deviation_threshold else 0
+        if progress > self._best_progress + cfg.progress_epsilon:
+            self._best_progress = progress
+            self._stalled_for = 0
+        else:
+            self._stalled_for += 1
+        stalled = self._stalled_for >= cfg.stall_steps and disagreement > cfg.stall_disagreement
+        if (self._deviating_for >= cfg.deviation_steps or stalled) and self.takeovers < cfg.max_takeovers:
+            self.takeovers += 1
+            self._driving_left = cfg.takeover_steps - 1
+            self._deviating_for = 0
+            self._stalled_for = 0
+            return noisy(expert_action, cfg.action_noise, self.rng), True
+        return policy_action, False
+
+    def _drive(self, observation: Observation) -> np.ndarray:
+        return noisy(self.expert.act(observation.state), self.config.action_noise, self.rng)
+
+
+class NoisyExpertActor:
+    """The expert with Gaussian action noise: demonstrations."""
+
+    def __init__(self, expert: Expert, noise: float, rng: np.random.Generator):
+        self.expert, self.noise, self.rng = expert, noise, rng
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return noisy(self.expert.act(observation.state), self.noise, self.rng)
+
+
+class PlayActor:
+    """Exploratory "play": the noisy expert interleaved with smooth random wandering.
+
+    Switches between the two modes with probability `switch_prob` per step, so the data
+    covers states near and away from the expert's path.
+    """
+
+    def __init__(self, expert: Expert, noise: float, rng: np.random.Generator, switch_prob: float = 0.05):
+        self.expert, self.noise, self.rng, self.switch_prob = expert, noise, rng, switch_prob
+        self.reset()
+
+    def reset(self) -> None:
+        self._wandering = False
+        self._wander_action = np.zeros(4, dtype=np.float32)
+
+    def act(self, observation: Observation) -> np.ndarray:
+        if self.rng.random() < self.switch_prob:
+            self._wandering = not self._wandering
+        if self._wandering:
+            step = self.rng.normal(0.0, 0.3, size=self._wander_action.shape)
+            self._wander_action = np.clip(0.8 * self._wander_action + step, -1.0, 1.0).astype(np.float32)
+            return self._wander_action
+        return noisy(self.expert.act(observation.state), self.noise, self.rng)

@@ -1,0 +1,208 @@
+"""Task catalogue: names, instructions, dimensions, suites and the train/eval seed split.
+
+Kept free of MuJoCo imports so that the data layer can validate episodes (task names,
+shapes) without loading a simulator.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+# Meta-World v3 state observation: hand xyz, gripper, two object poses (7 each),
+# the previous frame of those 18 numbers, and the goal xyz.
+METAWORLD_OBS_DIM = 39
+# Meta-World action: end-effector delta xyz and gripper effort, all in [-1, 1].
+METAWORLD_ACTION_DIM = 4
+
+# One sentence per task, written for lwd; the policy sees only this and the state.
+METAWORLD_INSTRUCTIONS: dict[str, str] = {
+    "assembly-v3": "Pick up the nut and fit it over the peg.",
+    "basketball-v3": "Grab the ball and dunk it through the hoop.",
+    "bin-picking-v3": "Move the cube from the left bin into the right bin.",
+    "box-close-v3": "Pick up the lid and put it on the box.",
+    "button-press-topdown-v3": "Press the button down from above.",
+    "button-press-topdown-wall-v3": "Reach over the wall and press the button down from above.",
+    "button-press-v3": "Push the button in from the front.",
+    "button-press-wall-v3": "Reach around the wall and push the button in.",
+    "coffee-button-v3": "Press the button on the coffee machine.",
+    "coffee-pull-v3": "Pull the mug away from the coffee machine.",
+    "coffee-push-v3": "Slide the mug under the coffee machine.",
+    "dial-turn-v3": "Turn the dial a full quarter rotation.",
+    "disassemble-v3": "Lift the nut off the peg.",
+    "door-close-v3": "Swing the door closed.",
+    "door-lock-v3": "Turn the door lock down to lock it.",
+    "door-open-v3": "Pull the door open by its handle.",
+    "door-unlock-v3": "Turn the door lock up to unlock it.",
+    "drawer-close-v3": "Push the drawer shut.",
+    "drawer-open-v3": "Pull the drawer open.",
+    "faucet-close-v3": "Turn the faucet handle to close the tap.",
+    "faucet-open-v3": "Turn the faucet handle to open the tap.",
+    "hammer-v3": "Pick up the hammer and drive the nail into the wall.",
+    "hand-insert-v3": "Put your hand into the hole in the table.",
+    "handle-press-side-v3": "Press the handle down from the side.",
+    "handle-press-v3": "Press the handle down.",
+    "handle-pull-side-v3": "Pull the handle up from the side.",
+    "handle-pull-v3": "Pull the handle up.",
+    "lever-pull-v3": "Pull the lever up.",
+    "peg-insert-side-v3": "Pick up the peg and insert it sideways into the hole.",
+    "peg-unplug-side-v3": "Unplug the peg from the side of the box.",
+    "pick-out-of-hole-v3": "Lift the block out of the hole.",
+    "pick-place-v3": "Pick up the puck and place it at the goal.",
+    "pick-place-wall-v3": "Pick up the puck and place it at the goal behind the wall.",
+    "plate-slide-back-side-v3": "Slide the plate sideways back out of the cabinet.",
+    "plate-slide-back-v3": "Slide the plate back out of the cabinet.",
+    "plate-slide-side-v3": "Slide the plate sideways into the cabinet.",
+    "plate-slide-v3": "Slide the plate into the cabinet.",
+    "push-back-v3": "Push the puck backwards to the goal.",
+    "push-v3": "Push the puck to the goal.",
+    "push-wall-v3": "Push the puck around the wall to the goal.",
+    "reach-v3": "Move your hand to the goal position.",
+    "reach-wall-v3": "Reach over the wall to the goal position.",
+    "shelf-place-v3": "Pick up the block and put it on the shelf.",
+    "soccer-v3": "Kick the ball into the goal.",
+    "stick-pull-v3": "Use the stick to pull the container.",
+    "stick-push-v3": "Use the stick to push the container.",
+    "sweep-into-v3": "Sweep the puck into the hole.",
+    "sweep-v3": "Sweep the puck off the edge of the table.",
+    "window-close-v3": "Slide the window closed.",
+    "window-open-v3": "Slide the window open.",
+}
+
+MT10_TASKS: tuple[str, ...] = (
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
+)
+
+
+class UnknownTaskError(KeyError):
+    """A task or suite name that lwd does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence.
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a robot, the store and a policy need to agree on about one task."""
+
+    name: str
+    instruction: str
+    # Simulator scenes chained in order; one entry for a single-stage task. A multi-stage
+    # task succeeds only when all stages have succeeded; its stage score is the fraction done.
+    stages: tuple[str, ...]
+    max_steps: int
+    obs_dim: int = METAWORLD_OBS_DIM
+    action_dim: int = METAWORLD_ACTION_DIM
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+
+@dataclass(frozen=True)
+class SeedSplit:
+    """Fixed, disjoint initial-state seeds.
+
+    Training data may use any seed below `eval_start`; evaluation uses `eval_start + k`.
+    The store refuses episodes whose seed lies in the evaluation range, so evaluation
+    states can never leak into training data.
+    """
+
+    eval_start: int = 1_000_000_000
+    eval_count: int = 1_000
+
+    def train(self, k: int) -> int:
+        if not 0 <= k < self.eval_start:
+            raise ValueError(f"training seed index {k} outside [0, {self.eval_start})")
+        return k
+
+    def eval(self, k: int) -> int:
+        if not 0 <= k < self.eval_count:
+            raise ValueError(f"evaluation seed index {k} outside [0, {self.eval_count})")
+        return self.eval_start + k
+
+    def is_eval(self, seed: int) -> bool:
+        return self.eval_start <= seed < self.eval_start + self.eval_count
+
+
+SEEDS = SeedSplit()
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[TaskSpec, ...]
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def task(self, name: str) -> TaskSpec:
+        for spec in self.tasks:
+            if spec.name == name:
+                return spec
+        raise UnknownTaskError(_unknown_message("task", name, self.task_names, f" in suite {self.name!r}"))
+
+
+# Episodes end at first success or here. Zero-noise experts finish MT10 tasks in
+# 47-131 steps on average (docs/benchmarks.md), so 200 leaves slack for noisy
+# demonstrations while keeping evaluation cheap.
+DEFAULT_MAX_STEPS = 200
+
+
+def _metaworld_task(name: str) -> TaskSpec:
+    return TaskSpec(name=name, instruction=METAWORLD_INSTRUCTIONS[name], stages=(name,), max_steps=DEFAULT_MAX_STEPS)
+
+
+_TASKS: dict[str, TaskSpec] = {name: _metaworld_task(name) for name in METAWORLD_INSTRUCTIONS}
+_SUITES: dict[str, Suite] = {
+    "mt10": Suite("mt10", tuple(_TASKS[n] for n in MT10_TASKS)),
+    "mt50": Suite("mt50", tuple(_TASKS[n] for n in sorted(METAWORLD_INSTRUCTIONS))),
+}
+
+
+def _unknown_message(kind: str, name: str, known: tuple[str, ...] | list[str], where: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {kind} {name!r}{where}{hint} (known: {len(known)} names, e.g. {', '.join(list(known)[:4])})"
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The registered task called `name`; raises UnknownTaskError with suggestions."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(_unknown_message("task", name, sorted(_TASKS))) from None
+
+
+def suite(name: str) -> Suite:
+    try:
+        return _SUITES[name]
+    except KeyError:
+        raise UnknownTaskError(_unknown_message("suite", name, sorted(_SUITES))) from None
+
+
+def suite_names() -> tuple[str, ...]:
+    return tuple(sorted(_SUITES))
+
+
+def register_task(spec: TaskSpec) -> None:
+    """Add a task (e.g. a multi-stage one) to the catalogue; names must be new."""
+    if spec.name in _TASKS and _TASKS[spec.name] != spec:
+        raise ValueError(f"task {spec.name!r} is already registered with a different spec")
+    _TASKS[spec.name] = spec
+
+
+def register_suite(new_suite: Suite) -> None:
+    for spec in new_suite.tasks:
+        register_task(spec)
+    _SUITES[new_suite.name] = new_suite
