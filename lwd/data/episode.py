@@ -182,8 +182,8 @@ def _digest(tensors: dict[str, np.ndarray], meta_json: str) -> str:
     return digest.hexdigest()
 
 
-def decode(data: bytes, origin: str) -> Episode:
-    """Parse episode bytes; `origin` (a path) is named in any error."""
+def decode(data: bytes, origin: str, *, check: bool = True) -> Episode:
+    """Parse episode bytes; `origin` (a path) is named in any error. With `check`, also validate."""
     from safetensors.numpy import load
 
     try:
@@ -204,5 +204,13 @@ def decode(data: bytes, origin: str) -> Episode:
         )
     except KeyError as err:
         raise EpisodeValidationError(f"{origin}: episode file lacks {err}") from err
-    validate(episode)
+    return validated(episode, origin) if check else episode
+
+
+def validated(episode: Episode, origin: str) -> Episode:
+    """The episode itself if valid; otherwise an error that names `origin` too."""
+    try:
+        validate(episode)
+    except EpisodeValidationError as err:
+        raise EpisodeValidationError(f"{origin}: {err}") from err
     return episode

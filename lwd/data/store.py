@@ -26,7 +26,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from lwd.data.episode import Episode, EpisodeValidationError, content_digest, decode, encode, episode_id, validate
+from lwd.data.episode import (Episode, EpisodeValidationError, content_digest, decode, encode, episode_id, validate,
+                              validated)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -332,10 +333,10 @@ class EpisodeStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise StoreError(f"{path}: episode {record.episode_id} is catalogued but its file is missing") from None
-        episode = decode(data, str(path))
+        episode = decode(data, str(path), check=False)
         if content_digest(episode) != record.digest:
             raise StoreError(f"{path}: content does not match the catalogue digest of {record.episode_id} (corrupt file)")
-        return episode
+        return validated(episode, str(path))
 
     def summary(self, up_to: int | None = None) -> list[TaskSummary]:
         query = ("SELECT task, source, COUNT(*), SUM(num_steps), SUM(success), SUM(num_interventions) "

@@ -1,0 +1,170 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
+from lwd.data.store import EpisodeStore
+from tests.conftest import make_episode
+
+
+def indexed_episode(steps: int, success: bool, *, seq: int = 0, task: str = "reach-v3", source: str = "demo",
+                    offset: float = 0.0):
+    """An episode whose observation i is filled with offset + i and action i with (i+1)/1000."""
+    ep = make_episode(seq=seq, steps=steps, success=success, task=task, source=source)
+    obs = np.repeat(offset + np.arange(steps + 1, dtype=np.float32)[:, None], 39, axis=1)
+    act = np.repeat((np.arange(steps, dtype=np.float32)[:, None] + 1) / 1000, 4, axis=1)
+    return replace(ep, observations=obs, actions=act)
+
+
+def replay_of(tmp_path, episodes, **config):
+    store = EpisodeStore(tmp_path)
+    store.append_many(episodes)
+    replay = ChunkReplay(store, ReplayConfig(**config))
+    replay.refresh()
+    return replay
+
+
+def test_one_step_chunks_match_hand_computed_values(tmp_path):
+    # T = 4, success: r = [0, 0, 0, 1]; H = 2, n = 1, gamma = 0.5.
+    replay = replay_of(tmp_path, [indexed_episode(4, True)], chunk_len=2, n_step=1, discount=0.5)
+    batch = replay.gather(np.arange(4))
+    np.testing.assert_allclose(batch.reward, [0.0, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(batch.next_obs[:, 0], [2, 3, 4, 4])
+    np.testing.assert_allclose(batch.done, [0, 0, 1, 1])
+    np.testing.assert_allclose(batch.discount, [0.25, 0.25, 0.25, 0.5])
+    np.testing.assert_array_equal(batch.action_mask, [[1, 1], [1, 1], [1, 1], [1, 0]])
+    np.testing.assert_allclose(batch.actions[:, :, 0], [[0.001, 0.002], [0.002, 0.003], [0.003, 0.004], [0.004, 0.004]])
+    np.testing.assert_allclose(batch.obs[:, 0], [0, 1, 2, 3])
+
+
+def test_n_step_chunks_match_hand_computed_values(tmp_path):
+    # Same episode, n = 2 chunks of H = 2: the window is 4 steps.
+    replay = replay_of(tmp_path, [indexed_episode(4, True)], chunk_len=2, n_step=2, discount=0.5)
+    batch = replay.gather(np.arange(4))
+    np.testing.assert_allclose(batch.reward, [0.125, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(batch.next_obs[:, 0], [4, 4, 4, 4])
+    np.testing.assert_allclose(batch.done, [1, 1, 1, 1])
+    np.testing.assert_allclose(batch.discount, [0.0625, 0.125, 0.25, 0.5])
+
+
+def test_failures_are_terminal_unless_time_limits_bootstrap(tmp_path):
+    episodes = [indexed_episode(3, False)]
+    terminal = replay_of(tmp_path / "a", episodes, chunk_len=2, discount=0.5).gather(np.arange(3))
+    np.testing.assert_allclose(terminal.reward, [0, 0, 0])
+    np.testing.assert_allclose(terminal.done, [0, 1, 1])
+    bootstrap = replay_of(tmp_path / "b", episodes, chunk_len=2, discount=0.5,
+                          bootstrap_at_time_limit=True).gather(np.arange(3))
+    np.testing.assert_allclose(bootstrap.done, [0, 0, 0])
+    np.testing.assert_allclose(bootstrap.next_obs[:, 0], [2, 3, 3])
+    np.testing.assert_allclose(bootstrap.discount, [0.25, 0.25, 0.5])
+
+
+def test_chunks_never_cross_into_the_next_episode(tmp_path):
+    replay = replay_of(tmp_path, [indexed_episode(3, True, seq=0), indexed_episode(5, True, seq=1, offset=100)],
+                       chunk_len=4)
+    last_of_first = replay.gather(np.array([2]))
+    assert last_of_first.next_obs[0, 0] == 3  # s_T of the first episode, not the second's s_0
+    np.testing.assert_array_equal(last_of_first.action_mask[0], [1, 0, 0, 0])
+    np.testing.assert_allclose(last_of_first.actions[0, :, 0], [0.003] * 4)
+
+
+def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
+    """A slow, literal reading of the definitions in lwd/data/replay.py."""
+    T = episode.num_steps
+    r = [0.0] * T
+    if episode.success:
+        r[T - 1] = 1.0
+    L = n * H
+    reward = sum(gamma ** i * r[t + i] for i in range(L) if t + i < T)
+    steps = min(L, T - t)
+    terminal = episode.success or not bootstrap_at_time_limit
+    done = float(t + L >= T and terminal)
+    actions = [episode.actions[min(t + i, T - 1)] for i in range(H)]
+    mask = [t + i < T for i in range(H)]
+    return reward, episode.observations[t + steps], done, gamma ** steps, np.stack(actions), mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=4),
+    successes=st.lists(st.booleans(), min_size=4, max_size=4),
+    H=st.integers(1, 8),
+    n=st.integers(1, 4),
+    gamma=st.floats(0.5, 1.0),
+    bootstrap=st.booleans(),
+)
+def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H, n, gamma, bootstrap):
+    episodes = [make_episode(seq=i, steps=T, success=successes[i]) for i, T in enumerate(lengths)]
+    replay = replay_of(tmp_path_factory.mktemp("store"), episodes, chunk_len=H, n_step=n, discount=gamma,
+                       bootstrap_at_time_limit=bootstrap)
+    batch = replay.gather(np.arange(replay.num_steps))
+    row = 0
+    for episode in episodes:
+        for t in range(episode.num_steps):
+            reward, next_obs, done, discount, actions, mask = reference_chunk(episode, t, H, n, gamma, bootstrap)
+            assert batch.reward[row] == pytest.approx(reward, rel=1e-5, abs=1e-6)
+            np.testing.assert_array_equal(batch.next_obs[row], next_obs)
+            assert batch.done[row] == done
+            assert batch.discount[row] == pytest.approx(discount, rel=1e-5)
+            np.testing.assert_array_equal(batch.actions[row], actions)
+            np.testing.assert_array_equal(batch.action_mask[row], mask)
+            np.testing.assert_array_equal(batch.obs[row], episode.observations[t])
+            row += 1
+
+
+def test_sampling_does_not_touch_the_disk(tmp_path):
+    replay = replay_of(tmp_path, [make_episode(seq=i, steps=20) for i in range(5)], chunk_len=4)
+    for path in (tmp_path / "episodes").rglob("*.safetensors"):
+        path.unlink()
+    (tmp_path / "catalogue.sqlite").rename(tmp_path / "moved.sqlite")
+    batch = replay.sample(256, np.random.default_rng(0))
+    assert batch.obs.shape == (256, 39) and batch.actions.shape == (256, 4, 4)
+
+
+def test_refresh_follows_committed_snapshots(tmp_path):
+    store = EpisodeStore(tmp_path)
+    replay = ChunkReplay(store, ReplayConfig())
+    store.append(make_episode(seq=0, steps=5))
+    store.append(make_episode(seq=1, steps=6))
+    assert replay.refresh(up_to=1) == 1 and replay.num_steps == 5
+    assert replay.refresh() == 1 and replay.num_steps == 11
+    assert replay.refresh() == 0
+
+
+def test_source_filter_keeps_only_that_source(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.append(make_episode(robot_id="d", steps=5, source="demo"))
+    store.append(make_episode(robot_id="p", steps=9, source="play", success=False))
+    replay = ChunkReplay(store, ReplayConfig(sources=("play",)))
+    replay.refresh()
+    assert replay.num_steps == 9
+
+
+def test_mixed_replay_splits_the_batch_by_ratio(tmp_path):
+    offline = replay_of(tmp_path / "off", [indexed_episode(50, True, task="reach-v3")], chunk_len=2)
+    online = replay_of(tmp_path / "on", [indexed_episode(10, True, task="push-v3", source="rollout")], chunk_len=2)
+    batch = MixedReplay([(offline, 1.0), (online, 1.0)]).sample(256, np.random.default_rng(0))
+    tasks = np.array(batch.task_vocab)[batch.task_ids]
+    assert (tasks == "reach-v3").sum() == 128 and (tasks == "push-v3").sum() == 128
+    instructions = np.array(batch.instruction_vocab)[batch.instruction_ids]
+    assert set(instructions[tasks == "push-v3"]) == {"Push the puck to the goal."}
+    batch = MixedReplay([(offline, 3.0), (online, 1.0)]).sample(100, np.random.default_rng(0))
+    assert (np.array(batch.task_vocab)[batch.task_ids] == "reach-v3").sum() == 75
+
+
+def test_mixed_replay_gives_an_empty_part_share_to_the_rest(tmp_path):
+    offline = replay_of(tmp_path / "off", [make_episode(steps=10)], chunk_len=2)
+    online = ChunkReplay(EpisodeStore(tmp_path / "on"), ReplayConfig(chunk_len=2))
+    assert len(MixedReplay([(offline, 1.0), (online, 1.0)]).sample(64, np.random.default_rng(0))) == 64
+
+
+def test_task_balanced_sampling_equalises_tasks(tmp_path):
+    episodes = [indexed_episode(190, True, seq=0, task="reach-v3"), indexed_episode(10, True, seq=1, task="push-v3")]
+    plain = replay_of(tmp_path / "a", episodes).sample(4000, np.random.default_rng(0))
+    balanced = replay_of(tmp_path / "b", episodes, task_balanced=True).sample(4000, np.random.default_rng(0))
+    push_plain = np.mean(np.array(plain.task_vocab)[plain.task_ids] == "push-v3")
+    push_balanced = np.mean(np.array(balanced.task_vocab)[balanced.task_ids] == "push-v3")
+    assert push_plain < 0.08 and 0.45 < push_balanced < 0.55

@@ -1,0 +1,68 @@
+"""The scripted operator and the episode runner on real Meta-World tasks."""
+
+import numpy as np
+import pytest
+
+from lwd.envs import make_expert, make_robot, suite
+from lwd.envs.operator import NoisyExpertActor, OperatorConfig, ScriptedOperator
+from lwd.fleet.rollout import run_episode
+
+
+class FrozenArm:
+    """A deliberately bad policy: never moves, never grips."""
+
+    def reset(self):
+        pass
+
+    def act(self, observation):
+        return np.zeros(4, np.float32)
+
+
+def _rollout(task, actor, operator, seed, version=7):
+    return run_episode(make_robot(task), actor, robot_id="r1", seq=seed, source="rollout", seed=seed,
+                       operator=operator, policy_version=version)
+
+
+@pytest.mark.parametrize("task", suite("mt10").task_names)
+def test_operator_never_intervenes_on_the_expert_at_zero_noise(task):
+    expert = make_expert(task)
+    operator = ScriptedOperator(expert, OperatorConfig(), np.random.default_rng(0))
+    for seed in range(3):
+        episode = _rollout(task, NoisyExpertActor(expert, 0.0, np.random.default_rng(seed)), operator, seed)
+        assert not episode.intervention.any()
+
+
+def test_operator_takes_over_a_bad_policy_within_its_budget():
+    config = OperatorConfig(max_takeovers=2, takeover_steps=20)
+    operator = ScriptedOperator(make_expert("drawer-open-v3"), config, np.random.default_rng(0))
+    episode = _rollout("drawer-open-v3", FrozenArm(), operator, seed=1)
+    assert episode.intervention.any()
+    assert 1 <= operator.takeovers <= config.max_takeovers
+    assert episode.intervention.sum() <= config.max_takeovers * config.takeover_steps
+    # Control goes back to the policy between and after takeovers.
+    assert not episode.intervention[-1] or operator.takeovers == config.max_takeovers
+    np.testing.assert_array_equal(episode.policy_version, 7)
+
+
+def test_operator_help_rescues_a_stuck_policy():
+    task = "drawer-open-v3"
+    helped = _rollout(task, FrozenArm(), ScriptedOperator(make_expert(task), OperatorConfig(takeover_steps=60),
+                                                          np.random.default_rng(0)), seed=2)
+    alone = _rollout(task, FrozenArm(), None, seed=2)
+    assert helped.success and not alone.success
+    assert alone.num_steps == make_robot(task).task.max_steps
+
+
+def test_an_inattentive_operator_never_intervenes():
+    operator = ScriptedOperator(make_expert("reach-v3"), OperatorConfig(attention=0.0), np.random.default_rng(0))
+    assert not _rollout("reach-v3", FrozenArm(), operator, seed=0).intervention.any()
+
+
+def test_operator_actions_carry_its_own_noise():
+    expert = make_expert("reach-v3")
+    operator = ScriptedOperator(expert, OperatorConfig(action_noise=0.3, deviation_steps=1, takeover_steps=200),
+                                np.random.default_rng(0))
+    episode = _rollout("reach-v3", FrozenArm(), operator, seed=0)
+    driven = np.flatnonzero(episode.intervention)
+    expert_actions = np.stack([expert.act(episode.observations[t]) for t in driven])
+    assert np.abs(episode.actions[driven] - expert_actions).mean() > 0.1

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from lwd.cli import main
+from lwd.evaluation.bench import SimBenchConfig, run_sim_bench
+
+
+def test_collect_then_store_info_reports_counts(tmp_path, capsys):
+    store = str(tmp_path / "store")
+    assert main(["collect", "--store", store, "--tasks", "reach-v3", "button-press-topdown-v3",
+                 "--episodes-per-task", "2", "--workers", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["store", "info", "--store", store, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["latest_snapshot"] == 4
+    assert {(r["task"], r["episodes"]) for r in data["rows"]} == {("reach-v3", 2), ("button-press-topdown-v3", 2)}
+    assert main(["store", "info", "--store", store]) == 0
+    assert "TOTAL" in capsys.readouterr().out
+    assert main(["store", "check", "--store", store]) == 0
+
+
+def test_unknown_suite_is_a_clear_error(tmp_path, capsys):
+    assert main(["collect", "--store", str(tmp_path), "--suite", "mt100"]) == 2
+    assert "unknown suite 'mt100'" in capsys.readouterr().err
+
+
+def test_missing_store_is_a_clear_error(tmp_path, capsys):
+    assert main(["store", "info", "--store", str(tmp_path / "nowhere")]) == 2
+    assert "no episode store" in capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["collect", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--episodes-per-task", "--noise", "--source", "--seed-start", "--workers"):
+        assert option in text
+
+
+def test_sim_bench_replays_exactly_the_collected_workload(tmp_path):
+    report = run_sim_bench(SimBenchConfig(episodes_per_task=1, workers=1, repeats=1, out=str(tmp_path / "b.json")))
+    assert report["bare_steps_per_s"] > 0 and report["collect_steps_per_s"] > 0
+    assert json.loads((tmp_path / "b.json").read_text())["steps_per_phase"] == report["steps_per_phase"] > 0
