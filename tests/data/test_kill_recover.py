@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lwd.data.store import EpisodeStore
 
-WRITER = """
+WRITER = r"""
 import sys
 from lwd.data.store import EpisodeStore
 from tests.conftest import make_episode
