@@ -120,9 +120,28 @@ def cmd_demo(config: DemoConfig) -> int:
     return 0
 
 
+def cmd_pretrain(config) -> int:
+    from lwd.training.sft import pretrain
+
+    final = pretrain(config)
+    print(f"SFT policy written to {final}; metrics in {config.out}/metrics.jsonl and {config.out}/tensorboard")
+    return 0
+
+
+def cmd_eval(config) -> int:
+    from lwd.evaluation.evaluate import evaluate
+
+    summary = evaluate(config)
+    print(Path(config.out, "eval.md").read_text())
+    print(f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; report in {config.out}/eval.{{json,md,png}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.bench import SimBenchConfig
+    from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig
+    from lwd.training.sft import PretrainConfig
 
     parser = argparse.ArgumentParser(prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     leaf(commands, "demo", "the main job (today: collect MT10 demonstrations and summarise the store)", DemoConfig, cmd_demo)
     leaf(commands, "collect", "collect expert demonstrations or play data into an episode store", CollectConfig, cmd_collect)
+    leaf(commands, "pretrain", "SFT: supervised flow matching on the store's demonstrations (resumable)",
+         PretrainConfig, cmd_pretrain)
+    leaf(commands, "eval", "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
+         EvalConfig, cmd_eval)
     store = commands.add_parser("store", help="inspect an episode store").add_subparsers(dest="store_command", required=True)
     leaf(store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info)
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
@@ -145,12 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from lwd.data.store import StoreError
     from lwd.envs.tasks import UnknownTaskError
+    from lwd.policy.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args.config_cls, args)
         return args.handler(config)
-    except (StoreError, UnknownTaskError, ValueError) as err:
+    except (StoreError, UnknownTaskError, CheckpointError, ValueError) as err:
         print(f"lwd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

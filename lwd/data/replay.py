@@ -115,6 +115,16 @@ class ChunkReplay:
     def num_steps(self) -> int:
         return self._reward.size
 
+    @property
+    def observation_array(self) -> np.ndarray:
+        """(sum of T+1, D) every stored observation, for normalisation statistics."""
+        return self._obs.view if self._obs is not None else np.zeros((0, 0), np.float32)
+
+    @property
+    def action_array(self) -> np.ndarray:
+        """(sum of T, A) every stored action."""
+        return self._actions.view if self._actions is not None else np.zeros((0, 0), np.float32)
+
     def refresh(self, up_to: int | None = None) -> int:
         """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many."""
         target = self.store.latest_snapshot() if up_to is None else up_to

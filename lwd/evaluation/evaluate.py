@@ -1,0 +1,177 @@
+"""Evaluation protocol (SPEC §8-9): a checkpoint on evaluation seeds only, no operator.
+
+Episodes run in lockstep inside each worker process so one policy call serves every
+live episode: each worker samples a chunk for all its robots at once, executes
+`execute_steps` actions of it, and replans. Reports per-task success with a Wilson 95%
+interval and cycle time (steps to success, failures counted at the time limit).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lwd.envs import SEEDS, make_robot, suite, task_spec
+
+
+def _doc(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str = _doc("runs/sft/final", "policy checkpoint directory")
+    suite: str = _doc("mt10", "task suite")
+    episodes_per_task: int = _doc(50, "evaluation episodes per task (evaluation seeds 0..N-1)")
+    execute_steps: int = _doc(0, "actions executed from each chunk before replanning (0 = the whole chunk)")
+    workers: int = _doc(2, "worker processes")
+    seed: int = _doc(0, "seed of the policy's sampling noise")
+    out: str = _doc("runs/eval", "directory for eval.json, eval.md and eval.png")
+    tasks: tuple[str, ...] = _doc((), "restrict to these tasks (default: the whole suite)")
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    task: str
+    seed: int
+    success: bool
+    steps: int
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def check_eval_seeds(seeds: list[int]) -> None:
+    for seed in seeds:
+        if not SEEDS.is_eval(seed):
+            raise ValueError(f"evaluation refuses seed {seed}: it is not an evaluation seed (training seeds never evaluate)")
+
+
+def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_steps: int, noise_seed: int,
+                        threads: int = 1) -> list[EpisodeOutcome]:
+    """Run (task, seed) episodes in lockstep with one batched policy call per replan."""
+    import torch
+
+    from lwd.policy.checkpoint import load_checkpoint
+
+    check_eval_seeds([seed for _, seed in jobs])
+    torch.set_num_threads(threads)
+    policy, encoder, _ = load_checkpoint(checkpoint)
+    policy.eval()
+    horizon = policy.config.chunk_len
+    execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
+    robots = [make_robot(task) for task, _ in jobs]
+    instructions = torch.from_numpy(encoder.embed([r.task.instruction for r in robots]))
+    states = np.stack([robot.reset(seed)[0].state for robot, (_, seed) in zip(robots, jobs)])
+    steps = np.zeros(len(jobs), dtype=np.int64)
+    success = np.zeros(len(jobs), dtype=bool)
+    live = np.ones(len(jobs), dtype=bool)
+    generator = torch.Generator().manual_seed(noise_seed)
+    while live.any():
+        idx = np.flatnonzero(live)
+        with torch.no_grad():
+            context = policy.encode(torch.from_numpy(states[idx]), instructions[idx])
+            noise = torch.randn(len(idx), policy.config.flat_action_dim, generator=generator)
+            chunks = policy.sample(context, noise).numpy()
+        for row, i in enumerate(idx):
+            robot = robots[i]
+            for k in range(execute):
+                observation, _, terminated, truncated, _ = robot.step(chunks[row, k])
+                steps[i] += 1
+                states[i] = observation.state
+                if terminated or truncated:
+                    success[i] = terminated
+                    live[i] = False
+                    break
+    for robot in robots:
+        robot.close()
+    return [EpisodeOutcome(task, seed, bool(s), int(n)) for (task, seed), s, n in zip(jobs, success, steps)]
+
+
+def _worker(args) -> list[EpisodeOutcome]:
+    return run_policy_episodes(*args)
+
+
+def summarize(outcomes: list[EpisodeOutcome]) -> dict:
+    tasks = sorted({o.task for o in outcomes})
+    per_task = {}
+    for task in tasks:
+        mine = [o for o in outcomes if o.task == task]
+        wins = sum(o.success for o in mine)
+        low, high = wilson_interval(wins, len(mine))
+        per_task[task] = {"episodes": len(mine), "success": wins / len(mine), "ci95": [low, high],
+                          "cycle_time_steps": float(np.mean([o.steps for o in mine]))}
+    average = float(np.mean([v["success"] for v in per_task.values()]))
+    total = sum(o.success for o in outcomes)
+    return {"per_task": per_task, "average_success": average,
+            "average_ci95": list(wilson_interval(total, len(outcomes))),
+            "average_cycle_time_steps": float(np.mean([v["cycle_time_steps"] for v in per_task.values()]))}
+
+
+def write_report(summary: dict, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"# {title}", "", "| task | success | 95% CI | cycle time (steps) | episodes |", "|---|---|---|---|---|"]
+    for task, v in summary["per_task"].items():
+        lines.append(f"| {task} | {v['success']:.3f} | {v['ci95'][0]:.2f}–{v['ci95'][1]:.2f} | "
+                     f"{v['cycle_time_steps']:.1f} | {v['episodes']} |")
+    lines.append(f"| **average** | **{summary['average_success']:.3f}** | {summary['average_ci95'][0]:.2f}–"
+                 f"{summary['average_ci95'][1]:.2f} | {summary['average_cycle_time_steps']:.1f} | |")
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    tasks = list(summary["per_task"])
+    rates = [summary["per_task"][t]["success"] for t in tasks]
+    errors = np.array([[r - summary["per_task"][t]["ci95"][0], summary["per_task"][t]["ci95"][1] - r]
+                       for t, r in zip(tasks, rates)]).T
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(tasks)), 4))
+    ax.bar(range(len(tasks)), rates, yerr=errors, capsize=3, color="#4C72B0")
+    ax.axhline(summary["average_success"], color="k", ls="--", lw=1, label=f"average {summary['average_success']:.2f}")
+    ax.set_xticks(range(len(tasks)), [t.removesuffix("-v3") for t in tasks], rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "eval.png", dpi=120)
+    plt.close(fig)
+
+
+def evaluate(config: EvalConfig) -> dict:
+    from lwd.policy.checkpoint import read_manifest
+
+    manifest = read_manifest(config.checkpoint)  # fail fast, before starting workers
+    tasks = config.tasks or suite(config.suite).task_names
+    for task in tasks:
+        task_spec(task)
+    jobs = [(task, SEEDS.eval(k)) for task in tasks for k in range(config.episodes_per_task)]
+    shards = [jobs[i::config.workers] for i in range(config.workers)]
+    began = time.perf_counter()
+    args = [(config.checkpoint, shard, config.execute_steps, config.seed + i) for i, shard in enumerate(shards) if shard]
+    if len(args) == 1:
+        results = [_worker(args[0])]
+    else:
+        with mp.get_context("spawn").Pool(len(args)) as pool:
+            results = pool.map(_worker, args)
+    outcomes = [o for part in results for o in part]
+    summary = summarize(outcomes)
+    summary.update({"checkpoint": config.checkpoint, "training_step": manifest.training_step,
+                    "wall_seconds": time.perf_counter() - began, "env_steps": int(sum(o.steps for o in outcomes)),
+                    "config": asdict(config), "eval_seeds": [SEEDS.eval(0), SEEDS.eval(config.episodes_per_task - 1)]})
+    write_report(summary, Path(config.out), f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite}")
+    return summary

@@ -1,0 +1,154 @@
+"""Policy checkpoints: safetensors weights + a JSON manifest. One loading path for
+training, evaluation and deployment.
+
+    <dir>/manifest.json       format, architecture, config, version, parent version,
+                              training step, data snapshot, code version, instructions
+    <dir>/policy.safetensors  weights, normalisation buffers, instruction_table (N, 384)
+    <dir>/trainer.safetensors optional optimiser state (training resumes from it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lwd
+from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.instructions import InstructionEncoder
+
+FORMAT = "lwd-policy-checkpoint"
+FORMAT_VERSION = 1
+ARCHITECTURE = "FlowChunkPolicy"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    config: dict
+    version: int
+    parent_version: int | None
+    training_step: int
+    data_snapshot: int
+    code_version: str
+    instructions: list[str]
+    created_at: float
+    extras: dict
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"lwd {lwd.__version__}" + (f" ({rev})" if rev else "")
+
+
+def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encoder: InstructionEncoder, *,
+                    version: int = 0, parent_version: int | None = None, training_step: int = 0,
+                    data_snapshot: int = 0, optimizer_state: dict[str, torch.Tensor] | None = None,
+                    extras: dict | None = None) -> Path:
+    """Write atomically: into a sibling temp dir, then rename over the target."""
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    table = encoder.table
+    instructions = sorted(table)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in policy.state_dict().items()}
+    tensors["instruction_table"] = torch.from_numpy(
+        np.stack([table[i] for i in instructions]) if instructions else np.zeros((0, policy.config.text_dim), np.float32))
+    save_file(tensors, tmp / "policy.safetensors")
+    if optimizer_state is not None:
+        save_file({k: v.contiguous() for k, v in optimizer_state.items()}, tmp / "trainer.safetensors")
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+        "config": policy.config.to_dict(), "version": version, "parent_version": parent_version,
+        "training_step": training_step, "data_snapshot": data_snapshot, "code_version": code_version(),
+        "instructions": instructions, "created_at": time.time(), "extras": extras or {},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(target)
+    return target
+
+
+def read_manifest(directory: str | os.PathLike) -> Manifest:
+    path = Path(directory) / "manifest.json"
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"no checkpoint at {directory}: directory does not exist")
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; {directory} is not a complete lwd checkpoint")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {raw.get('format')!r} v{raw.get('format_version')} is not "
+                              f"{FORMAT!r} v{FORMAT_VERSION}")
+    if raw.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(f"{path}: architecture {raw.get('architecture')!r}; this build loads {ARCHITECTURE!r}")
+    return Manifest(**{f.name: raw[f.name] for f in fields(Manifest)})
+
+
+def load_checkpoint(directory: str | os.PathLike, expect: PolicyConfig | None = None
+                    ) -> tuple[FlowChunkPolicy, InstructionEncoder, Manifest]:
+    """Load policy, its instruction cache and manifest; `expect` guards the architecture."""
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(directory)
+    known = {f.name for f in fields(PolicyConfig)}
+    unknown = set(manifest.config) - known
+    if unknown:
+        raise CheckpointError(f"{directory}: config has fields this build does not know: {sorted(unknown)}")
+    config = PolicyConfig(**manifest.config)
+    if expect is not None and expect != config:
+        diff = {k: (v, getattr(expect, k)) for k, v in config.to_dict().items() if getattr(expect, k) != v}
+        raise CheckpointError(f"{directory}: checkpoint architecture differs from the expected one "
+                              f"(field: checkpoint vs expected): {diff}")
+    weights = Path(directory) / "policy.safetensors"
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        tensors = load_file(weights)
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{weights}: unreadable ({err})") from err
+    table = tensors.pop("instruction_table", None)
+    policy = FlowChunkPolicy(config)
+    expected = policy.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{weights}: weights do not fit the manifest's architecture: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    policy.load_state_dict(tensors)
+    if table is None or len(table) != len(manifest.instructions):
+        raise CheckpointError(f"{weights}: instruction_table does not match the manifest's instruction list")
+    encoder = InstructionEncoder({text: table[i].numpy() for i, text in enumerate(manifest.instructions)})
+    return policy, encoder, manifest
+
+
+def load_trainer_state(directory: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "trainer.safetensors"
+    return load_file(path) if path.exists() else None

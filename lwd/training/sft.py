@@ -1,0 +1,150 @@
+"""SFT: supervised flow-matching pretraining of the chunk policy on demonstrations.
+
+Resumable: `<out>/last` holds the newest checkpoint with optimiser state, step and
+sampler RNG; running the same command again continues from it. `<out>/final` is the
+finished policy (the SFT baseline and the frozen reference for RL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lwd.algorithms.flow_matching import flow_matching_loss
+from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.data.store import EpisodeStore
+from lwd.policy.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
+from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.instructions import InstructionEncoder
+from lwd.training.metrics import MetricsLogger
+from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+
+
+def _doc(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    store: str = _doc("runs/store", "episode store with demonstrations")
+    out: str = _doc("runs/sft", "run directory: checkpoints, metrics.jsonl, tensorboard/")
+    steps: int = _doc(20_000, "gradient steps")
+    batch_size: int = _doc(256, "chunks per batch")
+    lr: float = _doc(3e-4, "Adam learning rate (cosine-decayed to 10%)")
+    chunk_len: int = _doc(10, "H: actions per chunk")
+    hidden_dim: int = _doc(512, "velocity network width")
+    num_layers: int = _doc(4, "velocity network depth")
+    sources: tuple[str, ...] = _doc(("demo",), "episode sources to imitate")
+    seed: int = _doc(0, "seed for initialisation and sampling")
+    log_every: int = _doc(100, "steps between metric records")
+    checkpoint_every: int = _doc(2_000, "steps between resumable checkpoints")
+    threads: int = _doc(2, "torch CPU threads")
+    progress: bool = _doc(True, "show a progress bar")
+    tensorboard: bool = _doc(True, "also write TensorBoard event files")
+
+
+def batch_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:
+    table = torch.from_numpy(encoder.embed(list(batch.instruction_vocab)))
+    return {
+        "obs": torch.from_numpy(batch.obs),
+        "instruction": table[torch.from_numpy(batch.instruction_ids)],
+        "actions": torch.from_numpy(batch.actions),
+        "action_mask": torch.from_numpy(batch.action_mask),
+    }
+
+
+def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+             generator: torch.Generator) -> dict[str, float]:
+    batch = tensors["obs"].shape[0]
+    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator)
+    w = torch.rand(batch, generator=generator)
+    context = policy.encode(tensors["obs"], tensors["instruction"])
+    loss, metrics = flow_matching_loss(policy, context, tensors["actions"], tensors["action_mask"], x_0, w)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["sft/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0))
+    optimizer.step()
+    return metrics
+
+
+def pretrain(config: PretrainConfig) -> Path:
+    """Train (or resume) and return the path of the final checkpoint."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = EpisodeStore(config.store, create=False)
+    replay = ChunkReplay(store, ReplayConfig(chunk_len=config.chunk_len, sources=config.sources))
+    last = out / "last"
+    resumed = (last / "manifest.json").exists()
+    if resumed:
+        policy, encoder, manifest = load_checkpoint(last)
+        if policy.config.chunk_len != config.chunk_len:
+            raise ValueError(f"{last} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume")
+        replay.refresh(up_to=manifest.data_snapshot)
+        start = manifest.training_step
+        rng_state = manifest.extras["rng"]
+    else:
+        replay.refresh()
+        if replay.num_steps == 0:
+            raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
+        policy = FlowChunkPolicy(PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim,
+                                              num_layers=config.num_layers))
+        torch.manual_seed(config.seed)
+        policy = FlowChunkPolicy(policy.config)
+        obs, act = replay.observation_array, replay.action_array
+        policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
+        encoder = InstructionEncoder()
+        encoder.embed(list(replay.instruction_vocab))
+        start, rng_state = 0, None
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0))))
+    if resumed:
+        restore_optimizer_state(optimizer, load_trainer_state(last) or {})
+        for _ in range(start):
+            schedule.step()
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state["numpy"]
+        generator.manual_seed(rng_state["torch_seed"] + start)
+
+    logger = MetricsLogger(out, tensorboard=config.tensorboard)
+
+    def checkpoint(path: Path, step: int) -> None:
+        save_checkpoint(path, policy, encoder, version=0, training_step=step, data_snapshot=replay.snapshot,
+                        optimizer_state=flatten_optimizer_state(optimizer),
+                        extras={"rng": {"numpy": rng.bit_generator.state, "torch_seed": config.seed},
+                                "store": config.store, "sources": list(config.sources)})
+
+    began = time.perf_counter()
+    window: list[dict[str, float]] = []
+    with tqdm(total=config.steps, initial=start, desc="pretrain", unit="step", disable=not config.progress) as bar:
+        for step in range(start, config.steps):
+            metrics = sft_step(policy, optimizer, batch_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+            schedule.step()
+            window.append(metrics)
+            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                mean["sft/lr"] = schedule.get_last_lr()[0]
+                mean["sft/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
+                logger.log(step + 1, mean)
+                bar.set_postfix(loss=f"{mean['sft/flow_loss']:.4f}")
+                window = []
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint(last, step + 1)
+            bar.update(1)
+    logger.close()
+    checkpoint(last, config.steps)
+    final = out / "final"
+    checkpoint(final, config.steps)
+    return final

@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from lwd.envs import SEEDS
+from lwd.evaluation.evaluate import EvalConfig, evaluate, run_policy_episodes, wilson_interval
+from lwd.policy.checkpoint import CheckpointError, save_checkpoint
+from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.instructions import InstructionEncoder
+
+
+def test_wilson_interval_of_known_cases():
+    low, high = wilson_interval(45, 50)
+    assert low == pytest.approx(0.7864, abs=1e-3) and high == pytest.approx(0.9565, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "policy"
+    encoder = InstructionEncoder()
+    encoder.embed(["Move your hand to the goal position.", "Push the puck to the goal."])
+    save_checkpoint(path, FlowChunkPolicy(PolicyConfig(chunk_len=5, hidden_dim=32, num_layers=1)), encoder)
+    return str(path)
+
+
+def test_evaluation_refuses_training_seeds(untrained_checkpoint):
+    with pytest.raises(ValueError, match="evaluation refuses seed 7"):
+        run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0)), ("reach-v3", 7)], 0, 0)
+
+
+def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoint):
+    summary = evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3", "push-v3"), episodes_per_task=2,
+                                  workers=1, out=str(tmp_path)))
+    assert set(summary["per_task"]) == {"reach-v3", "push-v3"}
+    for task in summary["per_task"].values():
+        assert task["episodes"] == 2
+        assert 1 <= task["cycle_time_steps"] <= 200
+        assert task["ci95"][0] <= task["success"] <= task["ci95"][1]
+    assert json.loads((tmp_path / "eval.json").read_text())["eval_seeds"] == [SEEDS.eval(0), SEEDS.eval(1)]
+    assert "| **average** |" in (tmp_path / "eval.md").read_text()
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluating_a_missing_checkpoint_fails_before_any_work(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        evaluate(EvalConfig(checkpoint=str(tmp_path / "nope"), out=str(tmp_path)))

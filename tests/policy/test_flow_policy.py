@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from lwd.algorithms.flow_matching import flow_matching_loss
+from lwd.policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.instructions import InstructionEncoder
+
+SMALL = PolicyConfig(chunk_len=4, hidden_dim=128, num_layers=2, context_dim=64)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return InstructionEncoder()
+
+
+def test_instructions_embed_differently_and_the_cache_is_stable(encoder):
+    a, b = encoder.embed(["Pull the drawer open.", "Push the drawer shut."])
+    assert a.shape == (384,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(a, b) and float(a @ b) < 0.99
+    again = encoder.embed(["Pull the drawer open."])[0]
+    np.testing.assert_array_equal(again, a)
+    assert encoder.table["Pull the drawer open."] is not None
+
+
+def _tiny_dataset(encoder, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, 39)).astype(np.float32)
+    # Two instructions, each with its own deterministic chunk that depends on the state.
+    which = rng.integers(0, 2, size=n)
+    base = np.where(which[:, None, None] == 0, 0.5, -0.5) * np.ones((n, 4, 4))
+    actions = np.clip(base + 0.3 * np.tanh(obs[:, :1, None]), -1, 1).astype(np.float32)
+    instructions = torch.from_numpy(encoder.embed(["Pull the drawer open.", "Push the drawer shut."]))[which]
+    return torch.from_numpy(obs), instructions, torch.from_numpy(actions)
+
+
+def test_policy_overfits_a_tiny_dataset(encoder):
+    torch.manual_seed(0)
+    obs, instructions, actions = _tiny_dataset(encoder)
+    policy = FlowChunkPolicy(SMALL)
+    policy.set_normalization(obs.mean(0), obs.std(0), actions.reshape(-1, 4).mean(0), actions.reshape(-1, 4).std(0))
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.ones(actions.shape[:2], dtype=torch.bool)
+    losses = []
+    for step in range(1500):
+        x_0 = torch.randn(len(obs), SMALL.flat_action_dim, generator=generator)
+        w = torch.rand(len(obs), generator=generator)
+        loss, _ = flow_matching_loss(policy, policy.encode(obs, instructions), actions, mask, x_0, w)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-50:]) < np.mean(losses[:50]) / 10
+    with torch.no_grad():
+        sampled = policy.sample(policy.encode(obs, instructions))
+    assert (sampled - actions).abs().mean() < 0.1
+
+
+def test_masked_steps_do_not_count_in_the_loss(encoder):
+    obs, instructions, actions = _tiny_dataset(encoder, n=8)
+    policy = FlowChunkPolicy(SMALL)
+    x_0, w = torch.randn(8, SMALL.flat_action_dim), torch.rand(8)
+    mask = torch.ones(8, 4, dtype=torch.bool)
+    mask[:, 2:] = False
+    with torch.no_grad():
+        context = policy.encode(obs, instructions)
+        loss, _ = flow_matching_loss(policy, context, actions, mask, x_0, w)
+        x_1 = policy.normalize_actions(actions)
+        vel = policy.velocity(context, (1 - w)[:, None] * x_0 + w[:, None] * x_1, w)
+        err = ((vel - (x_1 - x_0)) ** 2).reshape(8, 4, 4)
+    assert float(loss) == pytest.approx(float(err[:, :2].mean()), rel=1e-5)
+    assert float(loss) != pytest.approx(float(err.mean()), rel=1e-3)
+
+
+def test_sampled_actions_are_clipped_to_the_action_range(encoder):
+    policy = FlowChunkPolicy(SMALL)
+    policy.set_normalization(np.zeros(39), np.ones(39), np.zeros(4), np.full(4, 50.0))
+    obs, instructions, _ = _tiny_dataset(encoder, n=16)
+    with torch.no_grad():
+        actions = policy.sample(policy.encode(obs, instructions))
+    assert actions.shape == (16, 4, 4) and actions.abs().max() <= 1.0
+
+
+def test_checkpoint_round_trip_gives_identical_actions(tmp_path, encoder):
+    torch.manual_seed(1)
+    policy = FlowChunkPolicy(SMALL)
+    policy.set_normalization(np.arange(39) * 0.1, np.ones(39) * 2, np.full(4, 0.1), np.full(4, 0.7))
+    cache = InstructionEncoder(encoder.table)
+    cache.embed(["Pull the drawer open."])
+    save_checkpoint(tmp_path / "ckpt", policy, cache, version=3, parent_version=2, training_step=17, data_snapshot=5)
+    loaded, loaded_encoder, manifest = load_checkpoint(tmp_path / "ckpt")
+    obs = torch.randn(5, 39)
+    instructions = torch.from_numpy(loaded_encoder.embed(["Pull the drawer open."] * 5))
+    noise = torch.randn(5, SMALL.flat_action_dim)
+    with torch.no_grad():
+        a = policy.sample(policy.encode(obs, instructions), noise)
+        b = loaded.sample(loaded.encode(obs, instructions), noise)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (manifest.version, manifest.parent_version, manifest.training_step, manifest.data_snapshot) == (3, 2, 17, 5)
+    assert manifest.code_version.startswith("lwd ")
+
+
+def test_mismatched_or_missing_checkpoints_fail_clearly(tmp_path, encoder):
+    save_checkpoint(tmp_path / "ckpt", FlowChunkPolicy(SMALL), InstructionEncoder())
+    with pytest.raises(CheckpointError, match="architecture differs.*chunk_len"):
+        load_checkpoint(tmp_path / "ckpt", expect=PolicyConfig(chunk_len=8, hidden_dim=128, num_layers=2, context_dim=64))
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "absent")
+    (tmp_path / "ckpt" / "policy.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="policy.safetensors: missing"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_weights_from_another_architecture_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "a", FlowChunkPolicy(SMALL), InstructionEncoder())
+    other = PolicyConfig(chunk_len=4, hidden_dim=64, num_layers=2, context_dim=64)
+    save_checkpoint(tmp_path / "b", FlowChunkPolicy(other), InstructionEncoder())
+    (tmp_path / "b" / "policy.safetensors").replace(tmp_path / "a" / "policy.safetensors")
+    with pytest.raises(CheckpointError, match="weights do not fit the manifest's architecture"):
+        load_checkpoint(tmp_path / "a")

@@ -1,0 +1,42 @@
+import json
+
+import numpy as np
+import torch
+
+from lwd.fleet.collect import CollectConfig, collect
+from lwd.policy.checkpoint import load_checkpoint
+from lwd.training.sft import PretrainConfig, pretrain
+
+
+def _config(tmp_path, steps):
+    return PretrainConfig(store=str(tmp_path / "store"), out=str(tmp_path / "sft"), steps=steps, batch_size=32,
+                          chunk_len=4, hidden_dim=64, num_layers=2, log_every=5, checkpoint_every=10,
+                          progress=False, tensorboard=True)
+
+
+def test_sft_logs_metrics_and_resumes_where_it_stopped(tmp_path):
+    collect(CollectConfig(store=str(tmp_path / "store"), tasks=("reach-v3", "drawer-close-v3"), episodes_per_task=2,
+                          workers=1, progress=False))
+    first = pretrain(_config(tmp_path, 20))
+    _, _, manifest = load_checkpoint(first)
+    assert manifest.training_step == 20 and manifest.data_snapshot == 4
+    assert set(manifest.instructions) == {"Move your hand to the goal position.", "Push the drawer shut."}
+    resumed = pretrain(_config(tmp_path, 30))
+    _, _, manifest = load_checkpoint(resumed)
+    assert manifest.training_step == 30
+    steps = [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30]  # the resumed run continued, it did not start over
+    assert list((tmp_path / "sft" / "tensorboard").iterdir())
+
+
+def test_sft_normalisation_comes_from_the_data(tmp_path):
+    collect(CollectConfig(store=str(tmp_path / "store"), tasks=("reach-v3",), episodes_per_task=2, workers=1,
+                          progress=False))
+    policy, _, _ = load_checkpoint(pretrain(_config(tmp_path, 2)))
+    from lwd.data.replay import ChunkReplay
+    from lwd.data.store import EpisodeStore
+
+    replay = ChunkReplay(EpisodeStore(tmp_path / "store"))
+    replay.refresh()
+    np.testing.assert_allclose(policy.obs_mean.numpy(), replay.observation_array.mean(0), rtol=1e-4, atol=1e-5)
+    assert torch.all(policy.action_std > 0)
