@@ -30,9 +30,11 @@ class StoreCheckConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    workdir: str = _doc("runs/demo", "where the demo keeps its store and report")
-    episodes_per_task: int = _doc(20, "expert demonstrations per MT10 task")
-    noise: float = _doc(0.0, "expert action noise")
+    workdir: str = _doc("runs/demo", "where the demo keeps its store, checkpoints and reports")
+    episodes_per_task: int = _doc(10, "noisy expert demonstrations per MT10 task")
+    noise: float = _doc(0.3, "expert action noise of the demonstrations")
+    sft_steps: int = _doc(3000, "SFT gradient steps")
+    eval_episodes_per_task: int = _doc(10, "evaluation episodes per task (evaluation seeds)")
     workers: int = _doc(2, "parallel simulator processes")
 
 
@@ -106,17 +108,40 @@ def cmd_bench_sim(config) -> int:
 
 
 def cmd_demo(config: DemoConfig) -> int:
+    from lwd.evaluation.evaluate import EvalConfig, evaluate
     from lwd.fleet.collect import CollectConfig
+    from lwd.policy.checkpoint import read_manifest
+    from lwd.training.sft import PretrainConfig, pretrain
 
-    store = str(Path(config.workdir) / "store")
-    print("lwd demo: today this collects MT10 expert demonstrations into a crash-safe store and reports them.\n"
-          "Policy training, offline RL and learning while deploying arrive with the next milestones.")
+    work = Path(config.workdir)
+    store = str(work / "store")
+    print("lwd demo: MT10 demonstrations -> SFT flow-matching policy -> evaluation on held-out seeds.\n"
+          "Offline RL and learning while deploying arrive with the next milestones. Re-runs reuse finished steps.")
     cmd_collect(CollectConfig(store=store, suite="mt10", episodes_per_task=config.episodes_per_task,
                               noise=config.noise, workers=config.workers))
-    table, data = store_table(store, None)
-    print(table)
-    Path(config.workdir, "summary.json").write_text(json.dumps(data, indent=2))
-    print(f"summary written to {Path(config.workdir, 'summary.json')}")
+    print(store_table(store, None)[0])
+    sft = PretrainConfig(store=store, out=str(work / "sft"), steps=config.sft_steps)
+    final = work / "sft" / "final"
+    if final.exists() and read_manifest(final).training_step == config.sft_steps:
+        print(f"reusing {final}")
+    else:
+        final = pretrain(sft)
+    summary = evaluate(EvalConfig(checkpoint=str(final), episodes_per_task=config.eval_episodes_per_task,
+                                  workers=config.workers, out=str(work / "eval")))
+    print((work / "eval" / "eval.md").read_text())
+    print(f"SFT average success {summary['average_success']:.3f} over {config.eval_episodes_per_task} evaluation "
+          f"episodes per task; report: {work / 'eval'}/eval.{{md,json,png}}")
+    return 0
+
+
+def cmd_bench_policy(config) -> int:
+    from lwd.evaluation.bench import run_policy_bench
+
+    report = run_policy_bench(config)
+    for batch in (1, 16):
+        lat = report[f"latency_ms_batch{batch}"]
+        print(f"chunk sampling, batch {batch:2d}: P50 {lat['p50']:.2f} ms  P99 {lat['p99']:.2f} ms")
+    print(f"SFT updates/s at batch 256: {report['sft_updates_per_s_batch256']:.1f}")
     return 0
 
 
@@ -138,7 +163,7 @@ def cmd_eval(config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lwd.evaluation.bench import SimBenchConfig
+    from lwd.evaluation.bench import PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig
     from lwd.training.sft import PretrainConfig
@@ -162,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
+    leaf(bench, "policy", "policy chunk latency (batch 1, 16) and SFT updates/s (batch 256)", PolicyBenchConfig,
+         cmd_bench_policy)
     return parser
 
 

@@ -42,3 +42,12 @@ def test_sim_bench_replays_exactly_the_collected_workload(tmp_path):
     report = run_sim_bench(SimBenchConfig(episodes_per_task=1, workers=1, repeats=1, out=str(tmp_path / "b.json")))
     assert report["bare_steps_per_s"] > 0 and report["collect_steps_per_s"] > 0
     assert json.loads((tmp_path / "b.json").read_text())["steps_per_phase"] == report["steps_per_phase"] > 0
+
+
+def test_policy_bench_reports_latency_and_update_rate(tmp_path):
+    from lwd.evaluation.bench import PolicyBenchConfig, run_policy_bench
+
+    report = run_policy_bench(PolicyBenchConfig(hidden_dim=32, num_layers=1, repeats=3, sft_steps=2,
+                                                out=str(tmp_path / "p.json")))
+    assert report["latency_ms_batch1"]["p50"] > 0 and report["latency_ms_batch16"]["p99"] > 0
+    assert report["sft_updates_per_s_batch256"] > 0

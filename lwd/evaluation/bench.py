@@ -91,3 +91,58 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return report
+
+
+@dataclass(frozen=True)
+class PolicyBenchConfig:
+    chunk_len: int = _doc(10, "H")
+    hidden_dim: int = _doc(512, "velocity network width")
+    num_layers: int = _doc(4, "velocity network depth")
+    threads: int = _doc(2, "torch CPU threads")
+    repeats: int = _doc(200, "timed calls per latency figure")
+    sft_steps: int = _doc(100, "timed SFT updates at batch 256")
+    out: str = _doc("runs/bench/policy.json", "where to write the JSON result")
+
+
+def run_policy_bench(config: PolicyBenchConfig) -> dict:
+    """Chunk-sampling latency (encode + K Euler steps) at batch 1 and 16, SFT updates/s at 256.
+
+    Inputs are random tensors of the real shapes: the cost of these dense networks does
+    not depend on the values.
+    """
+    import torch
+
+    from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+    from lwd.training.sft import sft_step
+
+    torch.set_num_threads(config.threads)
+    policy_config = PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim, num_layers=config.num_layers)
+    policy = FlowChunkPolicy(policy_config)
+    report: dict = {"config": asdict(config), "date": time.strftime("%Y-%m-%d"),
+                    "machine": f"{platform.node()} {platform.machine()}, torch {torch.__version__}"}
+    for batch in (1, 16):
+        obs, text = torch.randn(batch, 39), torch.randn(batch, 384)
+        timings = []
+        with torch.no_grad():
+            for i in range(config.repeats + 10):
+                began = time.perf_counter()
+                policy.sample(policy.encode(obs, text))
+                if i >= 10:  # warm-up excluded
+                    timings.append(time.perf_counter() - began)
+        report[f"latency_ms_batch{batch}"] = {"p50": 1e3 * float(np.percentile(timings, 50)),
+                                              "p99": 1e3 * float(np.percentile(timings, 99))}
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-4)
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"obs": torch.randn(256, 39), "instruction": torch.randn(256, 384),
+               "actions": torch.rand(256, config.chunk_len, 4) * 2 - 1,
+               "action_mask": torch.ones(256, config.chunk_len, dtype=torch.bool)}
+    for _ in range(5):
+        sft_step(policy, optimizer, tensors, generator)
+    began = time.perf_counter()
+    for _ in range(config.sft_steps):
+        sft_step(policy, optimizer, tensors, generator)
+    report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report

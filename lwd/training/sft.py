@@ -33,7 +33,7 @@ def _doc(default, help: str):
 class PretrainConfig:
     store: str = _doc("runs/store", "episode store with demonstrations")
     out: str = _doc("runs/sft", "run directory: checkpoints, metrics.jsonl, tensorboard/")
-    steps: int = _doc(20_000, "gradient steps")
+    steps: int = _doc(3_000, "gradient steps (the demo-budget measurement in docs/benchmarks.md used 3000)")
     batch_size: int = _doc(256, "chunks per batch")
     lr: float = _doc(3e-4, "Adam learning rate (cosine-decayed to 10%)")
     chunk_len: int = _doc(10, "H: actions per chunk")
@@ -42,7 +42,7 @@ class PretrainConfig:
     sources: tuple[str, ...] = _doc(("demo",), "episode sources to imitate")
     seed: int = _doc(0, "seed for initialisation and sampling")
     log_every: int = _doc(100, "steps between metric records")
-    checkpoint_every: int = _doc(2_000, "steps between resumable checkpoints")
+    checkpoint_every: int = _doc(1_000, "steps between resumable checkpoints")
     threads: int = _doc(2, "torch CPU threads")
     progress: bool = _doc(True, "show a progress bar")
     tensorboard: bool = _doc(True, "also write TensorBoard event files")

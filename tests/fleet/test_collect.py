@@ -6,7 +6,8 @@ from lwd.fleet.collect import CollectConfig, collect
 
 
 def test_mt10_expert_success_at_zero_noise_reaches_97_percent(tmp_path):
-    config = CollectConfig(store=str(tmp_path), suite="mt10", episodes_per_task=10, workers=2, progress=False)
+    config = CollectConfig(store=str(tmp_path), suite="mt10", episodes_per_task=10, noise=0.0, workers=2,
+                           progress=False)
     result = collect(config)
     assert len(result.stats) == 100
     assert np.mean([s.success for s in result.stats]) >= 0.97
