@@ -5,37 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from lwd.configargs import add_config_arguments, config_from_args
+from lwd.configargs import add_config_arguments, config_from_args, documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class StoreInfoConfig:
-    store: str = _doc("runs/store", "episode store directory")
-    snapshot: int | None = _doc(None, "report as of this snapshot (default: newest)")
-    json: bool = _doc(False, "print JSON instead of a table")
+    store: str = documented("runs/store", "episode store directory")
+    snapshot: int | None = documented(None, "report as of this snapshot (default: newest)")
+    json: bool = documented(False, "print JSON instead of a table")
 
 
 @dataclass(frozen=True)
 class StoreCheckConfig:
-    store: str = _doc("runs/store", "episode store directory")
-    repair: bool = _doc(False, "delete orphan files (older than a minute) and dead writers' temp files")
+    store: str = documented("runs/store", "episode store directory")
+    repair: bool = documented(False, "delete orphan files (older than a minute) and dead writers' temp files")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    workdir: str = _doc("runs/demo", "where the demo keeps its store, checkpoints and reports")
-    episodes_per_task: int = _doc(10, "noisy expert demonstrations per MT10 task")
-    noise: float = _doc(0.3, "expert action noise of the demonstrations")
-    sft_steps: int = _doc(3000, "SFT gradient steps")
-    eval_episodes_per_task: int = _doc(10, "evaluation episodes per task (evaluation seeds)")
-    workers: int = _doc(2, "parallel simulator processes")
+    workdir: str = documented("runs/demo", "where the demo keeps its store, checkpoints and reports")
+    episodes_per_task: int = documented(10, "noisy expert demonstrations per MT10 task")
+    noise: float = documented(0.3, "expert action noise of the demonstrations")
+    sft_steps: int = documented(3000, "SFT gradient steps")
+    eval_episodes_per_task: int = documented(10, "evaluation episodes per task (evaluation seeds)")
+    workers: int = documented(2, "parallel simulator processes")
 
 
 def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:

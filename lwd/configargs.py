@@ -14,6 +14,11 @@ import types
 import typing
 
 
+def documented(default, help: str):
+    """A dataclass field whose help text becomes its command-line `--help`."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):

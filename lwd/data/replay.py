@@ -18,26 +18,25 @@ done = 0 there and the target bootstraps from s_T with discount gamma^{T-t}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from lwd.data.episode import Episode
 from lwd.data.store import EpisodeStore
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    chunk_len: int = _doc(10, "H: actions per chunk")
-    discount: float = _doc(0.99, "gamma per environment step")
-    n_step: int = _doc(1, "n: chunks per TD backup (1 online; 10 offline for long-horizon tasks)")
-    sources: tuple[str, ...] | None = _doc(None, "only episodes from these sources (demo, rollout, play); None = all")
-    task_balanced: bool = _doc(False, "sample tasks uniformly, then steps uniformly within the task")
-    bootstrap_at_time_limit: bool = _doc(False, "treat time-limit failures as truncated (bootstrap) instead of terminal")
+    chunk_len: int = documented(10, "H: actions per chunk")
+    discount: float = documented(0.99, "gamma per environment step")
+    n_step: int = documented(1, "n: chunks per TD backup (1 online; 10 offline for long-horizon tasks)")
+    sources: tuple[str, ...] | None = documented(None, "only episodes from these sources (demo, rollout, play); None = all")
+    task_balanced: bool = documented(False, "sample tasks uniformly, then steps uniformly within the task")
+    bootstrap_at_time_limit: bool = documented(False, "treat time-limit failures as truncated (bootstrap) instead of terminal")
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1 or self.n_step < 1:

@@ -5,30 +5,29 @@ The same experts, wrapped with noise, also produce demonstrations and play data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from lwd.envs.robot import Expert, Observation
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     """How the scripted operator watches, when it takes over, and how it drives."""
 
-    attention: float = _doc(1.0, "probability that the operator is watching at any given step")
-    deviation_threshold: float = _doc(0.5, "L2 distance between policy and expert action that looks wrong")
-    deviation_steps: int = _doc(5, "take over after this many consecutive wrong-looking steps")
-    stall_steps: int = _doc(30, "take over after this many steps without progress while the policy disagrees")
-    stall_disagreement: float = _doc(0.1, "minimum L2 disagreement with the expert for a stall to count")
-    progress_epsilon: float = _doc(0.01, "progress gain that counts as progress")
-    takeover_steps: int = _doc(25, "steps the operator drives before handing control back")
-    max_takeovers: int = _doc(3, "per-episode intervention budget (number of takeovers)")
-    action_noise: float = _doc(0.0, "std of Gaussian noise on the operator's own actions")
+    attention: float = documented(1.0, "probability that the operator is watching at any given step")
+    deviation_threshold: float = documented(0.5, "L2 distance between policy and expert action that looks wrong")
+    deviation_steps: int = documented(5, "take over after this many consecutive wrong-looking steps")
+    stall_steps: int = documented(30, "take over after this many steps without progress while the policy disagrees")
+    stall_disagreement: float = documented(0.1, "minimum L2 disagreement with the expert for a stall to count")
+    progress_epsilon: float = documented(0.01, "progress gain that counts as progress")
+    takeover_steps: int = documented(25, "steps the operator drives before handing control back")
+    max_takeovers: int = documented(3, "per-episode intervention budget (number of takeovers)")
+    action_noise: float = documented(0.0, "std of Gaussian noise on the operator's own actions")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.attention <= 1.0:

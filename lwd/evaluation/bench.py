@@ -15,27 +15,26 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lwd.envs import SEEDS, suite
 from lwd.fleet import collect as collect_mod
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class SimBenchConfig:
-    suite: str = _doc("mt10", "task suite")
-    episodes_per_task: int = _doc(20, "episodes per task in each phase")
-    workers: int = _doc(2, "worker processes (use the number of cores)")
-    noise: float = _doc(0.1, "expert action noise during collection")
-    repeats: int = _doc(2, "alternating bare/collect rounds; the report takes the best of each")
-    out: str = _doc("runs/bench/sim.json", "where to write the JSON result")
+    suite: str = documented("mt10", "task suite")
+    episodes_per_task: int = documented(20, "episodes per task in each phase")
+    workers: int = documented(2, "worker processes (use the number of cores)")
+    noise: float = documented(0.1, "expert action noise during collection")
+    repeats: int = documented(2, "alternating bare/collect rounds; the report takes the best of each")
+    out: str = documented("runs/bench/sim.json", "where to write the JSON result")
 
 
 def bare_episode(job: tuple[str, str, int, int]) -> int:
@@ -95,13 +94,13 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
 
 @dataclass(frozen=True)
 class PolicyBenchConfig:
-    chunk_len: int = _doc(10, "H")
-    hidden_dim: int = _doc(512, "velocity network width")
-    num_layers: int = _doc(4, "velocity network depth")
-    threads: int = _doc(2, "torch CPU threads")
-    repeats: int = _doc(200, "timed calls per latency figure")
-    sft_steps: int = _doc(100, "timed SFT updates at batch 256")
-    out: str = _doc("runs/bench/policy.json", "where to write the JSON result")
+    chunk_len: int = documented(10, "H")
+    hidden_dim: int = documented(512, "velocity network width")
+    num_layers: int = documented(4, "velocity network depth")
+    threads: int = documented(2, "torch CPU threads")
+    repeats: int = documented(200, "timed calls per latency figure")
+    sft_steps: int = documented(100, "timed SFT updates at batch 256")
+    out: str = documented("runs/bench/policy.json", "where to write the JSON result")
 
 
 def run_policy_bench(config: PolicyBenchConfig) -> dict:

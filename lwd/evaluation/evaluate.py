@@ -11,28 +11,27 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lwd.envs import SEEDS, make_robot, suite, task_spec
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str = _doc("runs/sft/final", "policy checkpoint directory")
-    suite: str = _doc("mt10", "task suite")
-    episodes_per_task: int = _doc(50, "evaluation episodes per task (evaluation seeds 0..N-1)")
-    execute_steps: int = _doc(0, "actions executed from each chunk before replanning (0 = the whole chunk)")
-    workers: int = _doc(2, "worker processes")
-    seed: int = _doc(0, "seed of the policy's sampling noise")
-    out: str = _doc("runs/eval", "directory for eval.json, eval.md and eval.png")
-    tasks: tuple[str, ...] = _doc((), "restrict to these tasks (default: the whole suite)")
+    checkpoint: str = documented("runs/sft/final", "policy checkpoint directory")
+    suite: str = documented("mt10", "task suite")
+    episodes_per_task: int = documented(50, "evaluation episodes per task (evaluation seeds 0..N-1)")
+    execute_steps: int = documented(0, "actions executed from each chunk before replanning (0 = the whole chunk)")
+    workers: int = documented(2, "worker processes")
+    seed: int = documented(0, "seed of the policy's sampling noise")
+    out: str = documented("runs/eval", "directory for eval.json, eval.md and eval.png")
+    tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
 
 
 @dataclass(frozen=True)

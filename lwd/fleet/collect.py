@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,25 +13,24 @@ from lwd.data.store import EpisodeStore
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import NoisyExpertActor, PlayActor
 from lwd.fleet.rollout import run_episode
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    store: str = _doc("runs/store", "episode store directory (created if missing)")
-    suite: str = _doc("mt10", "task suite: mt10 or mt50")
+    store: str = documented("runs/store", "episode store directory (created if missing)")
+    suite: str = documented("mt10", "task suite: mt10 or mt50")
     # Default demo budget (docs/benchmarks.md): 10 noisy demos per task leave the SFT
     # policy clearly imperfect on MT10 (0.76 average), so RL has something to improve.
-    episodes_per_task: int = _doc(10, "episodes to have per task for this source and noise (resumable)")
-    source: str = _doc("demo", "demo (noisy expert, stops at success) or play (exploration, labelled failure)")
-    noise: float = _doc(0.3, "std of Gaussian noise added to the expert's actions")
-    seed_start: int = _doc(0, "first training seed index; episode k uses seed_start + k")
-    workers: int = _doc(2, "parallel worker processes (one simulator each)")
-    tasks: tuple[str, ...] = _doc((), "restrict to these tasks of the suite (default: all)")
-    progress: bool = _doc(True, "show a progress bar")
+    episodes_per_task: int = documented(10, "episodes to have per task for this source and noise (resumable)")
+    source: str = documented("demo", "demo (noisy expert, stops at success) or play (exploration, labelled failure)")
+    noise: float = documented(0.3, "std of Gaussian noise added to the expert's actions")
+    seed_start: int = documented(0, "first training seed index; episode k uses seed_start + k")
+    workers: int = documented(2, "parallel worker processes (one simulator each)")
+    tasks: tuple[str, ...] = documented((), "restrict to these tasks of the suite (default: all)")
+    progress: bool = documented(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         if self.source not in ("demo", "play"):

@@ -9,31 +9,30 @@ Sampling integrates K Euler steps from noise, un-normalises and clips to [-1, 1]
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from lwd.policy.instructions import EMBEDDING_DIM
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    obs_dim: int = _doc(39, "state vector size")
-    action_dim: int = _doc(4, "action size")
-    chunk_len: int = _doc(10, "H: actions per chunk")
-    text_dim: int = _doc(EMBEDDING_DIM, "instruction embedding size (sentence encoder output)")
-    context_dim: int = _doc(256, "size of the fused state+instruction context")
-    hidden_dim: int = _doc(512, "width of the velocity network")
-    num_layers: int = _doc(4, "hidden layers of the velocity network")
-    time_dim: int = _doc(64, "sinusoidal features of the flow time w")
-    sample_steps: int = _doc(10, "K: Euler steps when sampling")
-    use_images: bool = _doc(False, "add a small CNN over a camera image (64x64 RGB)")
-    image_size: int = _doc(64, "camera image side in pixels when use_images")
+    obs_dim: int = documented(39, "state vector size")
+    action_dim: int = documented(4, "action size")
+    chunk_len: int = documented(10, "H: actions per chunk")
+    text_dim: int = documented(EMBEDDING_DIM, "instruction embedding size (sentence encoder output)")
+    context_dim: int = documented(256, "size of the fused state+instruction context")
+    hidden_dim: int = documented(512, "width of the velocity network")
+    num_layers: int = documented(4, "hidden layers of the velocity network")
+    time_dim: int = documented(64, "sinusoidal features of the flow time w")
+    sample_steps: int = documented(10, "K: Euler steps when sampling")
+    use_images: bool = documented(False, "add a small CNN over a camera image (64x64 RGB)")
+    image_size: int = documented(64, "camera image side in pixels when use_images")
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "chunk_len", "context_dim", "hidden_dim", "num_layers", "sample_steps"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +23,28 @@ from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+from lwd.configargs import documented
 
 
-def _doc(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    store: str = _doc("runs/store", "episode store with demonstrations")
-    out: str = _doc("runs/sft", "run directory: checkpoints, metrics.jsonl, tensorboard/")
-    steps: int = _doc(3_000, "gradient steps (the demo-budget measurement in docs/benchmarks.md used 3000)")
-    batch_size: int = _doc(256, "chunks per batch")
-    lr: float = _doc(3e-4, "Adam learning rate (cosine-decayed to 10%)")
-    chunk_len: int = _doc(10, "H: actions per chunk")
-    hidden_dim: int = _doc(512, "velocity network width")
-    num_layers: int = _doc(4, "velocity network depth")
-    sources: tuple[str, ...] = _doc(("demo",), "episode sources to imitate")
-    seed: int = _doc(0, "seed for initialisation and sampling")
-    log_every: int = _doc(100, "steps between metric records")
-    checkpoint_every: int = _doc(1_000, "steps between resumable checkpoints")
-    threads: int = _doc(2, "torch CPU threads")
-    progress: bool = _doc(True, "show a progress bar")
-    tensorboard: bool = _doc(True, "also write TensorBoard event files")
+    store: str = documented("runs/store", "episode store with demonstrations")
+    out: str = documented("runs/sft", "run directory: checkpoints, metrics.jsonl, tensorboard/")
+    steps: int = documented(3_000, "gradient steps (the demo-budget measurement in docs/benchmarks.md used 3000)")
+    batch_size: int = documented(256, "chunks per batch")
+    lr: float = documented(3e-4, "Adam learning rate (cosine-decayed to 10%)")
+    chunk_len: int = documented(10, "H: actions per chunk")
+    hidden_dim: int = documented(512, "velocity network width")
+    num_layers: int = documented(4, "velocity network depth")
+    sources: tuple[str, ...] = documented(("demo",), "episode sources to imitate")
+    seed: int = documented(0, "seed for initialisation and sampling")
+    log_every: int = documented(100, "steps between metric records")
+    checkpoint_every: int = documented(1_000, "steps between resumable checkpoints")
+    threads: int = documented(2, "torch CPU threads")
+    progress: bool = documented(True, "show a progress bar")
+    tensorboard: bool = documented(True, "also write TensorBoard event files")
 
 
 def batch_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:

@@ -1,6 +1,5 @@
 import multiprocessing as mp
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
