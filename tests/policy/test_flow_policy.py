@@ -120,3 +120,16 @@ def test_weights_from_another_architecture_are_refused(tmp_path):
     (tmp_path / "b" / "policy.safetensors").replace(tmp_path / "a" / "policy.safetensors")
     with pytest.raises(CheckpointError, match="weights do not fit the manifest's architecture"):
         load_checkpoint(tmp_path / "a")
+
+
+def test_image_flag_adds_a_camera_encoder_that_changes_the_context(encoder):
+    config = PolicyConfig(chunk_len=4, hidden_dim=32, num_layers=1, context_dim=16, use_images=True)
+    policy = FlowChunkPolicy(config)
+    obs, instructions, _ = _tiny_dataset(encoder, n=3)
+    dark = torch.zeros(3, 64, 64, 3, dtype=torch.uint8)
+    bright = torch.full((3, 64, 64, 3), 255, dtype=torch.uint8)
+    with torch.no_grad():
+        assert not torch.allclose(policy.encode(obs, instructions, dark), policy.encode(obs, instructions, bright))
+        assert policy.sample(policy.encode(obs, instructions, dark)).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="needs camera images"):
+        policy.encode(obs, instructions)
