@@ -22,7 +22,6 @@ import os
 import sqlite3
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +127,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _raise_on_conflicts(committed: dict[str, str], incoming: dict[str, str]) -> None:
+    """Refuse ids that are committed with a different content digest."""
+    for eid, digest in committed.items():
+        if digest != incoming[eid]:
+            raise EpisodeConflictError(f"episode {eid} is already committed with different content")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -199,22 +205,22 @@ class EpisodeStore:
             if previous is not None and previous[2] != digest:
                 raise EpisodeConflictError(f"episode {episode.episode_id} appears twice in one batch with different content")
             encoded[episode.episode_id] = (episode, data, digest)
-        self._check_conflicts({eid: item[2] for eid, item in encoded.items()})
+        digests = {eid: item[2] for eid, item in encoded.items()}
+        committed = self._digests(list(encoded))
+        _raise_on_conflicts(committed, digests)
 
         paths: dict[str, str] = {}
         for eid, (episode, data, digest) in encoded.items():
-            if self._committed_digest(eid) == digest:
-                continue
-            paths[eid] = self._write_file(episode, data, digest)
+            if eid not in committed:
+                paths[eid] = self._write_file(episode, data, digest)
 
         db = self._db()
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
+            # Re-read inside the transaction: another writer may have committed meanwhile.
             existing = self._digests(list(encoded), db)
-            for eid, digest in existing.items():
-                if digest != encoded[eid][2]:
-                    raise EpisodeConflictError(f"episode {eid} is already committed with different content")
+            _raise_on_conflicts(existing, digests)
             fresh = [eid for eid in encoded if eid not in existing]
             snapshot = None
             if fresh:
@@ -274,14 +280,6 @@ class EpisodeStore:
             return {}
         rows = db.execute(f"SELECT episode_id, snapshot FROM episodes WHERE episode_id IN ({','.join('?' * len(ids))})", ids)
         return dict(rows.fetchall())
-
-    def _committed_digest(self, eid: str) -> str | None:
-        return self._digests([eid]).get(eid)
-
-    def _check_conflicts(self, digests: dict[str, str]) -> None:
-        for eid, digest in self._digests(list(digests)).items():
-            if digest != digests[eid]:
-                raise EpisodeConflictError(f"episode {eid} is already committed with different content")
 
     def _remove_dead_writers_tmp(self) -> None:
         for part in (self.root / "tmp").glob("*.part"):
@@ -368,6 +366,3 @@ class EpisodeStore:
                     path.unlink(missing_ok=True)
             self._remove_dead_writers_tmp()
         return CheckReport(episodes=len(records), orphans=orphans, missing=missing, corrupt=corrupt)
-
-    def source_counts(self) -> Counter:
-        return Counter(dict(self._db().execute("SELECT source, COUNT(*) FROM episodes GROUP BY source").fetchall()))

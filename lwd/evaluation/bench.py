@@ -40,8 +40,9 @@ class SimBenchConfig:
 def bare_episode(job: tuple[str, str, int, int]) -> int:
     """Reset the raw Meta-World env with the episode's seed and replay its recorded actions."""
     store_path, robot_id, seq, seed = job
-    record = collect_mod._open_store(store_path).get(robot_id, seq)
-    actions = collect_mod._open_store(store_path).load(record).actions
+    store = collect_mod._open_store(store_path)
+    record = store.get(robot_id, seq)
+    actions = store.load(record).actions
     env = collect_mod._robot_and_expert(record.task)[0]._env
     env.seed(seed)
     env.reset()

@@ -89,7 +89,7 @@ def _warm_up(tasks: tuple[str, ...]) -> None:
         _robot_and_expert(task)
 
 
-def collect_one(job: tuple[CollectConfig, str, int]) -> tuple[EpisodeStat, object]:
+def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     """Run and commit one episode; module-level so worker processes can run it."""
     config, task, seq = job
     began = time.perf_counter()
@@ -105,7 +105,7 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> tuple[EpisodeStat, objec
     store = _open_store(config.store)
     store.append(episode)
     return EpisodeStat(task, seq, bool(episode.extras.get("reached_success", episode.success)), episode.num_steps,
-                       time.perf_counter() - began), None
+                       time.perf_counter() - began)
 
 
 _STORES: dict[str, EpisodeStore] = {}
@@ -151,7 +151,7 @@ def collect(config: CollectConfig, pool=None) -> CollectResult:
         results = pool.imap_unordered(collect_one, jobs) if pool is not None else map(collect_one, jobs)
         with tqdm(total=len(jobs), desc=f"collect {config.source} {config.suite}", unit="ep",
                   disable=not config.progress) as bar:
-            for stat, _ in results:
+            for stat in results:
                 stats.append(stat)
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([s.success for s in stats]):.3f}")

@@ -93,10 +93,9 @@ def pretrain(config: PretrainConfig) -> Path:
         replay.refresh()
         if replay.num_steps == 0:
             raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
+        torch.manual_seed(config.seed)
         policy = FlowChunkPolicy(PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim,
                                               num_layers=config.num_layers))
-        torch.manual_seed(config.seed)
-        policy = FlowChunkPolicy(policy.config)
         obs, act = replay.observation_array, replay.action_array
         policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
         encoder = InstructionEncoder()
