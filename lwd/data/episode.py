@@ -134,6 +134,8 @@ def validate(episode: Episode) -> None:
         _fail(hint, f"stage_score must be in [0, 1], got {episode.stage_score}")
     if episode.seed is not None and SEEDS.is_eval(int(episode.seed)):
         _fail(hint, f"seed {episode.seed} is an evaluation seed; evaluation states never enter training data")
+    if episode.seed is not None and SEEDS.is_validation(int(episode.seed)):
+        _fail(hint, f"seed {episode.seed} is a validation seed; held-out validation states never enter training data")
     try:
         json.dumps(episode.extras)
     except (TypeError, ValueError) as err:

@@ -31,7 +31,7 @@ from lwd.configargs import documented
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    chunk_len: int = documented(10, "H: actions per chunk")
+    chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     discount: float = documented(0.99, "gamma per environment step")
     n_step: int = documented(1, "n: chunks per TD backup (1 online; 10 offline for long-horizon tasks)")
     sources: tuple[str, ...] | None = documented(None, "only episodes from these sources (demo, rollout, play); None = all")

@@ -112,26 +112,49 @@ class TaskSpec:
 class SeedSplit:
     """Fixed, disjoint initial-state seeds.
 
-    Training data may use any seed below `eval_start`; evaluation uses `eval_start + k`.
-    The store refuses episodes whose seed lies in the evaluation range, so evaluation
-    states can never leak into training data.
+    Training data may use any seed below `validation_start`. Validation seeds
+    (`validation_start + k`) are held-out training-distribution states for choosing
+    defaults and hyper-parameters; evaluation seeds (`eval_start + k`) are only for
+    reporting. The store refuses episodes from either held-out range, so neither
+    can leak into training data, and nothing is ever tuned on evaluation seeds.
     """
 
+    validation_start: int = 900_000_000
+    validation_count: int = 1_000
     eval_start: int = 1_000_000_000
     eval_count: int = 1_000
 
     def train(self, k: int) -> int:
-        if not 0 <= k < self.eval_start:
-            raise ValueError(f"training seed index {k} outside [0, {self.eval_start})")
+        if not 0 <= k < self.validation_start:
+            raise ValueError(f"training seed index {k} outside [0, {self.validation_start})")
         return k
+
+    def validation(self, k: int) -> int:
+        if not 0 <= k < self.validation_count:
+            raise ValueError(f"validation seed index {k} outside [0, {self.validation_count})")
+        return self.validation_start + k
 
     def eval(self, k: int) -> int:
         if not 0 <= k < self.eval_count:
             raise ValueError(f"evaluation seed index {k} outside [0, {self.eval_count})")
         return self.eval_start + k
 
+    def is_validation(self, seed: int) -> bool:
+        return self.validation_start <= seed < self.validation_start + self.validation_count
+
     def is_eval(self, seed: int) -> bool:
         return self.eval_start <= seed < self.eval_start + self.eval_count
+
+    def held_out(self, split: str, k: int) -> int:
+        """Seed k of a held-out split: "eval" or "validation"."""
+        if split == "eval":
+            return self.eval(k)
+        if split == "validation":
+            return self.validation(k)
+        raise ValueError(f"unknown seed split {split!r} (known: 'eval', 'validation')")
+
+    def in_split(self, split: str, seed: int) -> bool:
+        return self.is_eval(seed) if split == "eval" else split == "validation" and self.is_validation(seed)
 
 
 SEEDS = SeedSplit()

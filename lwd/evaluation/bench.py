@@ -95,7 +95,7 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
 
 @dataclass(frozen=True)
 class PolicyBenchConfig:
-    chunk_len: int = documented(10, "H")
+    chunk_len: int = documented(5, "H")
     hidden_dim: int = documented(512, "velocity network width")
     num_layers: int = documented(4, "velocity network depth")
     threads: int = documented(2, "torch CPU threads")

@@ -26,7 +26,8 @@ from lwd.configargs import documented
 class EvalConfig:
     checkpoint: str = documented("runs/sft/final", "policy checkpoint directory")
     suite: str = documented("mt10", "task suite")
-    episodes_per_task: int = documented(50, "evaluation episodes per task (evaluation seeds 0..N-1)")
+    episodes_per_task: int = documented(50, "episodes per task (seeds 0..N-1 of the split)")
+    split: str = documented("eval", "held-out seeds to run on: 'eval' (reporting) or 'validation' (choosing defaults)")
     execute_steps: int = documented(0, "actions executed from each chunk before replanning (0 = the whole chunk)")
     workers: int = documented(2, "worker processes")
     seed: int = documented(0, "seed of the policy's sampling noise")
@@ -54,8 +55,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def check_eval_seeds(seeds: list[int]) -> None:
     for seed in seeds:
-        if not SEEDS.is_eval(seed):
-            raise ValueError(f"evaluation refuses seed {seed}: it is not an evaluation seed (training seeds never evaluate)")
+        if not (SEEDS.is_eval(seed) or SEEDS.is_validation(seed)):
+            raise ValueError(f"evaluation refuses seed {seed}: it is not a held-out (evaluation or validation) seed; "
+                             "training seeds never evaluate")
 
 
 def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_steps: int, noise_seed: int,
@@ -158,7 +160,7 @@ def evaluate(config: EvalConfig) -> dict:
     tasks = config.tasks or suite(config.suite).task_names
     for task in tasks:
         task_spec(task)
-    jobs = [(task, SEEDS.eval(k)) for task in tasks for k in range(config.episodes_per_task)]
+    jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
     shards = [jobs[i::config.workers] for i in range(config.workers)]
     began = time.perf_counter()
     args = [(config.checkpoint, shard, config.execute_steps, config.seed + i) for i, shard in enumerate(shards) if shard]
@@ -171,6 +173,7 @@ def evaluate(config: EvalConfig) -> dict:
     summary = summarize(outcomes)
     summary.update({"checkpoint": config.checkpoint, "training_step": manifest.training_step,
                     "wall_seconds": time.perf_counter() - began, "env_steps": int(sum(o.steps for o in outcomes)),
-                    "config": asdict(config), "eval_seeds": [SEEDS.eval(0), SEEDS.eval(config.episodes_per_task - 1)]})
-    write_report(summary, Path(config.out), f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite}")
+                    "config": asdict(config), "split": config.split,
+                    "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)]})
+    write_report(summary, Path(config.out), f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds)")
     return summary

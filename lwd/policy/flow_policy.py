@@ -24,7 +24,7 @@ from lwd.configargs import documented
 class PolicyConfig:
     obs_dim: int = documented(39, "state vector size")
     action_dim: int = documented(4, "action size")
-    chunk_len: int = documented(10, "H: actions per chunk")
+    chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     text_dim: int = documented(EMBEDDING_DIM, "instruction embedding size (sentence encoder output)")
     context_dim: int = documented(256, "size of the fused state+instruction context")
     hidden_dim: int = documented(512, "width of the velocity network")

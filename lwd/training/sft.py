@@ -35,7 +35,7 @@ class PretrainConfig:
     steps: int = documented(3_000, "gradient steps (the demo-budget measurement in docs/benchmarks.md used 3000)")
     batch_size: int = documented(256, "chunks per batch")
     lr: float = documented(3e-4, "Adam learning rate (cosine-decayed to 10%)")
-    chunk_len: int = documented(10, "H: actions per chunk")
+    chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     hidden_dim: int = documented(512, "velocity network width")
     num_layers: int = documented(4, "velocity network depth")
     sources: tuple[str, ...] = documented(("demo",), "episode sources to imitate")

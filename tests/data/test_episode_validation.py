@@ -48,6 +48,7 @@ CASES = {
     "interventions in a demo": (lambda: make_episode(intervention=np.ones(7, bool)), "is a 'rollout', not 'demo'"),
     "successful play": (lambda: make_episode(source="play", success=True), "play data is labelled as a failure"),
     "evaluation seed": (lambda: make_episode(seed=SEEDS.eval(0)), "is an evaluation seed"),
+    "validation seed": (lambda: make_episode(seed=SEEDS.validation(0)), "is a validation seed"),
     "list instead of array": (lambda: replace(make_episode(), timestamps=[0.0] * 7), "timestamps must be a numpy array"),
 }
 

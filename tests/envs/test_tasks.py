@@ -28,13 +28,19 @@ def test_unknown_names_fail_with_suggestions():
         suite("mt10").task("basketball-v3")
 
 
-def test_train_and_eval_seeds_are_disjoint():
-    train = {SEEDS.train(k) for k in range(0, SEEDS.eval_start, 9_973)} | {SEEDS.train(SEEDS.eval_start - 1)}
+def test_train_validation_and_eval_seeds_are_disjoint():
+    last_train = SEEDS.validation_start - 1
+    train = {SEEDS.train(k) for k in range(0, last_train, 9_973)} | {SEEDS.train(last_train)}
+    validation = {SEEDS.validation(k) for k in range(SEEDS.validation_count)}
     evaluation = {SEEDS.eval(k) for k in range(SEEDS.eval_count)}
-    assert not train & evaluation
-    assert all(SEEDS.is_eval(s) for s in evaluation) and not any(SEEDS.is_eval(s) for s in train)
+    assert not train & evaluation and not train & validation and not validation & evaluation
+    assert all(SEEDS.is_eval(s) for s in evaluation) and not any(SEEDS.is_eval(s) for s in train | validation)
+    assert all(SEEDS.is_validation(s) for s in validation) and not any(SEEDS.is_validation(s) for s in train | evaluation)
+    assert SEEDS.held_out("validation", 3) == SEEDS.validation(3) and SEEDS.held_out("eval", 3) == SEEDS.eval(3)
     with pytest.raises(ValueError):
-        SEEDS.train(SEEDS.eval_start)
+        SEEDS.train(SEEDS.validation_start)
+    with pytest.raises(ValueError):
+        SEEDS.held_out("test", 0)
     with pytest.raises(ValueError):
         SEEDS.eval(SEEDS.eval_count)
 

@@ -39,6 +39,13 @@ def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoin
         assert task["ci95"][0] <= task["success"] <= task["ci95"][1]
     assert json.loads((tmp_path / "eval.json").read_text())["eval_seeds"] == [SEEDS.eval(0), SEEDS.eval(1)]
     assert "| **average** |" in (tmp_path / "eval.md").read_text()
+    assert "(eval seeds)" in (tmp_path / "eval.md").read_text()
+
+
+def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_checkpoint):
+    summary = evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3",), episodes_per_task=2,
+                                  workers=1, out=str(tmp_path), split="validation"))
+    assert summary["eval_seeds"] == [SEEDS.validation(0), SEEDS.validation(1)] and summary["split"] == "validation"
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
