@@ -151,6 +151,28 @@ def cmd_pretrain(config) -> int:
     return 0
 
 
+def cmd_offline_data(config) -> int:
+    from lwd.fleet.collect import build_offline_store
+
+    results = build_offline_store(config)
+    for name, result in results.items():
+        rates = result.success_by_task()
+        average = sum(rates.values()) / len(rates) if rates else float("nan")
+        print(f"{name:8s} {len(result.stats):5d} new episodes ({result.skipped} already there) "
+              f"in {result.wall_seconds:6.1f}s, success {average:.3f}")
+    text, _ = store_table(config.store, None)
+    print(text)
+    return 0
+
+
+def cmd_train_offline(config) -> int:
+    from lwd.training.offline import train_offline
+
+    final = train_offline(config)
+    print(f"offline RL policy (with critic and value) written to {final}; metrics in {config.out}/metrics.jsonl")
+    return 0
+
+
 def cmd_eval(config) -> int:
     from lwd.evaluation.evaluate import evaluate
 
@@ -164,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.bench import PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig
+    from lwd.fleet.collect import OfflineDataConfig
+    from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 
     parser = argparse.ArgumentParser(prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner.")
@@ -175,9 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler, config_cls=config_cls)
 
     leaf(commands, "demo", "the main job (today: collect MT10 demonstrations and summarise the store)", DemoConfig, cmd_demo)
-    leaf(commands, "collect", "collect expert demonstrations or play data into an episode store", CollectConfig, cmd_collect)
+    leaf(commands, "collect", "collect expert demonstrations, play data or policy rollouts into an episode store", CollectConfig, cmd_collect)
     leaf(commands, "pretrain", "SFT: supervised flow matching on the store's demonstrations (resumable)",
          PretrainConfig, cmd_pretrain)
+    leaf(commands, "offline-data", "build the offline RL store: demos + SFT rollouts + play (resumable)",
+         OfflineDataConfig, cmd_offline_data)
+    train = commands.add_parser("train", help="RL training stages").add_subparsers(dest="train_command", required=True)
+    leaf(train, "offline", "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
+         OfflineConfig, cmd_train_offline)
     leaf(commands, "eval", "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
          EvalConfig, cmd_eval)
     store = commands.add_parser("store", help="inspect an episode store").add_subparsers(dest="store_command", required=True)

@@ -174,6 +174,7 @@ def evaluate(config: EvalConfig) -> dict:
     summary.update({"checkpoint": config.checkpoint, "training_step": manifest.training_step,
                     "wall_seconds": time.perf_counter() - began, "env_steps": int(sum(o.steps for o in outcomes)),
                     "config": asdict(config), "split": config.split,
+                    "outcomes": [asdict(o) for o in outcomes],
                     "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)]})
     write_report(summary, Path(config.out), f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds)")
     return summary

@@ -8,10 +8,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from lwd.data.episode import NO_POLICY
 from lwd.data.store import EpisodeStore
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import NoisyExpertActor, PlayActor
+from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.rollout import run_episode
 from lwd.configargs import documented
 
@@ -25,16 +28,20 @@ class CollectConfig:
     # Default demo budget (docs/benchmarks.md): 10 noisy demos per task leave the SFT
     # policy clearly imperfect on MT10 (0.76 average), so RL has something to improve.
     episodes_per_task: int = documented(10, "episodes to have per task for this source and noise (resumable)")
-    source: str = documented("demo", "demo (noisy expert, stops at success) or play (exploration, labelled failure)")
+    source: str = documented("demo", "demo (noisy expert, stops at success), play (exploration, labelled failure) "
+                                     "or rollout (the --checkpoint policy, no operator, labelled by outcome)")
     noise: float = documented(0.3, "std of Gaussian noise added to the expert's actions")
     seed_start: int = documented(0, "first training seed index; episode k uses seed_start + k")
     workers: int = documented(2, "parallel worker processes (one simulator each)")
     tasks: tuple[str, ...] = documented((), "restrict to these tasks of the suite (default: all)")
     progress: bool = documented(True, "show a progress bar")
+    checkpoint: str = documented("", "policy checkpoint for --source rollout")
 
     def __post_init__(self) -> None:
-        if self.source not in ("demo", "play"):
-            raise ValueError(f"collect makes 'demo' or 'play' data, not {self.source!r}")
+        if self.source not in ("demo", "play", "rollout"):
+            raise ValueError(f"collect makes 'demo', 'play' or 'rollout' data, not {self.source!r}")
+        if self.source == "rollout" and not self.checkpoint:
+            raise ValueError("--source rollout needs --checkpoint (the policy to roll out)")
         if self.episodes_per_task < 0 or self.workers < 1 or self.noise < 0:
             raise ValueError("episodes_per_task and noise must be >= 0 and workers >= 1")
         chosen = suite(self.suite)
@@ -42,7 +49,15 @@ class CollectConfig:
             chosen.task(name)
 
     def robot_id(self, task: str) -> str:
+        if self.source == "rollout":
+            return f"rollout-v{self.policy_version}-{task}"
         return f"{self.source}-n{self.noise:g}-{task}"
+
+    @property
+    def policy_version(self) -> int:
+        from lwd.policy.checkpoint import read_manifest
+
+        return read_manifest(self.checkpoint).version
 
     def task_names(self) -> tuple[str, ...]:
         return self.tasks or suite(self.suite).task_names
@@ -84,6 +99,18 @@ def _robot_and_expert(task: str):
     return _ROBOTS[task]
 
 
+_POLICIES: dict = {}
+
+
+def _policy(checkpoint: str):
+    if checkpoint not in _POLICIES:
+        from lwd.policy.checkpoint import load_checkpoint
+
+        torch.set_num_threads(1)  # one simulator and one policy per worker process
+        _POLICIES[checkpoint] = load_checkpoint(checkpoint)
+    return _POLICIES[checkpoint]
+
+
 def _warm_up(tasks: tuple[str, ...]) -> None:
     for task in tasks:
         _robot_and_expert(task)
@@ -96,12 +123,18 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     robot, expert = _robot_and_expert(task)
     seed = SEEDS.train(config.seed_start + seq)
     rng = np.random.default_rng([seed, seq, int(config.noise * 1e6), 0 if config.source == "demo" else 1])
+    version = NO_POLICY
     if config.source == "demo":
         actor = NoisyExpertActor(expert, config.noise, rng)
-    else:
+    elif config.source == "play":
         actor = PlayActor(expert, max(config.noise, 0.1), rng)
+    else:
+        policy, encoder, manifest = _policy(config.checkpoint)
+        actor = PolicyActor(policy, encoder, torch.Generator().manual_seed(seed))
+        version = manifest.version
     episode = run_episode(robot, actor, robot_id=config.robot_id(task), seq=seq, source=config.source, seed=seed,
-                          stop_at_success=config.source == "demo", extras={"noise": config.noise})
+                          policy_version=version, stop_at_success=config.source != "play",
+                          extras={"noise": config.noise} if config.source != "rollout" else {"checkpoint": config.checkpoint})
     store = _open_store(config.store)
     store.append(episode)
     return EpisodeStat(task, seq, bool(episode.extras.get("reached_success", episode.success)), episode.num_steps,
@@ -160,3 +193,45 @@ def collect(config: CollectConfig, pool=None) -> CollectResult:
             pool.close()
             pool.join()
     return CollectResult(stats=stats, skipped=skipped, wall_seconds=time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class OfflineDataConfig:
+    store: str = documented("runs/store", "episode store to complete (the SFT demo store; created if missing)")
+    checkpoint: str = documented("runs/sft/final", "SFT checkpoint whose rollouts join the offline data")
+    suite: str = documented("mt10", "task suite")
+    demos_per_task: int = documented(10, "noisy expert demonstrations per task (the SFT demo budget)")
+    demo_noise: float = documented(0.3, "action noise of the demonstrations")
+    rollouts_per_task: int = documented(20, "SFT policy rollouts per task (successes and failures)")
+    play_per_task: int = documented(5, "play episodes per task (labelled failures)")
+    play_noise: float = documented(0.3, "action noise of play data")
+    workers: int = documented(2, "parallel worker processes")
+    tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
+    progress: bool = documented(True, "show progress bars")
+
+
+# Disjoint training-seed blocks per kind of data, so rollouts and play start from
+# states the demonstrations did not.
+ROLLOUT_SEED_START = 100_000
+PLAY_SEED_START = 200_000
+
+
+def build_offline_store(config: OfflineDataConfig) -> dict[str, CollectResult]:
+    """Demos + SFT rollouts + play in one store (SPEC §6.2); resumable like `collect`."""
+    common = dict(store=config.store, suite=config.suite, workers=config.workers, tasks=config.tasks,
+                  progress=config.progress)
+    parts = {
+        "demo": CollectConfig(source="demo", episodes_per_task=config.demos_per_task, noise=config.demo_noise, **common),
+        "rollout": CollectConfig(source="rollout", episodes_per_task=config.rollouts_per_task, checkpoint=config.checkpoint,
+                                 seed_start=ROLLOUT_SEED_START, noise=0.0, **common),
+        "play": CollectConfig(source="play", episodes_per_task=config.play_per_task, noise=config.play_noise,
+                              seed_start=PLAY_SEED_START, **common),
+    }
+    tasks = parts["demo"].task_names()
+    pool = worker_pool(config.workers, tasks) if config.workers > 1 else None
+    try:
+        return {name: collect(part, pool) for name, part in parts.items()}
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()

@@ -5,6 +5,8 @@ training, evaluation and deployment.
                               training step, data snapshot, code version, instructions
     <dir>/policy.safetensors  weights, normalisation buffers, instruction_table (N, 384)
     <dir>/trainer.safetensors optional optimiser state (training resumes from it)
+    <dir>/learner.safetensors optional RL learner networks (reference., critic.,
+                              critic_target., value.), so a later stage inherits them
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def code_version() -> str:
 def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encoder: InstructionEncoder, *,
                     version: int = 0, parent_version: int | None = None, training_step: int = 0,
                     data_snapshot: int = 0, optimizer_state: dict[str, torch.Tensor] | None = None,
-                    extras: dict | None = None) -> Path:
+                    extras: dict | None = None, learner_modules: dict[str, torch.nn.Module] | None = None) -> Path:
     """Write atomically: into a sibling temp dir, then rename over the target."""
     from safetensors.torch import save_file
 
@@ -72,6 +74,9 @@ def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encod
     tensors["instruction_table"] = torch.from_numpy(
         np.stack([table[i] for i in instructions]) if instructions else np.zeros((0, policy.config.text_dim), np.float32))
     save_file(tensors, tmp / "policy.safetensors")
+    if learner_modules:
+        save_file({f"{name}.{key}": t.detach().cpu().contiguous() for name, module in learner_modules.items()
+                   for key, t in module.state_dict().items()}, tmp / "learner.safetensors")
     if optimizer_state is not None:
         save_file({k: v.contiguous() for k, v in optimizer_state.items()}, tmp / "trainer.safetensors")
     manifest = {
@@ -152,3 +157,17 @@ def load_trainer_state(directory: str | os.PathLike) -> dict[str, torch.Tensor] 
 
     path = Path(directory) / "trainer.safetensors"
     return load_file(path) if path.exists() else None
+
+
+def load_learner_state(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The RL learner's networks saved next to the policy; a clear error if absent."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "learner.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; {directory} is a policy-only checkpoint (e.g. SFT), "
+                              "not an RL learner checkpoint")
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{path}: unreadable ({err})") from err

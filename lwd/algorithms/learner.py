@@ -1,0 +1,166 @@
+"""One LWD learner step (SPEC §4.5): V update → target y from the fresh V → Q update →
+EMA of Q̄ → QAM policy update. Tensors in, metrics out; no I/O.
+
+The learner owns the trained policy f_θ, the frozen reference f_β (the SFT policy),
+the critic ensemble Q_φ with its EMA target Q̄ and the value V_ψ, plus one optimiser
+each. Offline and online stages use the same step with different configs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lwd.algorithms.divl import (adaptive_tau, categorical_value_loss, critic_loss, ema_update, expectile_loss,
+                                 normalized_entropy, quantile_readout, td_target)
+from lwd.algorithms.qam import qam_loss
+from lwd.configargs import documented
+from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+from lwd.policy.flow_policy import FlowChunkPolicy
+
+TAU_MODES = ("adaptive", "constant")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    lam: float = documented(0.1, "λ: temperature of π_β·exp(Q/λ); smaller trusts Q more (chosen by the λ sweep)")
+    tau_mode: str = documented("adaptive", "'adaptive' (entropy-adaptive τ) or 'constant' (ablation: τ = τ_base)")
+    tau_base: float = documented(0.6, "τ_base: 0.6 offline, 0.9 online")
+    tau_alpha: float = documented(0.3, "α: how much the value's entropy lowers τ")
+    tau_min: float = documented(0.4, "lower clip of τ")
+    tau_max: float = documented(0.95, "upper clip of τ")
+    expectile: float = documented(0.7, "expectile of the scalar-value ablation")
+    critic_ema: float = documented(0.005, "EMA rate of the target critic")
+    critic_lr: float = documented(5e-4, "Adam learning rate of critic and value")
+    policy_lr: float = documented(1e-4, "AdamW learning rate of the policy (QAM)")
+    policy_weight_decay: float = documented(0.0, "AdamW weight decay of the policy")
+    grad_clip: float = documented(1.0, "global gradient-norm clip of the policy")
+    qam_batch: int = documented(64, "states per QAM update, drawn from the batch (0 = all); QAM costs ~K× a critic step")
+    policy_warmup: int = documented(500, "learner steps that train only V and Q before QAM starts (a random "
+                                         "critic's gradient would only push the policy around)")
+    policy_every: int = documented(1, "QAM policy update every N learner steps (TD3-style delay; 1 = SPEC order)")
+    freeze_policy_encoder: bool = documented(False, "train only the action expert (the paper freezes the VLM online)")
+
+    def __post_init__(self) -> None:
+        if self.tau_mode not in TAU_MODES:
+            raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
+        if self.lam <= 0:
+            raise ValueError(f"lam must be > 0, got {self.lam}")
+        if self.policy_every < 1 or self.policy_warmup < 0:
+            raise ValueError("need policy_every >= 1 and policy_warmup >= 0")
+        if not 0 < self.tau_min <= self.tau_max < 1:
+            raise ValueError("need 0 < tau_min <= tau_max < 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LWDLearner:
+    """Networks, optimisers and the update; `step(batch)` is one learner step."""
+
+    def __init__(self, policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic: ChunkCritic, value: StateValue,
+                 config: LearnerConfig, critic_target: ChunkCritic | None = None):
+        self.config = config
+        self.policy = policy
+        self.reference = reference.requires_grad_(False).eval()
+        self.critic = critic
+        self.critic_target = (critic_target or copy.deepcopy(critic)).requires_grad_(False)
+        self.value = value
+        self.step_count = 0
+        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
+        self.value_optimizer = torch.optim.Adam(value.parameters(), lr=config.critic_lr)
+        self.policy_optimizer = torch.optim.AdamW(self.policy_parameters(), lr=config.policy_lr,
+                                                  weight_decay=config.policy_weight_decay)
+
+    def policy_parameters(self) -> list[torch.nn.Parameter]:
+        if not self.config.freeze_policy_encoder:
+            return list(self.policy.parameters())
+        return list(self.policy.velocity_net.parameters())
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic": self.critic_optimizer, "value": self.value_optimizer, "policy": self.policy_optimizer}
+
+    # -- the parts of one step ----------------------------------------------------------
+
+    def value_readout(self, obs: torch.Tensor, instruction: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """V at s' for the critic target: Quant_τ(s') (categorical) or the scalar (ablation)."""
+        with torch.no_grad():
+            out = self.value(obs, instruction)
+            if self.value.config.value_kind != "categorical":
+                return out, {}
+            probs = out.softmax(-1)
+            cfg = self.config
+            if cfg.tau_mode == "adaptive":
+                tau = adaptive_tau(probs, cfg.tau_base, cfg.tau_alpha, cfg.tau_min, cfg.tau_max)
+            else:
+                tau = torch.full(probs.shape[:1], cfg.tau_base)
+            quantile = quantile_readout(probs, tau, self.value.atoms)
+            return quantile, {"value/tau_mean": float(tau.mean()), "value/entropy": float(normalized_entropy(probs).mean()),
+                              "value/quantile_mean": float(quantile.mean())}
+
+    def update_value(self, obs, instruction, actions) -> dict[str, float]:
+        with torch.no_grad():
+            data_action_values = self.critic_target(obs, instruction, actions).min(dim=0).values
+        out = self.value(obs, instruction)
+        if self.value.config.value_kind == "categorical":
+            loss = categorical_value_loss(out, data_action_values, self.value.atoms)
+        else:
+            loss = expectile_loss(out, data_action_values, self.config.expectile)
+        self.value_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_optimizer.step()
+        return {"value/loss": float(loss.detach()), "value/data_q_mean": float(data_action_values.mean())}
+
+    def update_critic(self, obs, instruction, actions, target) -> dict[str, float]:
+        q_values = self.critic(obs, instruction, actions)
+        loss = critic_loss(q_values, target)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        return {"critic/loss": float(loss.detach()), "critic/q_mean": float(q_values.detach().mean()),
+                "critic/q_std": float(q_values.detach().std()), "critic/target_mean": float(target.mean())}
+
+    def update_policy(self, obs, instruction, generator: torch.Generator | None) -> dict[str, float]:
+        cfg = self.config
+        if cfg.qam_batch and obs.shape[0] > cfg.qam_batch:
+            obs, instruction = obs[:cfg.qam_batch], instruction[:cfg.qam_batch]
+        batch, dim, steps = obs.shape[0], self.policy.config.flat_action_dim, self.policy.config.sample_steps
+        context = self.policy.encode(obs, instruction)
+        with torch.no_grad():
+            reference_context = self.reference.encode(obs, instruction)
+
+        def policy_field(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return self.policy.velocity(context.repeat(x.shape[0] // batch, 1), x, w)
+
+        def reference_field(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return self.reference.velocity(reference_context.repeat(x.shape[0] // batch, 1), x, w)
+
+        def q_value(x: torch.Tensor) -> torch.Tensor:
+            return self.critic(obs, instruction, self.policy.unnormalize(x)).mean(dim=0)
+
+        x_0 = torch.randn(batch, dim, generator=generator)
+        noise = torch.randn(steps - 1, batch, dim, generator=generator)
+        out = qam_loss(policy_field, reference_field, q_value, x_0, noise, steps, cfg.lam)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy_parameters(), cfg.grad_clip)
+        self.policy_optimizer.step()
+        return {"qam/loss": float(out.loss.detach()), "qam/terminal_adjoint_norm": float(out.terminal_adjoint_norm.mean()),
+                "qam/kl_proxy": float(out.kl_proxy.mean()), "qam/grad_norm": float(grad_norm)}
+
+    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
+        """One learner step on a batch of chunked transitions (see `lwd.data.replay.ChunkBatch`)."""
+        obs, instruction, actions = batch["obs"], batch["instruction"], batch["actions"]
+        metrics = self.update_value(obs, instruction, actions)
+        next_value, readout = self.value_readout(batch["next_obs"], instruction)
+        metrics.update(readout)
+        target = td_target(batch["reward"], batch["discount"], batch["done"], next_value)
+        metrics.update(self.update_critic(obs, instruction, actions, target))
+        ema_update(self.critic_target, self.critic, self.config.critic_ema)
+        if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
+            metrics.update(self.update_policy(obs, instruction, generator))
+        self.step_count += 1
+        return metrics

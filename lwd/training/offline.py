@@ -1,0 +1,169 @@
+"""Offline RL (SPEC §6.2): DIVL + QAM from the SFT checkpoint on the offline store.
+
+The SFT checkpoint is both the start of f_θ and the frozen reference f_β. Resumable:
+`<out>/last` holds policy, reference, critic, target critic, value, all optimiser
+states and the sampler RNG; `<out>/final` is the offline policy, whose learner state
+the online stage inherits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lwd.algorithms.learner import LearnerConfig, LWDLearner
+from lwd.configargs import documented
+from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.data.store import EpisodeStore
+from lwd.policy.checkpoint import (load_checkpoint, load_learner_state, load_trainer_state, save_checkpoint)
+from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+from lwd.policy.flow_policy import FlowChunkPolicy
+from lwd.policy.instructions import InstructionEncoder
+from lwd.training.metrics import MetricsLogger
+from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+from lwd.training.sft import batch_tensors
+
+
+@dataclass(frozen=True)
+class OfflineConfig(LearnerConfig):
+    store: str = documented("runs/store", "offline store: demos + SFT rollouts + play (`lwd offline-data`)")
+    checkpoint: str = documented("runs/sft/final", "SFT checkpoint: start of the policy and the frozen reference")
+    out: str = documented("runs/offline", "run directory: checkpoints, metrics.jsonl, tensorboard/")
+    steps: int = documented(3_000, "learner steps")
+    batch_size: int = documented(256, "chunks per batch (value and critic; QAM uses --qam-batch of them)")
+    n_step: int = documented(1, "n: chunks per TD backup (10 for long-horizon tasks)")
+    discount: float = documented(0.99, "γ per environment step")
+    task_balanced: bool = documented(True, "sample tasks equally often")
+    value_kind: str = documented("categorical", "'categorical' (DIVL) or 'expectile' (IQL-style ablation)")
+    critic_hidden: int = documented(256, "width of critic and value networks")
+    seed: int = documented(0, "seed for initialisation and sampling")
+    log_every: int = documented(100, "steps between metric records")
+    checkpoint_every: int = documented(500, "steps between resumable checkpoints")
+    threads: int = documented(2, "torch CPU threads")
+    progress: bool = documented(True, "show a progress bar")
+    tensorboard: bool = documented(True, "also write TensorBoard event files")
+
+    def learner_config(self) -> LearnerConfig:
+        return LearnerConfig(**{f.name: getattr(self, f.name) for f in fields(LearnerConfig)})
+
+
+def learner_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:
+    tensors = batch_tensors(batch, encoder)
+    tensors.update({name: torch.from_numpy(getattr(batch, name)) for name in ("reward", "discount", "done", "next_obs")})
+    return tensors
+
+
+def build_learner(policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic_config: CriticConfig,
+                  learner_config: LearnerConfig, obs_stats: tuple[np.ndarray, np.ndarray],
+                  state: dict[str, torch.Tensor] | None = None) -> LWDLearner:
+    critic, value = ChunkCritic(critic_config), StateValue(critic_config)
+    critic.set_normalization(*obs_stats)
+    value.set_normalization(*obs_stats)
+    learner = LWDLearner(policy, reference, critic, value, learner_config)
+    if state is not None:
+        load_learner_modules(learner, state)
+    return learner
+
+
+def learner_modules(learner: LWDLearner) -> dict[str, torch.nn.Module]:
+    return {"reference": learner.reference, "critic": learner.critic, "critic_target": learner.critic_target,
+            "value": learner.value}
+
+
+def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
+    for name, module in learner_modules(learner).items():
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def train_offline(config: OfflineConfig) -> Path:
+    """Train (or resume) and return the path of the final checkpoint."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last"
+    resumed = (last / "manifest.json").exists()
+    source = last if resumed else Path(config.checkpoint)
+    policy, encoder, manifest = load_checkpoint(source)
+    store = EpisodeStore(config.store, create=False)
+    replay = ChunkReplay(store, ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
+                                             n_step=config.n_step, task_balanced=config.task_balanced))
+    if resumed:
+        saved = manifest.extras["offline"]
+        critic_config = CriticConfig(**saved["critic"])
+        replay.refresh(up_to=manifest.data_snapshot)
+        reference = FlowChunkPolicy(policy.config)
+        learner = build_learner(policy, reference, critic_config, config.learner_config(),
+                                (np.zeros(policy.config.obs_dim), np.ones(policy.config.obs_dim)),
+                                load_learner_state(last))
+        trainer = load_trainer_state(last) or {}
+        for name, optimizer in learner.optimizers.items():
+            restore_optimizer_state(optimizer, trainer, prefix=name + ".")
+        start = manifest.training_step - saved["start_step"]
+        rng_state = saved["rng"]
+        base_step, base_version = saved["start_step"], saved["base_version"]
+    else:
+        replay.refresh()
+        if replay.num_steps == 0:
+            raise ValueError(f"store {config.store} is empty; build it with `lwd offline-data`")
+        missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
+        encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
+        critic_config = CriticConfig(obs_dim=policy.config.obs_dim, action_dim=policy.config.action_dim,
+                                     chunk_len=policy.config.chunk_len, hidden_dim=config.critic_hidden,
+                                     value_kind=config.value_kind)
+        torch.manual_seed(config.seed)
+        reference = load_checkpoint(config.checkpoint)[0]
+        obs = replay.observation_array
+        learner = build_learner(policy, reference, critic_config, config.learner_config(), (obs.mean(0), obs.std(0)))
+        start, rng_state = 0, None
+        base_step, base_version = manifest.training_step, manifest.version
+    learner.step_count = start
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + start)
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state
+    logger = MetricsLogger(out, tensorboard=config.tensorboard)
+
+    def checkpoint(path: Path, step: int) -> None:
+        trainer = {}
+        for name, optimizer in learner.optimizers.items():
+            trainer.update(flatten_optimizer_state(optimizer, prefix=name + "."))
+        save_checkpoint(path, learner.policy, encoder, version=base_version + 1, parent_version=base_version,
+                        training_step=base_step + step, data_snapshot=replay.snapshot, optimizer_state=trainer,
+                        learner_modules=learner_modules(learner),
+                        extras={"offline": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
+                                            "rng": rng.bit_generator.state, "start_step": base_step,
+                                            "base_version": base_version, "store": config.store,
+                                            "reference_checkpoint": config.checkpoint}})
+
+    began = time.perf_counter()
+    window: list[dict[str, float]] = []
+    with tqdm(total=config.steps, initial=start, desc="offline RL", unit="step", disable=not config.progress) as bar:
+        for step in range(start, config.steps):
+            metrics = learner.step(learner_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+            window.append(metrics)
+            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                keys = set().union(*window)
+                mean = {k: float(np.mean([m[k] for m in window if k in m])) for k in sorted(keys)}
+                mean["learner/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
+                logger.log(step + 1, mean)
+                bar.set_postfix(q=f"{mean['critic/q_mean']:.3f}", tau=f"{mean.get('value/tau_mean', 0):.2f}",
+                                kl=f"{mean.get('qam/kl_proxy', 0):.3f}")
+                window = []
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint(last, step + 1)
+            bar.update(1)
+    logger.close()
+    checkpoint(last, config.steps)
+    final = out / "final"
+    checkpoint(final, config.steps)
+    return final

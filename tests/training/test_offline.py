@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+
+from lwd.fleet.collect import OfflineDataConfig, build_offline_store
+from lwd.policy.checkpoint import CheckpointError, load_checkpoint, load_learner_state
+from lwd.training.offline import OfflineConfig, train_offline
+from lwd.training.sft import PretrainConfig, pretrain
+
+TASKS = ("reach-v3", "drawer-close-v3")
+
+
+@pytest.fixture(scope="module")
+def offline_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("offline")
+    store = str(root / "store")
+    from lwd.fleet.collect import CollectConfig, collect
+
+    collect(CollectConfig(store=store, tasks=TASKS, episodes_per_task=2, workers=1, progress=False))
+    sft = pretrain(PretrainConfig(store=store, out=str(root / "sft"), steps=10, batch_size=32, hidden_dim=64,
+                                  num_layers=1, progress=False, tensorboard=False))
+    results = build_offline_store(OfflineDataConfig(store=store, checkpoint=str(sft), tasks=TASKS, demos_per_task=2,
+                                                    rollouts_per_task=2, play_per_task=1, workers=1, progress=False))
+    return root, store, str(sft), results
+
+
+def test_offline_store_holds_demos_rollouts_and_play(offline_setup):
+    _, _, _, results = offline_setup
+    assert len(results["demo"].stats) == 0 and results["demo"].skipped == 4  # the SFT demos are reused
+    assert len(results["rollout"].stats) == 4 and len(results["play"].stats) == 2
+    from lwd.data.store import EpisodeStore
+
+    records = EpisodeStore(offline_setup[1], create=False).records()
+    rollouts = [r for r in records if r.source == "rollout"]
+    assert len(rollouts) == 4 and all(r.robot_id.startswith("rollout-v0-") for r in rollouts)
+    assert all(not r.success for r in records if r.source == "play")
+
+
+def _offline_config(root, store, sft, steps, **overrides):
+    return OfflineConfig(store=store, checkpoint=sft, out=str(root / overrides.pop("name", "rl")), steps=steps,
+                         batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
+                         checkpoint_every=4, progress=False, tensorboard=False, **overrides)
+
+
+def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
+    root, store, sft, _ = offline_setup
+    first = train_offline(_offline_config(root, store, sft, 4))
+    policy, _, manifest = load_checkpoint(first)
+    sft_policy, _, sft_manifest = load_checkpoint(sft)
+    assert manifest.version == sft_manifest.version + 1 and manifest.parent_version == sft_manifest.version
+    assert manifest.training_step == sft_manifest.training_step + 4
+    state = load_learner_state(first)
+    assert {k.split(".")[0] for k in state} == {"reference", "critic", "critic_target", "value"}
+    for name, tensor in sft_policy.state_dict().items():  # the reference stays the frozen SFT policy
+        torch.testing.assert_close(state[f"reference.{name}"], tensor)
+    assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), sft_policy.state_dict().values()))
+    resumed = train_offline(_offline_config(root, store, sft, 6))
+    assert load_checkpoint(resumed)[2].training_step == sft_manifest.training_step + 6
+    records = [json.loads(line) for line in (root / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for key in ("value/loss", "value/tau_mean", "value/entropy", "critic/q_mean", "qam/loss",
+                "qam/terminal_adjoint_norm", "qam/kl_proxy"):
+        assert key in records[-1]
+
+
+@pytest.mark.parametrize("ablation", [{"value_kind": "expectile"}, {"tau_mode": "constant"}])
+def test_ablations_train(offline_setup, ablation):
+    root, store, sft, _ = offline_setup
+    name = "ablation-" + "-".join(ablation.values())
+    final = train_offline(_offline_config(root, store, sft, 3, name=name, **ablation))
+    record = json.loads((root / name / "metrics.jsonl").read_text().splitlines()[-1])
+    if "tau_mode" in ablation:
+        assert record["value/tau_mean"] == pytest.approx(0.6)
+    else:
+        assert "value/tau_mean" not in record
+    assert load_checkpoint(final)[2].extras["offline"]["learner"]["tau_mode"] == ablation.get("tau_mode", "adaptive")
+
+
+def test_sft_checkpoint_has_no_learner_state(offline_setup):
+    with pytest.raises(CheckpointError, match="policy-only checkpoint"):
+        load_learner_state(offline_setup[2])
