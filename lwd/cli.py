@@ -11,8 +11,6 @@ from pathlib import Path
 from lwd.configargs import add_config_arguments, config_from_args, documented
 
 
-
-
 @dataclass(frozen=True)
 class StoreInfoConfig:
     store: str = documented("runs/store", "episode store directory")
@@ -185,8 +183,7 @@ def cmd_eval(config) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.bench import PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.evaluate import EvalConfig
-    from lwd.fleet.collect import CollectConfig
-    from lwd.fleet.collect import OfflineDataConfig
+    from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 

@@ -13,11 +13,19 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lwd.algorithms.divl import (adaptive_tau, categorical_value_loss, critic_loss, ema_update, expectile_loss,
-                                 normalized_entropy, quantile_readout, td_target)
+from lwd.algorithms.divl import (
+    adaptive_tau,
+    categorical_value_loss,
+    critic_loss,
+    ema_update,
+    expectile_loss,
+    normalized_entropy,
+    quantile_readout,
+    td_target,
+)
 from lwd.algorithms.qam import qam_loss
 from lwd.configargs import documented
-from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+from lwd.policy.critic import ChunkCritic, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 
 TAU_MODES = ("adaptive", "constant")

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lwd.configargs import documented
 from lwd.data.episode import Episode
 from lwd.data.store import EpisodeStore
-from lwd.configargs import documented
-
-
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lwd.data.episode import (Episode, EpisodeValidationError, content_digest, decode, encode, episode_id, validate,
-                              validated)
+from lwd.data.episode import (
+    Episode,
+    EpisodeValidationError,
+    content_digest,
+    decode,
+    encode,
+    episode_id,
+    validate,
+    validated,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (

@@ -1,11 +1,33 @@
 """Environments and operators: the robot interface, task suites, experts, the scripted operator."""
 
 from lwd.envs.robot import Actor, Expert, Observation, Robot, StepInfo
-from lwd.envs.tasks import SEEDS, SeedSplit, Suite, TaskSpec, UnknownTaskError, suite, suite_names, task_spec
+from lwd.envs.tasks import (
+    SEEDS,
+    SeedSplit,
+    Suite,
+    TaskSpec,
+    UnknownTaskError,
+    suite,
+    suite_names,
+    task_spec,
+)
 
 __all__ = [
-    "Actor", "Expert", "Observation", "Robot", "StepInfo", "SEEDS", "SeedSplit", "Suite", "TaskSpec",
-    "UnknownTaskError", "suite", "suite_names", "task_spec", "make_robot", "make_expert",
+    "SEEDS",
+    "Actor",
+    "Expert",
+    "Observation",
+    "Robot",
+    "SeedSplit",
+    "StepInfo",
+    "Suite",
+    "TaskSpec",
+    "UnknownTaskError",
+    "make_expert",
+    "make_robot",
+    "suite",
+    "suite_names",
+    "task_spec",
 ]
 
 

@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lwd.envs.robot import Expert, Observation
 from lwd.configargs import documented
-
-
+from lwd.envs.robot import Expert, Observation
 
 
 @dataclass(frozen=True)

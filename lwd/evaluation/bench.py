@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lwd.configargs import documented
 from lwd.envs import SEEDS, suite
 from lwd.fleet import collect as collect_mod
-from lwd.configargs import documented
-
-
 
 
 @dataclass(frozen=True)

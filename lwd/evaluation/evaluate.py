@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lwd.envs import SEEDS, make_robot, suite, task_spec
 from lwd.configargs import documented
-
-
+from lwd.envs import SEEDS, make_robot, suite, task_spec
 
 
 @dataclass(frozen=True)

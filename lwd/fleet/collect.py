@@ -10,15 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lwd.configargs import documented
 from lwd.data.episode import NO_POLICY
 from lwd.data.store import EpisodeStore
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import NoisyExpertActor, PlayActor
 from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.rollout import run_episode
-from lwd.configargs import documented
-
-
 
 
 @dataclass(frozen=True)

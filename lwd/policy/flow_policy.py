@@ -14,10 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lwd.policy.instructions import EMBEDDING_DIM
 from lwd.configargs import documented
-
-
+from lwd.policy.instructions import EMBEDDING_DIM
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,12 @@ from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
-from lwd.policy.checkpoint import (load_checkpoint, load_learner_state, load_trainer_state, save_checkpoint)
+from lwd.policy.checkpoint import (
+    load_checkpoint,
+    load_learner_state,
+    load_trainer_state,
+    save_checkpoint,
+)
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lwd.algorithms.flow_matching import flow_matching_loss
+from lwd.configargs import documented
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
@@ -23,9 +24,6 @@ from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
-from lwd.configargs import documented
-
-
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@ import json
 import pytest
 
 from lwd.envs import SEEDS
-from lwd.evaluation.evaluate import EvalConfig, evaluate, run_policy_episodes, wilson_interval
+from lwd.evaluation.evaluate import (
+    EvalConfig,
+    evaluate,
+    run_policy_episodes,
+    wilson_interval,
+)
 from lwd.policy.checkpoint import CheckpointError, save_checkpoint
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
