@@ -138,6 +138,8 @@ def cmd_bench_policy(config) -> int:
         lat = report[f"latency_ms_batch{batch}"]
         print(f"chunk sampling, batch {batch:2d}: P50 {lat['p50']:.2f} ms  P99 {lat['p99']:.2f} ms")
     print(f"SFT updates/s at batch 256: {report['sft_updates_per_s_batch256']:.1f}")
+    for name, rate in report["learner_updates_per_s_batch256"].items():
+        print(f"LWD learner steps/s at batch 256, {name.replace('_', ' ')}: {rate:.1f}")
     return 0
 
 
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
-    leaf(bench, "policy", "policy chunk latency (batch 1, 16) and SFT updates/s (batch 256)", PolicyBenchConfig,
+    leaf(bench, "policy", "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)", PolicyBenchConfig,
          cmd_bench_policy)
     return parser
 

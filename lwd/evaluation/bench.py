@@ -99,6 +99,7 @@ class PolicyBenchConfig:
     threads: int = documented(2, "torch CPU threads")
     repeats: int = documented(200, "timed calls per latency figure")
     sft_steps: int = documented(100, "timed SFT updates at batch 256")
+    learner_steps: int = documented(30, "timed LWD learner steps at batch 256 per configuration")
     out: str = documented("runs/bench/policy.json", "where to write the JSON result")
 
 
@@ -140,7 +141,38 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
     for _ in range(config.sft_steps):
         sft_step(policy, optimizer, tensors, generator)
     report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
+    report["learner_updates_per_s_batch256"] = _learner_rates(policy, tensors, config)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return report
+
+
+def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str, float]:
+    """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 256 states,
+    every step or every 4th step."""
+    import copy
+
+    import torch
+
+    from lwd.algorithms.learner import LearnerConfig, LWDLearner
+    from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+
+    batch = dict(tensors)
+    batch.update({"next_obs": torch.randn(256, 39), "reward": torch.rand(256), "discount": torch.full((256,), 0.95),
+                  "done": torch.zeros(256)})
+    critic_config = CriticConfig(chunk_len=config.chunk_len)
+    variants = {"value_and_critic_only": dict(policy_warmup=10**9), "qam64_every_step": dict(qam_batch=64),
+                "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}
+    rates = {}
+    generator = torch.Generator().manual_seed(0)
+    for name, overrides in variants.items():
+        learner = LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config), StateValue(critic_config),
+                             LearnerConfig(**{"policy_warmup": 0, **overrides}))
+        for _ in range(4):
+            learner.step(batch, generator)
+        began = time.perf_counter()
+        for _ in range(config.learner_steps):
+            learner.step(batch, generator)
+        rates[name] = config.learner_steps / (time.perf_counter() - began)
+    return rates
