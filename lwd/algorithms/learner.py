@@ -23,7 +23,7 @@ from lwd.algorithms.divl import (
     quantile_readout,
     td_target,
 )
-from lwd.algorithms.qam import qam_loss
+from lwd.algorithms.qam import ADJOINT_TIMES, qam_loss
 from lwd.configargs import documented
 from lwd.policy.critic import ChunkCritic, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
@@ -33,7 +33,7 @@ TAU_MODES = ("adaptive", "constant")
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    lam: float = documented(0.1, "λ: temperature of π_β·exp(Q/λ); smaller trusts Q more (chosen by the λ sweep)")
+    lam: float = documented(0.03, "λ: temperature of π_β·exp(Q/λ); smaller trusts Q more (λ sweep, docs/benchmarks.md)")
     tau_mode: str = documented("adaptive", "'adaptive' (entropy-adaptive τ) or 'constant' (ablation: τ = τ_base)")
     tau_base: float = documented(0.6, "τ_base: 0.6 offline, 0.9 online")
     tau_alpha: float = documented(0.3, "α: how much the value's entropy lowers τ")
@@ -42,13 +42,15 @@ class LearnerConfig:
     expectile: float = documented(0.7, "expectile of the scalar-value ablation")
     critic_ema: float = documented(0.005, "EMA rate of the target critic")
     critic_lr: float = documented(5e-4, "Adam learning rate of critic and value")
-    policy_lr: float = documented(1e-4, "AdamW learning rate of the policy (QAM)")
+    policy_lr: float = documented(3e-5, "AdamW learning rate of the policy (QAM); 1e-4 drifted from the reference on noise")
     policy_weight_decay: float = documented(0.0, "AdamW weight decay of the policy")
     grad_clip: float = documented(1.0, "global gradient-norm clip of the policy")
-    qam_batch: int = documented(64, "states per QAM update, drawn from the batch (0 = all); QAM costs ~K× a critic step")
-    policy_warmup: int = documented(500, "learner steps that train only V and Q before QAM starts (a random "
+    qam_batch: int = documented(128, "states per QAM update, drawn from the batch (0 = all); QAM costs ~K× a critic step")
+    policy_warmup: int = documented(2_000, "learner steps that train only V and Q before QAM starts (a random "
                                          "critic's gradient would only push the policy around)")
     policy_every: int = documented(1, "QAM policy update every N learner steps (TD3-style delay; 1 = SPEC order)")
+    adjoint_time: str = documented("step_start", "lean-adjoint discretisation: 'step_start' (exact gradient of the "
+                                                 "rollout's sampler) or 'step_end' (SPEC §5 as written)")
     freeze_policy_encoder: bool = documented(False, "train only the action expert (the paper freezes the VLM online)")
 
     def __post_init__(self) -> None:
@@ -56,6 +58,8 @@ class LearnerConfig:
             raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
         if self.lam <= 0:
             raise ValueError(f"lam must be > 0, got {self.lam}")
+        if self.adjoint_time not in ADJOINT_TIMES:
+            raise ValueError(f"adjoint_time must be one of {ADJOINT_TIMES}, got {self.adjoint_time!r}")
         if self.policy_every < 1 or self.policy_warmup < 0:
             raise ValueError("need policy_every >= 1 and policy_warmup >= 0")
         if not 0 < self.tau_min <= self.tau_max < 1:
@@ -151,7 +155,7 @@ class LWDLearner:
 
         x_0 = torch.randn(batch, dim, generator=generator)
         noise = torch.randn(steps - 1, batch, dim, generator=generator)
-        out = qam_loss(policy_field, reference_field, q_value, x_0, noise, steps, cfg.lam)
+        out = qam_loss(policy_field, reference_field, q_value, x_0, noise, steps, cfg.lam, cfg.adjoint_time)
         self.policy_optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy_parameters(), cfg.grad_clip)
