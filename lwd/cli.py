@@ -173,6 +173,17 @@ def cmd_train_offline(config) -> int:
     return 0
 
 
+def cmd_compare(config) -> int:
+    from lwd.evaluation.compare import compare_table, parse_runs
+
+    table = compare_table(parse_runs(config.runs))
+    print(table)
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.out).write_text(table + "\n")
+    return 0
+
+
 def cmd_eval(config) -> int:
     from lwd.evaluation.evaluate import evaluate
 
@@ -184,6 +195,7 @@ def cmd_eval(config) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.bench import PolicyBenchConfig, SimBenchConfig
+    from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.training.offline import OfflineConfig
@@ -208,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
          OfflineConfig, cmd_train_offline)
     leaf(commands, "eval", "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
          EvalConfig, cmd_eval)
+    leaf(commands, "compare", "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",
+         CompareConfig, cmd_compare)
     store = commands.add_parser("store", help="inspect an episode store").add_subparsers(dest="store_command", required=True)
     leaf(store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info)
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args.config_cls, args)
         return args.handler(config)
-    except (StoreError, UnknownTaskError, CheckpointError, ValueError) as err:
+    except (StoreError, UnknownTaskError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"lwd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

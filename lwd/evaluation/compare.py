@@ -1,0 +1,71 @@
+"""Side-by-side tables of evaluation reports (eval.json files written by `lwd eval`).
+
+A method evaluated from several training seeds is given as several reports under one
+name; its cell is the mean over seeds with the pooled Wilson interval of all episodes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lwd.configargs import documented
+from lwd.evaluation.evaluate import wilson_interval
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    runs: tuple[str, ...] = documented((), "NAME=PATH pairs; PATH is an eval directory or eval.json; repeat a NAME "
+                                           "for several training seeds")
+    out: str = documented("", "also write the markdown table here")
+
+
+def load_report(path: str) -> dict:
+    file = Path(path)
+    file = file / "eval.json" if file.is_dir() else file
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no evaluation report (run `lwd eval` first)")
+    return json.loads(file.read_text())
+
+
+def compare_table(runs: list[tuple[str, str]]) -> str:
+    """Markdown: one row per task + the average, one column per method."""
+    if not runs:
+        raise ValueError("nothing to compare: pass NAME=PATH pairs")
+    reports: dict[str, list[dict]] = {}
+    for name, path in runs:
+        reports.setdefault(name, []).append(load_report(path))
+    tasks = sorted({task for group in reports.values() for r in group for task in r["per_task"]})
+    names = list(reports)
+    lines = ["| task | " + " | ".join(f"{n} ({len(reports[n])} seed{'s' * (len(reports[n]) > 1)})" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+
+    def cell(group: list[dict], task: str | None) -> str:
+        parts = [r["per_task"][t] for r in group for t in ([task] if task else r["per_task"])
+                 if t in r["per_task"]]
+        if not parts:
+            return "–"
+        successes = sum(round(p["success"] * p["episodes"]) for p in parts)
+        episodes = sum(p["episodes"] for p in parts)
+        if task is None:
+            rate = sum(r["average_success"] for r in group) / len(group)
+        else:
+            rate = successes / episodes
+        low, high = wilson_interval(successes, episodes)
+        return f"{rate:.3f} ({low:.2f}–{high:.2f})"
+
+    for task in tasks:
+        lines.append(f"| {task.removesuffix('-v3')} | " + " | ".join(cell(reports[n], task) for n in names) + " |")
+    lines.append("| **average** | " + " | ".join(f"**{cell(reports[n], None)}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def parse_runs(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
+    runs = []
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"expected NAME=PATH, got {pair!r}")
+        runs.append((name, path))
+    return runs

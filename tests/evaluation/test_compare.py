@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from lwd.cli import main
+from lwd.evaluation.compare import compare_table, parse_runs
+
+
+def _report(path, rates: dict[str, float], episodes: int = 10):
+    path.mkdir(parents=True)
+    per_task = {task: {"episodes": episodes, "success": rate, "ci95": [0, 1], "cycle_time_steps": 100.0}
+                for task, rate in rates.items()}
+    (path / "eval.json").write_text(json.dumps({"per_task": per_task,
+                                                "average_success": sum(rates.values()) / len(rates)}))
+    return str(path)
+
+
+def test_seeds_of_one_method_are_averaged_and_methods_sit_side_by_side(tmp_path):
+    sft = _report(tmp_path / "sft", {"reach-v3": 0.5, "push-v3": 0.7})
+    seed0 = _report(tmp_path / "a", {"reach-v3": 0.6, "push-v3": 0.8})
+    seed1 = _report(tmp_path / "b", {"reach-v3": 0.8, "push-v3": 0.8})
+    table = compare_table([("SFT", sft), ("LWD", seed0), ("LWD", seed1)])
+    lines = table.splitlines()
+    assert lines[0] == "| task | SFT (1 seed) | LWD (2 seeds) |"
+    assert lines[2].startswith("| push | 0.700") and "| 0.800" in lines[2]
+    assert lines[3].startswith("| reach | 0.500") and "| 0.700" in lines[3]  # (6 + 8) / 20
+    assert "**0.600" in lines[4] and "**0.750" in lines[4]
+
+
+def test_bad_pairs_and_missing_reports_fail_clearly(tmp_path, capsys):
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        parse_runs(("just-a-path",))
+    assert main(["compare", "--runs", f"x={tmp_path / 'nowhere'}"]) == 2
+    assert "no evaluation report" in capsys.readouterr().err
