@@ -52,5 +52,5 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
     assert report["latency_ms_batch1"]["p50"] > 0 and report["latency_ms_batch16"]["p99"] > 0
     assert report["sft_updates_per_s_batch256"] > 0
     assert set(report["learner_updates_per_s_batch256"]) == {"value_and_critic_only", "qam64_every_step",
-                                                             "qam256_every_step", "qam64_every_4th_step"}
+                                                             "qam128_every_step_default", "qam256_every_step", "qam64_every_4th_step"}
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())

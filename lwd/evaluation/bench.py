@@ -149,8 +149,8 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
 
 
 def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str, float]:
-    """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 256 states,
-    every step or every 4th step."""
+    """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 128 (default) /
+    256 states, every step or every 4th step."""
     import copy
 
     import torch
@@ -163,7 +163,7 @@ def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str
                   "done": torch.zeros(256)})
     critic_config = CriticConfig(chunk_len=config.chunk_len)
     variants = {"value_and_critic_only": dict(policy_warmup=10**9), "qam64_every_step": dict(qam_batch=64),
-                "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}
+                "qam128_every_step_default": dict(qam_batch=128), "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}
     rates = {}
     generator = torch.Generator().manual_seed(0)
     for name, overrides in variants.items():
