@@ -28,3 +28,9 @@ class MetricsLogger:
         self._jsonl.close()
         if self._writer is not None:
             self._writer.close()
+
+
+def average_metrics(window: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the records that have it (some steps skip some parts)."""
+    keys = sorted(set().union(*window)) if window else []
+    return {k: sum(m[k] for m in window if k in m) / sum(1 for m in window if k in m) for k in keys}

@@ -29,7 +29,7 @@ from lwd.policy.checkpoint import (
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
-from lwd.training.metrics import MetricsLogger
+from lwd.training.metrics import MetricsLogger, average_metrics
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
 from lwd.training.sft import batch_tensors
 
@@ -157,8 +157,7 @@ def train_offline(config: OfflineConfig) -> Path:
             metrics = learner.step(learner_tensors(replay.sample(config.batch_size, rng), encoder), generator)
             window.append(metrics)
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                keys = set().union(*window)
-                mean = {k: float(np.mean([m[k] for m in window if k in m])) for k in sorted(keys)}
+                mean = average_metrics(window)
                 mean["learner/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
                 logger.log(step + 1, mean)
                 bar.set_postfix(q=f"{mean['critic/q_mean']:.3f}", tau=f"{mean.get('value/tau_mean', 0):.2f}",

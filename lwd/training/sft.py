@@ -22,7 +22,7 @@ from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
-from lwd.training.metrics import MetricsLogger
+from lwd.training.metrics import MetricsLogger, average_metrics
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
 
 
@@ -130,7 +130,7 @@ def pretrain(config: PretrainConfig) -> Path:
             schedule.step()
             window.append(metrics)
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                mean = average_metrics(window)
                 mean["sft/lr"] = schedule.get_last_lr()[0]
                 mean["sft/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
                 logger.log(step + 1, mean)
