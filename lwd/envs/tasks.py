@@ -153,9 +153,6 @@ class SeedSplit:
             return self.validation(k)
         raise ValueError(f"unknown seed split {split!r} (known: 'eval', 'validation')")
 
-    def in_split(self, split: str, seed: int) -> bool:
-        return self.is_eval(seed) if split == "eval" else split == "validation" and self.is_validation(seed)
-
 
 SEEDS = SeedSplit()
 

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class CollectConfig:
             return f"rollout-v{self.policy_version}-{task}"
         return f"{self.source}-n{self.noise:g}-{task}"
 
-    @property
+    @cached_property  # read once per config, not once per episode
     def policy_version(self) -> int:
         from lwd.policy.checkpoint import read_manifest
 

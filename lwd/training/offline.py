@@ -8,8 +8,8 @@ the online stage inherits.
 
 from __future__ import annotations
 
+import copy
 import json
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from lwd.policy.checkpoint import (
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
-from lwd.training.metrics import MetricsLogger, average_metrics
+from lwd.training.loop import LoopSettings, run_steps
+from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
 from lwd.training.sft import batch_tensors
 
@@ -64,11 +65,13 @@ def learner_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str,
 
 
 def build_learner(policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic_config: CriticConfig,
-                  learner_config: LearnerConfig, obs_stats: tuple[np.ndarray, np.ndarray],
+                  learner_config: LearnerConfig, obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
                   state: dict[str, torch.Tensor] | None = None) -> LWDLearner:
+    """New networks normalised by `obs_stats`, or restored from a saved learner `state`."""
     critic, value = ChunkCritic(critic_config), StateValue(critic_config)
-    critic.set_normalization(*obs_stats)
-    value.set_normalization(*obs_stats)
+    if obs_stats is not None:
+        critic.set_normalization(*obs_stats)
+        value.set_normalization(*obs_stats)
     learner = LWDLearner(policy, reference, critic, value, learner_config)
     if state is not None:
         load_learner_modules(learner, state)
@@ -88,7 +91,6 @@ def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) ->
 
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-    from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -106,8 +108,7 @@ def train_offline(config: OfflineConfig) -> Path:
         replay.refresh(up_to=manifest.data_snapshot)
         reference = FlowChunkPolicy(policy.config)
         learner = build_learner(policy, reference, critic_config, config.learner_config(),
-                                (np.zeros(policy.config.obs_dim), np.ones(policy.config.obs_dim)),
-                                load_learner_state(last))
+                                state=load_learner_state(last))
         trainer = load_trainer_state(last) or {}
         for name, optimizer in learner.optimizers.items():
             restore_optimizer_state(optimizer, trainer, prefix=name + ".")
@@ -124,7 +125,7 @@ def train_offline(config: OfflineConfig) -> Path:
                                      chunk_len=policy.config.chunk_len, hidden_dim=config.critic_hidden,
                                      value_kind=config.value_kind)
         torch.manual_seed(config.seed)
-        reference = load_checkpoint(config.checkpoint)[0]
+        reference = copy.deepcopy(policy)  # the SFT policy, frozen
         obs = replay.observation_array
         learner = build_learner(policy, reference, critic_config, config.learner_config(), (obs.mean(0), obs.std(0)))
         start, rng_state = 0, None
@@ -150,24 +151,13 @@ def train_offline(config: OfflineConfig) -> Path:
                                             "base_version": base_version, "store": config.store,
                                             "reference_checkpoint": config.checkpoint}})
 
-    began = time.perf_counter()
-    window: list[dict[str, float]] = []
-    with tqdm(total=config.steps, initial=start, desc="offline RL", unit="step", disable=not config.progress) as bar:
-        for step in range(start, config.steps):
-            metrics = learner.step(learner_tensors(replay.sample(config.batch_size, rng), encoder), generator)
-            window.append(metrics)
-            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                mean = average_metrics(window)
-                mean["learner/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
-                logger.log(step + 1, mean)
-                bar.set_postfix(q=f"{mean['critic/q_mean']:.3f}", tau=f"{mean.get('value/tau_mean', 0):.2f}",
-                                kl=f"{mean.get('qam/kl_proxy', 0):.3f}")
-                window = []
-            if (step + 1) % config.checkpoint_every == 0:
-                checkpoint(last, step + 1)
-            bar.update(1)
-    logger.close()
-    checkpoint(last, config.steps)
-    final = out / "final"
-    checkpoint(final, config.steps)
-    return final
+    def step() -> dict[str, float]:
+        return learner.step(learner_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+
+    def summary(mean: dict[str, float]) -> dict[str, str]:
+        return {"q": f"{mean['critic/q_mean']:.3f}", "tau": f"{mean.get('value/tau_mean', 0):.2f}",
+                "kl": f"{mean.get('qam/kl_proxy', 0):.3f}"}
+
+    settings = LoopSettings("offline RL", "learner/updates_per_s", config.steps, config.log_every,
+                            config.checkpoint_every, config.progress)
+    return run_steps(settings, out, start, step, logger, checkpoint, summary)

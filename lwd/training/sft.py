@@ -8,7 +8,6 @@ finished policy (the SFT baseline and the frozen reference for RL).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
-from lwd.training.metrics import MetricsLogger, average_metrics
+from lwd.training.loop import LoopSettings, run_steps
+from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
 
 
@@ -71,7 +71,6 @@ def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, tensors:
 
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-    from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -122,25 +121,13 @@ def pretrain(config: PretrainConfig) -> Path:
                         extras={"rng": {"numpy": rng.bit_generator.state, "torch_seed": config.seed},
                                 "store": config.store, "sources": list(config.sources)})
 
-    began = time.perf_counter()
-    window: list[dict[str, float]] = []
-    with tqdm(total=config.steps, initial=start, desc="pretrain", unit="step", disable=not config.progress) as bar:
-        for step in range(start, config.steps):
-            metrics = sft_step(policy, optimizer, batch_tensors(replay.sample(config.batch_size, rng), encoder), generator)
-            schedule.step()
-            window.append(metrics)
-            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                mean = average_metrics(window)
-                mean["sft/lr"] = schedule.get_last_lr()[0]
-                mean["sft/updates_per_s"] = (step + 1 - start) / (time.perf_counter() - began)
-                logger.log(step + 1, mean)
-                bar.set_postfix(loss=f"{mean['sft/flow_loss']:.4f}")
-                window = []
-            if (step + 1) % config.checkpoint_every == 0:
-                checkpoint(last, step + 1)
-            bar.update(1)
-    logger.close()
-    checkpoint(last, config.steps)
-    final = out / "final"
-    checkpoint(final, config.steps)
-    return final
+    def step() -> dict[str, float]:
+        metrics = sft_step(policy, optimizer, batch_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+        schedule.step()
+        return metrics
+
+    settings = LoopSettings("pretrain", "sft/updates_per_s", config.steps, config.log_every, config.checkpoint_every,
+                            config.progress)
+    return run_steps(settings, out, start, step, logger, checkpoint,
+                     summary=lambda mean: {"loss": f"{mean['sft/flow_loss']:.4f}"},
+                     extra_metrics=lambda: {"sft/lr": schedule.get_last_lr()[0]})

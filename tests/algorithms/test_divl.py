@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,16 +22,6 @@ from lwd.algorithms.divl import (
 ATOMS = torch.linspace(-0.1, 1.1, 201)
 SPACING = 1.2 / 200
 LOW, HIGH = ATOMS[0].item(), ATOMS[-1].item()  # the float32 ends of the support
-
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation cost."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 _values = st.one_of(

@@ -17,15 +17,6 @@ from lwd.algorithms.qam import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation cost (and noise to timings)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _spec_schedule(steps: int, k: int) -> tuple[float, float]:
     """w_k and σ_k written out from SPEC §5, independently of qam.memoryless_schedule."""
     h = 1.0 / steps
