@@ -1,4 +1,4 @@
-"""Evaluation protocol (SPEC §8-9): a checkpoint on evaluation seeds only, no operator.
+"""Evaluation protocol (SPEC §8-9): a checkpoint on held-out (evaluation or validation) seeds only, no operator.
 
 Episodes run in lockstep inside each worker process so one policy call serves every
 live episode: each worker samples a chunk for all its robots at once, executes
@@ -51,7 +51,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def check_eval_seeds(seeds: list[int]) -> None:
+def check_held_out_seeds(seeds: list[int]) -> None:
     for seed in seeds:
         if not (SEEDS.is_eval(seed) or SEEDS.is_validation(seed)):
             raise ValueError(f"evaluation refuses seed {seed}: it is not a held-out (evaluation or validation) seed; "
@@ -65,7 +65,7 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
 
     from lwd.policy.checkpoint import load_checkpoint
 
-    check_eval_seeds([seed for _, seed in jobs])
+    check_held_out_seeds([seed for _, seed in jobs])
     torch.set_num_threads(threads)
     policy, encoder, _ = load_checkpoint(checkpoint)
     policy.eval()
