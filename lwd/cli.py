@@ -173,6 +173,21 @@ def cmd_train_offline(config) -> int:
     return 0
 
 
+def cmd_deploy(config) -> int:
+    from lwd.fleet.online import deploy
+
+    summary = deploy(config)
+    print(f"deploy finished ({summary['reason']}): {summary['env_steps']} env steps in {summary['episodes']} episodes, "
+          f"{summary['learner_steps']} learner steps, {summary['versions_published']} versions published "
+          f"(latest v{summary['latest_version']}), {summary['worker_restarts']} worker restarts")
+    for key in ("fleet/autonomous_success", "fleet/success", "fleet/intervention_rate",
+                "latency/episode_to_learner_p99_s", "latency/model_to_robot_p99_s"):
+        if key in summary:
+            print(f"  {key:34s} {summary[key]:.3f}")
+    print(f"final policy: {summary['final']}; metrics: {config.out}/metrics.jsonl, episodes: {config.out}/episodes.jsonl")
+    return 0
+
+
 def cmd_compare(config) -> int:
     from lwd.evaluation.compare import compare_table, parse_runs
 
@@ -198,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
+    from lwd.fleet.online import DeployConfig
     from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 
@@ -218,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="RL training stages").add_subparsers(dest="train_command", required=True)
     leaf(train, "offline", "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
          OfflineConfig, cmd_train_offline)
+    leaf(commands, "deploy", "learning while deploying: a fleet of simulated robots runs the newest policy while the "
+         "learner trains on their episodes and publishes versions (resumable; Ctrl-C stops cleanly)",
+         DeployConfig, cmd_deploy)
     leaf(commands, "eval", "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
          EvalConfig, cmd_eval)
     leaf(commands, "compare", "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",

@@ -29,3 +29,28 @@ def make_episode(robot_id: str = "robot-0", seq: int = 0, *, steps: int = 7, tas
 @pytest.fixture
 def episode_factory():
     return make_episode
+
+
+PIPELINE_TASKS = ("reach-v3", "drawer-close-v3")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """Real demos → tiny SFT → offline store → a few offline-RL steps, on two MT10 tasks.
+    Returns (root, store, sft checkpoint, offline-store results, offline-RL checkpoint)."""
+    from lwd.fleet.collect import CollectConfig, OfflineDataConfig, build_offline_store, collect
+    from lwd.training.offline import OfflineConfig, train_offline
+    from lwd.training.sft import PretrainConfig, pretrain
+
+    root = tmp_path_factory.mktemp("pipeline")
+    store = str(root / "store")
+    collect(CollectConfig(store=store, tasks=PIPELINE_TASKS, episodes_per_task=2, workers=1, progress=False))
+    sft = pretrain(PretrainConfig(store=store, out=str(root / "sft"), steps=10, batch_size=32, hidden_dim=64,
+                                  num_layers=1, progress=False, tensorboard=False))
+    results = build_offline_store(OfflineDataConfig(store=store, checkpoint=str(sft), tasks=PIPELINE_TASKS,
+                                                    demos_per_task=2, rollouts_per_task=2, play_per_task=1, workers=1,
+                                                    progress=False))
+    offline = train_offline(OfflineConfig(store=store, checkpoint=str(sft), out=str(root / "offline"), steps=4,
+                                          batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
+                                          checkpoint_every=4, progress=False, tensorboard=False))
+    return root, store, str(sft), results, str(offline)

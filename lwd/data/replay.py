@@ -18,13 +18,14 @@ done = 0 there and the target bootstraps from s_T with discount gamma^{T-t}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from lwd.configargs import documented
 from lwd.data.episode import Episode
-from lwd.data.store import EpisodeStore
+from lwd.data.store import EpisodeRecord, EpisodeStore
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,19 @@ class ChunkReplay:
         """(sum of T, A) every stored action."""
         return self._actions.view if self._actions is not None else np.zeros((0, 0), np.float32)
 
-    def refresh(self, up_to: int | None = None) -> int:
-        """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many."""
+    def refresh(self, up_to: int | None = None,
+                on_episode: Callable[[EpisodeRecord, Episode], None] | None = None) -> int:
+        """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many.
+        `on_episode` sees each new episode as it arrives (fleet metrics, latencies)."""
         target = self.store.latest_snapshot() if up_to is None else up_to
         if target <= self.snapshot:
             return 0
         records = self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
         for record in records:
-            self.add(self.store.load(record))
+            episode = self.store.load(record)
+            self.add(episode)
+            if on_episode is not None:
+                on_episode(record, episode)
         self.snapshot = target
         return len(records)
 

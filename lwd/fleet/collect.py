@@ -129,8 +129,8 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
         actor = PlayActor(expert, max(config.noise, 0.1), rng)
     else:
         policy, encoder, manifest = _policy(config.checkpoint)
-        actor = PolicyActor(policy, encoder, torch.Generator().manual_seed(seed))
         version = manifest.version
+        actor = PolicyActor(policy, encoder, torch.Generator().manual_seed(seed), version=version)
     episode = run_episode(robot, actor, robot_id=config.robot_id(task), seq=seq, source=config.source, seed=seed,
                           policy_version=version, stop_at_success=config.source != "play",
                           extras={"noise": config.noise} if config.source != "rollout" else {"checkpoint": config.checkpoint})

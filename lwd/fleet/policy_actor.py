@@ -5,33 +5,58 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lwd.data.episode import NO_POLICY
 from lwd.envs.robot import Observation
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 
 
-class PolicyActor:
-    """One robot's view of a chunk policy (batch 1). `reset()` drops the queued chunk,
-    so after an operator hands control back the policy replans from the new state."""
+@torch.no_grad()
+def sample_chunks(policy: FlowChunkPolicy, encoder: InstructionEncoder, states: np.ndarray, instructions: list[str],
+                  generator: torch.Generator) -> np.ndarray:
+    """(B, H, A) action chunks for B robots in one batched policy call."""
+    obs = torch.from_numpy(np.asarray(states, np.float32))
+    context = policy.encode(obs, torch.from_numpy(encoder.embed(instructions)))
+    noise = torch.randn(len(obs), policy.config.flat_action_dim, generator=generator)
+    return policy.sample(context, noise).numpy()
 
-    def __init__(self, policy: FlowChunkPolicy, encoder: InstructionEncoder, generator: torch.Generator,
-                 execute_steps: int = 0):
-        self.policy = policy.eval()
+
+class PolicyActor:
+    """One robot's view of a chunk policy. `reset()` drops the queued chunk, so after an
+    operator hands control back the policy replans from the new state.
+
+    Standalone it samples its own chunks (batch 1); a fleet worker instead checks
+    `needs_chunk` on all its robots and `fill`s them from one batched call. `version`
+    is the policy version of the chunk being executed.
+    """
+
+    def __init__(self, policy: FlowChunkPolicy | None, encoder: InstructionEncoder | None,
+                 generator: torch.Generator | None, execute_steps: int = 0, version: int = NO_POLICY):
+        self.policy = policy.eval() if policy is not None else None
         self.encoder = encoder
         self.generator = generator
-        self.execute_steps = execute_steps or policy.config.chunk_len
+        self.execute_steps = execute_steps
+        self.version = version
         self._queue: list[np.ndarray] = []
 
     def reset(self) -> None:
         self._queue = []
 
-    @torch.no_grad()
+    @property
+    def needs_chunk(self) -> bool:
+        return not self._queue
+
+    def fill(self, chunk: np.ndarray, version: int) -> None:
+        """Queue the first `execute_steps` actions (all if 0) of a (H, A) chunk."""
+        steps = self.execute_steps or len(chunk)
+        self._queue = list(chunk[:steps])
+        self.version = version
+
     def act(self, observation: Observation) -> np.ndarray:
         if not self._queue:
-            obs = torch.from_numpy(np.asarray(observation.state, np.float32)[None])
-            instruction = torch.from_numpy(self.encoder.embed([observation.instruction]))
-            context = self.policy.encode(obs, instruction)
-            noise = torch.randn(1, self.policy.config.flat_action_dim, generator=self.generator)
-            chunk = self.policy.sample(context, noise)[0].numpy()
-            self._queue = list(chunk[: self.execute_steps])
+            if self.policy is None:
+                raise RuntimeError("this PolicyActor is filled by a fleet worker and has no chunk queued")
+            chunk = sample_chunks(self.policy, self.encoder, observation.state[None], [observation.instruction],
+                                  self.generator)[0]
+            self.fill(chunk, self.version)
         return self._queue.pop(0)

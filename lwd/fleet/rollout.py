@@ -1,4 +1,8 @@
-"""Run one episode on one robot with an actor and, optionally, an operator watching."""
+"""Episodes of one robot with an actor and, optionally, an operator watching.
+
+`EpisodeRun` advances one step at a time, so a fleet worker can interleave many robots
+and serve all their policy calls in one batch; `run_episode` drives a single run.
+"""
 
 from __future__ import annotations
 
@@ -11,72 +15,96 @@ from lwd.envs.operator import ScriptedOperator
 from lwd.envs.robot import Actor, Robot
 
 
-def run_episode(
-    robot: Robot,
-    actor: Actor,
-    *,
-    robot_id: str,
-    seq: int,
-    source: Source,
-    seed: int | None,
-    operator: ScriptedOperator | None = None,
-    policy_version: int = NO_POLICY,
-    stop_at_success: bool = True,
-    extras: dict | None = None,
-) -> Episode:
-    """Roll out until success (if `stop_at_success`) or the task's time limit.
+class EpisodeRun:
+    """One episode in progress. The robot is reset on construction.
 
-    Play episodes (`stop_at_success=False`) keep going after success and are labelled
-    failures, as SPEC §6 asks; whether they reached success is kept in `extras`.
+    Every step records the policy version that produced it: the actor's `version`
+    attribute when it has one (the version of the chunk it is executing), else the
+    run's deployed `policy_version`; operator steps record the deployed version.
+    Play runs (`stop_at_success=False`) keep going after success and are labelled
+    failures (SPEC §6); whether they reached success is kept in `extras`.
     """
-    started = time.time()
-    observation, info = robot.reset(seed)
-    actor.reset()
-    if operator is not None:
-        operator.begin_episode()
-    states, actions, intervened, stamps = [observation.state], [], [], []
-    reached_success = False
-    operator_drove_last_step = False
-    for _ in range(robot.task.max_steps):
-        if operator is not None and operator.driving:
-            policy_action = None
-        else:
-            if operator_drove_last_step:
-                actor.reset()  # control handed back: a chunked policy must replan from here
-            policy_action = actor.act(observation)
+
+    def __init__(self, robot: Robot, actor: Actor, *, robot_id: str, seq: int, source: Source, seed: int | None,
+                 operator: ScriptedOperator | None = None, policy_version: int = NO_POLICY,
+                 stop_at_success: bool = True, extras: dict | None = None):
+        self.robot, self.actor, self.operator = robot, actor, operator
+        self.robot_id, self.seq, self.source, self.seed = robot_id, seq, source, seed
+        self.policy_version, self.stop_at_success = policy_version, stop_at_success
+        self.extras = dict(extras or {})
+        self.started_at = time.time()
+        self.observation, self.info = robot.reset(seed)
+        actor.reset()
         if operator is not None:
-            action, by_operator = operator.decide(observation, policy_action, info.progress)
+            operator.begin_episode()
+        self._states = [self.observation.state]
+        self._actions: list[np.ndarray] = []
+        self._intervened: list[bool] = []
+        self._versions: list[int] = []
+        self._stamps: list[float] = []
+        self.reached_success = False
+        self.finished = False
+
+    @property
+    def policy_in_control(self) -> bool:
+        """Whether the next step asks the actor (False while the operator drives)."""
+        return self.operator is None or not self.operator.driving
+
+    def step(self) -> bool:
+        """Execute one action; returns True once the episode has ended."""
+        if self.finished:
+            raise RuntimeError(f"episode {self.robot_id}/{self.seq} has already ended")
+        operator = self.operator
+        policy_action = self.actor.act(self.observation) if self.policy_in_control else None
+        version = getattr(self.actor, "version", self.policy_version) if policy_action is not None else self.policy_version
+        if operator is not None:
+            action, by_operator = operator.decide(self.observation, policy_action, self.info.progress)
+            if by_operator and not operator.driving:
+                self.actor.reset()  # control goes back after this step: a chunked policy replans from here
         else:
             action, by_operator = policy_action, False
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-        observation, _, _, truncated, info = robot.step(action)
-        states.append(observation.state)
-        actions.append(action)
-        intervened.append(by_operator)
-        stamps.append(time.time())
-        operator_drove_last_step = by_operator
-        reached_success = reached_success or info.success
-        if (info.success and stop_at_success) or truncated:
-            break
-    steps = len(actions)
-    notes = dict(extras or {})
-    if not stop_at_success:
-        notes["reached_success"] = reached_success
-    return Episode(
-        robot_id=robot_id,
-        seq=seq,
-        task=robot.task.name,
-        instruction=robot.task.instruction,
-        source=source,
-        observations=np.stack(states).astype(np.float32),
-        actions=np.stack(actions).astype(np.float32),
-        intervention=np.array(intervened, dtype=bool),
-        policy_version=np.full(steps, policy_version, dtype=np.int64),
-        timestamps=np.array(stamps, dtype=np.float64),
-        success=reached_success and stop_at_success,
-        stage_score=float(info.stage_score) if stop_at_success else 0.0,
-        seed=seed,
-        started_at=started,
-        ended_at=time.time(),
-        extras=notes,
-    )
+        self.observation, _, _, truncated, self.info = self.robot.step(action)
+        self._states.append(self.observation.state)
+        self._actions.append(action)
+        self._intervened.append(by_operator)
+        self._versions.append(self.policy_version if by_operator else version)
+        self._stamps.append(time.time())
+        self.reached_success = self.reached_success or self.info.success
+        self.finished = bool((self.info.success and self.stop_at_success) or truncated
+                             or len(self._actions) >= self.robot.task.max_steps)
+        return self.finished
+
+    def episode(self) -> Episode:
+        notes = dict(self.extras)
+        if not self.stop_at_success:
+            notes["reached_success"] = self.reached_success
+        return Episode(
+            robot_id=self.robot_id,
+            seq=self.seq,
+            task=self.robot.task.name,
+            instruction=self.robot.task.instruction,
+            source=self.source,
+            observations=np.stack(self._states).astype(np.float32),
+            actions=np.stack(self._actions).astype(np.float32),
+            intervention=np.array(self._intervened, dtype=bool),
+            policy_version=np.array(self._versions, dtype=np.int64),
+            timestamps=np.array(self._stamps, dtype=np.float64),
+            success=self.reached_success and self.stop_at_success,
+            stage_score=float(self.info.stage_score) if self.stop_at_success else 0.0,
+            seed=self.seed,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            extras=notes,
+        )
+
+
+def run_episode(robot: Robot, actor: Actor, *, robot_id: str, seq: int, source: Source, seed: int | None,
+                operator: ScriptedOperator | None = None, policy_version: int = NO_POLICY,
+                stop_at_success: bool = True, extras: dict | None = None) -> Episode:
+    """Roll out until success (if `stop_at_success`) or the task's time limit."""
+    run = EpisodeRun(robot, actor, robot_id=robot_id, seq=seq, source=source, seed=seed, operator=operator,
+                     policy_version=policy_version, stop_at_success=stop_at_success, extras=extras)
+    while not run.step():
+        pass
+    return run.episode()

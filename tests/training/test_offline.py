@@ -3,26 +3,14 @@ import json
 import pytest
 import torch
 
-from lwd.fleet.collect import OfflineDataConfig, build_offline_store
 from lwd.policy.checkpoint import CheckpointError, load_checkpoint, load_learner_state
 from lwd.training.offline import OfflineConfig, train_offline
-from lwd.training.sft import PretrainConfig, pretrain
-
-TASKS = ("reach-v3", "drawer-close-v3")
 
 
 @pytest.fixture(scope="module")
-def offline_setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("offline")
-    store = str(root / "store")
-    from lwd.fleet.collect import CollectConfig, collect
-
-    collect(CollectConfig(store=store, tasks=TASKS, episodes_per_task=2, workers=1, progress=False))
-    sft = pretrain(PretrainConfig(store=store, out=str(root / "sft"), steps=10, batch_size=32, hidden_dim=64,
-                                  num_layers=1, progress=False, tensorboard=False))
-    results = build_offline_store(OfflineDataConfig(store=store, checkpoint=str(sft), tasks=TASKS, demos_per_task=2,
-                                                    rollouts_per_task=2, play_per_task=1, workers=1, progress=False))
-    return root, store, str(sft), results
+def offline_setup(tiny_pipeline):
+    root, store, sft, results, _ = tiny_pipeline
+    return root, store, sft, results
 
 
 def test_offline_store_holds_demos_rollouts_and_play(offline_setup):

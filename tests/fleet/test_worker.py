@@ -1,0 +1,86 @@
+"""Robot workers: task assignment, seeds, at-least-once upload, per-step versions."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from lwd.data.episode import EpisodeValidationError
+from lwd.envs import SEEDS
+from lwd.fleet.worker import FleetConfig, RobotWorker, robot_specs, upload
+from lwd.fleet.registry import PolicyRegistry
+
+
+def test_every_task_gets_robots_and_seeds_are_disjoint_training_seeds():
+    specs = robot_specs(FleetConfig(workers=2, robots_per_worker=3))  # 6 robots, 10 tasks
+    covered = [task for spec in specs for task in spec.tasks]
+    assert sorted(covered) == sorted(FleetConfig().task_names())
+    seeds = {spec.seed(seq) for spec in specs for seq in range(100)}
+    assert len(seeds) == 600 and not any(SEEDS.is_eval(s) or SEEDS.is_validation(s) for s in seeds)
+
+
+class FlakySink:
+    """A store behind a connection that fails the first `failures` appends, the second of
+    them after the commit landed (the acknowledgement was lost)."""
+
+    def __init__(self, store, failures: int):
+        self.store, self.failures, self.calls = store, failures, 0
+
+    def append(self, episode):
+        self.calls += 1
+        if self.calls == 2:
+            self.store.append(episode)
+        if self.calls <= self.failures:
+            raise sqlite3.OperationalError("database is locked")
+        return self.store.append(episode)
+
+    def committed_ids(self, robot_id):
+        return self.store.committed_ids(robot_id)
+
+
+def test_upload_retries_and_a_landed_retry_is_a_duplicate(tmp_path, episode_factory):
+    from lwd.data.store import EpisodeStore
+
+    store = EpisodeStore(tmp_path / "store")
+    sink = FlakySink(store, failures=2)
+    receipt = upload(sink, episode_factory("robot-000", 0, source="rollout"))
+    assert sink.calls == 3 and receipt.duplicate
+    assert len(store.records()) == 1
+
+
+def test_upload_does_not_retry_an_invalid_episode(tmp_path, episode_factory):
+    from lwd.data.store import EpisodeStore
+
+    episode = episode_factory("robot-000", 0, source="rollout")
+    episode.observations[2, 0] = np.nan
+    sink = FlakySink(EpisodeStore(tmp_path / "store"), failures=0)
+    with pytest.raises(EpisodeValidationError, match="NaN"):
+        upload(sink, episode)
+    assert sink.calls == 1
+
+
+def test_worker_records_the_version_of_every_step_and_switches_only_between_episodes(tmp_path, tiny_pipeline):
+    from lwd.data.store import EpisodeStore
+    from lwd.policy.checkpoint import load_checkpoint
+
+    policy, encoder, _ = load_checkpoint(tiny_pipeline[2])
+    registry = PolicyRegistry(tmp_path / "reg")
+    registry.publish(policy, encoder, version=1, parent_version=None, learner_step=0, data_snapshot=0)
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2)
+    store = EpisodeStore(tmp_path / "store")
+    worker = RobotWorker(0, robot_specs(config), config, store, registry)
+    sweeps = {"n": 0}
+
+    def should_stop():
+        sweeps["n"] += 1
+        if sweeps["n"] == 30:  # mid-episode: robots must keep version 1 until their episode ends
+            registry.publish(policy, encoder, version=2, parent_version=1, learner_step=1, data_snapshot=0)
+        return len(store.records()) >= 4
+
+    worker.run(should_stop)
+    episodes = [store.load(r) for r in store.records()]
+    for episode in episodes:
+        assert len(set(episode.policy_version.tolist())) == 1, episode.episode_id
+    first_by_robot = {e.robot_id: e for e in episodes if e.seq == 0}
+    assert all(e.policy_version[0] == 1 for e in first_by_robot.values())
+    assert any(e.policy_version[0] == 2 for e in episodes)
