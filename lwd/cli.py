@@ -24,16 +24,6 @@ class StoreCheckConfig:
     repair: bool = documented(False, "delete orphan files (older than a minute) and dead writers' temp files")
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    workdir: str = documented("runs/demo", "where the demo keeps its store, checkpoints and reports")
-    episodes_per_task: int = documented(10, "noisy expert demonstrations per MT10 task")
-    noise: float = documented(0.3, "expert action noise of the demonstrations")
-    sft_steps: int = documented(3000, "SFT gradient steps")
-    eval_episodes_per_task: int = documented(10, "evaluation episodes per task (evaluation seeds)")
-    workers: int = documented(2, "parallel simulator processes")
-
-
 def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
     from lwd.data.store import EpisodeStore
 
@@ -103,30 +93,23 @@ def cmd_bench_sim(config) -> int:
     return 0
 
 
-def cmd_demo(config: DemoConfig) -> int:
-    from lwd.evaluation.evaluate import EvalConfig, evaluate
-    from lwd.fleet.collect import CollectConfig
-    from lwd.policy.checkpoint import read_manifest
-    from lwd.training.sft import PretrainConfig, pretrain
+def cmd_demo(config) -> int:
+    from lwd.evaluation.pipeline import run_demo
 
-    work = Path(config.workdir)
-    store = str(work / "store")
-    print("lwd demo: MT10 demonstrations -> SFT flow-matching policy -> evaluation on held-out seeds.\n"
-          "Offline RL and learning while deploying arrive with the next milestones. Re-runs reuse finished steps.")
-    cmd_collect(CollectConfig(store=store, suite="mt10", episodes_per_task=config.episodes_per_task,
-                              noise=config.noise, workers=config.workers))
-    print(store_table(store, None)[0])
-    sft = PretrainConfig(store=store, out=str(work / "sft"), steps=config.sft_steps)
-    final = work / "sft" / "final"
-    if final.exists() and read_manifest(final).training_step == config.sft_steps:
-        print(f"reusing {final}")
-    else:
-        final = pretrain(sft)
-    summary = evaluate(EvalConfig(checkpoint=str(final), episodes_per_task=config.eval_episodes_per_task,
-                                  workers=config.workers, out=str(work / "eval")))
-    print((work / "eval" / "eval.md").read_text())
-    print(f"SFT average success {summary['average_success']:.3f} over {config.eval_episodes_per_task} evaluation "
-          f"episodes per task; report: {work / 'eval'}/eval.{{md,json,png}}")
+    report = run_demo(config)
+    print(report.read_text().split("## Learning while deploying")[0])
+    print(f"report: {report} (plots next to it)")
+    return 0
+
+
+def cmd_bench_fleet(config) -> int:
+    from lwd.evaluation.bench import run_fleet_bench
+
+    report = run_fleet_bench(config)
+    print(f"fleet ({config.workers} workers x {config.robots_per_worker} robots) {report['fleet_steps_per_s']:8.0f} env steps/s")
+    print(f"bare Meta-World, same episodes            {report['bare_steps_per_s']:8.0f} env steps/s")
+    print(f"ratio                                     {report['ratio']:8.3f}   (goal >= 0.7)")
+    print(f"written to {config.out}")
     return 0
 
 
@@ -209,9 +192,10 @@ def cmd_eval(config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lwd.evaluation.bench import PolicyBenchConfig, SimBenchConfig
+    from lwd.evaluation.bench import FleetBenchConfig, PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
+    from lwd.evaluation.pipeline import DemoConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.fleet.online import DeployConfig
     from lwd.training.offline import OfflineConfig
@@ -225,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(sub, config_cls)
         sub.set_defaults(handler=handler, config_cls=config_cls)
 
-    leaf(commands, "demo", "the main job (today: collect MT10 demonstrations and summarise the store)", DemoConfig, cmd_demo)
+    leaf(commands, "demo", "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
+         "-> evaluation -> report (resumable; finished stages are reused)", DemoConfig, cmd_demo)
     leaf(commands, "collect", "collect expert demonstrations, play data or policy rollouts into an episode store", CollectConfig, cmd_collect)
     leaf(commands, "pretrain", "SFT: supervised flow matching on the store's demonstrations (resumable)",
          PretrainConfig, cmd_pretrain)
@@ -246,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
+    leaf(bench, "fleet", "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
+         FleetBenchConfig, cmd_bench_fleet)
     leaf(bench, "policy", "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)", PolicyBenchConfig,
          cmd_bench_policy)
     return parser

@@ -38,7 +38,12 @@ PIPELINE_TASKS = ("reach-v3", "drawer-close-v3")
 def tiny_pipeline(tmp_path_factory):
     """Real demos → tiny SFT → offline store → a few offline-RL steps, on two MT10 tasks.
     Returns (root, store, sft checkpoint, offline-store results, offline-RL checkpoint)."""
-    from lwd.fleet.collect import CollectConfig, OfflineDataConfig, build_offline_store, collect
+    from lwd.fleet.collect import (
+        CollectConfig,
+        OfflineDataConfig,
+        build_offline_store,
+        collect,
+    )
     from lwd.training.offline import OfflineConfig, train_offline
     from lwd.training.sft import PretrainConfig, pretrain
 

@@ -176,3 +176,63 @@ def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str
             learner.step(batch, generator)
         rates[name] = config.learner_steps / (time.perf_counter() - began)
     return rates
+
+
+@dataclass(frozen=True)
+class FleetBenchConfig:
+    checkpoint: str = documented("runs/offline/final", "policy the fleet runs")
+    suite: str = documented("mt10", "task suite")
+    workers: int = documented(2, "robot worker processes (use the number of cores; no learner runs)")
+    robots_per_worker: int = documented(10, "robots per worker")
+    seconds: float = documented(60.0, "measured window of fleet time")
+    warmup_seconds: float = documented(15.0, "fleet time before the window (process start, simulator build)")
+    out: str = documented("runs/bench/fleet.json", "where to write the JSON result")
+
+
+def run_fleet_bench(config: FleetBenchConfig) -> dict:
+    """Fleet env steps/s (policy inference, operator, durable uploads) ÷ bare Meta-World
+    replaying exactly the same episodes (seeds, actions, resets) on the same cores.
+
+    Fleet throughput counts the per-step timestamps that fall inside the measured window,
+    so episodes cut by the window edges count for the steps they ran inside it.
+    """
+    from lwd.data.store import EpisodeStore
+    from lwd.fleet.fleet import LocalFleet
+    from lwd.fleet.registry import PolicyRegistry
+    from lwd.fleet.worker import FleetConfig
+
+    fleet_config = FleetConfig(suite=config.suite, workers=config.workers, robots_per_worker=config.robots_per_worker)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path, registry = Path(tmp) / "store", PolicyRegistry(Path(tmp) / "registry")
+        registry.publish_checkpoint(config.checkpoint, learner_step=0)
+        fleet = LocalFleet(fleet_config, store_path, registry.root)
+        fleet.start()
+        began = time.time()
+        time.sleep(config.warmup_seconds + config.seconds)
+        window = (began + config.warmup_seconds, began + config.warmup_seconds + config.seconds)
+        fleet.stop()
+        store = EpisodeStore(store_path)
+        records = store.records()
+        episodes = [store.load(r) for r in records]
+        in_window = sum(int(((e.timestamps >= window[0]) & (e.timestamps < window[1])).sum()) for e in episodes)
+        fleet_rate = in_window / config.seconds
+        pool = collect_mod.worker_pool(config.workers, fleet_config.task_names())
+        try:
+            pool.map(int, range(config.workers * 4))
+            jobs = [(str(store_path), r.robot_id, r.seq, r.seed) for r in records]
+            replay_began = time.perf_counter()
+            bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
+            bare_rate = bare_steps / (time.perf_counter() - replay_began)
+        finally:
+            pool.close()
+            pool.join()
+    report = {
+        "config": asdict(config), "fleet_steps_per_s": fleet_rate, "bare_steps_per_s": bare_rate,
+        "ratio": fleet_rate / bare_rate, "episodes": len(episodes),
+        "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report

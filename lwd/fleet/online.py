@@ -36,7 +36,12 @@ from lwd.fleet.fleet import LocalFleet
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
-from lwd.policy.checkpoint import load_checkpoint, load_learner_state, load_trainer_state, save_checkpoint
+from lwd.policy.checkpoint import (
+    load_checkpoint,
+    load_learner_state,
+    load_trainer_state,
+    save_checkpoint,
+)
 from lwd.policy.critic import CriticConfig
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.training.metrics import MetricsLogger
@@ -194,6 +199,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     fleet.start()
     began = time.time()
     last_refresh = last_log = began
+    env_steps_at_start, learner_steps_at_start = monitor.env_steps, step
     window: list[dict[str, float]] = []
     steps_at_log, interrupted, reason, completed = step, False, "budget", False
     bar = tqdm(total=config.env_steps, initial=min(monitor.env_steps, config.env_steps), desc="deploy",
@@ -250,12 +256,15 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
         logger.close()
     if completed:
         checkpoint(out / "learner" / "final")
+    wall = time.time() - began
     summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
+               "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,
+               "learner_updates_per_s": (step - learner_steps_at_start) / wall,
                "versions_published": len(registry.history()), "latest_version": registry.latest().version,
-               "worker_restarts": fleet.restarts, "wall_seconds": time.time() - began,
+               "worker_restarts": fleet.restarts, "wall_seconds": wall,
                "final": str(out / "learner" / "final") if (out / "learner" / "final").exists() else None,
                **{k: v for k, v in monitor.snapshot().items() if not k.startswith(("success/", "autonomous_success/",
-                                                                                   "intervention_rate/"))}}
+                                                                                   "intervention_rate/", "fleet/env_steps_per_s"))}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if interrupted:
         raise KeyboardInterrupt

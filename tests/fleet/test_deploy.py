@@ -20,7 +20,7 @@ TASKS = ("reach-v3", "drawer-close-v3")
 
 
 def _config(tiny_pipeline, out, env_steps, **overrides):
-    root, store, _, _, offline = tiny_pipeline
+    _, store, _, _, offline = tiny_pipeline
     return DeployConfig(checkpoint=offline, offline_store=store, out=str(out), tasks=TASKS, workers=2,
                         robots_per_worker=2, env_steps=env_steps, n_sync=5, batch_size=32, qam_batch=8,
                         refresh_seconds=0.2, log_seconds=0.5, checkpoint_every=20, progress=False,

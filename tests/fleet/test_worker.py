@@ -7,8 +7,8 @@ import pytest
 
 from lwd.data.episode import EpisodeValidationError
 from lwd.envs import SEEDS
-from lwd.fleet.worker import FleetConfig, RobotWorker, robot_specs, upload
 from lwd.fleet.registry import PolicyRegistry
+from lwd.fleet.worker import FleetConfig, RobotWorker, robot_specs, upload
 
 
 def test_every_task_gets_robots_and_seeds_are_disjoint_training_seeds():
