@@ -47,3 +47,8 @@ def config_from_args(config_cls: type, namespace: argparse.Namespace):
         value = getattr(namespace, f.name)
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return config_cls(**values)
+
+
+def narrow(config, cls: type):
+    """The `cls` part of a config dataclass that extends `cls`, as a plain `cls`."""
+    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})

@@ -22,7 +22,7 @@ import json
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +45,19 @@ from lwd.policy.checkpoint import (
 from lwd.policy.critic import CriticConfig
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.training.metrics import MetricsLogger
-from lwd.training.offline import build_learner, learner_modules, learner_tensors
-from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+from lwd.training.offline import (
+    build_learner,
+    learner_modules,
+    learner_optimizer_state,
+    learner_tensors,
+    restore_learner_optimizers,
+)
 
 
 @dataclass(frozen=True)
-class DeployConfig(LearnerConfig):
+class DeployConfig(LearnerConfig, FleetConfig):
+    """Learner settings (LearnerConfig), the fleet (FleetConfig) and the online stage."""
+
     # Online values of the learner settings (SPEC §6.3); the rest as offline.
     tau_base: float = documented(0.9, "τ_base online (SPEC §6.3)")
     policy_warmup: int = documented(0, "critic-only steps first; 0 online, the critic comes trained from offline RL")
@@ -58,15 +65,6 @@ class DeployConfig(LearnerConfig):
     checkpoint: str = documented("runs/offline/final", "offline-RL checkpoint with learner state (`lwd train offline`)")
     offline_store: str = documented("runs/store", "offline store sampled next to the online data")
     out: str = documented("runs/deploy", "run directory: online store, registry, learner checkpoints, metrics")
-    suite: str = documented("mt10", "task suite the fleet runs")
-    tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
-    workers: int = documented(1, "robot worker processes (the learner uses --threads more cores)")
-    robots_per_worker: int = documented(10, "simulated robots per worker, batched policy inference")
-    operator_attention: float = documented(1.0, "probability the operator watches a given step")
-    operator_max_takeovers: int = documented(3, "operator takeovers allowed per episode")
-    operator_deviation: float = documented(1.0, "L2 distance from the expert's action that looks wrong to the operator")
-    operator_deviation_steps: int = documented(10, "consecutive wrong-looking steps before the operator takes over")
-    operator_stall_steps: int = documented(60, "steps without progress (while the policy disagrees) before a takeover")
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
     max_minutes: float = documented(0.0, "also finish after this much wall time in this invocation (0 = no limit)")
     max_learner_steps: int = documented(0, "also stop after this many learner steps in total (0 = no limit)")
@@ -79,28 +77,18 @@ class DeployConfig(LearnerConfig):
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")
     log_seconds: float = documented(10.0, "seconds between metric records")
     checkpoint_every: int = documented(250, "learner steps between resumable checkpoints")
-    threads: int = documented(1, "torch CPU threads of the learner")
+    threads: int = documented(1, "torch CPU threads of the learner (the robot workers use --workers more cores)")
     seed: int = documented(0, "seed of sampling, policy noise and operators")
     progress: bool = documented(True, "show a live progress display")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        LearnerConfig.__post_init__(self)
+        FleetConfig.__post_init__(self)  # tasks and fleet size, before anything starts
         if not 0.0 < self.online_fraction < 1.0:
             raise ValueError(f"online_fraction must be in (0, 1), got {self.online_fraction}")
         if self.n_sync < 1 or self.env_steps < 1:
             raise ValueError("n_sync and env_steps must be >= 1")
-        self.fleet_config()  # validates tasks and fleet size early
-
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(**{f.name: getattr(self, f.name) for f in fields(LearnerConfig)})
-
-    def fleet_config(self) -> FleetConfig:
-        return FleetConfig(suite=self.suite, tasks=self.tasks, workers=self.workers,
-                           robots_per_worker=self.robots_per_worker, operator_attention=self.operator_attention,
-                           operator_max_takeovers=self.operator_max_takeovers, operator_deviation=self.operator_deviation,
-                           operator_deviation_steps=self.operator_deviation_steps,
-                           operator_stall_steps=self.operator_stall_steps, seed=self.seed)
 
 
 @dataclass
@@ -141,9 +129,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                             state=learner_state)
     rng = np.random.default_rng(config.seed)
     if resumed:
-        trainer = load_trainer_state(last) or {}
-        for name, optimizer in learner.optimizers.items():
-            restore_optimizer_state(optimizer, trainer, prefix=name + ".")
+        restore_learner_optimizers(learner, load_trainer_state(last) or {})
         rng.bit_generator.state = stage["rng"]
         step, base_training_step = stage["online_step"], stage["base_training_step"]
         offline_snapshot, deployed_from = stage["offline_snapshot"], stage["deployed_from"]
@@ -172,12 +158,10 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
 
     def checkpoint(path: Path) -> None:
-        trainer = {}
-        for name, optimizer in learner.optimizers.items():
-            trainer.update(flatten_optimizer_state(optimizer, prefix=name + "."))
         save_checkpoint(path, learner.policy, encoder, version=registry.latest().version,
                         parent_version=registry.latest().parent_version, training_step=base_training_step + step,
-                        data_snapshot=online.snapshot, optimizer_state=trainer, learner_modules=learner_modules(learner),
+                        data_snapshot=online.snapshot, optimizer_state=learner_optimizer_state(learner),
+                        learner_modules=learner_modules(learner),
                         extras={"online": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
                                            "rng": rng.bit_generator.state, "online_step": step,
                                            "base_training_step": base_training_step,

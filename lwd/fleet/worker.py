@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from lwd.configargs import documented
+from lwd.configargs import documented, narrow
 from lwd.data.episode import Episode, EpisodeValidationError
 from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt, StoreError
 from lwd.envs import SEEDS, make_expert, make_robot, suite
@@ -74,6 +74,10 @@ class FleetConfig:
 
     def task_names(self) -> tuple[str, ...]:
         return self.tasks or suite(self.suite).task_names
+
+    def fleet_config(self) -> FleetConfig:
+        """Only the fleet settings, also of a stage config that extends this one."""
+        return narrow(self, FleetConfig)
 
     def operator_config(self) -> OperatorConfig:
         return OperatorConfig(attention=self.operator_attention, max_takeovers=self.operator_max_takeovers,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,6 @@ class OfflineConfig(LearnerConfig):
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(**{f.name: getattr(self, f.name) for f in fields(LearnerConfig)})
-
 
 def learner_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:
     tensors = batch_tensors(batch, encoder)
@@ -89,6 +86,19 @@ def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) ->
         module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
+def learner_optimizer_state(learner: LWDLearner) -> dict[str, torch.Tensor]:
+    """The three optimisers' states as flat tensors (`critic.`, `value.`, `policy.` prefixes)."""
+    state: dict[str, torch.Tensor] = {}
+    for name, optimizer in learner.optimizers.items():
+        state.update(flatten_optimizer_state(optimizer, prefix=name + "."))
+    return state
+
+
+def restore_learner_optimizers(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
+    for name, optimizer in learner.optimizers.items():
+        restore_optimizer_state(optimizer, state, prefix=name + ".")
+
+
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
 
@@ -109,9 +119,7 @@ def train_offline(config: OfflineConfig) -> Path:
         reference = FlowChunkPolicy(policy.config)
         learner = build_learner(policy, reference, critic_config, config.learner_config(),
                                 state=load_learner_state(last))
-        trainer = load_trainer_state(last) or {}
-        for name, optimizer in learner.optimizers.items():
-            restore_optimizer_state(optimizer, trainer, prefix=name + ".")
+        restore_learner_optimizers(learner, load_trainer_state(last) or {})
         start = manifest.training_step - saved["start_step"]
         rng_state = saved["rng"]
         base_step, base_version = saved["start_step"], saved["base_version"]
@@ -140,11 +148,9 @@ def train_offline(config: OfflineConfig) -> Path:
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
 
     def checkpoint(path: Path, step: int) -> None:
-        trainer = {}
-        for name, optimizer in learner.optimizers.items():
-            trainer.update(flatten_optimizer_state(optimizer, prefix=name + "."))
         save_checkpoint(path, learner.policy, encoder, version=base_version + 1, parent_version=base_version,
-                        training_step=base_step + step, data_snapshot=replay.snapshot, optimizer_state=trainer,
+                        training_step=base_step + step, data_snapshot=replay.snapshot,
+                        optimizer_state=learner_optimizer_state(learner),
                         learner_modules=learner_modules(learner),
                         extras={"offline": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
                                             "rng": rng.bit_generator.state, "start_step": base_step,
