@@ -25,7 +25,7 @@ import numpy as np
 
 from lwd.configargs import documented
 from lwd.data.episode import Episode
-from lwd.data.store import EpisodeRecord, EpisodeStore
+from lwd.data.store import EpisodeStore
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class ChunkReplay:
         return self._actions.view if self._actions is not None else np.zeros((0, 0), np.float32)
 
     def refresh(self, up_to: int | None = None,
-                on_episode: Callable[[EpisodeRecord, Episode], None] | None = None) -> int:
+                on_episode: Callable[[Episode], None] | None = None) -> int:
         """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many.
         `on_episode` sees each new episode as it arrives (fleet metrics, latencies)."""
         target = self.store.latest_snapshot() if up_to is None else up_to
@@ -135,7 +135,7 @@ class ChunkReplay:
             episode = self.store.load(record)
             self.add(episode)
             if on_episode is not None:
-                on_episode(record, episode)
+                on_episode(episode)
         self.snapshot = target
         return len(records)
 

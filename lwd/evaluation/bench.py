@@ -35,6 +35,20 @@ class SimBenchConfig:
     out: str = documented("runs/bench/sim.json", "where to write the JSON result")
 
 
+def _written(report: dict, path: str) -> dict:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _ready_pool(workers: int, tasks: tuple[str, ...]):
+    """A collection worker pool whose workers have all built their simulators."""
+    pool = collect_mod.worker_pool(workers, tasks)
+    pool.map(int, range(workers * 4))
+    return pool
+
+
 def bare_episode(job: tuple[str, str, int, int]) -> int:
     """Reset the raw Meta-World env with the episode's seed and replay its recorded actions."""
     store_path, robot_id, seq, seed = job
@@ -51,9 +65,8 @@ def bare_episode(job: tuple[str, str, int, int]) -> int:
 
 def run_sim_bench(config: SimBenchConfig) -> dict:
     tasks = suite(config.suite).task_names
-    pool = collect_mod.worker_pool(config.workers, tasks)
+    pool = _ready_pool(config.workers, tasks)
     try:
-        pool.map(int, range(config.workers * 4))  # wait until every worker has built its simulators
         bare_rates, collect_rates, success = [], [], []
         for round_index in range(config.repeats):
             with tempfile.TemporaryDirectory() as tmp:
@@ -85,10 +98,7 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return report
+    return _written(report, config.out)
 
 
 @dataclass(frozen=True)
@@ -142,10 +152,7 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
         sft_step(policy, optimizer, tensors, generator)
     report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
     report["learner_updates_per_s_batch256"] = _learner_rates(policy, tensors, config)
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return report
+    return _written(report, config.out)
 
 
 def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str, float]:
@@ -216,9 +223,8 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
         episodes = [store.load(r) for r in records]
         in_window = sum(int(((e.timestamps >= window[0]) & (e.timestamps < window[1])).sum()) for e in episodes)
         fleet_rate = in_window / config.seconds
-        pool = collect_mod.worker_pool(config.workers, fleet_config.task_names())
+        pool = _ready_pool(config.workers, fleet_config.task_names())
         try:
-            pool.map(int, range(config.workers * 4))
             jobs = [(str(store_path), r.robot_id, r.seq, r.seed) for r in records]
             replay_began = time.perf_counter()
             bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
@@ -232,7 +238,4 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
         "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return report
+    return _written(report, config.out)

@@ -63,6 +63,7 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     """Run (task, seed) episodes in lockstep with one batched policy call per replan."""
     import torch
 
+    from lwd.fleet.policy_actor import sample_chunks
     from lwd.policy.checkpoint import load_checkpoint
 
     check_held_out_seeds([seed for _, seed in jobs])
@@ -72,7 +73,7 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     horizon = policy.config.chunk_len
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     robots = [make_robot(task) for task, _ in jobs]
-    instructions = torch.from_numpy(encoder.embed([r.task.instruction for r in robots]))
+    instructions = [r.task.instruction for r in robots]
     states = np.stack([robot.reset(seed)[0].state for robot, (_, seed) in zip(robots, jobs)])
     steps = np.zeros(len(jobs), dtype=np.int64)
     success = np.zeros(len(jobs), dtype=bool)
@@ -80,10 +81,7 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     generator = torch.Generator().manual_seed(noise_seed)
     while live.any():
         idx = np.flatnonzero(live)
-        with torch.no_grad():
-            context = policy.encode(torch.from_numpy(states[idx]), instructions[idx])
-            noise = torch.randn(len(idx), policy.config.flat_action_dim, generator=generator)
-            chunks = policy.sample(context, noise).numpy()
+        chunks = sample_chunks(policy, encoder, states[idx], [instructions[i] for i in idx], generator)
         for row, i in enumerate(idx):
             robot = robots[i]
             for k in range(execute):

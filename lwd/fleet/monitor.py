@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from lwd.data.episode import Episode
-from lwd.data.store import EpisodeRecord
 
 
 def percentile(values, q: float) -> float:
@@ -39,7 +38,7 @@ class FleetMonitor:
         self.episode_to_learner: list[float] = []
         self.model_to_robot: list[float] = []
 
-    def observe(self, record: EpisodeRecord, episode: Episode, learner_step: int) -> None:
+    def observe(self, episode: Episode, learner_step: int) -> None:
         now = time.time()
         self.env_steps += episode.num_steps
         self.episodes += 1

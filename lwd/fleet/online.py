@@ -144,22 +144,25 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     offline.refresh(up_to=offline_snapshot)
     online = ChunkReplay(EpisodeStore(out / "online_store"), replay_config)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
-    missing = sorted({t for t in offline.instruction_vocab} - set(encoder.table))
-    encoder.embed(missing)
+    encoder.embed(sorted(set(offline.instruction_vocab) - set(encoder.table)))
 
     registry = PolicyRegistry(out / "registry")
-    if registry.latest() is None:
-        registry.publish_checkpoint(config.checkpoint, learner_step=0)
-    first_version = registry.history()[0].version
-    version_step = {p.version: p.learner_step for p in registry.history()}
+    latest = registry.latest() or registry.publish_checkpoint(config.checkpoint, learner_step=0)
+    history = registry.history()
+    first_version = history[0].version
+    version_step = {p.version: p.learner_step for p in history}
     monitor = FleetMonitor(out)
-    online.refresh(on_episode=lambda record, episode: monitor.observe(record, episode, step))
+
+    def pull_online_episodes() -> None:
+        online.refresh(on_episode=lambda episode: monitor.observe(episode, step))
+
+    pull_online_episodes()
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
     generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
 
     def checkpoint(path: Path) -> None:
-        save_checkpoint(path, learner.policy, encoder, version=registry.latest().version,
-                        parent_version=registry.latest().parent_version, training_step=base_training_step + step,
+        save_checkpoint(path, learner.policy, encoder, version=latest.version,
+                        parent_version=latest.parent_version, training_step=base_training_step + step,
                         data_snapshot=online.snapshot, optimizer_state=learner_optimizer_state(learner),
                         learner_modules=learner_modules(learner),
                         extras={"online": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
@@ -169,11 +172,11 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                                            "online_snapshot": online.snapshot}})
 
     def publish() -> None:
-        latest = registry.latest()
-        published = registry.publish(learner.policy, encoder, version=registry.next_version(latest.version + 1),
-                                     parent_version=latest.version, learner_step=step, data_snapshot=online.snapshot,
-                                     extras={"training_step": base_training_step + step})
-        version_step[published.version] = step
+        nonlocal latest
+        latest = registry.publish(learner.policy, encoder, version=registry.next_version(latest.version + 1),
+                                  parent_version=latest.version, learner_step=step, data_snapshot=online.snapshot,
+                                  extras={"training_step": base_training_step + step})
+        version_step[latest.version] = step
 
     def request_stop(*_):
         raise _Stop()
@@ -193,7 +196,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             now = time.time()
             if now - last_refresh >= config.refresh_seconds or online.num_steps == 0:
                 before = monitor.env_steps
-                online.refresh(on_episode=lambda record, episode: monitor.observe(record, episode, step))
+                pull_online_episodes()
                 bar.update(min(monitor.env_steps, config.env_steps) - min(before, config.env_steps))
                 last_refresh = now
                 fleet.supervise()
@@ -210,7 +213,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             online_rows = batch.policy_version[batch.policy_version >= first_version]
             if len(online_rows):
                 metrics["staleness/learner_steps"] = float(np.mean([step - version_step.get(int(v), 0) for v in online_rows]))
-                metrics["staleness/versions"] = float(registry.latest().version - online_rows.mean())
+                metrics["staleness/versions"] = float(latest.version - online_rows.mean())
                 metrics["replay/online_share"] = len(online_rows) / len(batch)
             window.append(metrics)
             step += 1
@@ -219,9 +222,9 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             if step % config.checkpoint_every == 0:
                 checkpoint(last)
             if on_tick is not None:
-                on_tick(DeployState(step, registry.latest().version, monitor.env_steps, fleet, registry))
+                on_tick(DeployState(step, latest.version, monitor.env_steps, fleet, registry))
             if time.time() - last_log >= config.log_seconds:
-                _log(logger, monitor, window, step, steps_at_log, last_log, registry, fleet, bar)
+                _log(logger, monitor, window, step, steps_at_log, last_log, latest.version, fleet, bar)
                 window, steps_at_log, last_log = [], step, time.time()
         completed = True
     except (KeyboardInterrupt, _Stop):
@@ -230,8 +233,8 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
         signal.signal(signal.SIGTERM, previous_sigterm)
         bar.set_description("deploy: stopping robots (they finish their episodes)")
         fleet.stop()
-        online.refresh(on_episode=lambda record, episode: monitor.observe(record, episode, step))
-        _log(logger, monitor, window, step, steps_at_log, last_log, registry, fleet, bar)
+        pull_online_episodes()
+        _log(logger, monitor, window, step, steps_at_log, last_log, latest.version, fleet, bar)
         bar.close()
         if completed:
             publish()  # the final policy is a published version too
@@ -244,7 +247,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
                "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,
                "learner_updates_per_s": (step - learner_steps_at_start) / wall,
-               "versions_published": len(registry.history()), "latest_version": registry.latest().version,
+               "versions_published": len(registry.history()), "latest_version": latest.version,
                "worker_restarts": fleet.restarts, "wall_seconds": wall,
                "final": str(out / "learner" / "final") if (out / "learner" / "final").exists() else None,
                **{k: v for k, v in monitor.snapshot().items() if not k.startswith(("success/", "autonomous_success/",
@@ -267,13 +270,13 @@ def _finished_summary(out: Path, config: DeployConfig) -> dict | None:
 
 
 def _log(logger: MetricsLogger, monitor: FleetMonitor, window: list[dict[str, float]], step: int, steps_at_log: int,
-         last_log: float, registry: PolicyRegistry, fleet: LocalFleet, bar) -> None:
+         last_log: float, version: int, fleet: LocalFleet, bar) -> None:
     from lwd.training.metrics import average_metrics
 
     metrics = average_metrics(window) if window else {}
     metrics.update(monitor.snapshot())
     metrics["learner/updates_per_s"] = (step - steps_at_log) / max(time.time() - last_log, 1e-9)
-    metrics["registry/version"] = registry.latest().version
+    metrics["registry/version"] = version
     metrics["fleet/workers_alive"] = fleet.alive
     metrics["fleet/worker_restarts"] = fleet.restarts
     logger.log(step, metrics)

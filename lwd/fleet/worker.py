@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lwd.configargs import documented, narrow
-from lwd.data.episode import Episode, EpisodeValidationError
+from lwd.data.episode import NO_POLICY, Episode, EpisodeValidationError
 from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt, StoreError
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
@@ -129,9 +129,8 @@ class _Robot:
     spec: RobotSpec
     seq: int
     actor: PolicyActor
-    version: int = -1
+    version: int = NO_POLICY
     run: EpisodeRun | None = None
-    versions_seen: int = 0
     sims: dict = field(default_factory=dict)  # task -> (robot, expert)
 
     def sim(self, task: str):
@@ -172,7 +171,7 @@ class RobotWorker:
 
     def _start(self, robot: _Robot, published: PublishedVersion) -> None:
         version = self._policy(published)
-        switched = version != robot.version
+        switched_from = robot.version if version != robot.version else None
         robot.version = version
         spec, seq = robot.spec, robot.seq
         task = spec.task(seq)
@@ -181,9 +180,8 @@ class RobotWorker:
                                     np.random.default_rng([self.config.seed, spec.index, seq]))
         publication = self.policies[version][2]
         extras = {"worker": self.index, "version_published_at": publication.published_at}
-        if switched and robot.versions_seen > 0:
+        if switched_from is not None and switched_from != NO_POLICY:  # a pickup, not this process's first load
             extras["model_to_robot_s"] = time.time() - publication.published_at
-        robot.versions_seen += switched
         robot.run = EpisodeRun(sim, robot.actor, robot_id=spec.robot_id, seq=seq, source="rollout",
                                seed=spec.seed(seq), operator=operator, policy_version=version, extras=extras)
 
