@@ -11,7 +11,11 @@ Definitions for a step t of an episode with T steps, chunk length H, n-step n, L
   done         1 when the window reaches the episode end (the episode's outcome is final:
                success, or a failure at the time limit), else 0
   discount     gamma^{min(L, T-t)}, the factor in front of the bootstrap value
+  return_to_go sum_{i < T-t} gamma^i r_{t+i}, the Monte-Carlo return (RECAP's value target)
 so the critic target is  y = reward + discount * (1 - done) * V(next_obs).
+With `imitation_only` (HG-DAgger's aggregate), only imitable steps are sampled: every step
+of a demonstration or of a success without takeovers, and the operator's steps of any
+rollout; action_mask is False on the non-imitable actions of a chunk.
 With `bootstrap_at_time_limit`, failures that hit the time limit are not terminal:
 done = 0 there and the target bootstraps from s_T with discount gamma^{T-t}.
 """
@@ -36,6 +40,7 @@ class ReplayConfig:
     sources: tuple[str, ...] | None = documented(None, "only episodes from these sources (demo, rollout, play); None = all")
     task_balanced: bool = documented(False, "sample tasks uniformly, then steps uniformly within the task")
     bootstrap_at_time_limit: bool = documented(False, "treat time-limit failures as truncated (bootstrap) instead of terminal")
+    imitation_only: bool = documented(False, "sample only demos, takeover-free successes and operator steps (HG-DAgger)")
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1 or self.n_step < 1:
@@ -53,6 +58,7 @@ class ChunkBatch:
     action_mask: np.ndarray  # (B, H) bool, False on padded actions
     intervention: np.ndarray  # (B, H) bool, operator-driven actions
     reward: np.ndarray  # (B,) float32, discounted reward over the n*H window
+    return_to_go: np.ndarray  # (B,) float32, discounted reward to the episode's end
     next_obs: np.ndarray  # (B, D) float32, s_{t+nH} (or s_T)
     done: np.ndarray  # (B,) float32, 1 = no bootstrap
     discount: np.ndarray  # (B,) float32, gamma^(steps covered)
@@ -103,6 +109,7 @@ class ChunkReplay:
         self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
         self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
+        self._imitable = _Growable((), np.bool_)  # step -> may HG-DAgger imitate this action
         self._task = _Growable((), np.int64)
         self._instruction = _Growable((), np.int64)
         self.task_vocab: list[str] = []
@@ -156,6 +163,8 @@ class ChunkReplay:
         self._episode_end.extend(np.full(steps, start_step + steps))
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
+        autonomous_success = bool(episode.success) and not episode.intervention.any()
+        self._imitable.extend(np.asarray(episode.intervention, bool) | (episode.source == "demo" or autonomous_success))
         self._task.extend(np.full(steps, self._vocab_index(self.task_vocab, episode.task)))
         self._instruction.extend(np.full(steps, self._vocab_index(self.instruction_vocab, episode.instruction)))
         self.num_episodes += 1
@@ -167,12 +176,21 @@ class ChunkReplay:
             vocab.append(item)
         return vocab.index(item)
 
+    @property
+    def num_sampleable(self) -> int:
+        """Steps a batch can start at (all, or the imitable ones under `imitation_only`)."""
+        return int(self._imitable.view.sum()) if self.config.imitation_only else self.num_steps
+
     def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        if not self.config.task_balanced:
+        if not self.config.task_balanced and not self.config.imitation_only:
             return rng.integers(0, self.num_steps, size=batch_size)
         if self._by_task is None:
-            tasks = self._task.view
-            self._by_task = [np.flatnonzero(tasks == k) for k in range(len(self.task_vocab))]
+            allowed = self._imitable.view if self.config.imitation_only else np.ones(self.num_steps, bool)
+            if not self.config.task_balanced:
+                self._by_task = [np.flatnonzero(allowed)]
+            else:
+                tasks = self._task.view
+                self._by_task = [np.flatnonzero((tasks == k) & allowed) for k in range(len(self.task_vocab))]
         present = [steps for steps in self._by_task if len(steps)]
         chosen = rng.integers(0, len(present), size=batch_size)
         sizes = np.array([len(s) for s in present])
@@ -180,8 +198,9 @@ class ChunkReplay:
         return np.array([present[c][o] for c, o in zip(chosen, offsets)], dtype=np.int64)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        if self.num_steps == 0:
-            raise ValueError("cannot sample from an empty replay; refresh() after episodes are committed")
+        if self.num_sampleable == 0:
+            raise ValueError("cannot sample from an empty replay; refresh() after episodes are committed"
+                             + (" (none of its steps is imitable)" if self.num_steps else ""))
         return self.gather(self._sample_steps(batch_size, rng))
 
     def gather(self, steps: np.ndarray) -> ChunkBatch:
@@ -195,11 +214,16 @@ class ChunkReplay:
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
         action_mask = action_idx < end[:, None]
         action_idx = np.minimum(action_idx, end[:, None] - 1)
+        if cfg.imitation_only:
+            action_mask &= self._imitable.view[action_idx]
 
         reward_idx = steps[:, None] + np.arange(window)[None, :]  # (B, L)
         reward_valid = reward_idx < end[:, None]
         rewards = self._reward.view[np.minimum(reward_idx, end[:, None] - 1)] * reward_valid
         reward = (rewards * cfg.discount ** np.arange(window, dtype=np.float64)[None, :]).sum(axis=1)
+
+        to_end = end - 1 - steps  # steps from t to the episode's last step, where its reward is
+        return_to_go = self._reward.view[end - 1] * cfg.discount ** to_end.astype(np.float64)
 
         reaches_end = steps + window >= end
         done = reaches_end & self._terminal.view[steps]
@@ -210,6 +234,7 @@ class ChunkReplay:
             action_mask=action_mask,
             intervention=self._intervention.view[action_idx] & action_mask,
             reward=reward.astype(np.float32),
+            return_to_go=return_to_go.astype(np.float32),
             next_obs=self._obs.view[obs_rows + covered],
             done=done.astype(np.float32),
             discount=(cfg.discount ** covered).astype(np.float32),
@@ -237,8 +262,8 @@ def concat_batches(batches: list[ChunkBatch]) -> ChunkBatch:
     instruction_ids = [_remap(b.instruction_ids, b.instruction_vocab, instructions) for b in batches]
     arrays = {
         name: np.concatenate([getattr(b, name) for b in batches])
-        for name in ("obs", "actions", "action_mask", "intervention", "reward", "next_obs", "done", "discount",
-                     "policy_version")
+        for name in ("obs", "actions", "action_mask", "intervention", "reward", "return_to_go", "next_obs", "done",
+                     "discount", "policy_version")
     }
     return ChunkBatch(**arrays, task_ids=np.concatenate(task_ids), instruction_ids=np.concatenate(instruction_ids),
                       task_vocab=tuple(tasks), instruction_vocab=tuple(instructions))
@@ -260,7 +285,7 @@ class MixedReplay:
         return sum(replay.refresh() for replay, _ in self.parts)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        live = [(replay, weight) for replay, weight in self.parts if replay.num_steps > 0]
+        live = [(replay, weight) for replay, weight in self.parts if replay.num_sampleable > 0]
         if not live:
             raise ValueError("every replay in the mix is empty")
         weights = np.array([w for _, w in live], dtype=np.float64)

@@ -6,6 +6,11 @@ runs the same DIVL + QAM step with the online settings (τ_base 0.9, n = 1, no c
 warm-up, policy encoder frozen), and publishes a new policy version every N_sync
 steps. Robots pick it up at their next episode boundary.
 
+The baselines of SPEC §7 (`--method hg-dagger`, `--method recap`) run in the same loop
+with the same fleet, operator and budget, starting from the SFT checkpoint; what differs
+lives behind `lwd.training.online_methods.OnlineMethod`. `--offline-steps` trains on the
+offline store alone before the robots start (RECAP's offline stage).
+
     <out>/online_store/      the episodes the fleet uploads (an EpisodeStore)
     <out>/registry/          published versions (a PolicyRegistry)
     <out>/learner/last       resumable learner checkpoint; <out>/learner/final at the end
@@ -28,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lwd.algorithms.hg_dagger import ImitationConfig
 from lwd.algorithms.learner import LearnerConfig
+from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
@@ -36,22 +43,9 @@ from lwd.fleet.fleet import LocalFleet
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
-from lwd.policy.checkpoint import (
-    load_checkpoint,
-    load_learner_state,
-    load_trainer_state,
-    save_checkpoint,
-)
-from lwd.policy.critic import CriticConfig
-from lwd.policy.flow_policy import FlowChunkPolicy
+from lwd.policy.checkpoint import load_trainer_state, read_manifest, save_checkpoint
 from lwd.training.metrics import MetricsLogger
-from lwd.training.offline import (
-    build_learner,
-    learner_modules,
-    learner_optimizer_state,
-    learner_tensors,
-    restore_learner_optimizers,
-)
+from lwd.training.online_methods import METHODS, MethodSettings, start_method
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,14 @@ class DeployConfig(LearnerConfig, FleetConfig):
     tau_base: float = documented(0.9, "τ_base online (SPEC §6.3)")
     policy_warmup: int = documented(0, "critic-only steps first; 0 online, the critic comes trained from offline RL")
     freeze_policy_encoder: bool = documented(True, "train only the action expert online (the paper freezes the VLM)")
-    checkpoint: str = documented("runs/offline/final", "offline-RL checkpoint with learner state (`lwd train offline`)")
+    method: str = documented("lwd", "learner: 'lwd' (DIVL + QAM), 'hg-dagger' or 'recap' (baselines, SPEC §7)")
+    checkpoint: str = documented("runs/offline/final", "start checkpoint: offline RL for lwd (`lwd train offline`), "
+                                                       "SFT for the baselines")
+    offline_steps: int = documented(0, "learner steps on the offline store alone before the robots start (RECAP's "
+                                       "offline stage; lwd has its own, `lwd train offline`)")
+    imitation_lr: float = documented(1e-4, "AdamW learning rate of the baselines' flow-matching updates")
+    recap_positive_fraction: float = documented(0.3, "RECAP: share of data with a positive indicator (sets ε per task)")
+    recap_dropout: float = documented(0.3, "RECAP: probability of training without the indicator (guidance dropout)")
     offline_store: str = documented("runs/store", "offline store sampled next to the online data")
     out: str = documented("runs/deploy", "run directory: online store, registry, learner checkpoints, metrics")
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
@@ -89,6 +90,18 @@ class DeployConfig(LearnerConfig, FleetConfig):
             raise ValueError(f"online_fraction must be in (0, 1), got {self.online_fraction}")
         if self.n_sync < 1 or self.env_steps < 1:
             raise ValueError("n_sync and env_steps must be >= 1")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
+        self.method_settings()  # validates the baselines' settings up front
+
+    def method_settings(self) -> MethodSettings:
+        return MethodSettings(
+            learner=self.learner_config(),
+            imitation=ImitationConfig(lr=self.imitation_lr, grad_clip=self.grad_clip,
+                                      freeze_encoder=self.freeze_policy_encoder),
+            recap=RecapConfig(lr=self.imitation_lr, value_lr=self.critic_lr, grad_clip=self.grad_clip,
+                              freeze_encoder=self.freeze_policy_encoder, positive_fraction=self.recap_positive_fraction,
+                              dropout=self.recap_dropout))
 
 
 @dataclass
@@ -118,30 +131,30 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
     resumed = (last / "manifest.json").exists()
-    source = last if resumed else Path(config.checkpoint)
-    policy, encoder, manifest = load_checkpoint(source)
-    learner_state = load_learner_state(source)  # names the problem if given an SFT checkpoint
-    stage = manifest.extras.get("online") if resumed else manifest.extras.get("offline")
-    if stage is None or "critic" not in stage:
-        raise ValueError(f"{source}: not an offline-RL checkpoint (no critic config in its manifest)")
-    critic_config = CriticConfig(**stage["critic"])
-    learner = build_learner(policy, FlowChunkPolicy(policy.config), critic_config, config.learner_config(),
-                            state=learner_state)
+    saved = read_manifest(last).extras["online"] if resumed else None
+    if saved is not None and saved.get("method", "lwd") != config.method:
+        raise ValueError(f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "
+                         f"{saved.get('method', 'lwd')} or choose another --out")
+    method = start_method(config.method, last if resumed else config.checkpoint, config.method_settings(),
+                          saved=saved.get("method_state", saved) if saved else None)
+    policy, encoder, manifest = method.policy, method.encoder, method.manifest
     rng = np.random.default_rng(config.seed)
-    if resumed:
-        restore_learner_optimizers(learner, load_trainer_state(last) or {})
-        rng.bit_generator.state = stage["rng"]
-        step, base_training_step = stage["online_step"], stage["base_training_step"]
-        offline_snapshot, deployed_from = stage["offline_snapshot"], stage["deployed_from"]
+    if saved is not None:
+        method.restore_optimizers(load_trainer_state(last) or {})
+        rng.bit_generator.state = saved["rng"]
+        step, base_training_step = saved["online_step"], saved["base_training_step"]
+        offline_snapshot, deployed_from = saved["offline_snapshot"], saved["deployed_from"]
     else:
         step, base_training_step, offline_snapshot, deployed_from = 0, manifest.training_step, None, str(config.checkpoint)
-    learner.step_count = step
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    replay_config = ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount, n_step=config.n_step,
-                                 task_balanced=config.task_balanced)
+    replay_config = method.replay_config(ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
+                                                      n_step=config.n_step, task_balanced=config.task_balanced))
     offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)
     offline.refresh(up_to=offline_snapshot)
+    if saved is None:
+        method.prepare(offline, config.fleet_config().task_names())
+    method.set_step(step)
     online = ChunkReplay(EpisodeStore(out / "online_store"), replay_config)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
     encoder.embed(sorted(set(offline.instruction_vocab) - set(encoder.table)))
@@ -160,12 +173,12 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
     generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
 
-    def checkpoint(path: Path) -> None:
-        save_checkpoint(path, learner.policy, encoder, version=latest.version,
+    def checkpoint(path: Path, deployable: bool = False) -> None:
+        save_checkpoint(path, policy, method.deployable_encoder() if deployable else encoder, version=latest.version,
                         parent_version=latest.parent_version, training_step=base_training_step + step,
-                        data_snapshot=online.snapshot, optimizer_state=learner_optimizer_state(learner),
-                        learner_modules=learner_modules(learner),
-                        extras={"online": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
+                        data_snapshot=online.snapshot, optimizer_state=method.optimizer_state(),
+                        learner_modules=method.modules(),
+                        extras={"online": {"method": config.method, "method_state": method.state(),
                                            "rng": rng.bit_generator.state, "online_step": step,
                                            "base_training_step": base_training_step,
                                            "offline_snapshot": offline.snapshot, "deployed_from": deployed_from,
@@ -173,7 +186,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
 
     def publish() -> None:
         nonlocal latest
-        latest = registry.publish(learner.policy, encoder, version=registry.next_version(latest.version + 1),
+        latest = registry.publish(policy, method.deployable_encoder(), version=registry.next_version(latest.version + 1),
                                   parent_version=latest.version, learner_step=step, data_snapshot=online.snapshot,
                                   extras={"training_step": base_training_step + step})
         version_step[latest.version] = step
@@ -183,7 +196,6 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
 
     previous_sigterm = signal.signal(signal.SIGTERM, request_stop)
     fleet = LocalFleet(config.fleet_config(), out / "online_store", out / "registry", log_dir=out)
-    fleet.start()
     began = time.time()
     last_refresh = last_log = began
     env_steps_at_start, learner_steps_at_start = monitor.env_steps, step
@@ -192,6 +204,17 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     bar = tqdm(total=config.env_steps, initial=min(monitor.env_steps, config.env_steps), desc="deploy",
                unit="env step", disable=not config.progress, smoothing=0.1)
     try:
+        if step < config.offline_steps:
+            for _ in tqdm(range(step, config.offline_steps), desc=f"{config.method}: offline stage", unit="step",
+                          disable=not config.progress):
+                window.append(method.step(offline.sample(config.batch_size, rng), generator))
+                step += 1
+                if step % config.checkpoint_every == 0:
+                    checkpoint(last)
+            publish()  # robots start with the offline-stage policy
+            steps_at_log = learner_steps_at_start = step
+            began = last_refresh = time.time()
+        fleet.start()
         while True:
             now = time.time()
             if now - last_refresh >= config.refresh_seconds or online.num_steps == 0:
@@ -209,7 +232,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                 reason = "learner steps"
                 break
             batch = mix.sample(config.batch_size, rng)
-            metrics = learner.step(learner_tensors(batch, encoder), generator)
+            metrics = method.step(batch, generator)
             online_rows = batch.policy_version[batch.policy_version >= first_version]
             if len(online_rows):
                 metrics["staleness/learner_steps"] = float(np.mean([step - version_step.get(int(v), 0) for v in online_rows]))
@@ -242,7 +265,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
         monitor.close()
         logger.close()
     if completed:
-        checkpoint(out / "learner" / "final")
+        checkpoint(out / "learner" / "final", deployable=True)
     wall = time.time() - began
     summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
                "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,

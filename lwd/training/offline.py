@@ -86,15 +86,16 @@ def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) ->
         module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-def learner_optimizer_state(learner: LWDLearner) -> dict[str, torch.Tensor]:
-    """The three optimisers' states as flat tensors (`critic.`, `value.`, `policy.` prefixes)."""
+def learner_optimizer_state(learner) -> dict[str, torch.Tensor]:
+    """A learner's optimisers' states as flat tensors, prefixed by the names in its
+    `optimizers` (LWD: `critic.`, `value.`, `policy.`)."""
     state: dict[str, torch.Tensor] = {}
     for name, optimizer in learner.optimizers.items():
         state.update(flatten_optimizer_state(optimizer, prefix=name + "."))
     return state
 
 
-def restore_learner_optimizers(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
+def restore_learner_optimizers(learner, state: dict[str, torch.Tensor]) -> None:
     for name, optimizer in learner.optimizers.items():
         restore_optimizer_state(optimizer, state, prefix=name + ".")
 

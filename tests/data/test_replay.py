@@ -112,6 +112,9 @@ def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H
             np.testing.assert_array_equal(batch.actions[row], actions)
             np.testing.assert_array_equal(batch.action_mask[row], mask)
             np.testing.assert_array_equal(batch.obs[row], episode.observations[t])
+            monte_carlo = sum(gamma ** i * float(episode.success and t + i == episode.num_steps - 1)
+                              for i in range(episode.num_steps - t))
+            assert batch.return_to_go[row] == pytest.approx(monte_carlo, rel=1e-5, abs=1e-6)
             row += 1
 
 
@@ -168,3 +171,37 @@ def test_task_balanced_sampling_equalises_tasks(tmp_path):
     push_plain = np.mean(np.array(plain.task_vocab)[plain.task_ids] == "push-v3")
     push_balanced = np.mean(np.array(balanced.task_vocab)[balanced.task_ids] == "push-v3")
     assert push_plain < 0.08 and 0.45 < push_balanced < 0.55
+
+
+def _imitation_store(tmp_path):
+    takeover = np.zeros(10, bool)
+    takeover[4:7] = True
+    episodes = [
+        make_episode(seq=0, steps=10, source="demo", success=False),  # a demo: all imitable
+        make_episode(seq=1, steps=10, source="rollout", success=True),  # autonomous success: all imitable
+        make_episode(seq=2, steps=10, source="rollout", success=False, intervention=takeover),  # only steps 4-6
+        make_episode(seq=3, steps=10, source="rollout", success=True, intervention=takeover),  # only steps 4-6
+        make_episode(seq=4, steps=10, source="play", success=False),  # nothing
+    ]
+    return replay_of(tmp_path, episodes, chunk_len=3, imitation_only=True)
+
+
+def test_imitation_only_samples_demos_autonomous_successes_and_operator_steps(tmp_path):
+    replay = _imitation_store(tmp_path)
+    assert replay.num_sampleable == 10 + 10 + 3 + 3
+    starts = np.unique(replay._sample_steps(2_000, np.random.default_rng(0)))
+    expected = np.concatenate([np.arange(20), 20 + np.arange(4, 7), 30 + np.arange(4, 7)])
+    np.testing.assert_array_equal(starts, expected)
+
+
+def test_imitation_only_masks_the_policy_actions_after_a_takeover(tmp_path):
+    replay = _imitation_store(tmp_path)
+    batch = replay.gather(np.array([24, 25, 26, 5]))  # takeover steps 4, 5, 6 of episode 2; a demo step
+    np.testing.assert_array_equal(batch.action_mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    assert batch.intervention[:3, 0].all()
+
+
+def test_imitation_only_replay_without_imitable_steps_says_so(tmp_path):
+    replay = replay_of(tmp_path, [make_episode(steps=5, source="play", success=False)], imitation_only=True)
+    with pytest.raises(ValueError, match="imitable"):
+        replay.sample(4, np.random.default_rng(0))

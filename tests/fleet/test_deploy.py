@@ -128,3 +128,58 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     assert len(_episodes(out)) >= committed
     again = deploy(_config(tiny_pipeline, out, 1))  # a finished run is reused, not re-run
     assert again == summary
+
+
+def _baseline_config(tiny_pipeline, out, method, **overrides):
+    _, store, sft, _, _ = tiny_pipeline
+    settings = dict(method=method, checkpoint=sft, offline_store=store, out=str(out), tasks=TASKS, workers=1,
+                    robots_per_worker=2, env_steps=1_200, n_sync=5, batch_size=32, refresh_seconds=0.2, log_seconds=0.5,
+                    checkpoint_every=20, progress=False, tensorboard=False)
+    return DeployConfig(**{**settings, **overrides})
+
+
+def test_hg_dagger_learns_on_the_same_fleet_from_sft(tiny_pipeline, tmp_path):
+    import torch
+
+    from lwd.policy.checkpoint import load_checkpoint
+
+    summary = deploy(_baseline_config(tiny_pipeline, tmp_path / "dagger", "hg-dagger"))
+    assert summary["env_steps"] >= 1_200 and summary["versions_published"] >= 3
+    sft_policy, _, _ = load_checkpoint(tiny_pipeline[2])
+    final_policy, _, manifest = load_checkpoint(summary["final"])
+    assert manifest.extras["online"]["method"] == "hg-dagger"
+    changed = [not torch.equal(a, b) for a, b in zip(sft_policy.velocity_net.parameters(),
+                                                     final_policy.velocity_net.parameters())]
+    unchanged_encoder = all(torch.equal(a, b) for a, b in zip(sft_policy.state_encoder.parameters(),
+                                                              final_policy.state_encoder.parameters()))
+    assert any(changed) and unchanged_encoder
+
+
+def test_recap_runs_its_offline_stage_first_and_deploys_with_the_positive_indicator(tiny_pipeline, tmp_path):
+    import numpy as np
+
+    from lwd.algorithms.recap import conditioned
+    from lwd.policy.checkpoint import load_checkpoint
+
+    out = tmp_path / "recap"
+    summary = deploy(_baseline_config(tiny_pipeline, out, "recap", offline_steps=12))
+    history = PolicyRegistry(out / "registry").history()
+    after_offline = next(p for p in history if p.learner_step == 12)
+    assert min(int(e.policy_version.min()) for e in _episodes(out)) >= after_offline.version
+    _, encoder, manifest = load_checkpoint(summary["final"])
+    instruction = "Move your hand to the goal position."
+    np.testing.assert_array_equal(encoder.embed([instruction])[0],
+                                  encoder.with_prompt(None).embed([conditioned(instruction, True)])[0])
+    state = manifest.extras["online"]["method_state"]
+    assert sorted(state["tasks"]) == sorted(TASKS) and all(state["thresholds_seen"])
+    _, last_encoder, _ = load_checkpoint(out / "learner" / "last")
+    assert last_encoder.prompt is None  # training resumes on plain instructions
+
+
+def test_a_run_cannot_be_resumed_with_another_method(tiny_pipeline, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        deploy(_baseline_config(tiny_pipeline, out, "hg-dagger", env_steps=100_000),
+               on_tick=lambda state: (_ for _ in ()).throw(KeyboardInterrupt) if state.learner_step >= 5 else None)
+    with pytest.raises(ValueError, match="hg-dagger"):
+        deploy(_baseline_config(tiny_pipeline, out, "recap"))

@@ -1,0 +1,238 @@
+"""The learners a fleet can train while deploying, behind one role-shaped interface.
+
+The online loop (`lwd.fleet.online.deploy`) samples batches, calls `step`, publishes
+`deployable_encoder()` with the policy, and saves `modules()`, `optimizer_state()` and
+`state()` to resume. It never branches on the method; everything method-specific is here:
+
+    lwd        DIVL + QAM from an offline-RL checkpoint (inherits critic, value, reference)
+    hg-dagger  flow matching on demos + operator segments + takeover-free successes, from SFT
+    recap      advantage-conditioned flow matching with a Monte-Carlo value, from SFT
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lwd.algorithms.hg_dagger import HGDaggerLearner, ImitationConfig
+from lwd.algorithms.learner import LearnerConfig
+from lwd.algorithms.recap import POSITIVE_PROMPT, RecapConfig, RecapLearner, conditioned
+from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.policy.checkpoint import Manifest, load_checkpoint, load_learner_state
+from lwd.policy.critic import CriticConfig, StateValue
+from lwd.policy.flow_policy import FlowChunkPolicy
+from lwd.policy.instructions import InstructionEncoder
+from lwd.training.offline import (
+    build_learner,
+    learner_modules,
+    learner_optimizer_state,
+    learner_tensors,
+    restore_learner_optimizers,
+)
+
+METHODS = ("lwd", "hg-dagger", "recap")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The settings of every method; each reads its own part."""
+
+    learner: LearnerConfig  # lwd
+    imitation: ImitationConfig  # hg-dagger
+    recap: RecapConfig  # recap
+    value_hidden: int = 256  # recap's value network width
+
+
+class OnlineMethod(Protocol):
+    name: str
+    policy: FlowChunkPolicy
+    encoder: InstructionEncoder  # the training encoder (plain instructions)
+    manifest: Manifest  # of the checkpoint the method started or resumed from
+
+    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
+        """What this method samples: `base`, possibly filtered."""
+
+    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
+        """Initialise from the offline data (normalisation, task lists); not called on resume."""
+
+    def set_step(self, step: int) -> None: ...
+
+    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]: ...
+
+    def deployable_encoder(self) -> InstructionEncoder:
+        """The encoder robots get with the policy (RECAP's carries the positive indicator)."""
+
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]: ...
+
+    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def state(self) -> dict:
+        """JSON-serialisable state beyond tensors (configs, thresholds), for `resume`."""
+
+
+def start_method(name: str, checkpoint: str | Path, settings: MethodSettings, saved: dict | None = None) -> OnlineMethod:
+    """Build `name` from a checkpoint: the start checkpoint, or the run's own `last`
+    checkpoint with `saved` = the state() it wrote."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+    return {"lwd": LWDMethod, "hg-dagger": HGDaggerMethod, "recap": RecapMethod}[name](checkpoint, settings, saved)
+
+
+class LWDMethod:
+    name = "lwd"
+
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+        self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
+        state = load_learner_state(checkpoint)  # names the problem if given an SFT checkpoint
+        stage = saved or self.manifest.extras.get("offline")
+        if stage is None or "critic" not in stage:
+            raise ValueError(f"{checkpoint}: not an offline-RL checkpoint (no critic config in its manifest); "
+                             "LWD online starts from `lwd train offline`'s output")
+        self.critic_config = CriticConfig(**stage["critic"])
+        self.learner_config = settings.learner
+        self.learner = build_learner(self.policy, FlowChunkPolicy(self.policy.config), self.critic_config,
+                                     settings.learner, state=state)
+
+    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
+        return base
+
+    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
+        pass  # everything comes trained from offline RL
+
+    def set_step(self, step: int) -> None:
+        self.learner.step_count = step
+
+    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
+        return self.learner.step(learner_tensors(batch, self.encoder), generator)
+
+    def deployable_encoder(self) -> InstructionEncoder:
+        return self.encoder
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return learner_modules(self.learner)
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return learner_optimizer_state(self.learner)
+
+    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
+        restore_learner_optimizers(self.learner, state)
+
+    def state(self) -> dict:
+        return {"critic": self.critic_config.to_dict(), "learner": self.learner_config.to_dict()}
+
+
+class HGDaggerMethod:
+    name = "hg-dagger"
+
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+        self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
+        self.config = settings.imitation
+        self.learner = HGDaggerLearner(self.policy, self.config)
+
+    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
+        return ReplayConfig(chunk_len=base.chunk_len, discount=base.discount, n_step=base.n_step,
+                            task_balanced=base.task_balanced, imitation_only=True)
+
+    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
+        pass
+
+    def set_step(self, step: int) -> None:
+        self.learner.step_count = step
+
+    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
+        tensors = learner_tensors(batch, self.encoder)
+        tensors["intervention"] = torch.from_numpy(batch.intervention)
+        return self.learner.step(tensors, generator)
+
+    def deployable_encoder(self) -> InstructionEncoder:
+        return self.encoder
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return self.learner.modules()
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return learner_optimizer_state(self.learner)
+
+    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
+        restore_learner_optimizers(self.learner, state)
+
+    def state(self) -> dict:
+        return {"imitation": self.config.to_dict()}
+
+
+class RecapMethod:
+    name = "recap"
+
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+        self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
+        self.encoder = self.encoder.with_prompt(None)  # train on plain and conditioned text alike
+        self.config = settings.recap
+        value_config = CriticConfig(**saved["value"]) if saved else CriticConfig(
+            obs_dim=self.policy.config.obs_dim, action_dim=self.policy.config.action_dim,
+            chunk_len=self.policy.config.chunk_len, hidden_dim=settings.value_hidden)
+        self.value_config = value_config
+        self.tasks: list[str] = list(saved["tasks"]) if saved else []
+        self.learner: RecapLearner | None = None
+        if saved:
+            self._build(StateValue(value_config))
+            module_state = load_learner_state(checkpoint)
+            self.learner.value.load_state_dict({k[len("value."):]: v for k, v in module_state.items()
+                                                if k.startswith("value.")})
+            self.learner.thresholds = torch.tensor(saved["thresholds"], dtype=torch.float32)
+            self.learner.thresholds_seen = torch.tensor(saved["thresholds_seen"], dtype=torch.bool)
+
+    def _build(self, value: StateValue) -> None:
+        self.learner = RecapLearner(self.policy, value, self.config, num_tasks=len(self.tasks))
+
+    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
+        return base
+
+    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
+        self.tasks = sorted(set(offline.task_vocab) | set(tasks))
+        value = StateValue(self.value_config)
+        obs = offline.observation_array
+        value.set_normalization(obs.mean(0), obs.std(0))
+        self._build(value)
+
+    def set_step(self, step: int) -> None:
+        self.learner.step_count = step
+
+    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
+        tensors = learner_tensors(batch, self.encoder)
+        vocab = list(batch.instruction_vocab)
+        ids = torch.from_numpy(batch.instruction_ids)
+        for key, improved in (("instruction_positive", True), ("instruction_negative", False)):
+            table = torch.from_numpy(self.encoder.embed([conditioned(text, improved) for text in vocab]))
+            tensors[key] = table[ids]
+        unknown = sorted(set(batch.task_vocab) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"RECAP was set up for tasks {self.tasks}; the data has {unknown}")
+        task_index = np.array([self.tasks.index(name) for name in batch.task_vocab], dtype=np.int64)
+        tensors["task"] = torch.from_numpy(task_index[batch.task_ids])
+        tensors["intervention"] = torch.from_numpy(batch.intervention)
+        tensors["return_to_go"] = torch.from_numpy(batch.return_to_go)
+        return self.learner.step(tensors, generator)
+
+    def deployable_encoder(self) -> InstructionEncoder:
+        return self.encoder.with_prompt(POSITIVE_PROMPT)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return self.learner.modules()
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return learner_optimizer_state(self.learner)
+
+    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
+        restore_learner_optimizers(self.learner, state)
+
+    def state(self) -> dict:
+        return {"recap": self.config.to_dict(), "value": self.value_config.to_dict(), "tasks": self.tasks,
+                "thresholds": self.learner.thresholds.tolist(),
+                "thresholds_seen": self.learner.thresholds_seen.tolist()}
