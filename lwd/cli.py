@@ -102,6 +102,15 @@ def cmd_demo(config) -> int:
     return 0
 
 
+def cmd_experiment(config) -> int:
+    from lwd.evaluation.experiment import run_experiment
+
+    results = run_experiment(config)
+    print(results.read_text().split("## Online runs")[0])
+    print(f"tables: {results} (plots next to it)")
+    return 0
+
+
 def cmd_bench_fleet(config) -> int:
     from lwd.evaluation.bench import run_fleet_bench
 
@@ -195,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lwd.evaluation.bench import FleetBenchConfig, PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
+    from lwd.evaluation.experiment import ExperimentConfig
     from lwd.evaluation.pipeline import DemoConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.fleet.online import DeployConfig
@@ -205,12 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def leaf(group, name: str, help_text: str, config_cls, handler):
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         sub = group.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(sub, config_cls)
         sub.set_defaults(handler=handler, config_cls=config_cls)
 
     leaf(commands, "demo", "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
          "-> evaluation -> report (resumable; finished stages are reused)", DemoConfig, cmd_demo)
+    leaf(commands, "experiment", "the comparison table: SFT, HG-DAgger, RECAP, LWD offline and online (+ ablations) "
+         "on MT10 and the long-horizon suite, several training seeds, same budgets (resumable)", ExperimentConfig,
+         cmd_experiment)
     leaf(commands, "collect", "collect expert demonstrations, play data or policy rollouts into an episode store", CollectConfig, cmd_collect)
     leaf(commands, "pretrain", "SFT: supervised flow matching on the store's demonstrations (resumable)",
          PretrainConfig, cmd_pretrain)

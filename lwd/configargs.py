@@ -24,7 +24,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     for f in dataclasses.fields(config_cls):
         hint = hints[f.name]
         option = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         optional = origin in (typing.Union, types.UnionType) and type(None) in args

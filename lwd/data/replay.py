@@ -151,6 +151,12 @@ class ChunkReplay:
         if self._obs is None:
             self._obs = _Growable(episode.observations.shape[1:], np.float32)
             self._actions = _Growable(episode.actions.shape[1:], np.float32)
+        elif (episode.observations.shape[1:], episode.actions.shape[1:]) != (self._obs.view.shape[1:],
+                                                                            self._actions.view.shape[1:]):
+            raise ValueError(f"episode {episode.episode_id} ({episode.task}) has observations/actions of size "
+                             f"{episode.observations.shape[1:]}/{episode.actions.shape[1:]}, this replay holds "
+                             f"{self._obs.view.shape[1:]}/{self._actions.view.shape[1:]}: keep suites with different "
+                             "observation sizes (e.g. mt10 and lh) in separate stores")
         start_step, start_row = self._reward.size, self._obs.size
         self._obs.extend(episode.observations)
         self._actions.extend(episode.actions)

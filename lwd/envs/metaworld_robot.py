@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from lwd.envs.robot import Observation, StepInfo
-from lwd.envs.tasks import TaskSpec, task_spec
+from lwd.envs.tasks import MAX_STAGES, METAWORLD_OBS_DIM, TaskSpec, task_spec
 
 # Meta-World's dense shaped reward lies in [0, 10]; we expose it only as the
 # operator's sense of progress, never as the learning reward.
@@ -20,69 +20,124 @@ def _metaworld_env_class(scene: str):
     return ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{scene}-goal-observable"]
 
 
+def _make_scene(scene: str, max_steps: int):
+    env = _metaworld_env_class(scene)()
+    # Draw a fresh initial state per seed instead of Meta-World's frozen task vector.
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True
+    # One stage may use the whole episode's time limit.
+    env.max_path_length = max(env.max_path_length, max_steps)
+    return env
+
+
+def stage_seed(seed: int, stage: int) -> int:
+    """The reset seed of `stage` in an episode of a multi-stage task started with `seed`."""
+    return int(np.random.SeedSequence([seed, stage]).generate_state(1)[0])
+
+
+def stage_one_hot(stage: int) -> np.ndarray:
+    """(MAX_STAGES,) float32: the stage part of a multi-stage task's observation."""
+    code = np.zeros(MAX_STAGES, dtype=np.float32)
+    code[stage] = 1.0
+    return code
+
+
+def stage_of(state: np.ndarray) -> int:
+    """The stage index encoded in a multi-stage task's observation (39 scene numbers + one-hot)."""
+    return int(np.argmax(state[METAWORLD_OBS_DIM:METAWORLD_OBS_DIM + MAX_STAGES]))
+
+
 class MetaWorldRobot:
-    """A simulated Sawyer doing one Meta-World task (or a chain of scenes, one per stage).
+    """A simulated Sawyer doing one Meta-World task, or a chain of scenes, one per stage.
 
     The initial state is a deterministic function of the reset seed: object and goal
-    positions are drawn from the scene's own random-reset space with that seed.
+    positions are drawn from the scene's own random-reset space with that seed. A
+    multi-stage task keeps one scene per stage; stage k is reset with
+    `stage_seed(seed, k)`. When the current scene reports success the robot moves
+    ("teleports") to the next scene: the step returns that scene's first observation.
+    Only the last stage's success is the task's success (reward 1, terminated).
     """
 
     def __init__(self, task: TaskSpec | str):
         self.task = task_spec(task) if isinstance(task, str) else task
-        if self.task.num_stages != 1:
-            raise NotImplementedError("multi-stage Meta-World tasks arrive with the long-horizon suite")
-        self._env = _metaworld_env_class(self.task.stages[0])()
-        # Draw a fresh initial state per seed instead of Meta-World's frozen task vector.
-        self._env._freeze_rand_vec = False
-        self._env.seeded_rand_vec = True
-        self._env.max_path_length = max(self._env.max_path_length, self.task.max_steps)
+        self._multi_stage = self.task.num_stages > 1
+        expected_dim = METAWORLD_OBS_DIM + (MAX_STAGES if self._multi_stage else 0)
+        if self.task.num_stages > MAX_STAGES or self.task.obs_dim != expected_dim:
+            raise ValueError(f"task {self.task.name!r}: {self.task.num_stages} stages need obs_dim {expected_dim} "
+                             f"and at most {MAX_STAGES} stages, got obs_dim {self.task.obs_dim}")
+        self._scenes = [_make_scene(scene, self.task.max_steps) for scene in self.task.stages]
+        self._stage = 0
+        self._seed: int | None = None
         self._steps = 0
-        self._action_low = self._env.action_space.low.astype(np.float32)
-        self._action_high = self._env.action_space.high.astype(np.float32)
+        self._action_low = self._scenes[0].action_space.low.astype(np.float32)
+        self._action_high = self._scenes[0].action_space.high.astype(np.float32)
 
     @property
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self._action_low, self._action_high
 
+    @property
+    def stage(self) -> int:
+        """Index of the stage in progress (the last one once the task has succeeded)."""
+        return self._stage
+
     def _observation(self, raw: np.ndarray) -> Observation:
-        return Observation(state=raw.astype(np.float32), instruction=self.task.instruction)
+        state = raw.astype(np.float32)
+        if self._multi_stage:
+            state = np.concatenate([state, stage_one_hot(self._stage)])
+        return Observation(state=state, instruction=self.task.instruction)
+
+    def _reset_scene(self, stage: int) -> np.ndarray:
+        env = self._scenes[stage]
+        if self._seed is not None:
+            env.seed(stage_seed(self._seed, stage) if self._multi_stage else self._seed)
+        raw, _ = env.reset()
+        return raw
 
     def reset(self, seed: int | None = None) -> tuple[Observation, StepInfo]:
-        if seed is not None:
-            self._env.seed(seed)
-        raw, _ = self._env.reset()
-        self._steps = 0
-        return self._observation(raw), StepInfo(success=False, progress=0.0, stage_score=0.0)
+        self._seed, self._stage, self._steps = seed, 0, 0
+        raw = self._reset_scene(0)
+        return self._observation(raw), StepInfo(success=False, progress=0.0, stage_score=0.0, extras={"stage": 0})
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, StepInfo]:
         action = np.clip(np.asarray(action, dtype=np.float32), self._action_low, self._action_high)
-        raw, dense, _, _, info = self._env.step(action)
+        stage, stages = self._stage, self.task.num_stages
+        raw, dense, _, _, info = self._scenes[stage].step(action)
         self._steps += 1
-        success = bool(info["success"])
+        stage_done = bool(info["success"])
+        success = stage_done and stage == stages - 1
+        stage_progress = 1.0 if stage_done else float(np.clip(dense / _DENSE_REWARD_SCALE, 0.0, 1.0))
+        if stage_done and not success:
+            self._stage += 1
+            raw = self._reset_scene(self._stage)  # the next scene, with no progress in it yet
         truncated = not success and self._steps >= self.task.max_steps
-        step_info = StepInfo(
-            success=success,
-            progress=float(np.clip(dense / _DENSE_REWARD_SCALE, 0.0, 1.0)),
-            stage_score=1.0 if success else 0.0,
-        )
+        step_info = StepInfo(success=success, progress=(stage + stage_progress) / stages,
+                             stage_score=(stage + stage_done) / stages, extras={"stage": self._stage})
         return self._observation(raw), float(success), success, truncated, step_info
 
     def close(self) -> None:
-        self._env.close()
+        for env in self._scenes:
+            env.close()
 
 
 class MetaWorldExpert:
-    """The task's scripted Meta-World policy: a deterministic function of the state."""
+    """The task's scripted Meta-World policies: a deterministic function of the state.
+
+    For a multi-stage task it reads the stage from the observation's one-hot and runs
+    that scene's policy on the scene's 39 numbers.
+    """
 
     def __init__(self, task: TaskSpec | str):
         from metaworld.policies import ENV_POLICY_MAP
 
         spec = task_spec(task) if isinstance(task, str) else task
-        self._policy = ENV_POLICY_MAP[spec.stages[0]]()
+        self._policies = [ENV_POLICY_MAP[scene]() for scene in spec.stages]
 
     def act(self, state: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float64)
+        policy = self._policies[stage_of(state) if len(self._policies) > 1 else 0]
         with warnings.catch_warnings():
             # The scripted policies warn when their gains saturate; the clip is intended.
             warnings.simplefilter("ignore", UserWarning)
-            action = self._policy.get_action(np.asarray(state, dtype=np.float64))
+            action = policy.get_action(state[:METAWORLD_OBS_DIM])
         return np.clip(action, -1.0, 1.0).astype(np.float32)

@@ -3,7 +3,8 @@
 Episodes run in lockstep inside each worker process so one policy call serves every
 live episode: each worker samples a chunk for all its robots at once, executes
 `execute_steps` actions of it, and replans. Reports per-task success with a Wilson 95%
-interval and cycle time (steps to success, failures counted at the time limit).
+interval, cycle time (steps to success, failures counted at the time limit) and stage
+score (fraction of stages completed; equals success on single-stage tasks).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class EpisodeOutcome:
     seed: int
     success: bool
     steps: int
+    stage_score: float  # fraction of the task's stages completed when the episode ended
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -77,6 +79,7 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     states = np.stack([robot.reset(seed)[0].state for robot, (_, seed) in zip(robots, jobs)])
     steps = np.zeros(len(jobs), dtype=np.int64)
     success = np.zeros(len(jobs), dtype=bool)
+    stage_score = np.zeros(len(jobs), dtype=np.float64)
     live = np.ones(len(jobs), dtype=bool)
     generator = torch.Generator().manual_seed(noise_seed)
     while live.any():
@@ -85,16 +88,17 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
         for row, i in enumerate(idx):
             robot = robots[i]
             for k in range(execute):
-                observation, _, terminated, truncated, _ = robot.step(chunks[row, k])
+                observation, _, terminated, truncated, info = robot.step(chunks[row, k])
                 steps[i] += 1
                 states[i] = observation.state
                 if terminated or truncated:
-                    success[i] = terminated
+                    success[i], stage_score[i] = terminated, info.stage_score
                     live[i] = False
                     break
     for robot in robots:
         robot.close()
-    return [EpisodeOutcome(task, seed, bool(s), int(n)) for (task, seed), s, n in zip(jobs, success, steps)]
+    return [EpisodeOutcome(task, seed, bool(s), int(n), float(g))
+            for (task, seed), s, n, g in zip(jobs, success, steps, stage_score)]
 
 
 def _worker(args) -> list[EpisodeOutcome]:
@@ -109,12 +113,14 @@ def summarize(outcomes: list[EpisodeOutcome]) -> dict:
         wins = sum(o.success for o in mine)
         low, high = wilson_interval(wins, len(mine))
         per_task[task] = {"episodes": len(mine), "success": wins / len(mine), "ci95": [low, high],
-                          "cycle_time_steps": float(np.mean([o.steps for o in mine]))}
+                          "cycle_time_steps": float(np.mean([o.steps for o in mine])),
+                          "stage_score": float(np.mean([o.stage_score for o in mine]))}
     average = float(np.mean([v["success"] for v in per_task.values()]))
     total = sum(o.success for o in outcomes)
     return {"per_task": per_task, "average_success": average,
             "average_ci95": list(wilson_interval(total, len(outcomes))),
-            "average_cycle_time_steps": float(np.mean([v["cycle_time_steps"] for v in per_task.values()]))}
+            "average_cycle_time_steps": float(np.mean([v["cycle_time_steps"] for v in per_task.values()])),
+            "average_stage_score": float(np.mean([v["stage_score"] for v in per_task.values()]))}
 
 
 def write_report(summary: dict, out: Path, title: str) -> None:
@@ -125,12 +131,14 @@ def write_report(summary: dict, out: Path, title: str) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"# {title}", "", "| task | success | 95% CI | cycle time (steps) | episodes |", "|---|---|---|---|---|"]
+    lines = [f"# {title}", "", "| task | success | 95% CI | stage score | cycle time (steps) | episodes |",
+             "|---|---|---|---|---|---|"]
     for task, v in summary["per_task"].items():
-        lines.append(f"| {task} | {v['success']:.3f} | {v['ci95'][0]:.2f}–{v['ci95'][1]:.2f} | "
+        lines.append(f"| {task} | {v['success']:.3f} | {v['ci95'][0]:.2f}–{v['ci95'][1]:.2f} | {v['stage_score']:.3f} | "
                      f"{v['cycle_time_steps']:.1f} | {v['episodes']} |")
     lines.append(f"| **average** | **{summary['average_success']:.3f}** | {summary['average_ci95'][0]:.2f}–"
-                 f"{summary['average_ci95'][1]:.2f} | {summary['average_cycle_time_steps']:.1f} | |")
+                 f"{summary['average_ci95'][1]:.2f} | {summary['average_stage_score']:.3f} | "
+                 f"{summary['average_cycle_time_steps']:.1f} | |")
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     tasks = list(summary["per_task"])
     rates = [summary["per_task"][t]["success"] for t in tasks]
@@ -155,7 +163,10 @@ def evaluate(config: EvalConfig) -> dict:
     manifest = read_manifest(config.checkpoint)  # fail fast, before starting workers
     tasks = config.tasks or suite(config.suite).task_names
     for task in tasks:
-        task_spec(task)
+        obs_dim = task_spec(task).obs_dim
+        if manifest.config.get("obs_dim", obs_dim) != obs_dim:
+            raise ValueError(f"{config.checkpoint} takes {manifest.config['obs_dim']}-number states but task {task!r} "
+                             f"has {obs_dim} (MT tasks have 39, long-horizon tasks 39 + a stage one-hot)")
     jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
     shards = [jobs[i::config.workers] for i in range(config.workers)]
     began = time.perf_counter()

@@ -42,7 +42,8 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class Preset:
-    tasks: tuple[str, ...] = ()
+    suite: str = "mt10"
+    tasks: tuple[str, ...] = ()  # () = the whole suite
     demos_per_task: int = 10
     rollouts_per_task: int = 20
     play_per_task: int = 5
@@ -52,6 +53,7 @@ class Preset:
     batch_size: int = 256
     offline_steps: int = 1_500
     offline_warmup: int = 1_000
+    offline_n_step: int = 4  # SPEC §4: n = 10 chunks for long-horizon tasks
     critic_hidden: int = 256
     qam_batch: int = 64
     robots_per_worker: int = 10
@@ -78,8 +80,8 @@ def _timed(stage_seconds: dict[str, float], name: str, fn):
     return result
 
 
-def _evaluation(checkpoint: Path, out: Path, preset: Preset, config: DemoConfig) -> dict:
-    """Evaluate, or reuse an evaluation of the same checkpoint state and size."""
+def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: int) -> dict:
+    """Evaluate on evaluation seeds, or reuse an evaluation of the same checkpoint state and size."""
     report = out / "eval.json"
     step = read_manifest(checkpoint).training_step
     if report.exists():
@@ -87,8 +89,55 @@ def _evaluation(checkpoint: Path, out: Path, preset: Preset, config: DemoConfig)
         if (saved.get("checkpoint") == str(checkpoint) and saved.get("training_step") == step
                 and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task):
             return saved
-    return evaluate(EvalConfig(checkpoint=str(checkpoint), episodes_per_task=preset.eval_episodes_per_task,
-                               workers=config.workers, out=str(out), tasks=preset.tasks, seed=config.seed))
+    return evaluate(EvalConfig(checkpoint=str(checkpoint), suite=preset.suite,
+                               episodes_per_task=preset.eval_episodes_per_task, workers=workers, out=str(out),
+                               tasks=preset.tasks, seed=seed))
+
+
+def sft_stage(work: Path, preset: Preset, seed: int, workers: int, quiet: bool, stages: dict[str, float]
+              ) -> tuple[str, Path]:
+    """Demonstrations → SFT (flow matching); returns (store, SFT checkpoint)."""
+    store = str(work / "store")
+    _timed(stages, "demonstrations", lambda: collect(CollectConfig(
+        store=store, suite=preset.suite, tasks=preset.tasks, episodes_per_task=preset.demos_per_task, workers=workers,
+        progress=not quiet)))
+    sft_final = work / "sft" / "final"
+    if not (sft_final.exists() and read_manifest(sft_final).training_step == preset.sft_steps):
+        _timed(stages, "SFT", lambda: pretrain(PretrainConfig(
+            store=store, out=str(work / "sft"), steps=preset.sft_steps, batch_size=preset.batch_size,
+            hidden_dim=preset.hidden_dim, num_layers=preset.num_layers, seed=seed, progress=not quiet,
+            tensorboard=not quiet)))
+    return store, sft_final
+
+
+def offline_data_stage(store: str, sft_final: Path, preset: Preset, workers: int, quiet: bool,
+                       stages: dict[str, float]) -> None:
+    """Complete the store with SFT rollouts and play (the offline data of SPEC §6.2)."""
+    _timed(stages, "offline data", lambda: build_offline_store(OfflineDataConfig(
+        store=store, checkpoint=str(sft_final), suite=preset.suite, tasks=preset.tasks,
+        demos_per_task=preset.demos_per_task, rollouts_per_task=preset.rollouts_per_task,
+        play_per_task=preset.play_per_task, workers=workers, progress=not quiet)))
+
+
+def offline_rl_stage(out: Path, store: str, sft_final: Path, preset: Preset, seed: int, quiet: bool,
+                     stages: dict[str, float], label: str = "offline RL", **learner: object) -> Path:
+    """DIVL + QAM on the offline store; `learner` overrides settings (the ablations)."""
+    return _timed(stages, label, lambda: train_offline(OfflineConfig(
+        store=store, checkpoint=str(sft_final), out=str(out), steps=preset.offline_steps,
+        policy_warmup=preset.offline_warmup, n_step=preset.offline_n_step, batch_size=preset.batch_size,
+        qam_batch=preset.qam_batch, critic_hidden=preset.critic_hidden, seed=seed, progress=not quiet,
+        tensorboard=not quiet, **learner)))
+
+
+def deploy_stage(out: Path, method: str, checkpoint: Path, store: str, preset: Preset, seed: int, quiet: bool,
+                 stages: dict[str, float], label: str = "deploy", **overrides: object) -> dict:
+    """Learning while deploying with `method` on a simulated fleet for the preset's budget."""
+    config = DeployConfig(method=method, checkpoint=str(checkpoint), offline_store=store, out=str(out),
+                          suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker,
+                          env_steps=preset.online_env_steps, n_sync=preset.n_sync, batch_size=preset.batch_size,
+                          qam_batch=preset.qam_batch, seed=seed, progress=not quiet, tensorboard=not quiet,
+                          **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}), **overrides)
+    return _timed(stages, label, lambda: deploy(config))
 
 
 def run_demo(config: DemoConfig) -> Path:
@@ -99,45 +148,25 @@ def run_demo(config: DemoConfig) -> Path:
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "demo_config.json").write_text(json.dumps({"demo": asdict(config), "preset": asdict(preset)}, indent=2))
-    store = str(work / "store")
     stages: dict[str, float] = {}
     quiet = config.preset == "smoke"
 
     print("[1/5] demonstrations + SFT (flow matching)")
-    _timed(stages, "demonstrations", lambda: collect(CollectConfig(
-        store=store, tasks=preset.tasks, episodes_per_task=preset.demos_per_task, workers=config.workers,
-        progress=not quiet)))
-    sft_final = work / "sft" / "final"
-    if not (sft_final.exists() and read_manifest(sft_final).training_step == preset.sft_steps):
-        _timed(stages, "SFT", lambda: pretrain(PretrainConfig(
-            store=store, out=str(work / "sft"), steps=preset.sft_steps, batch_size=preset.batch_size,
-            hidden_dim=preset.hidden_dim, num_layers=preset.num_layers, seed=config.seed, progress=not quiet,
-            tensorboard=not quiet)))
+    store, sft_final = sft_stage(work, preset, config.seed, config.workers, quiet, stages)
 
     print("[2/5] offline data (SFT rollouts + play) and offline RL (DIVL + QAM)")
-    _timed(stages, "offline data", lambda: build_offline_store(OfflineDataConfig(
-        store=store, checkpoint=str(sft_final), tasks=preset.tasks, demos_per_task=preset.demos_per_task,
-        rollouts_per_task=preset.rollouts_per_task, play_per_task=preset.play_per_task, workers=config.workers,
-        progress=not quiet)))
-    offline_final = _timed(stages, "offline RL", lambda: train_offline(OfflineConfig(
-        store=store, checkpoint=str(sft_final), out=str(work / "offline"), steps=preset.offline_steps,
-        policy_warmup=preset.offline_warmup, batch_size=preset.batch_size, qam_batch=preset.qam_batch,
-        critic_hidden=preset.critic_hidden, seed=config.seed, progress=not quiet, tensorboard=not quiet)))
+    offline_data_stage(store, sft_final, preset, config.workers, quiet, stages)
+    offline_final = offline_rl_stage(work / "offline", store, sft_final, preset, config.seed, quiet, stages)
 
     print("[3/5] learning while deploying: simulated fleet + online learner")
-    deploy_config = DeployConfig(checkpoint=str(offline_final), offline_store=store, out=str(work / "deploy"),
-                                 tasks=preset.tasks, robots_per_worker=preset.robots_per_worker,
-                                 env_steps=preset.online_env_steps, n_sync=preset.n_sync, batch_size=preset.batch_size,
-                                 qam_batch=preset.qam_batch, seed=config.seed, progress=not quiet,
-                                 tensorboard=not quiet, **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}))
-    summary = _timed(stages, "deploy", lambda: deploy(deploy_config))
+    summary = deploy_stage(work / "deploy", "lwd", offline_final, store, preset, config.seed, quiet, stages)
     online_final = Path(summary["final"])
 
     print("[4/5] evaluation on evaluation seeds (no operator)")
     evals = {}
     for name, checkpoint in (("SFT", sft_final), ("LWD offline", Path(offline_final)), ("LWD online", online_final)):
-        evals[name] = _timed(stages, f"eval {name}", lambda c=checkpoint, n=name: _evaluation(
-            c, work / "eval" / n.lower().replace(" ", "_"), preset, config))
+        evals[name] = _timed(stages, f"eval {name}", lambda c=checkpoint, n=name: evaluation(
+            c, work / "eval" / n.lower().replace(" ", "_"), preset, config.workers, config.seed))
 
     print("[5/5] report")
     gain = evals["LWD online"]["average_success"] - evals["SFT"]["average_success"]

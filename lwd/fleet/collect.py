@@ -23,7 +23,7 @@ from lwd.fleet.rollout import run_episode
 @dataclass(frozen=True)
 class CollectConfig:
     store: str = documented("runs/store", "episode store directory (created if missing)")
-    suite: str = documented("mt10", "task suite: mt10 or mt50")
+    suite: str = documented("mt10", "task suite: mt10, mt50 or lh (long-horizon)")
     # Default demo budget (docs/benchmarks.md): 10 noisy demos per task leave the SFT
     # policy clearly imperfect on MT10 (0.76 average), so RL has something to improve.
     episodes_per_task: int = documented(10, "episodes to have per task for this source and noise (resumable)")
@@ -217,8 +217,8 @@ PLAY_SEED_START = 200_000
 
 def build_offline_store(config: OfflineDataConfig) -> dict[str, CollectResult]:
     """Demos + SFT rollouts + play in one store (SPEC §6.2); resumable like `collect`."""
-    common = dict(store=config.store, suite=config.suite, workers=config.workers, tasks=config.tasks,
-                  progress=config.progress)
+    common = {"store": config.store, "suite": config.suite, "workers": config.workers, "tasks": config.tasks,
+              "progress": config.progress}
     parts = {
         "demo": CollectConfig(source="demo", episodes_per_task=config.demos_per_task, noise=config.demo_noise, **common),
         "rollout": CollectConfig(source="rollout", episodes_per_task=config.rollouts_per_task, checkpoint=config.checkpoint,

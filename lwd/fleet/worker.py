@@ -52,7 +52,8 @@ class FleetConfig:
     workers: int = documented(1, "robot worker processes (one core each)")
     robots_per_worker: int = documented(10, "simulated robots per worker, served by one batched policy call")
     operator_attention: float = documented(1.0, "probability the operator watches a given step")
-    operator_max_takeovers: int = documented(3, "operator takeovers allowed per episode")
+    operator_max_takeovers: int = documented(3, "operator takeovers allowed per episode and stage (a 4-stage "
+                                                "long-horizon task allows 4x as many)")
     operator_deviation: float = documented(1.0, "L2 distance from the expert's action that looks wrong to the operator")
     operator_deviation_steps: int = documented(10, "consecutive wrong-looking steps before the operator takes over")
     operator_stall_steps: int = documented(60, "steps without progress (while the policy disagrees) before a takeover")
@@ -79,8 +80,10 @@ class FleetConfig:
         """Only the fleet settings, also of a stage config that extends this one."""
         return narrow(self, FleetConfig)
 
-    def operator_config(self) -> OperatorConfig:
-        return OperatorConfig(attention=self.operator_attention, max_takeovers=self.operator_max_takeovers,
+    def operator_config(self, stages: int = 1) -> OperatorConfig:
+        """The operator watching a task of `stages` stages: its takeover budget scales with
+        them, so it can still step in during the last stage of a long-horizon task."""
+        return OperatorConfig(attention=self.operator_attention, max_takeovers=self.operator_max_takeovers * stages,
                               deviation_threshold=self.operator_deviation, deviation_steps=self.operator_deviation_steps, stall_steps=self.operator_stall_steps)
 
 
@@ -176,7 +179,7 @@ class RobotWorker:
         spec, seq = robot.spec, robot.seq
         task = spec.task(seq)
         sim, expert = robot.sim(task)
-        operator = ScriptedOperator(expert, self.config.operator_config(),
+        operator = ScriptedOperator(expert, self.config.operator_config(sim.task.num_stages),
                                     np.random.default_rng([self.config.seed, spec.index, seq]))
         publication = self.policies[version][2]
         extras = {"worker": self.index, "version_published_at": publication.published_at}

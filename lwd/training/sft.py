@@ -32,7 +32,7 @@ class PretrainConfig:
     out: str = documented("runs/sft", "run directory: checkpoints, metrics.jsonl, tensorboard/")
     steps: int = documented(3_000, "gradient steps (the demo-budget measurement in docs/benchmarks.md used 3000)")
     batch_size: int = documented(256, "chunks per batch")
-    lr: float = documented(3e-4, "Adam learning rate (cosine-decayed to 10%)")
+    lr: float = documented(3e-4, "Adam learning rate (cosine-decayed to a tenth of it)")
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     hidden_dim: int = documented(512, "velocity network width")
     num_layers: int = documented(4, "velocity network depth")
@@ -91,9 +91,9 @@ def pretrain(config: PretrainConfig) -> Path:
         if replay.num_steps == 0:
             raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
         torch.manual_seed(config.seed)
-        policy = FlowChunkPolicy(PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim,
-                                              num_layers=config.num_layers))
-        obs, act = replay.observation_array, replay.action_array
+        obs, act = replay.observation_array, replay.action_array  # (N, obs_dim), (M, action_dim)
+        policy = FlowChunkPolicy(PolicyConfig(obs_dim=obs.shape[1], action_dim=act.shape[1], chunk_len=config.chunk_len,
+                                              hidden_dim=config.hidden_dim, num_layers=config.num_layers))
         policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
         encoder = InstructionEncoder()
         encoder.embed(list(replay.instruction_vocab))

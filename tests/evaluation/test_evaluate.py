@@ -42,6 +42,7 @@ def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoin
         assert task["episodes"] == 2
         assert 1 <= task["cycle_time_steps"] <= 200
         assert task["ci95"][0] <= task["success"] <= task["ci95"][1]
+        assert task["stage_score"] == task["success"]  # one stage: the stage score is the success rate
     assert json.loads((tmp_path / "eval.json").read_text())["eval_seeds"] == [SEEDS.eval(0), SEEDS.eval(1)]
     assert "| **average** |" in (tmp_path / "eval.md").read_text()
     assert "(eval seeds)" in (tmp_path / "eval.md").read_text()
@@ -57,3 +58,21 @@ def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_chec
 def test_evaluating_a_missing_checkpoint_fails_before_any_work(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         evaluate(EvalConfig(checkpoint=str(tmp_path / "nope"), out=str(tmp_path)))
+
+
+def test_evaluation_reports_the_stage_score_of_long_horizon_tasks(tmp_path):
+    path = tmp_path / "lh-policy"
+    encoder = InstructionEncoder()
+    encoder.embed(["Make a cup of coffee and serve it."])
+    save_checkpoint(path, FlowChunkPolicy(PolicyConfig(obs_dim=44, chunk_len=5, hidden_dim=32, num_layers=1)), encoder)
+    summary = evaluate(EvalConfig(checkpoint=str(path), suite="lh", tasks=("lh-make-coffee",), episodes_per_task=1,
+                                  workers=1, out=str(tmp_path / "eval")))
+    task = summary["per_task"]["lh-make-coffee"]
+    assert task["stage_score"] in (0.0, 1 / 3, 2 / 3, 1.0) and task["cycle_time_steps"] <= 450
+    assert summary["outcomes"][0]["stage_score"] == task["stage_score"]
+    assert "| stage score |" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+def test_evaluation_refuses_tasks_whose_state_size_the_policy_does_not_take(tmp_path, untrained_checkpoint):
+    with pytest.raises(ValueError, match="takes 39-number states but task 'lh-make-coffee' has 44"):
+        evaluate(EvalConfig(checkpoint=untrained_checkpoint, suite="lh", workers=1, out=str(tmp_path)))

@@ -40,3 +40,12 @@ def test_sft_normalisation_comes_from_the_data(tmp_path):
     replay.refresh()
     np.testing.assert_allclose(policy.obs_mean.numpy(), replay.observation_array.mean(0), rtol=1e-4, atol=1e-5)
     assert torch.all(policy.action_std > 0)
+
+
+def test_sft_takes_state_and_action_sizes_from_the_data(tmp_path):
+    # Long-horizon demos carry the stage one-hot: 39 + 5 numbers per state.
+    collect(CollectConfig(store=str(tmp_path / "store"), suite="lh", tasks=("lh-make-coffee",), episodes_per_task=1,
+                          noise=0.0, workers=1, progress=False))
+    policy, _, _ = load_checkpoint(pretrain(_config(tmp_path, 2)))
+    assert (policy.config.obs_dim, policy.config.action_dim) == (44, 4)
+    assert policy.obs_mean.shape == (44,)

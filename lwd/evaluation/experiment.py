@@ -1,0 +1,271 @@
+"""The comparison of SPEC §7 (`lwd experiment`): every method on every suite with the
+same data, starting checkpoint and online budget, several training seeds, evaluated on
+evaluation seeds; writes the comparison table, the ablation table and plots.
+
+Per suite and training seed, under <workdir>/<suite>/seed<k>/:
+
+    store, sft/                demonstrations → SFT (the SFT baseline; start of every method)
+    offline/                   offline store (+ SFT rollouts, play) → LWD offline (DIVL + QAM)
+    offline_expectile/         ablation: scalar expectile value instead of DIVL's categorical V
+    offline_constant_tau/      ablation: constant τ = τ_base instead of the adaptive τ(s)
+    lwd/, hg-dagger/, recap/   the fleet deployed for the same env-step budget with each learner
+    eval/<method>/             evaluation on evaluation seeds, no operator
+
+Training seeds vary initialisation, batch sampling, policy noise and the SFT rollouts in the
+offline store; the demonstrations and the robots' initial states are the same for all seeds
+(the world is fixed, the learner's luck is not). Every stage is reused when finished, so a
+re-run only does what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from lwd.configargs import documented
+from lwd.envs.tasks import task_spec
+from lwd.evaluation.compare import compare_table
+from lwd.evaluation.evaluate import wilson_interval
+from lwd.evaluation.pipeline import (
+    Preset,
+    deploy_stage,
+    evaluation,
+    offline_data_stage,
+    offline_rl_stage,
+    sft_stage,
+)
+from lwd.evaluation.report import _plt, _rolling, load_episodes
+
+METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
+ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
+ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
+
+_SMOKE = Preset(tasks=("reach-v3", "drawer-close-v3"), demos_per_task=2, rollouts_per_task=2, play_per_task=1,
+                sft_steps=20, hidden_dim=64, num_layers=1, batch_size=32, offline_steps=6, offline_warmup=2,
+                critic_hidden=32, qam_batch=8, robots_per_worker=2, online_env_steps=1_500, n_sync=5,
+                eval_episodes_per_task=2)
+# Long-horizon tasks: n = 10 chunk backups offline (SPEC §4); longer episodes, so fewer per task.
+EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
+    "smoke": {"mt10": _SMOKE,
+              "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500)},
+    "small": {"mt10": Preset(online_env_steps=150_000),
+              "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, offline_n_step=10,
+                           online_env_steps=150_000)},
+    "full": {"mt10": Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
+                            eval_episodes_per_task=50),
+             "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
+                          offline_warmup=2_000, offline_n_step=10, qam_batch=128, online_env_steps=1_000_000,
+                          eval_episodes_per_task=50)},
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    preset: str = documented("small", "smoke (CI, minutes), small (≤ 1 hour per suite on 2 cores) or full (a GPU box)")
+    suites: tuple[str, ...] = documented(("mt10", "lh"), "suites to run")
+    seeds: tuple[int, ...] = documented((0, 1, 2), "training seeds")
+    workdir: str = documented("runs/experiment", "where runs, evaluations, tables and plots go")
+    workers: int = documented(2, "parallel simulator processes (collection, fleet, evaluation)")
+
+    def __post_init__(self) -> None:
+        if self.preset not in EXPERIMENT_PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(EXPERIMENT_PRESETS)}")
+        unknown = sorted(set(self.suites) - set(EXPERIMENT_PRESETS[self.preset]))
+        if unknown or not self.suites:
+            raise ValueError(f"suites must be some of {sorted(EXPERIMENT_PRESETS[self.preset])}, got {self.suites}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"need at least one training seed, each once; got {self.seeds}")
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(", ", "_").replace(" ", "_").replace("τ", "tau")
+
+
+def run_seed(work: Path, preset: Preset, seed: int, workers: int, quiet: bool) -> tuple[dict[str, Path], dict[str, float]]:
+    """Every method's final checkpoint for one suite and training seed, and stage wall times."""
+    stages: dict[str, float] = {}
+    store, sft = sft_stage(work, preset, seed, workers, quiet, stages)
+    offline_data_stage(store, sft, preset, workers, quiet, stages)
+    checkpoints = {"SFT": sft}
+    checkpoints["LWD offline"] = offline_rl_stage(work / "offline", store, sft, preset, seed, quiet, stages)
+    checkpoints["LWD offline, expectile V"] = offline_rl_stage(
+        work / "offline_expectile", store, sft, preset, seed, quiet, stages, "offline RL (expectile V)",
+        value_kind="expectile")
+    checkpoints["LWD offline, constant τ"] = offline_rl_stage(
+        work / "offline_constant_tau", store, sft, preset, seed, quiet, stages, "offline RL (constant τ)",
+        tau_mode="constant")
+    for name, method in ONLINE_METHODS.items():
+        start = checkpoints["LWD offline"] if method == "lwd" else sft
+        # RECAP has its own offline stage (value + conditioned policy), as long as LWD's.
+        extra = {"offline_steps": preset.offline_steps} if method == "recap" else {}
+        summary = deploy_stage(work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}",
+                               **extra)
+        checkpoints[name] = Path(summary["final"])
+    return checkpoints, stages
+
+
+def run_experiment(config: ExperimentConfig) -> Path:
+    """Run (or finish) every suite × seed × method; returns the path of results.md."""
+    work = Path(config.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    presets = EXPERIMENT_PRESETS[config.preset]
+    (work / "experiment_config.json").write_text(json.dumps(
+        {"experiment": asdict(config), "presets": {s: asdict(presets[s]) for s in config.suites}}, indent=2))
+    quiet = config.preset == "smoke"
+    results: dict = {"config": asdict(config), "suites": {}}
+    for suite_name in config.suites:
+        preset = presets[suite_name]
+        suite_results = results["suites"].setdefault(suite_name, {"runs": {}, "seconds": {}})
+        for seed in config.seeds:
+            run = work / suite_name / f"seed{seed}"
+            print(f"[{suite_name} seed {seed}] data, SFT, offline RL (+ ablations), deploy ×{len(ONLINE_METHODS)}")
+            began = time.perf_counter()
+            checkpoints, stages = run_seed(run, preset, seed, config.workers, quiet)
+            print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
+            for name, checkpoint in checkpoints.items():
+                out = run / "eval" / _slug(name)
+                stages[f"eval {name}"] = -time.perf_counter()
+                evaluation(checkpoint, out, preset, config.workers, seed)
+                stages[f"eval {name}"] += time.perf_counter()
+                suite_results["runs"].setdefault(name, []).append(str(out / "eval.json"))
+            suite_results["seconds"][str(seed)] = {"total": time.perf_counter() - began, **stages}
+            (work / "results.json").write_text(json.dumps(results, indent=2))
+    return write_tables(work, results, presets)
+
+
+# -- tables and plots --------------------------------------------------------------------
+
+def _reports(paths: list[str]) -> list[dict]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def pooled(reports: list[dict], key: str = "success") -> tuple[float, float, float]:
+    """Mean over seeds of the per-task-averaged `key`, with the Wilson interval of all episodes pooled."""
+    rate = float(np.mean([np.mean([t[key] for t in r["per_task"].values()]) for r in reports]))
+    wins = sum(round(t["success"] * t["episodes"]) for r in reports for t in r["per_task"].values())
+    episodes = sum(t["episodes"] for r in reports for t in r["per_task"].values())
+    low, high = wilson_interval(wins, episodes)
+    return rate, low, high
+
+
+def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
+    suites = list(results["suites"])
+    lines = ["| method | " + " | ".join(suites) + " | average over suites |", "|---|" + "---|" * (len(suites) + 1)]
+    for method in methods:
+        cells, rates = [], []
+        for suite_name in suites:
+            runs = results["suites"][suite_name]["runs"].get(method)
+            if not runs:
+                cells.append("–")
+                continue
+            rate, low, high = pooled(_reports(runs))
+            rates.append(rate)
+            cells.append(f"{rate:.3f} ({low:.2f}–{high:.2f})")
+        overall = f"**{np.mean(rates):.3f}**" if len(rates) == len(suites) else "–"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
+    return lines
+
+
+def stage_score_table(results: dict, suite_name: str) -> list[str]:
+    """Per-task stage scores of a suite with multi-stage tasks (empty for single-stage suites)."""
+    runs = results["suites"][suite_name]["runs"]
+    first = _reports(runs["SFT"])[0]
+    multi_stage = any(task_spec(name).num_stages > 1 for name in first["per_task"])
+    if not multi_stage or not all("stage_score" in t for t in first["per_task"].values()):
+        return []
+    tasks = list(first["per_task"])
+    lines = ["| task | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for task in [*tasks, None]:
+        cells = []
+        for method in METHODS:
+            reports = _reports(runs[method])
+            values = [r["per_task"][task]["stage_score"] for r in reports] if task else \
+                [np.mean([t["stage_score"] for t in r["per_task"].values()]) for r in reports]
+            cells.append(f"{np.mean(values):.3f}")
+        lines.append(f"| {task or '**average**'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str) -> None:
+    plt = _plt()
+    suites = list(results["suites"])
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(methods) * len(suites) / 2, 4))
+    width = 0.8 / len(methods)
+    for m, method in enumerate(methods):
+        stats = [pooled(_reports(results["suites"][s]["runs"][method])) for s in suites]
+        rates = [r for r, _, _ in stats]
+        errors = np.array([[r - lo, hi - r] for r, lo, hi in stats]).T
+        ax.bar(np.arange(len(suites)) + (m - (len(methods) - 1) / 2) * width, rates, width, yerr=errors, capsize=3,
+               label=method)
+    ax.set_xticks(range(len(suites)), suites)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success on evaluation seeds (95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100) -> None:
+    """Rolling autonomous success of each online method's fleet over env steps (one line per seed)."""
+    plt = _plt()
+    suites = list(results["suites"])
+    fig, axes = plt.subplots(1, len(suites), figsize=(6 * len(suites), 4), squeeze=False)
+    colors = {"HG-DAgger": "#DD8452", "RECAP": "#55A868", "LWD online": "#C44E52"}
+    for ax, suite_name in zip(axes[0], suites):
+        for name, method in ONLINE_METHODS.items():
+            for k, seed in enumerate(results["config"]["seeds"]):
+                episodes = load_episodes(work / suite_name / f"seed{seed}" / method)
+                if not episodes:
+                    continue
+                autonomous = np.array([e["success"] and e["interventions"] == 0 for e in episodes])
+                ax.plot([e["env_steps_total"] for e in episodes], _rolling(autonomous, window), color=colors[name],
+                        lw=1.2, alpha=0.8, label=name if k == 0 else None)
+        ax.set_title(f"{suite_name}: deployed policy while learning")
+        ax.set_xlabel("online env steps")
+        ax.set_ylabel(f"autonomous success (rolling {window} episodes)")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
+    config = results["config"]
+    lines = [f"# lwd experiment: preset `{config['preset']}`", "",
+             f"Training seeds {', '.join(map(str, config['seeds']))}; evaluation on evaluation seeds (disjoint from "
+             "training), no operator. Cells: mean success over seeds, Wilson 95% interval of all pooled episodes.", ""]
+    for suite_name, preset in presets.items():
+        if suite_name in results["suites"]:
+            lines.append(f"- `{suite_name}`: {preset.eval_episodes_per_task} evaluation episodes per task and seed; "
+                         f"online budget {preset.online_env_steps:,} env steps per method; offline RL "
+                         f"{preset.offline_steps:,} learner steps with n = {preset.offline_n_step} chunk backups.")
+    lines += ["", "## Comparison", "", *summary_table(results, METHODS), "", "![methods](methods.png)", ""]
+    plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")
+    for suite_name, suite_results in results["suites"].items():
+        runs = [(m, p) for m in METHODS for p in suite_results["runs"][m]]
+        lines += [f"### {suite_name}: per task", "", compare_table(runs), ""]
+        stage_scores = stage_score_table(results, suite_name)
+        if stage_scores:
+            lines += [f"### {suite_name}: stage score (fraction of stages completed, mean over seeds)", "",
+                      *stage_scores, ""]
+    lines += ["## Ablations (offline RL, SPEC §4.6)", "", *summary_table(results, ABLATIONS), "",
+              "![ablations](ablations.png)", ""]
+    plot_methods(results, ABLATIONS, work / "ablations.png", "DIVL vs expectile V; adaptive vs constant τ")
+    plot_online_curves(work, results, work / "online.png")
+    lines += ["## Online runs", "", "![online](online.png)", "", "## Wall time (minutes per suite and seed)", "",
+              "| suite | seed | total | slowest stages |", "|---|---|---|---|"]
+    for suite_name, suite_results in results["suites"].items():
+        for seed, seconds in suite_results["seconds"].items():
+            slowest = sorted(((v, k) for k, v in seconds.items() if k != "total"), reverse=True)[:3]
+            lines.append(f"| {suite_name} | {seed} | {seconds['total'] / 60:.1f} | "
+                         + ", ".join(f"{k} {v / 60:.1f}" for v, k in slowest) + " |")
+    path = work / "results.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
