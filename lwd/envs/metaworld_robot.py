@@ -73,6 +73,11 @@ class MetaWorldRobot:
         self._action_high = self._scenes[0].action_space.high.astype(np.float32)
 
     @property
+    def scenes(self) -> tuple:
+        """The raw Meta-World environments, one per stage (the simulator benchmark replays on them)."""
+        return tuple(self._scenes)
+
+    @property
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self._action_low, self._action_high
 

@@ -55,7 +55,7 @@ def bare_episode(job: tuple[str, str, int, int]) -> int:
     store = collect_mod._open_store(store_path)
     record = store.get(robot_id, seq)
     actions = store.load(record).actions
-    env = collect_mod._robot_and_expert(record.task)[0]._env
+    env = collect_mod._robot_and_expert(record.task)[0].scenes[0]
     env.seed(seed)
     env.reset()
     for action in actions:

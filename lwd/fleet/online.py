@@ -213,7 +213,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                     checkpoint(last)
             publish()  # robots start with the offline-stage policy
             steps_at_log = learner_steps_at_start = step
-            began = last_refresh = time.time()
+            began = last_refresh = last_log = time.time()
         fleet.start()
         while True:
             now = time.time()
