@@ -54,3 +54,11 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
     assert set(report["learner_updates_per_s_batch256"]) == {"value_and_critic_only", "qam64_every_step",
                                                              "qam128_every_step_default", "qam256_every_step", "qam64_every_4th_step"}
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
+
+
+def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():
+    from lwd.evaluation.bench import single_stage_tasks
+
+    assert "reach-v3" in single_stage_tasks("mt10")
+    with pytest.raises(ValueError, match="multi-stage"):
+        single_stage_tasks("lh")

@@ -110,6 +110,7 @@ class ChunkReplay:
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
         self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
         self._imitable = _Growable((), np.bool_)  # step -> may HG-DAgger imitate this action
+        self._num_imitable = 0
         self._task = _Growable((), np.int64)
         self._instruction = _Growable((), np.int64)
         self.task_vocab: list[str] = []
@@ -170,7 +171,9 @@ class ChunkReplay:
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
         autonomous_success = bool(episode.success) and not episode.intervention.any()
-        self._imitable.extend(np.asarray(episode.intervention, bool) | (episode.source == "demo" or autonomous_success))
+        imitable = np.asarray(episode.intervention, bool) | (episode.source == "demo" or autonomous_success)
+        self._imitable.extend(imitable)
+        self._num_imitable += int(imitable.sum())
         self._task.extend(np.full(steps, self._vocab_index(self.task_vocab, episode.task)))
         self._instruction.extend(np.full(steps, self._vocab_index(self.instruction_vocab, episode.instruction)))
         self.num_episodes += 1
@@ -185,7 +188,7 @@ class ChunkReplay:
     @property
     def num_sampleable(self) -> int:
         """Steps a batch can start at (all, or the imitable ones under `imitation_only`)."""
-        return int(self._imitable.view.sum()) if self.config.imitation_only else self.num_steps
+        return self._num_imitable if self.config.imitation_only else self.num_steps
 
     def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         if not self.config.task_balanced and not self.config.imitation_only:

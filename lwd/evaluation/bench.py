@@ -63,8 +63,18 @@ def bare_episode(job: tuple[str, str, int, int]) -> int:
     return len(actions)
 
 
+def single_stage_tasks(suite_name: str) -> tuple[str, ...]:
+    """The suite's tasks, refusing multi-stage ones: the bare replay runs one Meta-World scene."""
+    chosen = suite(suite_name)
+    chained = [t.name for t in chosen.tasks if t.num_stages > 1]
+    if chained:
+        raise ValueError(f"suite {suite_name!r} has multi-stage tasks ({', '.join(chained)}); the bare-simulator "
+                         "replay runs one Meta-World scene per episode, so benchmark single-stage suites")
+    return chosen.task_names
+
+
 def run_sim_bench(config: SimBenchConfig) -> dict:
-    tasks = suite(config.suite).task_names
+    tasks = single_stage_tasks(config.suite)
     pool = _ready_pool(config.workers, tasks)
     try:
         bare_rates, collect_rates, success = [], [], []
@@ -208,6 +218,7 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
     from lwd.fleet.registry import PolicyRegistry
     from lwd.fleet.worker import FleetConfig
 
+    single_stage_tasks(config.suite)  # before starting a fleet whose episodes could not be replayed bare
     fleet_config = FleetConfig(suite=config.suite, workers=config.workers, robots_per_worker=config.robots_per_worker)
     with tempfile.TemporaryDirectory() as tmp:
         store_path, registry = Path(tmp) / "store", PolicyRegistry(Path(tmp) / "registry")

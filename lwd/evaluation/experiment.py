@@ -32,6 +32,7 @@ from lwd.evaluation.compare import compare_table
 from lwd.evaluation.evaluate import wilson_interval
 from lwd.evaluation.pipeline import (
     Preset,
+    _timed,
     deploy_stage,
     evaluation,
     offline_data_stage,
@@ -128,9 +129,8 @@ def run_experiment(config: ExperimentConfig) -> Path:
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
                 out = run / "eval" / _slug(name)
-                stages[f"eval {name}"] = -time.perf_counter()
-                evaluation(checkpoint, out, preset, config.workers, seed)
-                stages[f"eval {name}"] += time.perf_counter()
+                _timed(stages, f"eval {name}", lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(
+                    c, o, p, config.workers, s))
                 suite_results["runs"].setdefault(name, []).append(str(out / "eval.json"))
             suite_results["seconds"][str(seed)] = {"total": time.perf_counter() - began, **stages}
             (work / "results.json").write_text(json.dumps(results, indent=2))

@@ -81,7 +81,12 @@ def learner_modules(learner: LWDLearner) -> dict[str, torch.nn.Module]:
 
 
 def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
-    for name, module in learner_modules(learner).items():
+    load_modules(learner_modules(learner), state)
+
+
+def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:
+    """Load each module from the `<name>.`-prefixed entries of a saved learner state."""
+    for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 

@@ -12,7 +12,7 @@ The online loop (`lwd.fleet.online.deploy`) samples batches, calls `step`, publi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +32,7 @@ from lwd.training.offline import (
     learner_modules,
     learner_optimizer_state,
     learner_tensors,
+    load_modules,
     restore_learner_optimizers,
 )
 
@@ -85,7 +86,36 @@ def start_method(name: str, checkpoint: str | Path, settings: MethodSettings, sa
     return {"lwd": LWDMethod, "hg-dagger": HGDaggerMethod, "recap": RecapMethod}[name](checkpoint, settings, saved)
 
 
-class LWDMethod:
+class _LearnerMethod:
+    """What the methods share: a `learner` with `step_count`, `optimizers` and `modules()`,
+    the plain-instruction encoder for training and deployment, the replay as given."""
+
+    learner: object
+    encoder: InstructionEncoder
+
+    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
+        return base
+
+    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
+        pass
+
+    def set_step(self, step: int) -> None:
+        self.learner.step_count = step
+
+    def deployable_encoder(self) -> InstructionEncoder:
+        return self.encoder
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return self.learner.modules()
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return learner_optimizer_state(self.learner)
+
+    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
+        restore_learner_optimizers(self.learner, state)
+
+
+class LWDMethod(_LearnerMethod):
     name = "lwd"
 
     def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
@@ -100,35 +130,19 @@ class LWDMethod:
         self.learner = build_learner(self.policy, FlowChunkPolicy(self.policy.config), self.critic_config,
                                      settings.learner, state=state)
 
-    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
-        return base
-
-    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
-        pass  # everything comes trained from offline RL
-
-    def set_step(self, step: int) -> None:
-        self.learner.step_count = step
+    # prepare: nothing; critic, value and reference come trained from offline RL.
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
         return self.learner.step(learner_tensors(batch, self.encoder), generator)
 
-    def deployable_encoder(self) -> InstructionEncoder:
-        return self.encoder
-
     def modules(self) -> dict[str, torch.nn.Module]:
         return learner_modules(self.learner)
-
-    def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return learner_optimizer_state(self.learner)
-
-    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
-        restore_learner_optimizers(self.learner, state)
 
     def state(self) -> dict:
         return {"critic": self.critic_config.to_dict(), "learner": self.learner_config.to_dict()}
 
 
-class HGDaggerMethod:
+class HGDaggerMethod(_LearnerMethod):
     name = "hg-dagger"
 
     def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
@@ -137,37 +151,18 @@ class HGDaggerMethod:
         self.learner = HGDaggerLearner(self.policy, self.config)
 
     def replay_config(self, base: ReplayConfig) -> ReplayConfig:
-        return ReplayConfig(chunk_len=base.chunk_len, discount=base.discount, n_step=base.n_step,
-                            task_balanced=base.task_balanced, imitation_only=True)
-
-    def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
-        pass
-
-    def set_step(self, step: int) -> None:
-        self.learner.step_count = step
+        return replace(base, imitation_only=True)
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
         tensors = learner_tensors(batch, self.encoder)
         tensors["intervention"] = torch.from_numpy(batch.intervention)
         return self.learner.step(tensors, generator)
 
-    def deployable_encoder(self) -> InstructionEncoder:
-        return self.encoder
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return self.learner.modules()
-
-    def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return learner_optimizer_state(self.learner)
-
-    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
-        restore_learner_optimizers(self.learner, state)
-
     def state(self) -> dict:
         return {"imitation": self.config.to_dict()}
 
 
-class RecapMethod:
+class RecapMethod(_LearnerMethod):
     name = "recap"
 
     def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
@@ -182,17 +177,12 @@ class RecapMethod:
         self.learner: RecapLearner | None = None
         if saved:
             self._build(StateValue(value_config))
-            module_state = load_learner_state(checkpoint)
-            self.learner.value.load_state_dict({k[len("value."):]: v for k, v in module_state.items()
-                                                if k.startswith("value.")})
+            load_modules(self.learner.modules(), load_learner_state(checkpoint))
             self.learner.thresholds = torch.tensor(saved["thresholds"], dtype=torch.float32)
             self.learner.thresholds_seen = torch.tensor(saved["thresholds_seen"], dtype=torch.bool)
 
     def _build(self, value: StateValue) -> None:
         self.learner = RecapLearner(self.policy, value, self.config, num_tasks=len(self.tasks))
-
-    def replay_config(self, base: ReplayConfig) -> ReplayConfig:
-        return base
 
     def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
         self.tasks = sorted(set(offline.task_vocab) | set(tasks))
@@ -200,9 +190,6 @@ class RecapMethod:
         obs = offline.observation_array
         value.set_normalization(obs.mean(0), obs.std(0))
         self._build(value)
-
-    def set_step(self, step: int) -> None:
-        self.learner.step_count = step
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
         tensors = learner_tensors(batch, self.encoder)
@@ -222,15 +209,6 @@ class RecapMethod:
 
     def deployable_encoder(self) -> InstructionEncoder:
         return self.encoder.with_prompt(POSITIVE_PROMPT)
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return self.learner.modules()
-
-    def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return learner_optimizer_state(self.learner)
-
-    def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
-        restore_learner_optimizers(self.learner, state)
 
     def state(self) -> dict:
         return {"recap": self.config.to_dict(), "value": self.value_config.to_dict(), "tasks": self.tasks,
