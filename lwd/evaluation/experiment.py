@@ -236,11 +236,17 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
     plt.close(fig)
 
 
+def _finished_seeds(results: dict) -> str:
+    """Per suite, the training seeds whose every stage finished (a run may still be going)."""
+    return "; ".join(f"{name} {', '.join(r['seconds']) or 'none'}" for name, r in results["suites"].items())
+
+
 def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
     config = results["config"]
     lines = [f"# lwd experiment: preset `{config['preset']}`", "",
-             f"Training seeds {', '.join(map(str, config['seeds']))}; evaluation on evaluation seeds (disjoint from "
-             "training), no operator. Cells: mean success over seeds, Wilson 95% interval of all pooled episodes.", ""]
+             f"Training seeds with results: {_finished_seeds(results)} (asked for {', '.join(map(str, config['seeds']))}); "
+             "evaluation on evaluation seeds (disjoint from training), no operator. Cells: mean success over seeds, "
+             "Wilson 95% interval of all pooled episodes.", ""]
     for suite_name, preset in presets.items():
         if suite_name in results["suites"]:
             lines.append(f"- `{suite_name}`: {preset.eval_episodes_per_task} evaluation episodes per task and seed; "
