@@ -20,7 +20,6 @@ re-run only does what is missing.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -54,8 +53,9 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     "smoke": {"mt10": _SMOKE,
               "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500)},
     "small": {"mt10": Preset(online_env_steps=150_000),
-              "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, offline_n_step=10,
-                           online_env_steps=150_000)},
+              # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
+              "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
+                           offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000)},
     "full": {"mt10": Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
                             eval_episodes_per_task=50),
              "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
@@ -86,9 +86,28 @@ def _slug(name: str) -> str:
     return name.lower().replace(", ", "_").replace(" ", "_").replace("τ", "tau")
 
 
-def run_seed(work: Path, preset: Preset, seed: int, workers: int, quiet: bool) -> tuple[dict[str, Path], dict[str, float]]:
-    """Every method's final checkpoint for one suite and training seed, and stage wall times."""
-    stages: dict[str, float] = {}
+class StageClock(dict):
+    """Wall time of each stage of one run, kept in <run>/stage_seconds.json as soon as a stage ends.
+
+    A resumed run reuses finished stages in an instant; the time reported for such a stage is the
+    one measured when it actually ran, so an interrupted experiment still reports honest times.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(json.loads(path.read_text()) if path.exists() else {})
+        self.path = path
+
+    def __setitem__(self, stage: str, seconds: float) -> None:
+        if stage in self:  # finished in an earlier invocation; this one only reused it
+            return
+        super().__setitem__(stage, seconds)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self, indent=2))
+
+
+def run_seed(work: Path, preset: Preset, seed: int, workers: int, quiet: bool,
+             stages: dict[str, float]) -> dict[str, Path]:
+    """Every method's final checkpoint for one suite and training seed; stage wall times go to `stages`."""
     store, sft = sft_stage(work, preset, seed, workers, quiet, stages)
     offline_data_stage(store, sft, preset, workers, quiet, stages)
     checkpoints = {"SFT": sft}
@@ -106,7 +125,7 @@ def run_seed(work: Path, preset: Preset, seed: int, workers: int, quiet: bool) -
         summary = deploy_stage(work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}",
                                **extra)
         checkpoints[name] = Path(summary["final"])
-    return checkpoints, stages
+    return checkpoints
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
@@ -124,15 +143,15 @@ def run_experiment(config: ExperimentConfig) -> Path:
         for seed in config.seeds:
             run = work / suite_name / f"seed{seed}"
             print(f"[{suite_name} seed {seed}] data, SFT, offline RL (+ ablations), deploy ×{len(ONLINE_METHODS)}")
-            began = time.perf_counter()
-            checkpoints, stages = run_seed(run, preset, seed, config.workers, quiet)
+            stages = StageClock(run / "stage_seconds.json")
+            checkpoints = run_seed(run, preset, seed, config.workers, quiet, stages)
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
                 out = run / "eval" / _slug(name)
                 _timed(stages, f"eval {name}", lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(
                     c, o, p, config.workers, s))
                 suite_results["runs"].setdefault(name, []).append(str(out / "eval.json"))
-            suite_results["seconds"][str(seed)] = {"total": time.perf_counter() - began, **stages}
+            suite_results["seconds"][str(seed)] = {"total": sum(stages.values()), **stages}
             (work / "results.json").write_text(json.dumps(results, indent=2))
     return write_tables(work, results, presets)
 

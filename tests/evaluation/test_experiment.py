@@ -70,3 +70,16 @@ def test_online_methods_share_the_budget_and_start_checkpoints(smoke_experiment)
     assert configs["lwd"]["checkpoint"] == str(run / "offline" / "final")
     summaries = [json.loads((run / m / "summary.json").read_text()) for m in configs]
     assert all(s["env_steps"] >= configs["lwd"]["env_steps"] for s in summaries)
+
+
+def test_a_rerun_reuses_every_stage_and_reports_the_times_measured_when_they_ran(smoke_experiment):
+    work, _ = smoke_experiment
+    timings = work / "mt10" / "seed0" / "stage_seconds.json"
+    measured = json.loads(timings.read_text())
+    assert {"SFT", "offline RL", "deploy LWD online", "eval LWD online"} <= set(measured)
+    results_before = json.loads((work / "results.json").read_text())
+    run_experiment(ExperimentConfig(preset="smoke", seeds=(0,), workdir=str(work), workers=1))
+    assert json.loads(timings.read_text()) == measured
+    results_after = json.loads((work / "results.json").read_text())
+    assert results_after["suites"]["mt10"]["seconds"] == results_before["suites"]["mt10"]["seconds"]
+    assert results_after["suites"]["mt10"]["seconds"]["0"]["total"] == pytest.approx(sum(measured.values()))
