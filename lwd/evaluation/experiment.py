@@ -51,11 +51,14 @@ _SMOKE = Preset(tasks=("reach-v3", "drawer-close-v3"), demos_per_task=2, rollout
 # Long-horizon tasks: n = 10 chunk backups offline (SPEC §4); longer episodes, so fewer per task.
 EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     "smoke": {"mt10": _SMOKE,
-              "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500)},
+              "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500,
+                            updates_per_1k_env_steps=20.0)},
     "small": {"mt10": Preset(online_env_steps=150_000),
               # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
+              # Paced: every online method gets 20 learner updates per 1,000 env steps (1,200 in all).
               "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
-                           offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000)},
+                           offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000,
+                           updates_per_1k_env_steps=20.0)},
     "full": {"mt10": Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
                             eval_episodes_per_task=50),
              "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
@@ -255,6 +258,23 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
     plt.close(fig)
 
 
+def online_runs_table(work: Path, results: dict) -> list[str]:
+    """What each online method got from its budget, mean over seeds: learner updates (the
+    same for all when paced) and the wall time the deploy took."""
+    lines = ["| suite | method | env steps | learner updates | updates per 1k env steps | deploy minutes |",
+             "|---|---|---|---|---|---|"]
+    for suite_name, suite_results in results["suites"].items():
+        for name, method in ONLINE_METHODS.items():
+            paths = [work / suite_name / f"seed{seed}" / method / "summary.json" for seed in suite_results["seconds"]]
+            summaries = [json.loads(p.read_text()) for p in paths if p.exists()]
+            if not summaries:
+                continue
+            mean = {k: float(np.mean([s[k] for s in summaries])) for k in ("env_steps", "learner_steps", "wall_seconds")}
+            lines.append(f"| {suite_name} | {name} | {mean['env_steps']:,.0f} | {mean['learner_steps']:,.0f} | "
+                         f"{1000 * mean['learner_steps'] / mean['env_steps']:.1f} | {mean['wall_seconds'] / 60:.1f} |")
+    return lines
+
+
 def _finished_seeds(results: dict) -> str:
     """Per suite, the training seeds whose every stage finished (a run may still be going)."""
     return "; ".join(f"{name} {', '.join(r['seconds']) or 'none'}" for name, r in results["suites"].items())
@@ -270,7 +290,10 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         if suite_name in results["suites"]:
             lines.append(f"- `{suite_name}`: {preset.eval_episodes_per_task} evaluation episodes per task and seed; "
                          f"online budget {preset.online_env_steps:,} env steps per method; offline RL "
-                         f"{preset.offline_steps:,} learner steps with n = {preset.offline_n_step} chunk backups.")
+                         f"{preset.offline_steps:,} learner steps with n = {preset.offline_n_step} chunk backups; "
+                         + (f"online learners paced at {preset.updates_per_1k_env_steps:g} updates per 1,000 env steps."
+                            if preset.updates_per_1k_env_steps else
+                            "online learners unpaced (each makes the updates its speed allows)."))
     lines += ["", "## Comparison", "", *summary_table(results, METHODS), "", "![methods](methods.png)", ""]
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")
     for suite_name, suite_results in results["suites"].items():
@@ -284,7 +307,8 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
               "![ablations](ablations.png)", ""]
     plot_methods(results, ABLATIONS, work / "ablations.png", "DIVL vs expectile V; adaptive vs constant τ")
     plot_online_curves(work, results, work / "online.png")
-    lines += ["## Online runs", "", "![online](online.png)", "", "## Wall time (minutes per suite and seed)", "",
+    lines += ["## Online runs", "", "![online](online.png)", "", *online_runs_table(work, results), "",
+              "## Wall time (minutes per suite and seed)", "",
               "| suite | seed | total | slowest stages |", "|---|---|---|---|"]
     for suite_name, suite_results in results["suites"].items():
         for seed, seconds in suite_results["seconds"].items():

@@ -58,6 +58,7 @@ class Preset:
     qam_batch: int = 64
     robots_per_worker: int = 10
     online_env_steps: int = 250_000
+    updates_per_1k_env_steps: float = 0.0  # pacing of the online learner (0 = robots and learner run free)
     n_sync: int = 50
     eval_episodes_per_task: int = 20
 
@@ -134,7 +135,8 @@ def deploy_stage(out: Path, method: str, checkpoint: Path, store: str, preset: P
     """Learning while deploying with `method` on a simulated fleet for the preset's budget."""
     config = DeployConfig(method=method, checkpoint=str(checkpoint), offline_store=store, out=str(out),
                           suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker,
-                          env_steps=preset.online_env_steps, n_sync=preset.n_sync, batch_size=preset.batch_size,
+                          env_steps=preset.online_env_steps, updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
+                          n_sync=preset.n_sync, batch_size=preset.batch_size,
                           qam_batch=preset.qam_batch, seed=seed, progress=not quiet, tensorboard=not quiet,
                           **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}), **overrides)
     return _timed(stages, label, lambda: deploy(config))

@@ -1,9 +1,9 @@
 """The embedded fleet: robot worker processes on this machine, supervised.
 
 `LocalFleet` starts one process per worker, restarts a worker that dies (its robots
-resume after their last committed episode, so nothing is lost or uploaded twice), and
-stops them cleanly. A fleet on Ray or behind a network gateway implements the same
-three calls.
+resume after their last committed episode, so nothing is lost or uploaded twice), holds
+new episodes while the learner catches up (pacing), and stops them cleanly. A fleet on
+Ray or behind a network gateway implements the same four calls.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ class Fleet(Protocol):
     def supervise(self) -> list[int]:
         """Restart dead workers; returns the indices restarted."""
 
+    def hold(self, holding: bool) -> None:
+        """While holding, robots finish the episode they are in and start no new one."""
+
     def stop(self, timeout: float = 60.0) -> None: ...
 
 
@@ -35,6 +38,7 @@ class LocalFleet:
         self.assignments = [specs[i::config.workers] for i in range(config.workers)]
         self._context = mp.get_context("spawn")
         self._stop = self._context.Event()
+        self._hold = self._context.Event()
         self.processes: list = [None] * config.workers
         self.restarts = 0
         self.max_restarts = max_restarts
@@ -42,7 +46,8 @@ class LocalFleet:
     def _spawn(self, index: int) -> None:
         process = self._context.Process(
             target=worker_main, name=f"lwd-robot-worker-{index}", daemon=True,
-            args=(index, self.assignments[index], self.config, self.store, self.registry, self._stop, self.rejected_log))
+            args=(index, self.assignments[index], self.config, self.store, self.registry, self._stop, self.rejected_log,
+                  self._hold))
         process.start()
         self.processes[index] = process
 
@@ -64,6 +69,14 @@ class LocalFleet:
                 self.restarts += 1
                 restarted.append(index)
         return restarted
+
+    def hold(self, holding: bool) -> None:
+        if holding != self._hold.is_set():
+            self._hold.set() if holding else self._hold.clear()
+
+    @property
+    def holding(self) -> bool:
+        return self._hold.is_set()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Let robots finish their current episodes and upload them; terminate stragglers."""

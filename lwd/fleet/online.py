@@ -69,6 +69,10 @@ class DeployConfig(LearnerConfig, FleetConfig):
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
     max_minutes: float = documented(0.0, "also finish after this much wall time in this invocation (0 = no limit)")
     max_learner_steps: int = documented(0, "also stop after this many learner steps in total (0 = no limit)")
+    updates_per_1k_env_steps: float = documented(
+        0.0, "pacing: learner updates per 1,000 online env steps, held both ways (robots wait at episode boundaries "
+             "while the learner is behind, the learner waits for data when ahead), so every method gets the same "
+             "updates for the same env steps however fast the machine; 0 = robots and learner run free")
     n_sync: int = documented(50, "N_sync: learner steps between published versions")
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
     batch_size: int = documented(256, "chunks per learner batch")
@@ -90,6 +94,8 @@ class DeployConfig(LearnerConfig, FleetConfig):
             raise ValueError(f"online_fraction must be in (0, 1), got {self.online_fraction}")
         if self.n_sync < 1 or self.env_steps < 1:
             raise ValueError("n_sync and env_steps must be >= 1")
+        if self.updates_per_1k_env_steps < 0:
+            raise ValueError(f"updates_per_1k_env_steps must be >= 0, got {self.updates_per_1k_env_steps}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         self.method_settings()  # validates the baselines' settings up front
@@ -215,16 +221,32 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             steps_at_log = learner_steps_at_start = step
             began = last_refresh = last_log = time.time()
         fleet.start()
+        pace = config.updates_per_1k_env_steps / 1000.0
+        anchor_step, anchor_env = step, monitor.env_steps
+
+        def updates_due(env_steps: int) -> float:
+            return anchor_step + (env_steps - anchor_env) * pace
+
+        waiting = False  # paced learner ahead of its data
         while True:
             now = time.time()
-            if now - last_refresh >= config.refresh_seconds or online.num_steps == 0:
+            if (now - last_refresh >= (0.05 if waiting else config.refresh_seconds)) or online.num_steps == 0:
                 before = monitor.env_steps
                 pull_online_episodes()
                 bar.update(min(monitor.env_steps, config.env_steps) - min(before, config.env_steps))
                 last_refresh = now
                 fleet.supervise()
             if monitor.env_steps >= config.env_steps:
-                break
+                if not pace or step >= updates_due(config.env_steps):
+                    break
+                fleet.hold(True)  # budget spent: robots rest while the learner makes the updates it is owed
+            elif pace:
+                due = updates_due(monitor.env_steps)
+                fleet.hold(step < due - config.n_sync)
+                waiting = step >= due
+                if waiting:
+                    time.sleep(0.01)
+                    continue
             if config.max_minutes and now - began >= 60 * config.max_minutes:
                 reason = "wall time"
                 break
@@ -270,6 +292,8 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
                "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,
                "learner_updates_per_s": (step - learner_steps_at_start) / wall,
+               "learner_updates_per_1k_env_steps":
+                   1000.0 * (step - learner_steps_at_start) / max(monitor.env_steps - env_steps_at_start, 1),
                "versions_published": len(registry.history()), "latest_version": latest.version,
                "worker_restarts": fleet.restarts, "wall_seconds": wall,
                "final": str(out / "learner" / "final") if (out / "learner" / "final").exists() else None,

@@ -220,20 +220,25 @@ class RobotWorker:
                 robot.actor.fill(chunk, version)
         return set()
 
-    def run(self, should_stop) -> None:
+    def run(self, should_stop, should_hold=lambda: False) -> None:
+        """Step every robot until `should_stop()`; while `should_hold()`, robots that end an
+        episode wait instead of starting the next (the learner is catching up)."""
         while True:
-            stopping = should_stop()
+            stopping, holding = should_stop(), should_hold()
             published = None
             for robot in self.robots:
                 if robot.run is not None and robot.run.finished:
                     self._finish(robot)
-                if robot.run is None and not stopping:
+                if robot.run is None and not stopping and not holding:
                     published = published or self.source.latest()  # read once per sweep, at boundaries only
                     if published is None:
                         raise RuntimeError("no policy has been published yet")
                     self._start(robot, published)
             if all(r.run is None for r in self.robots):
-                return
+                if stopping:
+                    return
+                time.sleep(0.01)  # held: wait for the learner
+                continue
             in_use = {r.version for r in self.robots if r.run is not None}
             for version in [v for v in self.policies if v not in in_use and v != max(self.policies)]:
                 del self.policies[version]  # nobody runs it any more
@@ -244,13 +249,14 @@ class RobotWorker:
 
 
 def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, store_path: str,
-                registry_path: str, stop_event, rejected_log: str | None = None) -> None:
+                registry_path: str, stop_event, rejected_log: str | None = None, hold_event=None) -> None:
     """Process entry point. Ctrl-C goes to the whole process group; the worker ignores it
-    and stops when the parent sets `stop_event`, after its robots finish their episodes."""
+    and stops when the parent sets `stop_event`, after its robots finish their episodes.
+    While `hold_event` is set, robots start no new episode."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index}: %(message)s")
     worker = RobotWorker(worker_index, specs, config, EpisodeStore(store_path), PolicyRegistry(registry_path),
                          rejected_log)
-    worker.run(stop_event.is_set)
+    worker.run(stop_event.is_set, hold_event.is_set if hold_event is not None else (lambda: False))

@@ -9,7 +9,9 @@ import pytest
 
 from lwd.evaluation.experiment import (
     ABLATIONS,
+    EXPERIMENT_PRESETS,
     METHODS,
+    ONLINE_METHODS,
     ExperimentConfig,
     run_experiment,
 )
@@ -83,3 +85,15 @@ def test_a_rerun_reuses_every_stage_and_reports_the_times_measured_when_they_ran
     results_after = json.loads((work / "results.json").read_text())
     assert results_after["suites"]["mt10"]["seconds"] == results_before["suites"]["mt10"]["seconds"]
     assert results_after["suites"]["mt10"]["seconds"]["0"]["total"] == pytest.approx(sum(measured.values()))
+
+
+def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_worth(smoke_experiment):
+    work, text = smoke_experiment
+    pace = EXPERIMENT_PRESETS["smoke"]["lh"].updates_per_1k_env_steps
+    assert pace > 0
+    for method in ONLINE_METHODS.values():
+        summary = json.loads((work / "lh" / "seed0" / method / "summary.json").read_text())
+        assert 2_500 * pace / 1000 <= summary["learner_steps"] <= summary["env_steps"] * pace / 1000 + 1
+    online_table = text.split("## Online runs")[1].split("## Wall time")[0]
+    for name in ONLINE_METHODS:
+        assert any(line.startswith(f"| lh | {name} |") for line in online_table.splitlines())

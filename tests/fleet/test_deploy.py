@@ -19,7 +19,7 @@ from lwd.fleet.registry import PolicyRegistry
 TASKS = ("reach-v3", "drawer-close-v3")
 
 
-def _config(tiny_pipeline, out, env_steps, **overrides):
+def _config(tiny_pipeline, out, env_steps=4_000, **overrides):
     _, store, _, _, offline = tiny_pipeline
     return DeployConfig(checkpoint=offline, offline_store=store, out=str(out), tasks=TASKS, workers=2,
                         robots_per_worker=2, env_steps=env_steps, n_sync=5, batch_size=32, qam_batch=8,
@@ -183,3 +183,23 @@ def test_a_run_cannot_be_resumed_with_another_method(tiny_pipeline, tmp_path):
                on_tick=lambda state: (_ for _ in ()).throw(KeyboardInterrupt) if state.learner_step >= 5 else None)
     with pytest.raises(ValueError, match="hg-dagger"):
         deploy(_baseline_config(tiny_pipeline, out, "recap"))
+
+
+@pytest.mark.parametrize(("method", "pace"), [("lwd", 100.0), ("hg-dagger", 10.0)])
+def test_pacing_gives_the_learner_its_updates_per_env_step_whatever_its_speed(tiny_pipeline, tmp_path, method, pace):
+    # 100 updates per 1,000 env steps is more than the learner keeps up with: the robots are held
+    # back. 10 is far fewer than the baseline's fast learner would make: it waits for data.
+    # Either way the run ends with the updates its env steps are worth.
+    overrides = dict(env_steps=2_000, updates_per_1k_env_steps=pace)
+    config = (_config(tiny_pipeline, tmp_path / "run", **overrides) if method == "lwd"
+              else _baseline_config(tiny_pipeline, tmp_path / "run", method, **overrides))
+    summary = deploy(config)
+    assert summary["env_steps"] >= 2_000
+    assert 2_000 * pace / 1000 <= summary["learner_steps"] <= summary["env_steps"] * pace / 1000 + 1
+    assert summary["learner_updates_per_1k_env_steps"] == pytest.approx(
+        1000 * summary["learner_steps"] / summary["env_steps"])
+
+
+def test_a_negative_pace_is_refused(tiny_pipeline, tmp_path):
+    with pytest.raises(ValueError, match="updates_per_1k_env_steps"):
+        _config(tiny_pipeline, tmp_path / "run", 100, updates_per_1k_env_steps=-1.0)
