@@ -53,17 +53,19 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     "smoke": {"mt10": _SMOKE,
               "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500,
                             updates_per_1k_env_steps=20.0)},
-    "small": {"mt10": Preset(online_env_steps=150_000),
+    # Online learners paced at 10 updates per 1,000 env steps in small and full: every method gets
+    # the same updates for the same robot time, as on real robots, where robot time is what is scarce
+    # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
+    "small": {"mt10": Preset(online_env_steps=150_000, updates_per_1k_env_steps=10.0),
               # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
-              # Paced: every online method gets 20 learner updates per 1,000 env steps (1,200 in all).
               "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
                            offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000,
-                           updates_per_1k_env_steps=20.0)},
+                           updates_per_1k_env_steps=10.0)},
     "full": {"mt10": Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
-                            eval_episodes_per_task=50),
+                            updates_per_1k_env_steps=10.0, eval_episodes_per_task=50),
              "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
                           offline_warmup=2_000, offline_n_step=10, qam_batch=128, online_env_steps=1_000_000,
-                          eval_episodes_per_task=50)},
+                          updates_per_1k_env_steps=10.0, eval_episodes_per_task=50)},
 }
 
 

@@ -45,7 +45,8 @@ class FleetMonitor:
         self._interval_steps += episode.num_steps
         intervened = episode.num_interventions
         self.by_task[episode.task].append((episode.success, intervened > 0, intervened / episode.num_steps,
-                                           episode.num_steps, episode.ended_at - episode.started_at))
+                                           episode.num_steps, episode.ended_at - episode.started_at,
+                                           episode.stage_score))
         if episode.episode_id in self.logged:
             return
         latency = now - episode.ended_at
@@ -56,7 +57,8 @@ class FleetMonitor:
         self._file.write(json.dumps({
             "episode_id": episode.episode_id, "robot_id": episode.robot_id, "task": episode.task,
             "version": int(episode.policy_version[0]), "versions": sorted({int(v) for v in episode.policy_version}),
-            "success": bool(episode.success), "steps": episode.num_steps, "interventions": intervened,
+            "success": bool(episode.success), "stage_score": float(episode.stage_score),
+            "steps": episode.num_steps, "interventions": intervened,
             "started_at": episode.started_at, "ended_at": episode.ended_at, "env_steps_total": self.env_steps,
             "learner_step": learner_step, "episode_to_learner_s": latency, "model_to_robot_s": model_latency,
         }) + "\n")
@@ -81,6 +83,7 @@ class FleetMonitor:
             metrics["fleet/episodes_with_intervention"] = average(lambda r: r[:, 1].mean())
             metrics["fleet/cycle_time_steps"] = average(lambda r: r[:, 3].mean())
             metrics["fleet/cycle_time_s"] = average(lambda r: r[:, 4].mean())
+            metrics["fleet/stage_score"] = average(lambda r: r[:, 5].mean())
         for name, values in (("episode_to_learner", self.episode_to_learner), ("model_to_robot", self.model_to_robot)):
             recent = values[-500:]
             if recent:

@@ -8,6 +8,7 @@ finished policy (the SFT baseline and the frozen reference for RL).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,8 +106,10 @@ def pretrain(config: PretrainConfig) -> Path:
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0))))
     if resumed:
         restore_optimizer_state(optimizer, load_trainer_state(last) or {})
-        for _ in range(start):
-            schedule.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule to the resumed step is intended
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for _ in range(start):
+                schedule.step()
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     if rng_state is not None:

@@ -96,9 +96,19 @@ def test_metrics_cover_fleet_learner_latency_and_staleness(crashed_run):
     keys = set().union(*records)
     for key in ("fleet/env_steps_per_s", "fleet/autonomous_success", "fleet/intervention_rate",
                 "fleet/cycle_time_steps", "learner/updates_per_s", "latency/episode_to_learner_p99_s",
-                "latency/model_to_robot_p99_s", "staleness/learner_steps", "success/reach-v3", "registry/version"):
+                "latency/model_to_robot_p99_s", "staleness/learner_steps", "success/reach-v3", "registry/version",
+                "fleet/stage_score"):
         assert key in keys, key
     assert summary["env_steps"] >= 4_000 and summary["final"]
+
+
+def test_the_episode_log_keeps_each_episodes_outcome_and_stage_score(crashed_run):
+    out = crashed_run[0]
+    logged = {row["episode_id"]: row for row in map(json.loads, (out / "episodes.jsonl").read_text().splitlines())}
+    for episode in _episodes(out):
+        row = logged[episode.episode_id]
+        assert (row["success"], row["stage_score"], row["steps"]) == (episode.success, episode.stage_score,
+                                                                       episode.num_steps)
 
 
 def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
