@@ -11,7 +11,7 @@ from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 
 
-@torch.no_grad()
+@torch.inference_mode()  # cheaper than no_grad: robots never backpropagate
 def sample_chunks(policy: FlowChunkPolicy, encoder: InstructionEncoder, states: np.ndarray, instructions: list[str],
                   generator: torch.Generator) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call."""

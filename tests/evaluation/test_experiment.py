@@ -93,7 +93,8 @@ def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_w
     assert pace > 0
     for method in ONLINE_METHODS.values():
         summary = json.loads((work / "lh" / "seed0" / method / "summary.json").read_text())
-        assert 2_500 * pace / 1000 <= summary["learner_steps"] <= summary["env_steps"] * pace / 1000 + 1
+        online_updates = summary["learner_updates_per_1k_env_steps"] * summary["env_steps"] / 1000
+        assert 2_500 * pace / 1000 - 1e-6 <= online_updates <= summary["env_steps"] * pace / 1000 + 1 + 1e-6
     online_table = text.split("## Online runs")[1].split("## Wall time")[0]
     for name in ONLINE_METHODS:
         assert any(line.startswith(f"| lh | {name} |") for line in online_table.splitlines())
