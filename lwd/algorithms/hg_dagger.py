@@ -41,8 +41,8 @@ def flow_matching_update(policy: FlowChunkPolicy, optimizer: torch.optim.Optimiz
                          action_mask: torch.Tensor, generator: torch.Generator | None) -> dict[str, float]:
     """One supervised flow-matching step; obs (B, D), instruction (B, E), actions (B, H, A)."""
     batch = obs.shape[0]
-    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator)
-    w = torch.rand(batch, generator=generator)
+    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(obs.device)
+    w = torch.rand(batch, generator=generator).to(obs.device)
     loss, metrics = flow_matching_loss(policy, policy.encode(obs, instruction), actions, action_mask, x_0, w)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

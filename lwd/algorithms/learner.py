@@ -112,7 +112,7 @@ class LWDLearner:
             if cfg.tau_mode == "adaptive":
                 tau = adaptive_tau(probs, cfg.tau_base, cfg.tau_alpha, cfg.tau_min, cfg.tau_max)
             else:
-                tau = torch.full(probs.shape[:1], cfg.tau_base)
+                tau = torch.full(probs.shape[:1], cfg.tau_base, device=probs.device)
             quantile = quantile_readout(probs, tau, self.value.atoms)
             return quantile, {"value/tau_mean": float(tau.mean()), "value/entropy": float(normalized_entropy(probs).mean()),
                               "value/quantile_mean": float(quantile.mean())}
@@ -157,8 +157,9 @@ class LWDLearner:
         def q_value(x: torch.Tensor) -> torch.Tensor:
             return self.critic(obs, instruction, self.policy.unnormalize(x)).mean(dim=0)
 
-        x_0 = torch.randn(batch, dim, generator=generator)
-        noise = torch.randn(steps - 1, batch, dim, generator=generator)
+        # Drawn on the generator (CPU), then moved: the same numbers whatever device the learner uses.
+        x_0 = torch.randn(batch, dim, generator=generator).to(obs.device)
+        noise = torch.randn(steps - 1, batch, dim, generator=generator).to(obs.device)
         out = qam_loss(policy_field, reference_field, q_value, x_0, noise, steps, cfg.lam, cfg.adjoint_time)
         self.policy_optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

@@ -120,6 +120,7 @@ class PolicyBenchConfig:
     repeats: int = documented(200, "timed calls per latency figure")
     sft_steps: int = documented(100, "timed SFT updates at batch 256")
     learner_steps: int = documented(30, "timed LWD learner steps at batch 256 per configuration")
+    device: str = documented("cpu", "torch device of the timed networks: cpu, or cuda on a GPU machine")
     out: str = documented("runs/bench/policy.json", "where to write the JSON result")
 
 
@@ -135,17 +136,26 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
     from lwd.training.sft import sft_step
 
     torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
     policy_config = PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim, num_layers=config.num_layers)
-    policy = FlowChunkPolicy(policy_config)
-    report: dict = {"config": asdict(config), "date": time.strftime("%Y-%m-%d"),
-                    "machine": f"{platform.node()} {platform.machine()}, torch {torch.__version__}"}
+    policy = FlowChunkPolicy(policy_config).to(device)
+    machine = f"{platform.node()} {platform.machine()}, torch {torch.__version__}"
+    if device.type == "cuda":
+        machine += f", {torch.cuda.get_device_name(device)}"
+    report: dict = {"config": asdict(config), "date": time.strftime("%Y-%m-%d"), "machine": machine}
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for batch in (1, 16):
-        obs, text = torch.randn(batch, 39), torch.randn(batch, 384)
+        obs, text = torch.randn(batch, 39, device=device), torch.randn(batch, 384, device=device)
         timings = []
         with torch.no_grad():
             for i in range(config.repeats + 10):
                 began = time.perf_counter()
                 policy.sample(policy.encode(obs, text))
+                synchronize()
                 if i >= 10:  # warm-up excluded
                     timings.append(time.perf_counter() - began)
         report[f"latency_ms_batch{batch}"] = {"p50": 1e3 * float(np.percentile(timings, 50)),
@@ -155,17 +165,20 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
     tensors = {"obs": torch.randn(256, 39), "instruction": torch.randn(256, 384),
                "actions": torch.rand(256, config.chunk_len, 4) * 2 - 1,
                "action_mask": torch.ones(256, config.chunk_len, dtype=torch.bool)}
+    tensors = {name: value.to(device) for name, value in tensors.items()}
     for _ in range(5):
         sft_step(policy, optimizer, tensors, generator)
+    synchronize()
     began = time.perf_counter()
     for _ in range(config.sft_steps):
         sft_step(policy, optimizer, tensors, generator)
+    synchronize()
     report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
-    report["learner_updates_per_s_batch256"] = _learner_rates(policy, tensors, config)
+    report["learner_updates_per_s_batch256"] = _learner_rates(policy, tensors, config, synchronize)
     return _written(report, config.out)
 
 
-def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str, float]:
+def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig, synchronize) -> dict[str, float]:
     """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 128 (default) /
     256 states, every step or every 4th step."""
     import copy
@@ -176,21 +189,24 @@ def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig) -> dict[str
     from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 
     batch = dict(tensors)
-    batch.update({"next_obs": torch.randn(256, 39), "reward": torch.rand(256), "discount": torch.full((256,), 0.95),
-                  "done": torch.zeros(256)})
+    device = tensors["obs"].device
+    batch.update({"next_obs": torch.randn(256, 39, device=device), "reward": torch.rand(256, device=device),
+                  "discount": torch.full((256,), 0.95, device=device), "done": torch.zeros(256, device=device)})
     critic_config = CriticConfig(chunk_len=config.chunk_len)
     variants = {"value_and_critic_only": dict(policy_warmup=10**9), "qam64_every_step": dict(qam_batch=64),
                 "qam128_every_step_default": dict(qam_batch=128), "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}
     rates = {}
     generator = torch.Generator().manual_seed(0)
     for name, overrides in variants.items():
-        learner = LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config), StateValue(critic_config),
-                             LearnerConfig(**{"policy_warmup": 0, **overrides}))
+        learner = LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config).to(device),
+                             StateValue(critic_config).to(device), LearnerConfig(**{"policy_warmup": 0, **overrides}))
         for _ in range(4):
             learner.step(batch, generator)
+        synchronize()
         began = time.perf_counter()
         for _ in range(config.learner_steps):
             learner.step(batch, generator)
+        synchronize()
         rates[name] = config.learner_steps / (time.perf_counter() - began)
     return rates
 

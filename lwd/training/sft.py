@@ -59,8 +59,9 @@ def batch_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, t
 def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
              generator: torch.Generator) -> dict[str, float]:
     batch = tensors["obs"].shape[0]
-    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator)
-    w = torch.rand(batch, generator=generator)
+    device = tensors["obs"].device
+    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(device)
+    w = torch.rand(batch, generator=generator).to(device)
     context = policy.encode(tensors["obs"], tensors["instruction"])
     loss, metrics = flow_matching_loss(policy, context, tensors["actions"], tensors["action_mask"], x_0, w)
     optimizer.zero_grad(set_to_none=True)
