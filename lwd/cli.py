@@ -122,6 +122,19 @@ def cmd_bench_fleet(config) -> int:
     return 0
 
 
+def cmd_bench_operator(config) -> int:
+    from lwd.evaluation.bench import run_operator_bench
+
+    report = run_operator_bench(config)
+    print(f"{'task':26s} episodes  takeover  success  success without takeover")
+    for task, row in report["per_task"].items():
+        print(f"{task:26s} {row['episodes']:8d}  {row['takeover']:8.2f}  {row['success']:7.2f}  {row['autonomous_success']:8.2f}")
+    print(f"{'all':26s} {report['episodes']:8d}  {report['takeover']:8.2f}  {report['success']:7.2f}  "
+          f"{report['autonomous_success']:8.2f}")
+    print(f"written to {config.out}")
+    return 0
+
+
 def cmd_bench_policy(config) -> int:
     from lwd.evaluation.bench import run_policy_bench
 
@@ -201,7 +214,7 @@ def cmd_eval(config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lwd.evaluation.bench import FleetBenchConfig, PolicyBenchConfig, SimBenchConfig
+    from lwd.evaluation.bench import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.evaluation.experiment import ExperimentConfig
@@ -247,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
     leaf(bench, "fleet", "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
          FleetBenchConfig, cmd_bench_fleet)
+    leaf(bench, "operator", "how often the deployment operator takes over, per task, from a fixed policy (tune the "
+         "gate: --operator-*)", OperatorBenchConfig, cmd_bench_operator)
     leaf(bench, "policy", "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)", PolicyBenchConfig,
          cmd_bench_policy)
     return parser

@@ -15,7 +15,7 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.envs import SEEDS, suite
 from lwd.fleet import collect as collect_mod
+from lwd.fleet.worker import FleetConfig
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,6 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
     from lwd.data.store import EpisodeStore
     from lwd.fleet.fleet import LocalFleet
     from lwd.fleet.registry import PolicyRegistry
-    from lwd.fleet.worker import FleetConfig
-
     single_stage_tasks(config.suite)  # before starting a fleet whose episodes could not be replayed bare
     fleet_config = FleetConfig(suite=config.suite, workers=config.workers, robots_per_worker=config.robots_per_worker)
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,4 +264,42 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
         "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d"),
     }
+    return _written(report, config.out)
+
+
+@dataclass(frozen=True)
+class OperatorBenchConfig(FleetConfig):
+    checkpoint: str = documented("runs/offline/final", "policy the robots run (no learner)")
+    episodes: int = documented(300, "episodes to run, dealt over the suite's tasks")
+    out: str = documented("runs/bench/operator.json", "where to write the JSON result")
+
+
+def run_operator_bench(config: OperatorBenchConfig) -> dict:
+    """How often the deployment operator takes over, per task, from a fixed policy: the share
+    of episodes with a takeover, success with the operator, and success without any takeover
+    (one worker process; the gate is the fleet's `--operator-*` settings)."""
+    from lwd.data.store import EpisodeStore
+    from lwd.fleet.registry import PolicyRegistry
+    from lwd.fleet.worker import RobotWorker, robot_specs
+
+    fleet_config = config.fleet_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = PolicyRegistry(Path(tmp) / "registry")
+        registry.publish_checkpoint(config.checkpoint, learner_step=0)
+        store = EpisodeStore(Path(tmp) / "store")
+        specs = robot_specs(replace(fleet_config, workers=1, robots_per_worker=fleet_config.num_robots))
+        worker = RobotWorker(0, specs, fleet_config, store, registry)
+        worker.run(lambda: worker.uploaded >= config.episodes)
+        rows: dict[str, list[tuple[bool, bool]]] = {}
+        for record in store.records():
+            episode = store.load(record)
+            rows.setdefault(episode.task, []).append((bool(episode.success), bool(episode.intervention.any())))
+    per_task = {task: {"episodes": len(r), "takeover": float(np.mean([t for _, t in r])),
+                       "success": float(np.mean([s for s, _ in r])),
+                       "autonomous_success": float(np.mean([s and not t for s, t in r]))} for task, r in sorted(rows.items())}
+    every = [row for r in rows.values() for row in r]
+    report = {"config": asdict(config), "per_task": per_task, "episodes": len(every),
+              "takeover": float(np.mean([t for _, t in every])), "success": float(np.mean([s for s, _ in every])),
+              "autonomous_success": float(np.mean([s and not t for s, t in every])),
+              "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d")}
     return _written(report, config.out)

@@ -57,6 +57,8 @@ class FleetConfig:
     operator_deviation: float = documented(1.0, "L2 distance from the expert's action that looks wrong to the operator")
     operator_deviation_steps: int = documented(10, "consecutive wrong-looking steps before the operator takes over")
     operator_stall_steps: int = documented(60, "steps without progress (while the policy disagrees) before a takeover")
+    operator_stall_disagreement: float = documented(
+        0.1, "L2 distance from the expert's action above which a stalled policy counts as disagreeing")
     execute_steps: int = documented(0, "actions executed per chunk before replanning (0 = the whole chunk)")
     seed: int = documented(0, "seed of the fleet's policy noise and operators")
 
@@ -84,7 +86,8 @@ class FleetConfig:
         """The operator watching a task of `stages` stages: its takeover budget scales with
         them, so it can still step in during the last stage of a long-horizon task."""
         return OperatorConfig(attention=self.operator_attention, max_takeovers=self.operator_max_takeovers * stages,
-                              deviation_threshold=self.operator_deviation, deviation_steps=self.operator_deviation_steps, stall_steps=self.operator_stall_steps)
+                              deviation_threshold=self.operator_deviation, deviation_steps=self.operator_deviation_steps, stall_steps=self.operator_stall_steps,
+                              stall_disagreement=self.operator_stall_disagreement)
 
 
 @dataclass(frozen=True)
