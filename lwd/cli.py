@@ -129,7 +129,7 @@ def cmd_bench_operator(config) -> int:
     print(f"{'task':26s} episodes  takeover  success  success without takeover")
     for task, row in report["per_task"].items():
         print(f"{task:26s} {row['episodes']:8d}  {row['takeover']:8.2f}  {row['success']:7.2f}  {row['autonomous_success']:8.2f}")
-    print(f"{'all':26s} {report['episodes']:8d}  {report['takeover']:8.2f}  {report['success']:7.2f}  "
+    print(f"{'mean over tasks':26s} {report['episodes']:8d}  {report['takeover']:8.2f}  {report['success']:7.2f}  "
           f"{report['autonomous_success']:8.2f}")
     print(f"written to {config.out}")
     return 0

@@ -101,8 +101,9 @@ class RecapLearner:
         self.policy = policy
         self.value = value
         self.step_count = 0
-        self.thresholds = torch.zeros(num_tasks)
-        self.thresholds_seen = torch.zeros(num_tasks, dtype=torch.bool)
+        device = value.atoms.device
+        self.thresholds = torch.zeros(num_tasks, device=device)
+        self.thresholds_seen = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self._parameters = trainable_parameters(policy, config.freeze_encoder)
         self.policy_optimizer = torch.optim.AdamW(self._parameters, lr=config.lr)
         self.value_optimizer = torch.optim.Adam(value.parameters(), lr=config.value_lr)
@@ -131,7 +132,7 @@ class RecapLearner:
                           cfg.threshold_rate)
         operator_driven = batch["intervention"][:, 0]
         improved = improvement_indicator(advantage, self.thresholds[batch["task"]], operator_driven)
-        dropped = torch.rand(obs.shape[0], generator=generator) < cfg.dropout
+        dropped = (torch.rand(obs.shape[0], generator=generator) < cfg.dropout).to(obs.device)
         prompt = torch.where(improved[:, None], batch["instruction_positive"], batch["instruction_negative"])
         prompt = torch.where(dropped[:, None], instruction, prompt)
         metrics.update(flow_matching_update(self.policy, self.policy_optimizer, self._parameters, cfg.grad_clip, obs,

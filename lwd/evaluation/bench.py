@@ -270,14 +270,20 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
 @dataclass(frozen=True)
 class OperatorBenchConfig(FleetConfig):
     checkpoint: str = documented("runs/offline/final", "policy the robots run (no learner)")
-    episodes: int = documented(300, "episodes to run, dealt over the suite's tasks")
+    episodes: int = documented(300, "episodes to run in all (each robot runs its assigned task)")
     out: str = documented("runs/bench/operator.json", "where to write the JSON result")
+
+    def __post_init__(self) -> None:
+        FleetConfig.__post_init__(self)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
 
 
 def run_operator_bench(config: OperatorBenchConfig) -> dict:
     """How often the deployment operator takes over, per task, from a fixed policy: the share
     of episodes with a takeover, success with the operator, and success without any takeover
-    (one worker process; the gate is the fleet's `--operator-*` settings)."""
+    (one worker process; the gate is the fleet's `--operator-*` settings). The overall figures
+    average the tasks."""
     from lwd.data.store import EpisodeStore
     from lwd.fleet.registry import PolicyRegistry
     from lwd.fleet.worker import RobotWorker, robot_specs
@@ -297,9 +303,9 @@ def run_operator_bench(config: OperatorBenchConfig) -> dict:
     per_task = {task: {"episodes": len(r), "takeover": float(np.mean([t for _, t in r])),
                        "success": float(np.mean([s for s, _ in r])),
                        "autonomous_success": float(np.mean([s and not t for s, t in r]))} for task, r in sorted(rows.items())}
-    every = [row for r in rows.values() for row in r]
-    report = {"config": asdict(config), "per_task": per_task, "episodes": len(every),
-              "takeover": float(np.mean([t for _, t in every])), "success": float(np.mean([s for s, _ in every])),
-              "autonomous_success": float(np.mean([s and not t for s, t in every])),
+    # Averages over tasks, not episodes: tasks with short episodes finish more of them.
+    report = {"config": asdict(config), "per_task": per_task, "episodes": sum(len(r) for r in rows.values()),
+              **{key: float(np.mean([row[key] for row in per_task.values()]))
+                 for key in ("takeover", "success", "autonomous_success")},
               "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d")}
     return _written(report, config.out)

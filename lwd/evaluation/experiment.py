@@ -92,19 +92,15 @@ def _slug(name: str) -> str:
 
 
 class StageClock(dict):
-    """Wall time of each stage of one run, kept in <run>/stage_seconds.json as soon as a stage ends.
-
-    A resumed run reuses finished stages in an instant; the time reported for such a stage is the
-    one measured when it actually ran, so an interrupted experiment still reports honest times.
-    """
+    """Wall time of each stage of one run, kept in <run>/stage_seconds.json as soon as a stage ends
+    or is interrupted. `_timed` adds each attempt's time, so a stage interrupted and resumed counts
+    both parts, and a finished stage that a re-run only reuses gains next to nothing."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(json.loads(path.read_text()) if path.exists() else {})
         self.path = path
 
     def __setitem__(self, stage: str, seconds: float) -> None:
-        if stage in self:  # finished in an earlier invocation; this one only reused it
-            return
         super().__setitem__(stage, seconds)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self, indent=2))
@@ -274,7 +270,7 @@ def online_runs_table(work: Path, results: dict) -> list[str]:
                 continue
             env_steps = float(np.mean([s["env_steps"] for s in summaries]))
             rate = float(np.mean([s["learner_updates_per_1k_env_steps"] for s in summaries]))
-            minutes = float(np.mean([s["wall_seconds"] for s in summaries])) / 60
+            minutes = float(np.mean([s.get("online_wall_seconds", s["wall_seconds"]) for s in summaries])) / 60
             lines.append(f"| {suite_name} | {name} | {env_steps:,.0f} | {rate * env_steps / 1000:,.0f} | {rate:.1f} | "
                          f"{minutes:.1f} |")
     return lines

@@ -75,10 +75,12 @@ PRESETS = {
 
 
 def _timed(stage_seconds: dict[str, float], name: str, fn):
+    """Run a stage, adding its wall time to `stage_seconds[name]` (also when interrupted)."""
     began = time.perf_counter()
-    result = fn()
-    stage_seconds[name] = time.perf_counter() - began
-    return result
+    try:
+        return fn()
+    finally:
+        stage_seconds[name] = stage_seconds.get(name, 0.0) + time.perf_counter() - began
 
 
 def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: int) -> dict:

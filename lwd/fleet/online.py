@@ -149,9 +149,11 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
         method.restore_optimizers(load_trainer_state(last) or {})
         rng.bit_generator.state = saved["rng"]
         step, base_training_step = saved["online_step"], saved["base_training_step"]
+        pace_anchor, wall_before = saved.get("pace_anchor"), saved.get("online_wall_seconds", 0.0)
         offline_snapshot, deployed_from = saved["offline_snapshot"], saved["deployed_from"]
     else:
         step, base_training_step, offline_snapshot, deployed_from = 0, manifest.training_step, None, str(config.checkpoint)
+        pace_anchor, wall_before = None, 0.0
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     replay_config = method.replay_config(ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
@@ -188,7 +190,11 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                                            "rng": rng.bit_generator.state, "online_step": step,
                                            "base_training_step": base_training_step,
                                            "offline_snapshot": offline.snapshot, "deployed_from": deployed_from,
-                                           "online_snapshot": online.snapshot}})
+                                           "online_snapshot": online.snapshot,
+                                           # (learner step, env steps) when the robots first started: pacing and
+                                           # the update rate count from here across resumes
+                                           "pace_anchor": pace_anchor,
+                                           "online_wall_seconds": wall_before + time.time() - began}})
 
     def publish() -> None:
         nonlocal latest
@@ -222,10 +228,11 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             began = last_refresh = last_log = time.time()
         fleet.start()
         pace = config.updates_per_1k_env_steps / 1000.0
-        anchor_step, anchor_env = step, monitor.env_steps
+        if pace_anchor is None:
+            pace_anchor = [step, monitor.env_steps]
 
         def updates_due(env_steps: int) -> float:
-            return anchor_step + (env_steps - anchor_env) * pace
+            return pace_anchor[0] + (env_steps - pace_anchor[1]) * pace
 
         waiting = False  # paced learner ahead of its data
         while True:
@@ -236,10 +243,17 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                 bar.update(min(monitor.env_steps, config.env_steps) - min(before, config.env_steps))
                 last_refresh = now
                 fleet.supervise()
+            if config.max_minutes and now - began >= 60 * config.max_minutes:
+                reason = "wall time"
+                break
+            if config.max_learner_steps and step >= config.max_learner_steps:
+                reason = "learner steps"
+                break
             if monitor.env_steps >= config.env_steps:
                 if not pace or step >= updates_due(config.env_steps):
                     break
                 fleet.hold(True)  # budget spent: robots rest while the learner makes the updates it is owed
+                waiting = False
             elif pace:
                 due = updates_due(monitor.env_steps)
                 fleet.hold(step < due - config.n_sync)
@@ -247,12 +261,6 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
                 if waiting:
                     time.sleep(0.01)
                     continue
-            if config.max_minutes and now - began >= 60 * config.max_minutes:
-                reason = "wall time"
-                break
-            if config.max_learner_steps and step >= config.max_learner_steps:
-                reason = "learner steps"
-                break
             batch = mix.sample(config.batch_size, rng)
             metrics = method.step(batch, generator)
             online_rows = batch.policy_version[batch.policy_version >= first_version]
@@ -289,11 +297,12 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     if completed:
         checkpoint(out / "learner" / "final", deployable=True)
     wall = time.time() - began
+    anchor_step, anchor_env = pace_anchor or (learner_steps_at_start, env_steps_at_start)
     summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
                "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,
                "learner_updates_per_s": (step - learner_steps_at_start) / wall,
-               "learner_updates_per_1k_env_steps":
-                   1000.0 * (step - learner_steps_at_start) / max(monitor.env_steps - env_steps_at_start, 1),
+               "learner_updates_per_1k_env_steps": 1000.0 * (step - anchor_step) / max(monitor.env_steps - anchor_env, 1),
+               "online_wall_seconds": wall_before + wall,
                "versions_published": len(registry.history()), "latest_version": latest.version,
                "worker_restarts": fleet.restarts, "wall_seconds": wall,
                "final": str(out / "learner" / "final") if (out / "learner" / "final").exists() else None,

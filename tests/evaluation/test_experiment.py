@@ -74,17 +74,33 @@ def test_online_methods_share_the_budget_and_start_checkpoints(smoke_experiment)
     assert all(s["env_steps"] >= configs["lwd"]["env_steps"] for s in summaries)
 
 
-def test_a_rerun_reuses_every_stage_and_reports_the_times_measured_when_they_ran(smoke_experiment):
+def test_a_rerun_reuses_every_stage_and_keeps_the_times_measured_when_they_ran(smoke_experiment):
     work, _ = smoke_experiment
     timings = work / "mt10" / "seed0" / "stage_seconds.json"
     measured = json.loads(timings.read_text())
     assert {"SFT", "offline RL", "deploy LWD online", "eval LWD online"} <= set(measured)
-    results_before = json.loads((work / "results.json").read_text())
     run_experiment(ExperimentConfig(preset="smoke", seeds=(0,), workdir=str(work), workers=1))
-    assert json.loads(timings.read_text()) == measured
-    results_after = json.loads((work / "results.json").read_text())
-    assert results_after["suites"]["mt10"]["seconds"] == results_before["suites"]["mt10"]["seconds"]
-    assert results_after["suites"]["mt10"]["seconds"]["0"]["total"] == pytest.approx(sum(measured.values()))
+    after = json.loads(timings.read_text())
+    assert set(after) == set(measured)
+    for stage, seconds in measured.items():  # reusing a finished stage adds next to nothing
+        assert seconds <= after[stage] < seconds + 2.0, stage
+    results = json.loads((work / "results.json").read_text())
+    assert results["suites"]["mt10"]["seconds"]["0"]["total"] == pytest.approx(sum(after.values()))
+
+
+def test_an_interrupted_stage_keeps_the_time_it_ran():
+    from lwd.evaluation.pipeline import _timed
+
+    stages = {"SFT": 1.0}
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _timed(stages, "SFT", interrupted)
+    assert stages["SFT"] > 1.0
+    _timed(stages, "offline RL", lambda: None)
+    assert 0.0 <= stages["offline RL"] < 1.0
 
 
 def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_worth(smoke_experiment):
@@ -94,6 +110,8 @@ def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_w
     for method in ONLINE_METHODS.values():
         summary = json.loads((work / "lh" / "seed0" / method / "summary.json").read_text())
         online_updates = summary["learner_updates_per_1k_env_steps"] * summary["env_steps"] / 1000
+        if method == "recap":  # its offline stage comes before the robots start
+            online_updates = summary["learner_steps"] - EXPERIMENT_PRESETS["smoke"]["lh"].offline_steps
         assert 2_500 * pace / 1000 - 1e-6 <= online_updates <= summary["env_steps"] * pace / 1000 + 1 + 1e-6
     online_table = text.split("## Online runs")[1].split("## Wall time")[0]
     for name in ONLINE_METHODS:

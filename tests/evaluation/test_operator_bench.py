@@ -18,9 +18,15 @@ def test_an_operator_who_never_watches_never_takes_over(tiny_pipeline, tmp_path)
     assert set(report["per_task"]) == set(TASKS) and report["episodes"] >= 6
 
 
-def test_success_without_takeover_never_exceeds_success_and_the_report_is_written(tiny_pipeline, tmp_path):
-    report = _run(tiny_pipeline, tmp_path)
-    for row in report["per_task"].values():
-        assert 0.0 <= row["autonomous_success"] <= row["success"] <= 1.0
-    assert sum(row["episodes"] for row in report["per_task"].values()) == report["episodes"]
+def test_an_operator_who_objects_to_everything_takes_over_in_every_episode(tiny_pipeline, tmp_path):
+    report = _run(tiny_pipeline, tmp_path, operator_deviation=0.0, operator_deviation_steps=1)
+    assert all(row["takeover"] == 1.0 and row["autonomous_success"] == 0.0 for row in report["per_task"].values())
+    assert report["takeover"] == 1.0
     assert json.loads((tmp_path / "operator.json").read_text())["per_task"] == report["per_task"]
+
+
+def test_a_bench_without_episodes_is_refused(tiny_pipeline):
+    import pytest
+
+    with pytest.raises(ValueError, match="episodes"):
+        OperatorBenchConfig(checkpoint=tiny_pipeline[4], episodes=0)

@@ -203,8 +203,15 @@ def test_pacing_gives_the_learner_its_updates_per_env_step_whatever_its_speed(ti
     overrides = dict(env_steps=2_000, updates_per_1k_env_steps=pace)
     config = (_config(tiny_pipeline, tmp_path / "run", **overrides) if method == "lwd"
               else _baseline_config(tiny_pipeline, tmp_path / "run", method, **overrides))
-    summary = deploy(config)
+    held_before_the_budget = []
+
+    def watch(state):
+        if state.fleet.holding and state.env_steps < config.env_steps:
+            held_before_the_budget.append(state.learner_step)
+
+    summary = deploy(config, on_tick=watch)
     assert summary["env_steps"] >= 2_000
+    assert bool(held_before_the_budget) == (method == "lwd")  # only the learner that falls behind holds robots
     assert 2_000 * pace / 1000 <= summary["learner_steps"] <= summary["env_steps"] * pace / 1000 + 1
     assert summary["learner_updates_per_1k_env_steps"] == pytest.approx(
         1000 * summary["learner_steps"] / summary["env_steps"])

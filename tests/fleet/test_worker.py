@@ -92,3 +92,24 @@ def test_worker_records_the_version_of_every_step_and_switches_only_between_epis
     first_by_robot = {e.robot_id: e for e in episodes if e.seq == 0}
     assert all(e.policy_version[0] == 1 for e in first_by_robot.values())
     assert any(e.policy_version[0] == 2 for e in episodes)
+
+
+def test_a_held_worker_finishes_its_episodes_starts_none_and_still_stops(tmp_path, tiny_pipeline):
+    from lwd.data.store import EpisodeStore
+
+    registry = PolicyRegistry(tmp_path / "reg")
+    registry.publish_checkpoint(tiny_pipeline[2], learner_step=0)
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2)
+    store = EpisodeStore(tmp_path / "store")
+    worker = RobotWorker(0, robot_specs(config), config, store, registry)
+    sweeps = {"n": 0, "idle_while_held": 0}
+
+    def should_hold():  # hold from the 5th sweep on: the two episodes in flight still finish
+        sweeps["n"] += 1
+        if sweeps["n"] > 5 and all(robot.run is None for robot in worker.robots):
+            sweeps["idle_while_held"] += 1
+        return sweeps["n"] > 5
+
+    worker.run(lambda: sweeps["idle_while_held"] >= 20, should_hold)
+    episodes = [store.load(r) for r in store.records()]
+    assert len(episodes) == 2 and {e.seq for e in episodes} == {0}
