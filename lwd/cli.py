@@ -214,7 +214,12 @@ def cmd_eval(config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lwd.evaluation.bench import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
+    from lwd.evaluation.bench import (
+        FleetBenchConfig,
+        OperatorBenchConfig,
+        PolicyBenchConfig,
+        SimBenchConfig,
+    )
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.evaluation.experiment import ExperimentConfig
