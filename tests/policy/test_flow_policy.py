@@ -51,7 +51,7 @@ def test_policy_overfits_a_tiny_dataset(encoder):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-50:]) < np.mean(losses[:50]) / 10
     with torch.no_grad():
         sampled = policy.sample(policy.encode(obs, instructions))
