@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lwd.policy.adapter import PolicyAdapter
+from lwd.policy.flow_policy import FlowChunkPolicy
 
 
 def flow_matching_loss(policy: PolicyAdapter, context: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor,
@@ -22,3 +23,19 @@ def flow_matching_loss(policy: PolicyAdapter, context: torch.Tensor, actions: to
     mask = action_mask.to(sq_err.dtype)[:, :, None]
     loss = (sq_err * mask).sum() / (mask.sum() * action_dim).clamp_min(1.0)
     return loss, {"sft/flow_loss": float(loss.detach())}
+
+
+def flow_matching_update(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
+                         grad_clip: float, obs: torch.Tensor, instruction: torch.Tensor, actions: torch.Tensor,
+                         action_mask: torch.Tensor, generator: torch.Generator | None) -> dict[str, float]:
+    """One supervised flow-matching step (SFT, HG-DAgger, RECAP); obs (B, D), instruction (B, E),
+    actions (B, H, A). Noise is drawn on `generator` (CPU) and moved to the networks' device."""
+    batch = obs.shape[0]
+    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(obs.device)
+    w = torch.rand(batch, generator=generator).to(obs.device)
+    loss, metrics = flow_matching_loss(policy, policy.encode(obs, instruction), actions, action_mask, x_0, w)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))
+    optimizer.step()
+    return metrics

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lwd.algorithms.flow_matching import flow_matching_loss
+from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
 from lwd.policy.flow_policy import FlowChunkPolicy
 
@@ -34,21 +34,6 @@ class ImitationConfig:
 
 def trainable_parameters(policy: FlowChunkPolicy, freeze_encoder: bool) -> list[torch.nn.Parameter]:
     return list(policy.velocity_net.parameters() if freeze_encoder else policy.parameters())
-
-
-def flow_matching_update(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
-                         grad_clip: float, obs: torch.Tensor, instruction: torch.Tensor, actions: torch.Tensor,
-                         action_mask: torch.Tensor, generator: torch.Generator | None) -> dict[str, float]:
-    """One supervised flow-matching step; obs (B, D), instruction (B, E), actions (B, H, A)."""
-    batch = obs.shape[0]
-    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(obs.device)
-    w = torch.rand(batch, generator=generator).to(obs.device)
-    loss, metrics = flow_matching_loss(policy, policy.encode(obs, instruction), actions, action_mask, x_0, w)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    metrics["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))
-    optimizer.step()
-    return metrics
 
 
 class HGDaggerLearner:

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lwd.algorithms.divl import categorical_value_loss
-from lwd.algorithms.hg_dagger import flow_matching_update, trainable_parameters
+from lwd.algorithms.flow_matching import flow_matching_update
+from lwd.algorithms.hg_dagger import trainable_parameters
 from lwd.configargs import documented
 from lwd.policy.critic import StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy

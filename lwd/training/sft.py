@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lwd.algorithms.flow_matching import flow_matching_loss
+from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
@@ -58,16 +58,9 @@ def batch_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, t
 
 def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
              generator: torch.Generator) -> dict[str, float]:
-    batch = tensors["obs"].shape[0]
-    device = tensors["obs"].device
-    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(device)
-    w = torch.rand(batch, generator=generator).to(device)
-    context = policy.encode(tensors["obs"], tensors["instruction"])
-    loss, metrics = flow_matching_loss(policy, context, tensors["actions"], tensors["action_mask"], x_0, w)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    metrics["sft/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0))
-    optimizer.step()
+    metrics = flow_matching_update(policy, optimizer, list(policy.parameters()), 10.0, tensors["obs"],
+                                   tensors["instruction"], tensors["actions"], tensors["action_mask"], generator)
+    metrics["sft/grad_norm"] = metrics.pop("policy/grad_norm")
     return metrics
 
 
