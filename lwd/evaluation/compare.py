@@ -29,6 +29,15 @@ def load_report(path: str) -> dict:
     return json.loads(file.read_text())
 
 
+def pooled_average(reports: list[dict]) -> tuple[float, float, float]:
+    """A method's average success over several training seeds' reports: the mean of their
+    averages, with the Wilson 95% interval of all their episodes pooled."""
+    parts = [t for r in reports for t in r["per_task"].values()]
+    low, high = wilson_interval(sum(round(p["success"] * p["episodes"]) for p in parts),
+                                sum(p["episodes"] for p in parts))
+    return sum(r["average_success"] for r in reports) / len(reports), low, high
+
+
 def compare_table(runs: list[tuple[str, str]]) -> str:
     """Markdown: one row per task + the average, one column per method."""
     if not runs:
@@ -42,18 +51,16 @@ def compare_table(runs: list[tuple[str, str]]) -> str:
              "|---|" + "---|" * len(names)]
 
     def cell(group: list[dict], task: str | None) -> str:
-        parts = [r["per_task"][t] for r in group for t in ([task] if task else r["per_task"])
-                 if t in r["per_task"]]
+        if task is None:
+            rate, low, high = pooled_average(group)
+            return f"{rate:.3f} ({low:.2f}–{high:.2f})"
+        parts = [r["per_task"][task] for r in group if task in r["per_task"]]
         if not parts:
             return "–"
         successes = sum(round(p["success"] * p["episodes"]) for p in parts)
         episodes = sum(p["episodes"] for p in parts)
-        if task is None:
-            rate = sum(r["average_success"] for r in group) / len(group)
-        else:
-            rate = successes / episodes
         low, high = wilson_interval(successes, episodes)
-        return f"{rate:.3f} ({low:.2f}–{high:.2f})"
+        return f"{successes / episodes:.3f} ({low:.2f}–{high:.2f})"
 
     for task in tasks:
         lines.append(f"| {task.removesuffix('-v3')} | " + " | ".join(cell(reports[n], task) for n in names) + " |")

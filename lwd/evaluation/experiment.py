@@ -27,8 +27,7 @@ import numpy as np
 
 from lwd.configargs import documented
 from lwd.envs.tasks import task_spec
-from lwd.evaluation.compare import compare_table
-from lwd.evaluation.evaluate import wilson_interval
+from lwd.evaluation.compare import compare_table, load_report, pooled_average
 from lwd.evaluation.pipeline import (
     Preset,
     _timed,
@@ -160,16 +159,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
 # -- tables and plots --------------------------------------------------------------------
 
 def _reports(paths: list[str]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
-
-
-def pooled(reports: list[dict], key: str = "success") -> tuple[float, float, float]:
-    """Mean over seeds of the per-task-averaged `key`, with the Wilson interval of all episodes pooled."""
-    rate = float(np.mean([np.mean([t[key] for t in r["per_task"].values()]) for r in reports]))
-    wins = sum(round(t["success"] * t["episodes"]) for r in reports for t in r["per_task"].values())
-    episodes = sum(t["episodes"] for r in reports for t in r["per_task"].values())
-    low, high = wilson_interval(wins, episodes)
-    return rate, low, high
+    return [load_report(p) for p in paths]
 
 
 def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
@@ -182,7 +172,7 @@ def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
             if not runs:
                 cells.append("–")
                 continue
-            rate, low, high = pooled(_reports(runs))
+            rate, low, high = pooled_average(_reports(runs))
             rates.append(rate)
             cells.append(f"{rate:.3f} ({low:.2f}–{high:.2f})")
         overall = f"**{np.mean(rates):.3f}**" if len(rates) == len(suites) else "–"
@@ -216,7 +206,7 @@ def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(methods) * len(suites) / 2, 4))
     width = 0.8 / len(methods)
     for m, method in enumerate(methods):
-        stats = [pooled(_reports(results["suites"][s]["runs"][method])) for s in suites]
+        stats = [pooled_average(_reports(results["suites"][s]["runs"][method])) for s in suites]
         rates = [r for r, _, _ in stats]
         errors = np.array([[r - lo, hi - r] for r, lo, hi in stats]).T
         ax.bar(np.arange(len(suites)) + (m - (len(methods) - 1) / 2) * width, rates, width, yerr=errors, capsize=3,
