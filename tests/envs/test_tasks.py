@@ -45,16 +45,20 @@ def test_train_validation_and_eval_seeds_are_disjoint():
         SEEDS.eval(SEEDS.eval_count)
 
 
-def test_initial_state_is_a_function_of_the_seed():
-    robot = make_robot("pick-place-v3")
+@pytest.mark.parametrize(("task", "obs_dim", "instruction"), [
+    ("pick-place-v3", 39, "Pick up the puck and place it at the goal."),
+    ("lh-lock-up", 44, "Shut everything down and lock up before leaving."),  # 39 + a 5-stage one-hot
+])
+def test_initial_state_is_a_function_of_the_seed(task, obs_dim, instruction):
+    robot = make_robot(task)
     a, _ = robot.reset(seed=5)
     robot.step(np.ones(4, np.float32))
     b, _ = robot.reset(seed=5)
     c, _ = robot.reset(seed=SEEDS.eval(5))
     np.testing.assert_array_equal(a.state, b.state)
     assert not np.allclose(a.state, c.state)
-    assert a.state.shape == (39,) and a.state.dtype == np.float32
-    assert a.instruction == "Pick up the puck and place it at the goal."
+    assert a.state.shape == (obs_dim,) and a.state.dtype == np.float32
+    assert a.instruction == instruction
 
 
 def test_episode_is_truncated_at_the_time_limit_and_reward_is_sparse():
