@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def leaf(group, name: str, help_text: str, config_cls, handler):
-        help_text = help_text.replace("%", "%%")  # argparse formats help with %
-        sub = group.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats help strings but prints descriptions verbatim
+        sub = group.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         add_config_arguments(sub, config_cls)
         sub.set_defaults(handler=handler, config_cls=config_cls)
 

@@ -83,6 +83,18 @@ def test_sampled_actions_are_clipped_to_the_action_range(encoder):
     assert actions.shape == (16, 4, 4) and actions.abs().max() <= 1.0
 
 
+def test_sampling_integrates_the_velocity_field_it_was_trained_as():
+    """The sampler splits the first layer for speed; it must still be K Euler steps of `velocity`."""
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(SMALL)
+    context, noise = torch.randn(7, SMALL.context_dim), torch.randn(7, SMALL.flat_action_dim)
+    x = noise.clone()
+    for k in range(SMALL.sample_steps):
+        x = x + policy.velocity(context, x, torch.full((7,), k / SMALL.sample_steps)) / SMALL.sample_steps
+    with torch.no_grad():
+        assert torch.allclose(policy.sample_normalized(context, noise), x, atol=1e-5)
+
+
 def test_checkpoint_round_trip_gives_identical_actions(tmp_path, encoder):
     torch.manual_seed(1)
     policy = FlowChunkPolicy(SMALL)
