@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +61,16 @@ def check_held_out_seeds(seeds: list[int]) -> None:
                              "training seeds never evaluate")
 
 
+def episode_generators(noise_seed: int, jobs: list[tuple[str, int]]) -> list:
+    """One policy-noise stream per (task, seed) episode, keyed by the noise seed, the task and
+    the episode's seed only: an episode's outcome does not depend on which episodes share
+    its worker or its run (`--tasks`, `--workers`)."""
+    import torch
+
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [noise_seed, zlib.crc32(task.encode()), seed]).generate_state(1)[0])) for task, seed in jobs]
+
+
 def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_steps: int, noise_seed: int,
                         threads: int = 1) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan."""
@@ -81,10 +92,11 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     success = np.zeros(len(jobs), dtype=bool)
     stage_score = np.zeros(len(jobs), dtype=np.float64)
     live = np.ones(len(jobs), dtype=bool)
-    generator = torch.Generator().manual_seed(noise_seed)
+    generators = episode_generators(noise_seed, jobs)
     while live.any():
         idx = np.flatnonzero(live)
-        chunks = sample_chunks(policy, encoder, states[idx], [instructions[i] for i in idx], generator)
+        chunks = sample_chunks(policy, encoder, states[idx], [instructions[i] for i in idx],
+                               [generators[i] for i in idx])
         for row, i in enumerate(idx):
             robot = robots[i]
             for k in range(execute):
@@ -170,7 +182,7 @@ def evaluate(config: EvalConfig) -> dict:
     jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
     shards = [jobs[i::config.workers] for i in range(config.workers)]
     began = time.perf_counter()
-    args = [(config.checkpoint, shard, config.execute_steps, config.seed + i) for i, shard in enumerate(shards) if shard]
+    args = [(config.checkpoint, shard, config.execute_steps, config.seed) for shard in shards if shard]
     if len(args) == 1:
         results = [_worker(args[0])]
     else:

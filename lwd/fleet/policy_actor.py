@@ -13,11 +13,16 @@ from lwd.policy.instructions import InstructionEncoder
 
 @torch.inference_mode()  # cheaper than no_grad: robots never backpropagate
 def sample_chunks(policy: FlowChunkPolicy, encoder: InstructionEncoder, states: np.ndarray, instructions: list[str],
-                  generator: torch.Generator) -> np.ndarray:
-    """(B, H, A) action chunks for B robots in one batched policy call."""
+                  generator: torch.Generator | list[torch.Generator]) -> np.ndarray:
+    """(B, H, A) action chunks for B robots in one batched policy call. With one generator
+    per row, each row's noise depends only on its own generator, not on its batch-mates."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     context = policy.encode(obs, torch.from_numpy(encoder.embed(instructions)))
-    noise = torch.randn(len(obs), policy.config.flat_action_dim, generator=generator)
+    width = policy.config.flat_action_dim
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(len(obs), width, generator=generator)
+    else:
+        noise = torch.stack([torch.randn(width, generator=g) for g in generator])
     return policy.sample(context, noise).numpy()
 
 

@@ -1,10 +1,12 @@
 import json
 
 import pytest
+import torch
 
 from lwd.envs import SEEDS
 from lwd.evaluation.evaluate import (
     EvalConfig,
+    episode_generators,
     evaluate,
     run_policy_episodes,
     wilson_interval,
@@ -53,6 +55,15 @@ def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_chec
                                   workers=1, out=str(tmp_path), split="validation"))
     assert summary["eval_seeds"] == [SEEDS.validation(0), SEEDS.validation(1)] and summary["split"] == "validation"
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_episode_draws_its_own_noise_whatever_runs_beside_it():
+    jobs = [("reach-v3", SEEDS.eval(0)), ("push-v3", SEEDS.eval(0)), ("reach-v3", SEEDS.eval(1))]
+    draws = [torch.randn(3, generator=g) for g in episode_generators(5, jobs)]
+    alone = [torch.randn(3, generator=episode_generators(5, [job])[0]) for job in jobs[::-1]][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(draws, alone))  # position and batch-mates do not matter
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])  # task and seed do
+    assert not torch.equal(draws[0], torch.randn(3, generator=episode_generators(6, jobs[:1])[0]))  # noise seed too
 
 
 def test_evaluating_a_missing_checkpoint_fails_before_any_work(tmp_path):
