@@ -108,6 +108,7 @@ class ChunkReplay:
         self._reward = _Growable((), np.float32)
         self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
+        self._control_end = _Growable((), np.int64)  # step -> next switch between policy and operator (or the end)
         self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
         self._imitable = _Growable((), np.bool_)  # step -> may HG-DAgger imitate this action
         self._num_imitable = 0
@@ -168,6 +169,9 @@ class ChunkReplay:
         self._reward.extend(reward)
         self._obs_row.extend(start_row + np.arange(steps))
         self._episode_end.extend(np.full(steps, start_step + steps))
+        flags = np.asarray(episode.intervention, bool)
+        switches = np.append(1 + np.flatnonzero(flags[1:] != flags[:-1]), steps)
+        self._control_end.extend(start_step + switches[np.searchsorted(switches, np.arange(steps), side="right")])
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
         autonomous_success = bool(episode.success) and not episode.intervention.any()
@@ -218,7 +222,12 @@ class ChunkReplay:
         horizon = cfg.chunk_len
         window = cfg.chunk_len * cfg.n_step
         end = self._episode_end.view[steps]  # (B,)
-        covered = np.minimum(window, end - steps)  # (B,) steps inside the episode
+        # Steps the backup covers: n chunks, cut at the episode end and, after the first
+        # chunk, at the next switch between policy and operator, so a multi-chunk backup
+        # never straddles the two (SPEC §4.4's reason for n = 1 online).
+        first_chunk = np.minimum(horizon, end - steps)
+        covered = np.minimum(np.minimum(window, end - steps),
+                             np.maximum(first_chunk, self._control_end.view[steps] - steps))  # (B,)
 
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
         action_mask = action_idx < end[:, None]
@@ -227,14 +236,14 @@ class ChunkReplay:
             action_mask &= self._imitable.view[action_idx]
 
         reward_idx = steps[:, None] + np.arange(window)[None, :]  # (B, L)
-        reward_valid = reward_idx < end[:, None]
+        reward_valid = reward_idx < (steps + covered)[:, None]
         rewards = self._reward.view[np.minimum(reward_idx, end[:, None] - 1)] * reward_valid
         reward = (rewards * cfg.discount ** np.arange(window, dtype=np.float64)[None, :]).sum(axis=1)
 
         to_end = end - 1 - steps  # steps from t to the episode's last step, where its reward is
         return_to_go = self._reward.view[end - 1] * cfg.discount ** to_end.astype(np.float64)
 
-        reaches_end = steps + window >= end
+        reaches_end = steps + covered >= end
         done = reaches_end & self._terminal.view[steps]
         obs_rows = self._obs_row.view[steps]
         return ChunkBatch(

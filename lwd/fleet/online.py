@@ -76,7 +76,8 @@ class DeployConfig(LearnerConfig, FleetConfig):
     n_sync: int = documented(50, "N_sync: learner steps between published versions")
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
     batch_size: int = documented(256, "chunks per learner batch")
-    n_step: int = documented(1, "n: chunks per TD backup online (SPEC: 1)")
+    n_step: int = documented(1, "n: chunks per TD backup online (SPEC: 1); beyond the first chunk a backup stops "
+                                "at a switch between policy and operator")
     discount: float = documented(0.99, "γ per environment step")
     task_balanced: bool = documented(True, "sample tasks equally often")
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")

@@ -78,10 +78,12 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
     if episode.success:
         r[T - 1] = 1.0
     L = n * H
-    reward = sum(gamma ** i * r[t + i] for i in range(L) if t + i < T)
-    steps = min(L, T - t)
+    flags = episode.intervention
+    same_control = next((j for j in range(t + 1, T) if flags[j] != flags[t]), T) - t
+    steps = min(L, T - t, max(min(H, T - t), same_control))  # beyond one chunk, never across a takeover
+    reward = sum(gamma ** i * r[t + i] for i in range(steps))
     terminal = episode.success or not bootstrap_at_time_limit
-    done = float(t + L >= T and terminal)
+    done = float(t + steps >= T and terminal)
     actions = [episode.actions[min(t + i, T - 1)] for i in range(H)]
     mask = [t + i < T for i in range(H)]
     return reward, episode.observations[t + steps], done, gamma ** steps, np.stack(actions), mask
@@ -95,9 +97,13 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
     n=st.integers(1, 4),
     gamma=st.floats(0.5, 1.0),
     bootstrap=st.booleans(),
+    takeover_seed=st.integers(0, 2**16),
 )
-def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H, n, gamma, bootstrap):
-    episodes = [make_episode(seq=i, steps=T, success=successes[i]) for i, T in enumerate(lengths)]
+def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H, n, gamma, bootstrap, takeover_seed):
+    flags = np.random.default_rng(takeover_seed)
+    episodes = [make_episode(seq=i, steps=T, success=successes[i], source="rollout",
+                             intervention=np.cumsum(flags.random(T) < 0.15) % 2 == 1)  # a few takeovers
+                for i, T in enumerate(lengths)]
     replay = replay_of(tmp_path_factory.mktemp("store"), episodes, chunk_len=H, n_step=n, discount=gamma,
                        bootstrap_at_time_limit=bootstrap)
     batch = replay.gather(np.arange(replay.num_steps))
