@@ -55,6 +55,7 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # Online learners paced at 10 updates per 1,000 env steps in small and full: every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
+    # small: three seeds took 52 min (mt10) and 40 min (lh) on 2 cores (docs/benchmarks.md).
     "small": {"mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=10.0),
               # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
               "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
