@@ -29,12 +29,15 @@ def load_report(path: str) -> dict:
     return json.loads(file.read_text())
 
 
+def _pooled_counts(parts: list[dict]) -> tuple[int, int]:
+    """(successes, episodes) of per-task report rows pooled together."""
+    return sum(round(p["success"] * p["episodes"]) for p in parts), sum(p["episodes"] for p in parts)
+
+
 def pooled_average(reports: list[dict]) -> tuple[float, float, float]:
     """A method's average success over several training seeds' reports: the mean of their
     averages, with the Wilson 95% interval of all their episodes pooled."""
-    parts = [t for r in reports for t in r["per_task"].values()]
-    low, high = wilson_interval(sum(round(p["success"] * p["episodes"]) for p in parts),
-                                sum(p["episodes"] for p in parts))
+    low, high = wilson_interval(*_pooled_counts([t for r in reports for t in r["per_task"].values()]))
     return sum(r["average_success"] for r in reports) / len(reports), low, high
 
 
@@ -57,8 +60,7 @@ def compare_table(runs: list[tuple[str, str]]) -> str:
         parts = [r["per_task"][task] for r in group if task in r["per_task"]]
         if not parts:
             return "–"
-        successes = sum(round(p["success"] * p["episodes"]) for p in parts)
-        episodes = sum(p["episodes"] for p in parts)
+        successes, episodes = _pooled_counts(parts)
         low, high = wilson_interval(successes, episodes)
         return f"{successes / episodes:.3f} ({low:.2f}–{high:.2f})"
 
