@@ -2,9 +2,10 @@
 
 The learner inherits the offline checkpoint (policy, frozen reference, critic, target
 critic, value), samples ≈ 1:1 from the offline store and the growing online store,
-runs the same DIVL + QAM step with the online settings (τ_base 0.9, n = 1, no critic
-warm-up, policy encoder frozen), and publishes a new policy version every N_sync
-steps. Robots pick it up at their next episode boundary.
+runs the same DIVL + QAM step with the online settings (τ_base 0.9, no critic warm-up,
+policy encoder frozen; n = 4 chunk backups cut at every policy↔operator switch, where
+the SPEC says n = 1 — see `DeployConfig.n_step`), and publishes a new policy version
+every N_sync steps. Robots pick it up at their next episode boundary.
 
 The baselines of SPEC §7 (`--method hg-dagger`, `--method recap`) run in the same loop
 with the same fleet, operator and budget, starting from the SFT checkpoint; what differs
@@ -47,6 +48,10 @@ from lwd.policy.checkpoint import load_trainer_state, read_manifest, save_checkp
 from lwd.training.metrics import MetricsLogger
 from lwd.training.online_methods import METHODS, MethodSettings, start_method
 
+# Chunks per online TD backup when --n-step is 0. lwd keeps MT10's offline n (cut at
+# takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
+DEFAULT_N_STEP = {"lwd": 4, "recap": 1}
+
 
 @dataclass(frozen=True)
 class DeployConfig(LearnerConfig, FleetConfig):
@@ -76,8 +81,12 @@ class DeployConfig(LearnerConfig, FleetConfig):
     n_sync: int = documented(50, "N_sync: learner steps between published versions")
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
     batch_size: int = documented(256, "chunks per learner batch")
-    n_step: int = documented(1, "n: chunks per TD backup online (SPEC: 1); beyond the first chunk a backup stops "
-                                "at a switch between policy and operator")
+    # The SPEC's n = 1 online keeps a backup from straddling policy and intervention
+    # segments; cutting longer backups at each switch keeps that, and on validation seeds
+    # n = 1 gave back offline RL's peg-insert gain where n = 4 held it (docs/benchmarks.md).
+    n_step: int = documented(0, "n: chunks per TD backup (or RECAP's n-step advantage); beyond the first chunk a "
+                                "backup stops at a switch between policy and operator, so none straddles the two; "
+                                "0 = the method's default: 4 for lwd (the SPEC says 1), 1 for recap")
     discount: float = documented(0.99, "γ per environment step")
     task_balanced: bool = documented(True, "sample tasks equally often")
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")
@@ -93,6 +102,8 @@ class DeployConfig(LearnerConfig, FleetConfig):
         FleetConfig.__post_init__(self)  # tasks and fleet size, before anything starts
         if not 0.0 < self.online_fraction < 1.0:
             raise ValueError(f"online_fraction must be in (0, 1), got {self.online_fraction}")
+        if self.n_step < 0:
+            raise ValueError(f"n_step must be >= 0 (0 = the method's default), got {self.n_step}")
         if self.n_sync < 1 or self.env_steps < 1:
             raise ValueError("n_sync and env_steps must be >= 1")
         if self.updates_per_1k_env_steps < 0:
@@ -100,6 +111,10 @@ class DeployConfig(LearnerConfig, FleetConfig):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         self.method_settings()  # validates the baselines' settings up front
+
+    def resolved_n_step(self) -> int:
+        """`n_step`, with 0 resolved to the method's default."""
+        return self.n_step or DEFAULT_N_STEP.get(self.method, 1)
 
     def method_settings(self) -> MethodSettings:
         return MethodSettings(
@@ -158,7 +173,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     replay_config = method.replay_config(ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
-                                                      n_step=config.n_step, task_balanced=config.task_balanced))
+                                                      n_step=config.resolved_n_step(), task_balanced=config.task_balanced))
     offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)
     offline.refresh(up_to=offline_snapshot)
     if saved is None:

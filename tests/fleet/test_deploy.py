@@ -220,3 +220,16 @@ def test_pacing_gives_the_learner_its_updates_per_env_step_whatever_its_speed(ti
 def test_a_negative_pace_is_refused(tiny_pipeline, tmp_path):
     with pytest.raises(ValueError, match="updates_per_1k_env_steps"):
         _config(tiny_pipeline, tmp_path / "run", 100, updates_per_1k_env_steps=-1.0)
+
+
+@pytest.mark.parametrize(("method", "n_step", "expected"), [("lwd", 0, 4), ("recap", 0, 1), ("lwd", 1, 1),
+                                                             ("recap", 3, 3)])
+def test_n_step_zero_means_the_methods_default_and_any_other_value_is_kept(tiny_pipeline, tmp_path, method,
+                                                                           n_step, expected):
+    config = _config(tiny_pipeline, tmp_path / "run", 100, method=method, n_step=n_step)
+    assert config.resolved_n_step() == expected
+
+
+def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
+    with pytest.raises(ValueError, match="n_step"):
+        _config(tiny_pipeline, tmp_path / "run", 100, n_step=-1)
