@@ -7,6 +7,7 @@ name; its cell is the mean over seeds with the pooled Wilson interval of all epi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,44 @@ def pooled_average(reports: list[dict]) -> tuple[float, float, float]:
     averages, with the Wilson 95% interval of all their episodes pooled."""
     low, high = wilson_interval(*_pooled_counts([t for r in reports for t in r["per_task"].values()]))
     return sum(r["average_success"] for r in reports) / len(reports), low, high
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """`other` − `baseline` over the same evaluation episodes (same tasks and seeds)."""
+
+    mean: float  # difference in success rate
+    ci95: tuple[float, float]  # normal interval of the mean paired difference
+    gains: int  # episodes only `other` solved
+    losses: int  # episodes only `baseline` solved
+    episodes: int
+    sign_test_p: float  # exact two-sided sign test (McNemar) on gains vs losses
+
+
+def paired_difference(baseline: dict, other: dict) -> PairedDifference:
+    """Compare two evaluation reports episode by episode.
+
+    Both policies ran the same initial states, so the per-episode difference removes the
+    spread between easy and hard seeds that two separate Wilson intervals both carry;
+    that is what says whether a gain of a few points is real.
+    """
+    def outcomes(report: dict) -> dict[tuple[str, int], bool]:
+        return {(o["task"], int(o["seed"])): bool(o["success"]) for o in report["outcomes"]}
+
+    base, new = outcomes(baseline), outcomes(other)
+    if not base or base.keys() != new.keys():
+        raise ValueError("paired comparison needs two evaluations of the same episodes (tasks and seeds); got "
+                         f"{len(base)} and {len(new)} episodes, {len(base.keys() ^ new.keys())} not in both")
+    diffs = [int(new[k]) - int(base[k]) for k in base]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * spread / math.sqrt(n)
+    gains, losses = diffs.count(1), diffs.count(-1)
+    discordant = gains + losses
+    tail = sum(math.comb(discordant, i) for i in range(min(gains, losses) + 1)) / 2 ** discordant
+    return PairedDifference(mean=mean, ci95=(mean - half, mean + half), gains=gains, losses=losses, episodes=n,
+                            sign_test_p=min(1.0, 2 * tail))
 
 
 def compare_table(runs: list[tuple[str, str]]) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lwd.configargs import documented
+from lwd.evaluation.compare import paired_difference
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.evaluation.report import write_report
 from lwd.fleet.collect import (
@@ -173,15 +174,17 @@ def run_demo(config: DemoConfig) -> Path:
             c, work / "eval" / n.lower().replace(" ", "_"), preset, config.workers, config.seed))
 
     print("[5/5] report")
-    gain = evals["LWD online"]["average_success"] - evals["SFT"]["average_success"]
+    gain = paired_difference(evals["SFT"], evals["LWD online"])
     notes = [f"Preset `{config.preset}`, training seed {config.seed}; {len(evals['SFT']['per_task'])} tasks; "
              f"online budget {preset.online_env_steps:,} env steps. Stages not re-run on a second invocation "
              "report no time below.", "",
              f"SFT {evals['SFT']['average_success']:.3f} → LWD offline {evals['LWD offline']['average_success']:.3f} "
-             f"→ LWD online {evals['LWD online']['average_success']:.3f} ({gain:+.3f} over SFT)."]
+             f"→ LWD online {evals['LWD online']['average_success']:.3f}: {gain.mean:+.3f} over SFT on the same "
+             f"evaluation episodes (95% CI {gain.ci95[0]:+.3f} … {gain.ci95[1]:+.3f}; {gain.gains} episodes solved "
+             f"only online, {gain.losses} only by SFT; sign test p = {gain.sign_test_p:.2g})."]
     report = write_report(work / "report", evals, work / "deploy", summary, "lwd demo: learning while deploying",
                           stages, notes)
     (work / "report" / "summary.json").write_text(json.dumps(
-        {"average_success": {n: e["average_success"] for n, e in evals.items()}, "stage_seconds": stages,
-         "deploy": summary}, indent=2))
+        {"average_success": {n: e["average_success"] for n, e in evals.items()}, "online_vs_sft": asdict(gain),
+         "stage_seconds": stages, "deploy": summary}, indent=2))
     return report

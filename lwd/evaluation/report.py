@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lwd.evaluation.compare import paired_difference
+
 
 def _plt():
     import matplotlib
@@ -150,6 +152,19 @@ def comparison_table(evals: dict[str, dict]) -> list[str]:
     return lines
 
 
+def paired_table(evals: dict[str, dict]) -> list[str]:
+    """Each later stage against the first, episode by episode (same evaluation seeds)."""
+    names = list(evals)
+    baseline = names[0]
+    lines = [f"Paired with {baseline} on the same {len(evals[baseline]['outcomes'])} evaluation episodes:", "",
+             f"| | difference (95% CI) | solved only by it / only by {baseline} | sign test p |", "|---|---|---|---|"]
+    for name in names[1:]:
+        d = paired_difference(evals[baseline], evals[name])
+        lines.append(f"| {name} | {d.mean:+.3f} ({d.ci95[0]:+.3f} … {d.ci95[1]:+.3f}) | {d.gains} / {d.losses} | "
+                     f"{d.sign_test_p:.2g} |")
+    return lines
+
+
 def write_report(out: Path, evals: dict[str, dict], deploy_run: Path, deploy_summary: dict, title: str,
                  stage_seconds: dict[str, float] | None = None, notes: list[str] | None = None) -> Path:
     """Write `<out>/report.md` and its PNGs; returns the markdown path."""
@@ -164,6 +179,8 @@ def write_report(out: Path, evals: dict[str, dict], deploy_run: Path, deploy_sum
     episodes_per_task = next(iter(next(iter(evals.values()))["per_task"].values()))["episodes"]
     lines += [f"Success with Wilson 95% intervals, {episodes_per_task} episodes per task.", ""]
     lines += comparison_table(evals)
+    if len(evals) > 1:
+        lines += [""] + paired_table(evals)
     plot_stage_comparison(evals, out / "stages.png")
     lines += ["", "![stages](stages.png)", ""]
     if episodes:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lwd.cli import main
-from lwd.evaluation.compare import compare_table, parse_runs
+from lwd.evaluation.compare import compare_table, paired_difference, parse_runs
 
 
 def _report(path, rates: dict[str, float], episodes: int = 10):
@@ -32,3 +32,28 @@ def test_bad_pairs_and_missing_reports_fail_clearly(tmp_path, capsys):
         parse_runs(("just-a-path",))
     assert main(["compare", "--runs", f"x={tmp_path / 'nowhere'}"]) == 2
     assert "no evaluation report" in capsys.readouterr().err
+
+
+def _outcomes(successes: list[bool], task: str = "reach-v3") -> dict:
+    return {"outcomes": [{"task": task, "seed": 1_000_000_000 + k, "success": ok} for k, ok in enumerate(successes)]}
+
+
+def test_paired_difference_counts_the_episodes_only_one_policy_solved():
+    baseline = _outcomes([True, False, False, False, True, False])
+    other = _outcomes([True, True, True, False, False, True])
+    d = paired_difference(baseline, other)
+    assert (d.gains, d.losses, d.episodes) == (3, 1, 6)
+    assert d.mean == pytest.approx(2 / 6)
+    assert d.ci95[0] < d.mean < d.ci95[1]
+    assert d.sign_test_p == pytest.approx(2 * (1 + 4) / 16)  # P(X <= 1 | 4 discordant, p = 1/2), two-sided
+
+
+def test_a_lopsided_paired_gain_is_significant_and_a_tie_is_not():
+    assert paired_difference(_outcomes([False] * 12), _outcomes([True] * 12)).sign_test_p == pytest.approx(2 / 2**12)
+    tie = paired_difference(_outcomes([True, False] * 5), _outcomes([False, True] * 5))
+    assert tie.mean == 0 and tie.sign_test_p == 1.0
+
+
+def test_paired_difference_refuses_evaluations_of_different_episodes():
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference(_outcomes([True, False]), _outcomes([True, False], task="push-v3"))
