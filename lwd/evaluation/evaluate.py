@@ -33,6 +33,12 @@ class EvalConfig:
     seed: int = documented(0, "seed of the policy's sampling noise")
     out: str = documented("runs/eval", "directory for eval.json, eval.md and eval.png")
     tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
+    max_live_episodes: int = documented(100, "episodes a worker steps at once (one simulator each, ~10 MB); more "
+                                             "run in successive batches, with the same outcomes")
+
+    def __post_init__(self) -> None:
+        if self.max_live_episodes < 1 or self.workers < 1 or self.episodes_per_task < 1:
+            raise ValueError("max_live_episodes, workers and episodes_per_task must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,11 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
 
 
 def _worker(args) -> list[EpisodeOutcome]:
-    return run_policy_episodes(*args)
+    """A worker's episodes in batches of at most `max_live` live simulators: all of a
+    shard at once held one Meta-World env per episode (5.9 GB for 500 episodes)."""
+    checkpoint, jobs, execute_steps, noise_seed, max_live = args
+    return [outcome for start in range(0, len(jobs), max_live)
+            for outcome in run_policy_episodes(checkpoint, jobs[start:start + max_live], execute_steps, noise_seed)]
 
 
 def summarize(outcomes: list[EpisodeOutcome]) -> dict:
@@ -182,7 +192,8 @@ def evaluate(config: EvalConfig) -> dict:
     jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
     shards = [jobs[i::config.workers] for i in range(config.workers)]
     began = time.perf_counter()
-    args = [(config.checkpoint, shard, config.execute_steps, config.seed) for shard in shards if shard]
+    args = [(config.checkpoint, shard, config.execute_steps, config.seed, config.max_live_episodes)
+            for shard in shards if shard]
     if len(args) == 1:
         results = [_worker(args[0])]
     else:

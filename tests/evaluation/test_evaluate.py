@@ -87,3 +87,16 @@ def test_evaluation_reports_the_stage_score_of_long_horizon_tasks(tmp_path):
 def test_evaluation_refuses_tasks_whose_state_size_the_policy_does_not_take(tmp_path, untrained_checkpoint):
     with pytest.raises(ValueError, match="takes 39-number states but task 'lh-make-coffee' has 44"):
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, suite="lh", workers=1, out=str(tmp_path)))
+
+
+def test_episodes_run_in_bounded_batches_with_the_same_outcomes(tmp_path, untrained_checkpoint):
+    def outcomes(max_live: int) -> list[dict]:
+        return evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3", "push-v3"), episodes_per_task=3,
+                                   workers=1, max_live_episodes=max_live, out=str(tmp_path / str(max_live))))["outcomes"]
+
+    assert outcomes(2) == outcomes(100)
+
+
+def test_a_non_positive_batch_bound_is_refused():
+    with pytest.raises(ValueError, match="max_live_episodes"):
+        EvalConfig(max_live_episodes=0)
