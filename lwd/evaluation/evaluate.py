@@ -78,11 +78,11 @@ def episode_generators(noise_seed: int, jobs: list[tuple[str, int]]) -> list:
 
 
 def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_steps: int, noise_seed: int,
-                        threads: int = 1) -> list[EpisodeOutcome]:
-    """Run (task, seed) episodes in lockstep with one batched policy call per replan."""
+                        threads: int = 1, max_live: int | None = None) -> list[EpisodeOutcome]:
+    """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
+    `max_live` at a time (one simulator each; all of them when None)."""
     import torch
 
-    from lwd.fleet.policy_actor import sample_chunks
     from lwd.policy.checkpoint import load_checkpoint
 
     check_held_out_seeds([seed for _, seed in jobs])
@@ -91,6 +91,17 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     policy.eval()
     horizon = policy.config.chunk_len
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
+    generators = episode_generators(noise_seed, jobs)
+    batch = max_live or max(len(jobs), 1)
+    return [outcome for start in range(0, len(jobs), batch)
+            for outcome in _lockstep(policy, encoder, jobs[start:start + batch], generators[start:start + batch],
+                                     execute)]
+
+
+def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int) -> list[EpisodeOutcome]:
+    """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
+    from lwd.fleet.policy_actor import sample_chunks
+
     robots = [make_robot(task) for task, _ in jobs]
     instructions = [r.task.instruction for r in robots]
     states = np.stack([robot.reset(seed)[0].state for robot, (_, seed) in zip(robots, jobs)])
@@ -98,7 +109,6 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     success = np.zeros(len(jobs), dtype=bool)
     stage_score = np.zeros(len(jobs), dtype=np.float64)
     live = np.ones(len(jobs), dtype=bool)
-    generators = episode_generators(noise_seed, jobs)
     while live.any():
         idx = np.flatnonzero(live)
         chunks = sample_chunks(policy, encoder, states[idx], [instructions[i] for i in idx],
@@ -120,11 +130,8 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
 
 
 def _worker(args) -> list[EpisodeOutcome]:
-    """A worker's episodes in batches of at most `max_live` live simulators: all of a
-    shard at once held one Meta-World env per episode (5.9 GB for 500 episodes)."""
     checkpoint, jobs, execute_steps, noise_seed, max_live = args
-    return [outcome for start in range(0, len(jobs), max_live)
-            for outcome in run_policy_episodes(checkpoint, jobs[start:start + max_live], execute_steps, noise_seed)]
+    return run_policy_episodes(checkpoint, jobs, execute_steps, noise_seed, max_live=max_live)
 
 
 def summarize(outcomes: list[EpisodeOutcome]) -> dict:
