@@ -129,9 +129,20 @@ def test_qam_loss_outputs_have_batch_shapes_and_zero_kl_at_reference():
     assert out.loss.shape == () and torch.isfinite(out.loss)
     assert out.terminal_adjoint_norm.shape == (batch,) and torch.isfinite(out.terminal_adjoint_norm).all()
     assert out.kl_proxy.shape == (batch,)
-    assert torch.equal(out.kl_proxy, torch.zeros(batch))
+    # The same module twice gives zero up to last-bit differences between two calls (another
+    # CPU or BLAS path may not be bit-identical); a different reference is orders above 1e-10.
+    assert (out.kl_proxy.abs() < 1e-10).all()
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.parameters())
+
+
+def test_qam_kl_proxy_is_positive_when_policy_and_reference_differ():
+    torch.manual_seed(2)
+    steps, batch, dim = 5, 7, 3
+    policy, reference = _TinyField(dim).float(), _TinyField(dim).float()
+    out = qam_loss(policy, reference, lambda x: x.sum(-1), torch.randn(batch, dim), torch.randn(steps - 1, batch, dim),
+                   steps, lam=0.5)
+    assert (out.kl_proxy > 1e-6).all()
 
 
 # ---------------------------------------------------------------- 1-D bandit
@@ -238,6 +249,7 @@ def _within_tolerance(stats: tuple[float, float]) -> bool:
     return abs(stats[0] - target_weight) < WEIGHT_TOLERANCE and abs(stats[1] - target_mean) < MEAN_TOLERANCE
 
 
+@pytest.mark.slow
 def test_qam_trains_bandit_policy_towards_tilted_mixture():
     """π_β = ½N(−1, ¼²) + ½N(1, ¼²), Q(a) = a, λ = 1: π* puts 0.881 on the right mode, mean 0.824.
 

@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lwd.data.store import EpisodeStore
+
+pytestmark = pytest.mark.slow  # kills real writer processes for seconds: `make test-fast` skips it
 
 WRITER = r"""
 import sys

@@ -16,6 +16,8 @@ from lwd.evaluation.experiment import (
     run_experiment,
 )
 
+pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
+
 
 @pytest.fixture(scope="module")
 def smoke_experiment(tmp_path_factory):

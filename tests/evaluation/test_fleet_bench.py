@@ -6,6 +6,8 @@ import pytest
 
 from lwd.evaluation.bench import FleetBenchConfig, run_fleet_bench
 
+pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
+
 
 def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, tmp_path):
     out = tmp_path / "fleet.json"

@@ -3,7 +3,11 @@ a second run reuses every finished stage."""
 
 import json
 
+import pytest
+
 from lwd.evaluation.pipeline import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
 
 def test_demo_smoke_runs_every_stage_and_reuses_them(tmp_path):

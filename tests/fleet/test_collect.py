@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 
 from lwd.data.store import EpisodeStore
 from lwd.envs import SEEDS
 from lwd.fleet.collect import CollectConfig, collect
 
 
+@pytest.mark.slow
 def test_mt10_expert_success_at_zero_noise_reaches_97_percent(tmp_path):
     config = CollectConfig(store=str(tmp_path), suite="mt10", episodes_per_task=10, noise=0.0, workers=2,
                            progress=False)

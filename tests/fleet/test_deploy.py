@@ -16,6 +16,8 @@ from lwd.data.store import EpisodeStore
 from lwd.fleet.online import DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
 
+pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
+
 TASKS = ("reach-v3", "drawer-close-v3")
 
 

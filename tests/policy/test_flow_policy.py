@@ -109,7 +109,11 @@ def test_checkpoint_round_trip_gives_identical_actions(tmp_path, encoder):
     with torch.no_grad():
         a = policy.sample(policy.encode(obs, instructions), noise)
         b = loaded.sample(loaded.encode(obs, instructions), noise)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # The weights read back are the bytes written (exact); the actions are a computation on
+    # them, equal up to what another memory layout may change in a BLAS kernel.
+    for name, tensor in policy.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert (manifest.version, manifest.parent_version, manifest.training_step, manifest.data_snapshot) == (3, 2, 17, 5)
     assert manifest.code_version.startswith("lwd ")
 
