@@ -1,0 +1,116 @@
+"""LWDLearner: the SPEC §4.5 step order and gradient isolation. Each update touches only
+what it trains: V its value, Q its critic (and the target only through the EMA), QAM only
+the policy's trainable parameters; the frozen reference is never touched, and warm-up and
+`policy_every` decide on which steps QAM runs."""
+
+import copy
+
+import pytest
+import torch
+
+from lwd.algorithms.learner import LearnerConfig, LWDLearner
+from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+
+BATCH, CHUNK = 16, 3
+
+
+def _learner(**overrides) -> LWDLearner:
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(PolicyConfig(chunk_len=CHUNK, hidden_dim=32, num_layers=1, context_dim=16,
+                                          sample_steps=4))
+    critic_config = CriticConfig(chunk_len=CHUNK, hidden_dim=32, num_layers=1)
+    config = LearnerConfig(**{"policy_warmup": 0, "qam_batch": 8, **overrides})
+    return LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config), StateValue(critic_config), config)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"obs": torch.randn(BATCH, 39, generator=generator), "instruction": torch.randn(BATCH, 384, generator=generator),
+            "actions": torch.rand(BATCH, CHUNK, 4, generator=generator) * 2 - 1,
+            "next_obs": torch.randn(BATCH, 39, generator=generator),
+            "reward": (torch.rand(BATCH, generator=generator) > 0.7).float(),
+            "discount": torch.full((BATCH,), 0.99 ** CHUNK), "done": (torch.rand(BATCH, generator=generator) > 0.8).float()}
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    # Exact on purpose: an update that must not touch a parameter leaves its bytes as they were.
+    return {name for name, tensor in module.state_dict().items() if not torch.equal(before[name], tensor)}
+
+
+def _snapshot(learner: LWDLearner) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: _state(getattr(learner, name)) for name in ("policy", "reference", "critic", "critic_target", "value")}
+
+
+def _modules_changed(learner: LWDLearner, before) -> set[str]:
+    return {name for name, state in before.items() if _changed(state, getattr(learner, name))}
+
+
+def test_qam_changes_only_the_policys_trainable_parameters():
+    learner = _learner(freeze_policy_encoder=True)
+    before = _snapshot(learner)
+    batch = _batch()
+    metrics = learner.update_policy(batch["obs"], batch["instruction"], torch.Generator().manual_seed(2))
+    assert _modules_changed(learner, before) == {"policy"}
+    changed = _changed(before["policy"], learner.policy)
+    trainable = {f"velocity_net.{name}" for name, _ in learner.policy.velocity_net.named_parameters()}
+    assert changed and changed <= trainable  # the frozen encoder kept its weights
+    assert metrics["qam/grad_norm"] > 0
+
+
+def test_the_policy_loss_sends_no_gradient_to_reference_critic_or_value():
+    learner = _learner()
+    batch = _batch()
+    learner.update_policy(batch["obs"], batch["instruction"], torch.Generator().manual_seed(2))
+    for name in ("reference", "critic", "critic_target", "value"):
+        grads = [p.grad for p in getattr(learner, name).parameters() if p.grad is not None]
+        assert all(float(g.abs().sum()) == 0.0 for g in grads), name
+
+
+def test_the_value_update_trains_only_the_value_and_the_critic_update_only_the_critic():
+    learner = _learner()
+    batch = _batch()
+    before = _snapshot(learner)
+    learner.update_value(batch["obs"], batch["instruction"], batch["actions"])
+    assert _modules_changed(learner, before) == {"value"}
+    before = _snapshot(learner)
+    learner.update_critic(batch["obs"], batch["instruction"], batch["actions"], torch.rand(BATCH))
+    assert _modules_changed(learner, before) == {"critic"}
+
+
+def test_one_step_updates_value_critic_and_target_and_qam_after_warmup():
+    learner = _learner(policy_warmup=0)
+    before = _snapshot(learner)
+    metrics = learner.step(_batch(), torch.Generator().manual_seed(3))
+    assert _modules_changed(learner, before) == {"value", "critic", "critic_target", "policy"}
+    for key in ("value/loss", "critic/loss", "qam/loss", "value/tau_mean"):
+        assert key in metrics, key
+
+
+def test_the_target_critic_follows_the_critic_by_the_ema_rate():
+    learner = _learner(critic_ema=0.25, policy_warmup=10)
+    target_before = _state(learner.critic_target)
+    learner.step(_batch(), torch.Generator().manual_seed(3))
+    critic_after = learner.critic.state_dict()
+    for name, tensor in learner.critic_target.state_dict().items():
+        expected = 0.75 * target_before[name] + 0.25 * critic_after[name]
+        torch.testing.assert_close(tensor, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("warmup", "every", "expected"), [(3, 1, [False, False, False, True, True, True]),
+                                                           (0, 2, [True, False, True, False, True, False]),
+                                                           (2, 3, [False, False, False, True, False, False])])
+def test_warmup_and_policy_every_gate_the_policy_update(warmup, every, expected):
+    learner = _learner(policy_warmup=warmup, policy_every=every)
+    batch, generator = _batch(), torch.Generator().manual_seed(4)
+    updated = []
+    for _ in expected:
+        before = _state(learner.policy)
+        metrics = learner.step(batch, generator)
+        updated.append(bool(_changed(before, learner.policy)))
+        assert ("qam/loss" in metrics) == updated[-1]
+    assert updated == expected
