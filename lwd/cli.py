@@ -21,7 +21,9 @@ class StoreInfoConfig:
 @dataclass(frozen=True)
 class StoreCheckConfig:
     store: str = documented("runs/store", "episode store directory")
-    repair: bool = documented(False, "delete orphan files (older than a minute) and dead writers' temp files")
+    repair: bool = documented(False, "move missing or corrupt episodes and unexpected files to <store>/quarantine/ "
+                                     "(nothing is deleted but orphan files over a minute old and dead writers' "
+                                     "temp files)")
 
 
 def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
@@ -31,9 +33,10 @@ def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
     latest = store.latest_snapshot()
     pinned = latest if snapshot is None else snapshot
     rows = store.summary(up_to=pinned)
-    data = {"store": store_path, "snapshot": pinned, "latest_snapshot": latest,
+    quarantined = len(store.quarantined())
+    data = {"store": store_path, "snapshot": pinned, "latest_snapshot": latest, "quarantined": quarantined,
             "rows": [row.__dict__ for row in rows]}
-    lines = [f"store {store_path}  snapshot {pinned} (latest {latest})",
+    lines = [f"store {store_path}  snapshot {pinned} (latest {latest})  {quarantined} quarantined episodes",
              f"{'task':30s} {'source':8s} {'episodes':>8s} {'steps':>8s} {'success':>8s} {'interv.':>8s}"]
     for r in rows:
         rate = r.successes / r.episodes if r.episodes else 0.0
@@ -75,11 +78,15 @@ def cmd_store_check(config: StoreCheckConfig) -> int:
 
     report = EpisodeStore(config.store, create=False).check(repair=config.repair)
     print(f"{report.episodes} committed episodes; {len(report.orphans)} orphan files; "
-          f"{len(report.missing)} missing files; {len(report.corrupt)} corrupt files")
-    for kind in ("missing", "corrupt", "orphans"):
-        for path in getattr(report, kind):
+          f"{len(report.missing)} missing files; {len(report.corrupt)} corrupt files; "
+          f"{len(report.unexpected)} unexpected files; {report.quarantined} quarantined episodes")
+    for kind, paths in (("missing", report.missing), ("corrupt", report.corrupt), ("unexpected", report.unexpected),
+                        ("orphans", report.orphans), ("quarantined", report.quarantined_now)):
+        for path in paths:
             print(f"  {kind}: {path}")
-    return 1 if report.missing or report.corrupt else 0
+    if report.unresolved:
+        print(f"  run `lwd store check --store {config.store} --repair` to move them to {config.store}/quarantine/")
+    return 1 if report.unresolved else 0
 
 
 def cmd_bench_sim(config) -> int:

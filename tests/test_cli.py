@@ -62,3 +62,24 @@ def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():
     assert "reach-v3" in single_stage_tasks("mt10")
     with pytest.raises(ValueError, match="multi-stage"):
         single_stage_tasks("lh")
+
+
+def test_store_check_reports_damage_and_repair_quarantines_it(tmp_path, capsys):
+    from lwd.data.store import EpisodeStore
+    from tests.conftest import make_episode
+
+    store = EpisodeStore(tmp_path / "store")
+    store.append_many([make_episode(seq=seq) for seq in range(3)])
+    (store.root / store.records()[0].path).unlink()
+    (store.root / "episodes" / "evil.pkl").write_bytes(b"not an episode")
+    root = str(store.root)
+    assert main(["store", "check", "--store", root]) == 1  # problems remain
+    out = capsys.readouterr().out
+    assert "1 missing files; 0 corrupt files; 1 unexpected files; 0 quarantined episodes" in out
+    assert "  unexpected: episodes/evil.pkl" in out and "--repair" in out
+    assert main(["store", "check", "--store", root, "--repair"]) == 0  # all moved out of the visible store
+    assert capsys.readouterr().out.startswith("2 committed episodes;")
+    assert main(["store", "check", "--store", root]) == 0
+    assert "0 unexpected files; 1 quarantined episodes" in capsys.readouterr().out
+    assert main(["store", "info", "--store", root, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quarantined"] == 1

@@ -29,7 +29,7 @@ import numpy as np
 
 from lwd.configargs import documented
 from lwd.data.episode import Episode
-from lwd.data.store import EpisodeStore
+from lwd.data.store import DamagedEpisode, EpisodeStore
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class ChunkReplay:
         self.config = config
         self.snapshot = 0
         self.num_episodes = 0
+        self.skipped_episodes = 0  # damaged episodes refresh() could not load
         self._obs: _Growable | None = None
         self._actions: _Growable | None = None
         self._intervention = _Growable((), np.bool_)
@@ -135,18 +136,22 @@ class ChunkReplay:
     def refresh(self, up_to: int | None = None,
                 on_episode: Callable[[Episode], None] | None = None) -> int:
         """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many.
-        `on_episode` sees each new episode as it arrives (fleet metrics, latencies)."""
+        `on_episode` sees each new episode as it arrives (fleet metrics, latencies). Damaged
+        episodes (missing or corrupt files) are skipped with a warning and counted in
+        `skipped_episodes`, so training goes on with the rest."""
         target = self.store.latest_snapshot() if up_to is None else up_to
         if target <= self.snapshot:
             return 0
         records = self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
-        for record in records:
-            episode = self.store.load(record)
+        damaged: list[DamagedEpisode] = []
+        for episode in self.store.load_many(records, damaged):
             self.add(episode)
             if on_episode is not None:
                 on_episode(episode)
+        # Skipped for good: the store is append-only, so a damaged episode never heals.
+        self.skipped_episodes += len(damaged)
         self.snapshot = target
-        return len(records)
+        return len(records) - len(damaged)
 
     def add(self, episode: Episode) -> None:
         steps = episode.num_steps

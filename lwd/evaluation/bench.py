@@ -313,6 +313,7 @@ def run_operator_bench(config: OperatorBenchConfig) -> dict:
         specs = robot_specs(replace(fleet_config, workers=1, robots_per_worker=fleet_config.num_robots))
         worker = RobotWorker(0, specs, fleet_config, store, registry)
         worker.run(lambda: worker.uploaded >= config.episodes)
+        worker.release()
         rows: dict[str, list[tuple[bool, bool]]] = {}
         for record in store.records():
             episode = store.load(record)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lwd.data.episode import Episode
+from lwd.training.metrics import open_jsonl_for_append, read_jsonl
 
 
 def percentile(values, q: float) -> float:
@@ -26,10 +27,9 @@ class FleetMonitor:
     def __init__(self, out: Path, window: int = 20):
         self.path = Path(out) / "episodes.jsonl"
         self.window = window
-        self.logged: set[str] = set()
-        if self.path.exists():  # a resumed run does not log an episode twice
-            self.logged = {json.loads(line)["episode_id"] for line in self.path.read_text().splitlines() if line}
-        self._file = open(self.path, "a")
+        self._file = open_jsonl_for_append(self.path)
+        # A resumed run does not log an episode twice.
+        self.logged = {record["episode_id"] for record in read_jsonl(self.path)}
         self.by_task: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
         self.env_steps = 0
         self.episodes = 0

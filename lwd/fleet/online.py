@@ -44,7 +44,7 @@ from lwd.fleet.fleet import LocalFleet
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
-from lwd.policy.checkpoint import load_trainer_state, read_manifest, save_checkpoint
+from lwd.policy.checkpoint import has_checkpoint, load_trainer_state, read_manifest, save_checkpoint
 from lwd.training.metrics import MetricsLogger
 from lwd.training.online_methods import METHODS, MethodSettings, start_method
 
@@ -152,7 +152,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     torch.set_num_threads(config.threads)
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
-    resumed = (last / "manifest.json").exists()
+    resumed = has_checkpoint(last)
     saved = read_manifest(last).extras["online"] if resumed else None
     if saved is not None and saved.get("method", "lwd") != config.method:
         raise ValueError(f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "

@@ -27,6 +27,7 @@ from typing import Protocol
 from lwd.policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
+from lwd.training.metrics import open_jsonl_for_append, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class PolicyRegistry:
         path = self.root / "history.jsonl"
         if not path.exists():
             return []
-        return [PublishedVersion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        return [PublishedVersion(**record) for record in read_jsonl(path)]
 
     def available(self) -> list[int]:
         """Versions whose checkpoints are still on disk, oldest first."""
@@ -112,7 +113,7 @@ class PolicyRegistry:
 
     def _announce(self, published: PublishedVersion) -> PublishedVersion:
         line = json.dumps(asdict(published))
-        with open(self.root / "history.jsonl", "a") as handle:
+        with open_jsonl_for_append(self.root / "history.jsonl") as handle:
             handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -10,11 +10,16 @@ so the learner derives every fleet metric from the store and the registry.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import sqlite3
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +27,7 @@ import torch
 
 from lwd.configargs import documented, narrow
 from lwd.data.episode import NO_POLICY, Episode, EpisodeValidationError
+from lwd.data.lease import RobotLease, RobotLeaseError
 from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt, StoreError
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 ONLINE_SEED_START = 1_000_000
 ROBOT_SEED_STRIDE = 1_000_000
 
+# A worker exits with this code when another live process drives one of its robots; the
+# supervisor reports it instead of restarting the worker into the same refusal.
+EXIT_LEASE_REFUSED = 75
+
 
 class EpisodeSink(Protocol):
     """Where robots upload finished episodes; appending the same episode twice is a no-op."""
@@ -43,6 +53,9 @@ class EpisodeSink(Protocol):
     def append(self, episode: Episode) -> Receipt: ...
 
     def committed_ids(self, robot_id: str) -> set[int]: ...
+
+    def lease(self, robot_id: str, wait_seconds: float = 0.0) -> RobotLease:
+        """Claim the robot id for this process (RobotLeaseError while another holds it)."""
 
 
 @dataclass(frozen=True)
@@ -153,10 +166,21 @@ class RobotWorker:
     episode they are in, so a clean stop loses nothing."""
 
     def __init__(self, worker_index: int, specs: list[RobotSpec], config: FleetConfig, sink: EpisodeSink,
-                 source: PolicySource, rejected_log: str | None = None):
+                 source: PolicySource, log_dir: str | None = None, lease_wait_seconds: float = 0.0):
         self.index, self.config, self.sink, self.source = worker_index, config, sink, source
-        self.rejected_log = rejected_log
+        # The robots' side of every upload, one line each, for audits (and the chaos test):
+        # acknowledged_episodes.tsv (episode id, snapshot) and rejected_episodes.tsv (id, why).
+        self.log_dir = Path(log_dir) if log_dir else None
         self.policies: dict[int, tuple] = {}
+        # Lease first, read the resume point second: while we hold the lease nobody else can
+        # commit this robot's next episode under our feet.
+        self.leases = []
+        try:
+            for spec in specs:
+                self.leases.append(sink.lease(spec.robot_id, wait_seconds=lease_wait_seconds))
+        except RobotLeaseError:
+            self.release()
+            raise
         self.robots = []
         for spec in specs:  # a restarted worker continues each robot after its last committed episode
             committed = sink.committed_ids(spec.robot_id)
@@ -165,6 +189,11 @@ class RobotWorker:
         resume_point = sum(r.seq for r in self.robots)
         self.generator = torch.Generator().manual_seed(hash((config.seed, worker_index, resume_point)) % 2**63)
         self.uploaded = 0
+
+    def release(self) -> None:
+        """Give up the robots' leases (a process that exits gives them up anyway)."""
+        for lease in self.leases:
+            lease.release()
 
     def _policy(self, published: PublishedVersion) -> int:
         """The version a robot starting an episode now gets (the newest that loads)."""
@@ -199,13 +228,18 @@ class RobotWorker:
         robot.run = None
         robot.seq += 1
         try:
-            upload(self.sink, episode)
+            receipt = upload(self.sink, episode)
             self.uploaded += 1
+            self._log_line("acknowledged_episodes.tsv", f"{receipt.episode_id}\t{receipt.snapshot}")
         except EpisodeValidationError as err:  # e.g. a simulator that produced NaN: report, keep running
             log.error("worker %d rejected %s: %s", self.index, episode.episode_id, err)
-            if self.rejected_log:
-                with open(self.rejected_log, "a") as handle:
-                    handle.write(f"{episode.episode_id}\t{err}\n")
+            self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{err}")
+
+    def _log_line(self, name: str, line: str) -> None:
+        if self.log_dir is not None:
+            # One O_APPEND write per line: the workers' lines never interleave.
+            with open(self.log_dir / name, "a") as handle:
+                handle.write(line.replace("\n", " ") + "\n")
 
     def _fill_chunks(self) -> set[int]:
         """Serve every robot whose chunk ran out with one batched call per version, but
@@ -254,15 +288,45 @@ class RobotWorker:
                     robot.run.step()
 
 
+def die_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
+    """End this process at once (no episode finished, nothing committed) when `parent_pid`,
+    its supervisor, dies: the kernel's parent-death signal on Linux, and a watchdog thread
+    that polls the parent for the case where it died before the signal was armed, or on
+    systems without one."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)  # not sys.exit: no cleanup that could still upload
+            time.sleep(poll_seconds)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, store_path: str,
-                registry_path: str, stop_event, rejected_log: str | None = None, hold_event=None) -> None:
+                registry_path: str, stop_flag, log_dir: str | None = None, hold_flag=None,
+                parent_pid: int | None = None, lease_wait_seconds: float = 10.0) -> None:
     """Process entry point. Ctrl-C goes to the whole process group; the worker ignores it
-    and stops when the parent sets `stop_event`, after its robots finish their episodes.
-    While `hold_event` is set, robots start no new episode."""
+    and stops when the parent sets `stop_flag.value` (a shared boolean), after its robots
+    finish their episodes. While `hold_flag.value` is true, robots start no new episode.
+    SIGTERM stops the worker like the flag does. When `parent_pid` dies the
+    worker dies with it. A robot another process still drives is waited for up to
+    `lease_wait_seconds` (an orphan of a killed run dies within a second), then refused."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    stopped_by_signal = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped_by_signal.append(True))
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index}: %(message)s")
-    worker = RobotWorker(worker_index, specs, config, EpisodeStore(store_path), PolicyRegistry(registry_path),
-                         rejected_log)
-    worker.run(stop_event.is_set, hold_event.is_set if hold_event is not None else (lambda: False))
+    try:
+        worker = RobotWorker(worker_index, specs, config, EpisodeStore(store_path), PolicyRegistry(registry_path),
+                             log_dir, lease_wait_seconds=lease_wait_seconds)
+    except RobotLeaseError as err:
+        log.error("refused: %s", err)
+        sys.exit(EXIT_LEASE_REFUSED)
+    worker.run(lambda: bool(stopped_by_signal) or stop_flag.value,
+               lambda: hold_flag is not None and hold_flag.value)

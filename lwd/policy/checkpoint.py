@@ -65,6 +65,7 @@ def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encod
     from safetensors.torch import save_file
 
     target = Path(directory)
+    recover_interrupted_save(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -96,6 +97,23 @@ def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encod
     else:
         tmp.rename(target)
     return target
+
+
+def recover_interrupted_save(directory: str | os.PathLike) -> None:
+    """Undo the one window in which `save_checkpoint` leaves no checkpoint: killed between
+    moving the old one aside and renaming the new one in, the old one is put back."""
+    target = Path(directory)
+    if target.exists():
+        return
+    aside = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda path: path.stat().st_mtime)
+    if aside and (aside[-1] / "manifest.json").exists():
+        aside[-1].rename(target)
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether a complete checkpoint is at `directory` (after recovering an interrupted save)."""
+    recover_interrupted_save(directory)
+    return (Path(directory) / "manifest.json").exists()
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:

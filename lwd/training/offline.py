@@ -21,6 +21,7 @@ from lwd.configargs import documented
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import (
+    has_checkpoint,
     load_checkpoint,
     load_learner_state,
     load_trainer_state,
@@ -112,7 +113,7 @@ def train_offline(config: OfflineConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last"
-    resumed = (last / "manifest.json").exists()
+    resumed = has_checkpoint(last)
     source = last if resumed else Path(config.checkpoint)
     policy, encoder, manifest = load_checkpoint(source)
     store = EpisodeStore(config.store, create=False)

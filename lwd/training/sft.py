@@ -19,7 +19,7 @@ from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
-from lwd.policy.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
+from lwd.policy.checkpoint import has_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.loop import LoopSettings, run_steps
@@ -73,7 +73,7 @@ def pretrain(config: PretrainConfig) -> Path:
     store = EpisodeStore(config.store, create=False)
     replay = ChunkReplay(store, ReplayConfig(chunk_len=config.chunk_len, sources=config.sources))
     last = out / "last"
-    resumed = (last / "manifest.json").exists()
+    resumed = has_checkpoint(last)
     if resumed:
         policy, encoder, manifest = load_checkpoint(last)
         if policy.config.chunk_len != config.chunk_len:

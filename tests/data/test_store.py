@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -117,3 +118,37 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     assert sorted(r.snapshot for r in records) == list(range(1, 46))
     for record in records:
         store.load(record)
+
+
+
+def _open_and_append(roots: list[str], robot_index: int, start) -> None:
+    try:
+        for root in roots:
+            start.wait(timeout=30)  # every process opens this fresh store at the same moment
+            with EpisodeStore(root) as store:
+                store.append(make_episode(robot_id=f"robot-{robot_index}", seq=0))
+    except BaseException:
+        start.abort()  # release the others at once instead of letting them wait out the timeout
+        raise
+
+
+def test_many_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
+    # One round loses the race only now and then; a few fresh stores make a regression show.
+    roots, openers = [str(tmp_path / f"store-{k}") for k in range(4)], 16
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(openers)
+    processes = [ctx.Process(target=_open_and_append, args=(roots, i, start)) for i in range(openers)]
+    try:
+        for process in processes:
+            process.start()
+        deadline = time.monotonic() + 60
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert [process.exitcode for process in processes] == [0] * openers
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    for root in roots:
+        assert sorted(r.robot_id for r in EpisodeStore(root).records()) == sorted(f"robot-{i}" for i in range(openers))

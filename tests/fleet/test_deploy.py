@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +141,63 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     assert len(_episodes(out)) >= committed
     again = deploy(_config(tiny_pipeline, out, 1))  # a finished run is reused, not re-run
     assert again == summary
+
+
+def _children(pid: int) -> list[int]:
+    """Every process whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_resumes(tiny_pipeline, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tiny_pipeline, out, 3_000)
+    args = [sys.executable, "-m", "lwd.cli", "deploy", "--checkpoint", config.checkpoint, "--offline-store",
+            config.offline_store, "--out", str(out), "--tasks", *TASKS, "--robots-per-worker", "2",
+            "--env-steps", "3000", "--n-sync", "5", "--batch-size", "32", "--qam-batch", "8",
+            "--refresh-seconds", "0.2", "--checkpoint-every", "20", "--no-progress", "--no-tensorboard"]
+    process = subprocess.Popen(args)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if (out / "online_store").exists() and len(EpisodeStore(out / "online_store").records()) >= 4:
+                break
+        children = _children(process.pid)
+        assert len(children) >= 2  # the robot workers (and multiprocessing's resource tracker)
+        process.kill()
+        process.wait(10)
+    finally:
+        process.kill()
+    time.sleep(10)
+    assert [pid for pid in children if _alive(pid)] == []
+    committed = len(_episodes(out))
+    summary = deploy(config)  # the same command again: resumes and spends the rest of the budget
+    assert summary["env_steps"] >= 3_000 and summary["final"] and summary["worker_restarts"] == 0
+    episodes = _episodes(out)
+    assert len(episodes) >= committed
+    by_robot = defaultdict(list)
+    for episode in episodes:
+        by_robot[episode.robot_id].append(episode.seq)
+    for robot, seqs in by_robot.items():  # nothing interleaved, lost or twice
+        assert sorted(seqs) == list(range(len(seqs))), robot
+    report = EpisodeStore(out / "online_store").check()
+    assert not report.missing and not report.corrupt and not report.orphans
 
 
 def _baseline_config(tiny_pipeline, out, method, **overrides):

@@ -113,3 +113,23 @@ def test_a_held_worker_finishes_its_episodes_starts_none_and_still_stops(tmp_pat
     worker.run(lambda: sweeps["idle_while_held"] >= 20, should_hold)
     episodes = [store.load(r) for r in store.records()]
     assert len(episodes) == 2 and {e.seq for e in episodes} == {0}
+
+
+def test_a_worker_whose_robot_another_process_drives_exits_with_a_refusal(tmp_path):
+    import multiprocessing as mp
+
+    from lwd.data.store import EpisodeStore
+    from lwd.fleet.fleet import LocalFleet
+    from lwd.fleet.worker import EXIT_LEASE_REFUSED
+
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2)
+    store = EpisodeStore(tmp_path / "store")
+    with store.lease("robot-001"):  # this process drives robot-001, e.g. an orphan of an earlier run
+        fleet = LocalFleet(config, tmp_path / "store", tmp_path / "registry", lease_wait_seconds=0.5)
+        fleet.start()
+        fleet.processes[0].join(60)
+        assert fleet.processes[0].exitcode == EXIT_LEASE_REFUSED
+        with pytest.raises(RuntimeError, match=r"refused its robots \(robot-000, robot-001\)"):
+            fleet.supervise()  # reported, not restarted into the same refusal
+        assert fleet.restarts == 0
+    assert not mp.active_children()

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -49,3 +50,19 @@ def test_sft_takes_state_and_action_sizes_from_the_data(tmp_path):
     policy, _, _ = load_checkpoint(pretrain(_config(tmp_path, 2)))
     assert (policy.config.obs_dim, policy.config.action_dim) == (44, 4)
     assert policy.obs_mean.shape == (44,)
+
+
+def test_sft_trains_on_the_intact_episodes_of_a_damaged_store(tmp_path):
+    from lwd.data.store import EpisodeStore
+    from tests.conftest import make_episode
+
+    store = EpisodeStore(tmp_path / "store")
+    store.append_many([make_episode(seq=seq, steps=12) for seq in range(4)])
+    missing, truncated = (store.root / record.path for record in store.records()[:2])
+    missing.unlink()
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    config = replace(_config(tmp_path, 4), hidden_dim=32, num_layers=1, log_every=2, tensorboard=False)
+    policy, _, manifest = load_checkpoint(pretrain(config))
+    assert manifest.training_step == 4 and manifest.data_snapshot == 1
+    intact_obs = np.concatenate([make_episode(seq=seq, steps=12).observations for seq in (2, 3)])
+    np.testing.assert_allclose(policy.obs_mean.numpy(), intact_obs.mean(0), rtol=1e-4, atol=1e-5)
