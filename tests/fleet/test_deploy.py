@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,30 @@ def test_n_step_zero_means_the_methods_default_and_any_other_value_is_kept(tiny_
 def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
     with pytest.raises(ValueError, match="n_step"):
         _config(tiny_pipeline, tmp_path / "run", 100, n_step=-1)
+
+
+def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pipeline, tmp_path):
+    import shutil
+
+    from lwd.training.offline import OfflineConfig, train_offline
+
+    root, store_path, sft, _, offline = tiny_pipeline
+    damaged = tmp_path / "store"
+    shutil.copytree(store_path, damaged)
+    store = EpisodeStore(damaged, create=False)
+    truncated, flipped, missing = (damaged / record.path for record in store.records()[:3])
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    missing.unlink()
+    total = len(store.records())
+    report = store.check(repair=True)
+    assert len(report.quarantined_now) == 3 and len(store.records()) == total - 3
+    final = train_offline(OfflineConfig(store=str(damaged), checkpoint=sft, out=str(tmp_path / "rl"), steps=4,
+                                        batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
+                                        checkpoint_every=4, progress=False, tensorboard=False))
+    assert (final / "manifest.json").exists()
+    config = replace(_config(tiny_pipeline, tmp_path / "run", 600), offline_store=str(damaged))
+    summary = deploy(config)
+    assert summary["env_steps"] >= 600 and summary["final"]
