@@ -14,9 +14,12 @@ import ctypes
 import multiprocessing as mp
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+from lwd.data.store import EpisodeStore
+from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import EXIT_LEASE_REFUSED, FleetConfig, robot_specs, worker_main
 
 
@@ -55,8 +58,9 @@ class LocalFleet:
     def _spawn(self, index: int) -> None:
         process = self._context.Process(
             target=worker_main, name=f"lwd-robot-worker-{index}", daemon=True,
-            args=(index, self.assignments[index], self.config, self.store, self.registry, self._stop, self.log_dir,
-                  self._hold, os.getpid(), self.lease_wait_seconds))
+            args=(index, self.assignments[index], self.config, partial(EpisodeStore, self.store),
+                  partial(PolicyRegistry, self.registry), self._stop, self.log_dir, self._hold, os.getpid(),
+                  self.lease_wait_seconds))
         process.start()
         self.processes[index] = process
 

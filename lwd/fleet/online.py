@@ -20,6 +20,10 @@ offline store alone before the robots start (RECAP's offline stage).
 
 Ctrl-C or SIGTERM stops the fleet after robots finish their episodes, saves the learner
 and exits; running the same command again resumes until the budget is spent.
+
+`deploy` builds the parts (method, replays, registry, monitor, and the fleet through
+`make_fleet`) and hands them to `OnlineLoop`, which only runs sample → update → publish →
+account until a `StopConditions` holds. A gateway or Ray fleet is a new `make_fleet` entry.
 """
 
 from __future__ import annotations
@@ -40,13 +44,13 @@ from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
-from lwd.fleet.fleet import LocalFleet
+from lwd.fleet.fleet import Fleet, LocalFleet
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
 from lwd.policy.checkpoint import has_checkpoint, load_trainer_state, read_manifest, save_checkpoint
-from lwd.training.metrics import MetricsLogger
-from lwd.training.online_methods import METHODS, MethodSettings, start_method
+from lwd.training.metrics import MetricsLogger, average_metrics
+from lwd.training.online_methods import METHODS, MethodSettings, OnlineMethod, start_method
 
 # Chunks per online TD backup when --n-step is 0. lwd keeps MT10's offline n (cut at
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
@@ -69,6 +73,7 @@ class DeployConfig(LearnerConfig, FleetConfig):
     imitation_lr: float = documented(1e-4, "AdamW learning rate of the baselines' flow-matching updates")
     recap_positive_fraction: float = documented(0.3, "RECAP: share of data with a positive indicator (sets ε per task)")
     recap_dropout: float = documented(0.3, "RECAP: probability of training without the indicator (guidance dropout)")
+    fleet: str = documented("local", "where the robots run: 'local' (worker processes on this machine)")
     offline_store: str = documented("runs/store", "offline store sampled next to the online data")
     out: str = documented("runs/deploy", "run directory: online store, registry, learner checkpoints, metrics")
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
@@ -108,6 +113,8 @@ class DeployConfig(LearnerConfig, FleetConfig):
             raise ValueError("n_sync and env_steps must be >= 1")
         if self.updates_per_1k_env_steps < 0:
             raise ValueError(f"updates_per_1k_env_steps must be >= 0, got {self.updates_per_1k_env_steps}")
+        if self.fleet not in FLEETS:
+            raise ValueError(f"unknown fleet {self.fleet!r} (known: {', '.join(FLEETS)})")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
         self.method_settings()  # validates the baselines' settings up front
@@ -133,18 +140,284 @@ class DeployState:
     learner_step: int
     version: int
     env_steps: int
-    fleet: LocalFleet
+    fleet: Fleet
     registry: PolicyRegistry
+
+
+@dataclass
+class OnlineProgress:
+    """Where a run stands; saved with every learner checkpoint and restored on resume."""
+
+    step: int  # learner steps of this run (the offline stage's included)
+    base_training_step: int  # training steps of the start checkpoint
+    deployed_from: str  # the start checkpoint
+    offline_snapshot: int | None = None  # the offline store's snapshot, pinned at the first save
+    # (learner step, env steps) when the robots first started: pacing and the update rate
+    # count from here across resumes
+    pace_anchor: list[int] | None = None
+    wall_before: float = 0.0  # online wall seconds of earlier invocations
+
+    def to_json(self, method: str, method_state: dict, rng: np.random.Generator, online_snapshot: int,
+                wall_now: float) -> dict:
+        return {"method": method, "method_state": method_state, "rng": rng.bit_generator.state,
+                "online_step": self.step, "base_training_step": self.base_training_step,
+                "offline_snapshot": self.offline_snapshot, "deployed_from": self.deployed_from,
+                "online_snapshot": online_snapshot, "pace_anchor": self.pace_anchor,
+                "online_wall_seconds": self.wall_before + wall_now}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> OnlineProgress:
+        return cls(step=saved["online_step"], base_training_step=saved["base_training_step"],
+                   deployed_from=saved["deployed_from"], offline_snapshot=saved["offline_snapshot"],
+                   pace_anchor=saved.get("pace_anchor"), wall_before=saved.get("online_wall_seconds", 0.0))
+
+
+@dataclass(frozen=True)
+class StopConditions:
+    """When the loop ends; checked once per tick, in this order."""
+
+    env_steps: int  # the budget, across resumes
+    max_minutes: float = 0.0  # wall time of this invocation (0 = no limit)
+    max_learner_steps: int = 0  # learner steps in total (0 = no limit)
+
+    def early_reason(self, seconds: float, learner_steps: int) -> str | None:
+        """A reason to stop before the budget is spent, or None."""
+        if self.max_minutes and seconds >= 60 * self.max_minutes:
+            return "wall time"
+        if self.max_learner_steps and learner_steps >= self.max_learner_steps:
+            return "learner steps"
+        return None
+
+
+FLEETS = ("local",)
+
+
+def make_fleet(kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path) -> Fleet:
+    """The fleet that runs the robots: `local` processes on this machine (a network gateway
+    and Ray are the next entries here, not edits to the loop)."""
+    if kind == "local":
+        return LocalFleet(config, store, registry, log_dir=log_dir)
+    raise ValueError(f"unknown fleet {kind!r} (known: {', '.join(FLEETS)})")
 
 
 class _Stop(Exception):
     pass
 
 
-def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None = None) -> dict:
-    """Run the online stage until the budget is spent (or Ctrl-C/SIGTERM); resumable."""
-    from tqdm import tqdm
+class OnlineLoop:
+    """Sample → update → publish → account, next to a running fleet.
 
+    It is handed its parts: the method that learns, the replay it samples (offline and
+    online mixed), the online replay that the fleet's episodes arrive in, the registry it
+    publishes to, the fleet and the monitor; it builds none of them."""
+
+    def __init__(self, config: DeployConfig, method: OnlineMethod, progress: OnlineProgress, rng: np.random.Generator,
+                 offline: ChunkReplay, online: ChunkReplay, mix: MixedReplay, registry: PolicyRegistry, fleet: Fleet,
+                 monitor: FleetMonitor, logger: MetricsLogger, on_tick: Callable[[DeployState], None] | None = None):
+        self.config, self.method, self.progress, self.rng = config, method, progress, rng
+        self.offline, self.online, self.mix = offline, online, mix
+        self.registry, self.fleet, self.monitor, self.logger, self.on_tick = registry, fleet, monitor, logger, on_tick
+        self.out = Path(config.out)
+        self.stop = StopConditions(config.env_steps, config.max_minutes, config.max_learner_steps)
+        self.pace = config.updates_per_1k_env_steps / 1000.0
+        self.latest = registry.latest()
+        history = registry.history()
+        self.first_version = history[0].version
+        self.version_step = {p.version: p.learner_step for p in history}
+        self.generator = torch.Generator().manual_seed(config.seed * 7_919 + progress.step)
+        self.window: list[dict[str, float]] = []
+        self.began = time.time()
+        self.last_refresh = self.last_log = self.began
+        self.env_steps_at_start, self.steps_at_start, self.steps_at_log = monitor.env_steps, progress.step, progress.step
+        self.bar = None
+
+    # -- the parts of a tick ----------------------------------------------------------
+
+    def pull_episodes(self) -> None:
+        self.online.refresh(on_episode=lambda episode: self.monitor.observe(episode, self.progress.step))
+
+    def publish(self) -> None:
+        step = self.progress.step
+        self.latest = self.registry.publish(
+            self.method.policy, self.method.deployable_encoder(), version=self.registry.next_version(self.latest.version + 1),
+            parent_version=self.latest.version, learner_step=step, data_snapshot=self.online.snapshot,
+            extras={"training_step": self.progress.base_training_step + step})
+        self.version_step[self.latest.version] = step
+
+    def save(self, path: Path, deployable: bool = False) -> None:
+        method, progress = self.method, self.progress
+        save_checkpoint(path, method.policy, method.deployable_encoder() if deployable else method.encoder,
+                        version=self.latest.version, parent_version=self.latest.parent_version,
+                        training_step=progress.base_training_step + progress.step, data_snapshot=self.online.snapshot,
+                        optimizer_state=method.optimizer_state(), learner_modules=method.modules(),
+                        extras={"online": progress.to_json(self.config.method, method.state(), self.rng,
+                                                           self.online.snapshot, time.time() - self.began)})
+
+    def learn_one(self, batch) -> None:
+        """One learner step on `batch`, its staleness metrics, and publish/save on schedule."""
+        progress, config = self.progress, self.config
+        metrics = self.method.step(batch, self.generator)
+        online_rows = batch.policy_version[batch.policy_version >= self.first_version]
+        if len(online_rows):
+            metrics["staleness/learner_steps"] = float(np.mean([progress.step - self.version_step.get(int(v), 0)
+                                                                 for v in online_rows]))
+            metrics["staleness/versions"] = float(self.latest.version - online_rows.mean())
+            metrics["replay/online_share"] = len(online_rows) / len(batch)
+        self.window.append(metrics)
+        progress.step += 1
+        if progress.step % config.n_sync == 0:
+            self.publish()
+        if progress.step % config.checkpoint_every == 0:
+            self.save(self.out / "learner" / "last")
+
+    def offline_stage(self) -> None:
+        """Learner steps on the offline store alone before the robots start (RECAP's)."""
+        from tqdm import tqdm
+
+        config, progress = self.config, self.progress
+        if progress.step >= config.offline_steps:
+            return
+        for _ in tqdm(range(progress.step, config.offline_steps), desc=f"{config.method}: offline stage", unit="step",
+                      disable=not config.progress):
+            self.window.append(self.method.step(self.offline.sample(config.batch_size, self.rng), self.generator))
+            progress.step += 1
+            if progress.step % config.checkpoint_every == 0:
+                self.save(self.out / "learner" / "last")
+        self.publish()  # robots start with the offline-stage policy
+        self.steps_at_log = self.steps_at_start = progress.step
+        self.began = self.last_refresh = self.last_log = time.time()
+
+    def updates_due(self, env_steps: int) -> float:
+        anchor_step, anchor_env = self.progress.pace_anchor
+        return anchor_step + (env_steps - anchor_env) * self.pace
+
+    def wants_to_wait(self) -> bool | None:
+        """Pacing: hold the robots while the learner is behind; True while the learner is
+        ahead of its data (wait), None when the budget is spent and its updates are done."""
+        env_steps, step = self.monitor.env_steps, self.progress.step
+        if env_steps >= self.config.env_steps:
+            if not self.pace or step >= self.updates_due(self.config.env_steps):
+                return None
+            self.fleet.hold(True)  # budget spent: robots rest while the learner makes the updates it is owed
+            return False
+        if not self.pace:
+            return False
+        due = self.updates_due(env_steps)
+        self.fleet.hold(step < due - self.config.n_sync)
+        return step >= due
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run_until_stopped(self) -> str:
+        """Tick until a stop condition holds; returns the reason."""
+        config, waiting = self.config, False
+        while True:
+            now = time.time()
+            if (now - self.last_refresh >= (0.05 if waiting else config.refresh_seconds)) or self.online.num_steps == 0:
+                before = self.monitor.env_steps
+                self.pull_episodes()
+                self.bar.update(min(self.monitor.env_steps, config.env_steps) - min(before, config.env_steps))
+                self.last_refresh = now
+                self.fleet.supervise()
+            reason = self.stop.early_reason(now - self.began, self.progress.step)
+            if reason is not None:
+                return reason
+            waiting = self.wants_to_wait()
+            if waiting is None:
+                return "budget"
+            if waiting:
+                time.sleep(0.01)
+                continue
+            self.learn_one(self.mix.sample(config.batch_size, self.rng))
+            if self.on_tick is not None:
+                self.on_tick(DeployState(self.progress.step, self.latest.version, self.monitor.env_steps, self.fleet,
+                                         self.registry))
+            if time.time() - self.last_log >= config.log_seconds:
+                self.log()
+
+    def log(self) -> None:
+        metrics = average_metrics(self.window) if self.window else {}
+        metrics.update(self.monitor.snapshot())
+        metrics["learner/updates_per_s"] = (self.progress.step - self.steps_at_log) / max(time.time() - self.last_log, 1e-9)
+        metrics["registry/version"] = self.latest.version
+        metrics["fleet/workers_alive"] = self.fleet.alive
+        metrics["fleet/worker_restarts"] = self.fleet.restarts
+        self.logger.log(self.progress.step, metrics)
+        self.bar.set_postfix({"v": metrics["registry/version"],
+                              "success": f"{metrics.get('fleet/autonomous_success', 0):.2f}",
+                              "interv": f"{metrics.get('fleet/intervention_rate', 0):.2f}",
+                              "env/s": f"{metrics['fleet/env_steps_per_s']:.0f}",
+                              "upd/s": f"{metrics['learner/updates_per_s']:.1f}"})
+        self.window, self.steps_at_log, self.last_log = [], self.progress.step, time.time()
+
+    def run(self) -> dict:
+        """Run until a stop condition (or Ctrl-C/SIGTERM, which raises KeyboardInterrupt
+        after a clean stop); returns the run's summary."""
+        from tqdm import tqdm
+
+        def request_stop(*_):
+            raise _Stop()
+
+        previous_sigterm = signal.signal(signal.SIGTERM, request_stop)
+        self.bar = tqdm(total=self.config.env_steps, initial=min(self.monitor.env_steps, self.config.env_steps),
+                        desc="deploy", unit="env step", disable=not self.config.progress, smoothing=0.1)
+        reason, completed = "interrupted", False
+        try:
+            self.offline_stage()
+            self.fleet.start()
+            if self.progress.pace_anchor is None:
+                self.progress.pace_anchor = [self.progress.step, self.monitor.env_steps]
+            reason = self.run_until_stopped()
+            completed = True
+        except (KeyboardInterrupt, _Stop):
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            self.wind_down(completed)
+        summary = self.summary(reason)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if not completed:
+            raise KeyboardInterrupt
+        return summary
+
+    def wind_down(self, completed: bool) -> None:
+        """Stop the robots (they finish their episodes), take in their last episodes, and
+        save: the final policy is a published version too when the run completed."""
+        self.bar.set_description("deploy: stopping robots (they finish their episodes)")
+        self.fleet.stop()
+        self.pull_episodes()
+        self.log()
+        self.bar.close()
+        if completed:
+            self.publish()
+        self.save(self.out / "learner" / "last")
+        self.monitor.close()
+        self.logger.close()
+        if completed:
+            self.save(self.out / "learner" / "final", deployable=True)
+
+    def summary(self, reason: str) -> dict:
+        monitor, progress = self.monitor, self.progress
+        wall = time.time() - self.began
+        anchor_step, anchor_env = progress.pace_anchor or (self.steps_at_start, self.env_steps_at_start)
+        final = self.out / "learner" / "final"
+        fleet_rates = ("success/", "autonomous_success/", "intervention_rate/", "fleet/env_steps_per_s")
+        return {"reason": reason, "learner_steps": progress.step, "env_steps": monitor.env_steps,
+                "episodes": monitor.episodes,
+                "env_steps_per_s": (monitor.env_steps - self.env_steps_at_start) / wall,
+                "learner_updates_per_s": (progress.step - self.steps_at_start) / wall,
+                "learner_updates_per_1k_env_steps": 1000.0 * (progress.step - anchor_step) / max(
+                    monitor.env_steps - anchor_env, 1),
+                "online_wall_seconds": progress.wall_before + wall,
+                "versions_published": len(self.registry.history()), "latest_version": self.latest.version,
+                "worker_restarts": self.fleet.restarts, "wall_seconds": wall,
+                "final": str(final) if final.exists() else None,
+                **{k: v for k, v in monitor.snapshot().items() if not k.startswith(fleet_rates)}}
+
+
+def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None = None) -> dict:
+    """Run the online stage until the budget is spent (or Ctrl-C/SIGTERM); resumable.
+    Builds the loop's parts (method, replays, registry, fleet) and hands them to it."""
     out = Path(config.out)
     finished = _finished_summary(out, config)
     if finished is not None:
@@ -152,182 +425,53 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     torch.set_num_threads(config.threads)
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
-    resumed = has_checkpoint(last)
-    saved = read_manifest(last).extras["online"] if resumed else None
+    saved = read_manifest(last).extras["online"] if has_checkpoint(last) else None
     if saved is not None and saved.get("method", "lwd") != config.method:
         raise ValueError(f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "
                          f"{saved.get('method', 'lwd')} or choose another --out")
-    method = start_method(config.method, last if resumed else config.checkpoint, config.method_settings(),
+    method = start_method(config.method, last if saved else config.checkpoint, config.method_settings(),
                           saved=saved.get("method_state", saved) if saved else None)
-    policy, encoder, manifest = method.policy, method.encoder, method.manifest
     rng = np.random.default_rng(config.seed)
     if saved is not None:
         method.restore_optimizers(load_trainer_state(last) or {})
         rng.bit_generator.state = saved["rng"]
-        step, base_training_step = saved["online_step"], saved["base_training_step"]
-        pace_anchor, wall_before = saved.get("pace_anchor"), saved.get("online_wall_seconds", 0.0)
-        offline_snapshot, deployed_from = saved["offline_snapshot"], saved["deployed_from"]
+        progress = OnlineProgress.from_json(saved)
     else:
-        step, base_training_step, offline_snapshot, deployed_from = 0, manifest.training_step, None, str(config.checkpoint)
-        pace_anchor, wall_before = None, 0.0
+        progress = OnlineProgress(step=0, base_training_step=method.manifest.training_step,
+                                  deployed_from=str(config.checkpoint))
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    replay_config = method.replay_config(ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
-                                                      n_step=config.resolved_n_step(), task_balanced=config.task_balanced))
-    offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)
-    offline.refresh(up_to=offline_snapshot)
-    if saved is None:
-        method.prepare(offline, config.fleet_config().task_names())
-    method.set_step(step)
-    online = ChunkReplay(EpisodeStore(out / "online_store"), replay_config)
+    offline, online = _replays(config, method, progress, fresh=saved is None)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
-    encoder.embed(sorted(set(offline.instruction_vocab) - set(encoder.table)))
-
     registry = PolicyRegistry(out / "registry")
-    latest = registry.latest() or registry.publish_checkpoint(config.checkpoint, learner_step=0)
-    history = registry.history()
-    first_version = history[0].version
-    version_step = {p.version: p.learner_step for p in history}
+    if registry.latest() is None:  # robots start with the start checkpoint, as its own version
+        registry.publish(method.policy, method.encoder, version=method.manifest.version,
+                         parent_version=method.manifest.parent_version, learner_step=0, data_snapshot=0,
+                         extras={"source_checkpoint": str(config.checkpoint)})
     monitor = FleetMonitor(out)
-
-    def pull_online_episodes() -> None:
-        online.refresh(on_episode=lambda episode: monitor.observe(episode, step))
-
-    pull_online_episodes()
+    online.refresh(on_episode=lambda episode: monitor.observe(episode, progress.step))
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
-    generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
+    fleet = make_fleet(config.fleet, config.fleet_config(), out / "online_store", out / "registry", out)
+    loop = OnlineLoop(config, method, progress, rng, offline, online, mix, registry, fleet, monitor, logger, on_tick)
+    return loop.run()
 
-    def checkpoint(path: Path, deployable: bool = False) -> None:
-        save_checkpoint(path, policy, method.deployable_encoder() if deployable else encoder, version=latest.version,
-                        parent_version=latest.parent_version, training_step=base_training_step + step,
-                        data_snapshot=online.snapshot, optimizer_state=method.optimizer_state(),
-                        learner_modules=method.modules(),
-                        extras={"online": {"method": config.method, "method_state": method.state(),
-                                           "rng": rng.bit_generator.state, "online_step": step,
-                                           "base_training_step": base_training_step,
-                                           "offline_snapshot": offline.snapshot, "deployed_from": deployed_from,
-                                           "online_snapshot": online.snapshot,
-                                           # (learner step, env steps) when the robots first started: pacing and
-                                           # the update rate count from here across resumes
-                                           "pace_anchor": pace_anchor,
-                                           "online_wall_seconds": wall_before + time.time() - began}})
 
-    def publish() -> None:
-        nonlocal latest
-        latest = registry.publish(policy, method.deployable_encoder(), version=registry.next_version(latest.version + 1),
-                                  parent_version=latest.version, learner_step=step, data_snapshot=online.snapshot,
-                                  extras={"training_step": base_training_step + step})
-        version_step[latest.version] = step
-
-    def request_stop(*_):
-        raise _Stop()
-
-    previous_sigterm = signal.signal(signal.SIGTERM, request_stop)
-    fleet = LocalFleet(config.fleet_config(), out / "online_store", out / "registry", log_dir=out)
-    began = time.time()
-    last_refresh = last_log = began
-    env_steps_at_start, learner_steps_at_start = monitor.env_steps, step
-    window: list[dict[str, float]] = []
-    steps_at_log, interrupted, reason, completed = step, False, "budget", False
-    bar = tqdm(total=config.env_steps, initial=min(monitor.env_steps, config.env_steps), desc="deploy",
-               unit="env step", disable=not config.progress, smoothing=0.1)
-    try:
-        if step < config.offline_steps:
-            for _ in tqdm(range(step, config.offline_steps), desc=f"{config.method}: offline stage", unit="step",
-                          disable=not config.progress):
-                window.append(method.step(offline.sample(config.batch_size, rng), generator))
-                step += 1
-                if step % config.checkpoint_every == 0:
-                    checkpoint(last)
-            publish()  # robots start with the offline-stage policy
-            steps_at_log = learner_steps_at_start = step
-            began = last_refresh = last_log = time.time()
-        fleet.start()
-        pace = config.updates_per_1k_env_steps / 1000.0
-        if pace_anchor is None:
-            pace_anchor = [step, monitor.env_steps]
-
-        def updates_due(env_steps: int) -> float:
-            return pace_anchor[0] + (env_steps - pace_anchor[1]) * pace
-
-        waiting = False  # paced learner ahead of its data
-        while True:
-            now = time.time()
-            if (now - last_refresh >= (0.05 if waiting else config.refresh_seconds)) or online.num_steps == 0:
-                before = monitor.env_steps
-                pull_online_episodes()
-                bar.update(min(monitor.env_steps, config.env_steps) - min(before, config.env_steps))
-                last_refresh = now
-                fleet.supervise()
-            if config.max_minutes and now - began >= 60 * config.max_minutes:
-                reason = "wall time"
-                break
-            if config.max_learner_steps and step >= config.max_learner_steps:
-                reason = "learner steps"
-                break
-            if monitor.env_steps >= config.env_steps:
-                if not pace or step >= updates_due(config.env_steps):
-                    break
-                fleet.hold(True)  # budget spent: robots rest while the learner makes the updates it is owed
-                waiting = False
-            elif pace:
-                due = updates_due(monitor.env_steps)
-                fleet.hold(step < due - config.n_sync)
-                waiting = step >= due
-                if waiting:
-                    time.sleep(0.01)
-                    continue
-            batch = mix.sample(config.batch_size, rng)
-            metrics = method.step(batch, generator)
-            online_rows = batch.policy_version[batch.policy_version >= first_version]
-            if len(online_rows):
-                metrics["staleness/learner_steps"] = float(np.mean([step - version_step.get(int(v), 0) for v in online_rows]))
-                metrics["staleness/versions"] = float(latest.version - online_rows.mean())
-                metrics["replay/online_share"] = len(online_rows) / len(batch)
-            window.append(metrics)
-            step += 1
-            if step % config.n_sync == 0:
-                publish()
-            if step % config.checkpoint_every == 0:
-                checkpoint(last)
-            if on_tick is not None:
-                on_tick(DeployState(step, latest.version, monitor.env_steps, fleet, registry))
-            if time.time() - last_log >= config.log_seconds:
-                _log(logger, monitor, window, step, steps_at_log, last_log, latest.version, fleet, bar)
-                window, steps_at_log, last_log = [], step, time.time()
-        completed = True
-    except (KeyboardInterrupt, _Stop):
-        interrupted, reason, completed = True, "interrupted", False
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        bar.set_description("deploy: stopping robots (they finish their episodes)")
-        fleet.stop()
-        pull_online_episodes()
-        _log(logger, monitor, window, step, steps_at_log, last_log, latest.version, fleet, bar)
-        bar.close()
-        if completed:
-            publish()  # the final policy is a published version too
-        checkpoint(last)
-        monitor.close()
-        logger.close()
-    if completed:
-        checkpoint(out / "learner" / "final", deployable=True)
-    wall = time.time() - began
-    anchor_step, anchor_env = pace_anchor or (learner_steps_at_start, env_steps_at_start)
-    summary = {"reason": reason, "learner_steps": step, "env_steps": monitor.env_steps, "episodes": monitor.episodes,
-               "env_steps_per_s": (monitor.env_steps - env_steps_at_start) / wall,
-               "learner_updates_per_s": (step - learner_steps_at_start) / wall,
-               "learner_updates_per_1k_env_steps": 1000.0 * (step - anchor_step) / max(monitor.env_steps - anchor_env, 1),
-               "online_wall_seconds": wall_before + wall,
-               "versions_published": len(registry.history()), "latest_version": latest.version,
-               "worker_restarts": fleet.restarts, "wall_seconds": wall,
-               "final": str(out / "learner" / "final") if (out / "learner" / "final").exists() else None,
-               **{k: v for k, v in monitor.snapshot().items() if not k.startswith(("success/", "autonomous_success/",
-                                                                                   "intervention_rate/", "fleet/env_steps_per_s"))}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if interrupted:
-        raise KeyboardInterrupt
-    return summary
+def _replays(config: DeployConfig, method: OnlineMethod, progress: OnlineProgress,
+             fresh: bool) -> tuple[ChunkReplay, ChunkReplay]:
+    """The offline replay (pinned to the snapshot the run started with) and the online one."""
+    replay_config = method.replay_config(ReplayConfig(chunk_len=method.policy.config.chunk_len,
+                                                      discount=config.discount, n_step=config.resolved_n_step(),
+                                                      task_balanced=config.task_balanced))
+    offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)
+    offline.refresh(up_to=progress.offline_snapshot)
+    if progress.offline_snapshot is None:
+        progress.offline_snapshot = offline.snapshot
+    if fresh:
+        method.prepare(offline, config.fleet_config().task_names())
+    method.set_step(progress.step)
+    online = ChunkReplay(EpisodeStore(Path(config.out) / "online_store"), replay_config)
+    method.encoder.embed(sorted(set(offline.instruction_vocab) - set(method.encoder.table)))
+    return offline, online
 
 
 def _finished_summary(out: Path, config: DeployConfig) -> dict | None:
@@ -339,19 +483,3 @@ def _finished_summary(out: Path, config: DeployConfig) -> dict | None:
     done = summary.get("reason") != "interrupted" and (
         summary["env_steps"] >= config.env_steps or summary["reason"] in ("wall time", "learner steps"))
     return summary if done else None
-
-
-def _log(logger: MetricsLogger, monitor: FleetMonitor, window: list[dict[str, float]], step: int, steps_at_log: int,
-         last_log: float, version: int, fleet: LocalFleet, bar) -> None:
-    from lwd.training.metrics import average_metrics
-
-    metrics = average_metrics(window) if window else {}
-    metrics.update(monitor.snapshot())
-    metrics["learner/updates_per_s"] = (step - steps_at_log) / max(time.time() - last_log, 1e-9)
-    metrics["registry/version"] = version
-    metrics["fleet/workers_alive"] = fleet.alive
-    metrics["fleet/worker_restarts"] = fleet.restarts
-    logger.log(step, metrics)
-    bar.set_postfix({"v": metrics["registry/version"], "success": f"{metrics.get('fleet/autonomous_success', 0):.2f}",
-                     "interv": f"{metrics.get('fleet/intervention_rate', 0):.2f}",
-                     "env/s": f"{metrics['fleet/env_steps_per_s']:.0f}", "upd/s": f"{metrics['learner/updates_per_s']:.1f}"})

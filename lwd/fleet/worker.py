@@ -18,6 +18,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,11 +29,11 @@ import torch
 from lwd.configargs import documented, narrow
 from lwd.data.episode import NO_POLICY, Episode, EpisodeValidationError
 from lwd.data.lease import RobotLease, RobotLeaseError
-from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt, StoreError
+from lwd.data.store import EpisodeConflictError, Receipt, StoreError
 from lwd.envs import SEEDS, make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
 from lwd.fleet.policy_actor import PolicyActor, sample_chunks
-from lwd.fleet.registry import PolicyRegistry, PolicySource, PublishedVersion
+from lwd.fleet.registry import PolicySource, PublishedVersion
 from lwd.fleet.rollout import EpisodeRun
 
 log = logging.getLogger(__name__)
@@ -306,15 +307,18 @@ def die_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, store_path: str,
-                registry_path: str, stop_flag, log_dir: str | None = None, hold_flag=None,
+def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, open_sink: Callable[[], EpisodeSink],
+                open_source: Callable[[], PolicySource], stop_flag, log_dir: str | None = None, hold_flag=None,
                 parent_pid: int | None = None, lease_wait_seconds: float = 10.0) -> None:
     """Process entry point. Ctrl-C goes to the whole process group; the worker ignores it
     and stops when the parent sets `stop_flag.value` (a shared boolean), after its robots
     finish their episodes. While `hold_flag.value` is true, robots start no new episode.
     SIGTERM stops the worker like the flag does. When `parent_pid` dies the
     worker dies with it. A robot another process still drives is waited for up to
-    `lease_wait_seconds` (an orphan of a killed run dies within a second), then refused."""
+    `lease_wait_seconds` (an orphan of a killed run dies within a second), then refused.
+    The worker opens its episode sink and policy source in its own process with
+    `open_sink()` / `open_source()` (e.g. `partial(EpisodeStore, path)`): the fleet
+    chooses the transport, the worker does not know it."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -323,8 +327,8 @@ def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index}: %(message)s")
     try:
-        worker = RobotWorker(worker_index, specs, config, EpisodeStore(store_path), PolicyRegistry(registry_path),
-                             log_dir, lease_wait_seconds=lease_wait_seconds)
+        worker = RobotWorker(worker_index, specs, config, open_sink(), open_source(), log_dir,
+                             lease_wait_seconds=lease_wait_seconds)
     except RobotLeaseError as err:
         log.error("refused: %s", err)
         sys.exit(EXIT_LEASE_REFUSED)
