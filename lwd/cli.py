@@ -90,7 +90,7 @@ def cmd_store_check(config: StoreCheckConfig) -> int:
 
 
 def cmd_bench_sim(config) -> int:
-    from lwd.evaluation.bench import run_sim_bench
+    from lwd.benchmarks import run_sim_bench
 
     report = run_sim_bench(config)
     print(f"bare simulator      {report['bare_steps_per_s']:8.0f} env steps/s")
@@ -101,7 +101,7 @@ def cmd_bench_sim(config) -> int:
 
 
 def cmd_demo(config) -> int:
-    from lwd.evaluation.pipeline import run_demo
+    from lwd.recipes.demo import run_demo
 
     report = run_demo(config)
     print(report.read_text().split("## Learning while deploying")[0])
@@ -110,7 +110,7 @@ def cmd_demo(config) -> int:
 
 
 def cmd_experiment(config) -> int:
-    from lwd.evaluation.experiment import run_experiment
+    from lwd.recipes.experiment import run_experiment
 
     results = run_experiment(config)
     print(results.read_text().split("## Online runs")[0])
@@ -119,7 +119,7 @@ def cmd_experiment(config) -> int:
 
 
 def cmd_bench_fleet(config) -> int:
-    from lwd.evaluation.bench import run_fleet_bench
+    from lwd.benchmarks import run_fleet_bench
 
     report = run_fleet_bench(config)
     print(f"fleet ({config.workers} workers x {config.robots_per_worker} robots) {report['fleet_steps_per_s']:8.0f} env steps/s")
@@ -132,7 +132,7 @@ def cmd_bench_fleet(config) -> int:
 
 
 def cmd_bench_operator(config) -> int:
-    from lwd.evaluation.bench import run_operator_bench
+    from lwd.benchmarks import run_operator_bench
 
     report = run_operator_bench(config)
     print(f"{'task':26s} episodes  takeover  success  success without takeover")
@@ -145,7 +145,7 @@ def cmd_bench_operator(config) -> int:
 
 
 def cmd_bench_policy(config) -> int:
-    from lwd.evaluation.bench import run_policy_bench
+    from lwd.benchmarks import run_policy_bench
 
     report = run_policy_bench(config)
     for batch in (1, 16):
@@ -223,7 +223,7 @@ def cmd_eval(config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lwd.evaluation.bench import (
+    from lwd.benchmarks import (
         FleetBenchConfig,
         OperatorBenchConfig,
         PolicyBenchConfig,
@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
-    from lwd.evaluation.experiment import ExperimentConfig
-    from lwd.evaluation.pipeline import DemoConfig
+    from lwd.recipes.experiment import ExperimentConfig
+    from lwd.recipes.demo import DemoConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.fleet.online import DeployConfig
     from lwd.training.offline import OfflineConfig

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lwd.cli import main
-from lwd.evaluation.bench import SimBenchConfig, run_sim_bench
+from lwd.benchmarks import SimBenchConfig, run_sim_bench
 
 
 def test_collect_then_store_info_reports_counts(tmp_path, capsys):
@@ -45,7 +45,7 @@ def test_sim_bench_replays_exactly_the_collected_workload(tmp_path):
 
 
 def test_policy_bench_reports_latency_and_update_rate(tmp_path):
-    from lwd.evaluation.bench import PolicyBenchConfig, run_policy_bench
+    from lwd.benchmarks import PolicyBenchConfig, run_policy_bench
 
     report = run_policy_bench(PolicyBenchConfig(hidden_dim=32, num_layers=1, repeats=3, sft_steps=2,
                                                 learner_steps=1, out=str(tmp_path / "p.json")))
@@ -57,7 +57,7 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
 
 
 def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():
-    from lwd.evaluation.bench import single_stage_tasks
+    from lwd.benchmarks import single_stage_tasks
 
     assert "reach-v3" in single_stage_tasks("mt10")
     with pytest.raises(ValueError, match="multi-stage"):

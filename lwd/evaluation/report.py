@@ -13,7 +13,7 @@ import numpy as np
 from lwd.evaluation.compare import paired_difference
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def _plt():
     return plt
 
 
-def _rolling(values: np.ndarray, window: int) -> np.ndarray:
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     if len(values) == 0:
         return values
     cumulative = np.cumsum(np.insert(values.astype(np.float64), 0, 0.0))
@@ -37,16 +37,16 @@ def load_episodes(run: Path) -> list[dict]:
 
 
 def plot_success_over_env_steps(episodes: list[dict], path: Path, window: int = 30) -> None:
-    plt = _plt()
+    plt = pyplot()
     by_task = defaultdict(list)
     for row in episodes:
         by_task[row["task"]].append(row)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for task, rows in sorted(by_task.items()):
         autonomous = np.array([r["success"] and r["interventions"] == 0 for r in rows])
-        ax.plot([r["env_steps_total"] for r in rows], _rolling(autonomous, window), lw=1, label=task.removesuffix("-v3"))
+        ax.plot([r["env_steps_total"] for r in rows], rolling_mean(autonomous, window), lw=1, label=task.removesuffix("-v3"))
     overall = np.array([r["success"] and r["interventions"] == 0 for r in episodes])
-    ax.plot([r["env_steps_total"] for r in episodes], _rolling(overall, window * max(len(by_task), 1)), "k", lw=2.5,
+    ax.plot([r["env_steps_total"] for r in episodes], rolling_mean(overall, window * max(len(by_task), 1)), "k", lw=2.5,
             label="all tasks")
     ax.set_xlabel("online env steps")
     ax.set_ylabel(f"autonomous success (rolling {window} episodes)")
@@ -59,17 +59,17 @@ def plot_success_over_env_steps(episodes: list[dict], path: Path, window: int = 
 
 
 def plot_interventions_over_time(episodes: list[dict], path: Path, window: int = 100) -> None:
-    plt = _plt()
+    plt = pyplot()
     t0 = min(r["started_at"] for r in episodes)
     minutes = np.array([(r["ended_at"] - t0) / 60 for r in episodes])
     step_rate = np.array([r["interventions"] / r["steps"] for r in episodes])
     episode_rate = np.array([r["interventions"] > 0 for r in episodes])
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(minutes, _rolling(episode_rate, window), label="episodes with a takeover")
-    ax.plot(minutes, _rolling(step_rate, window), label="steps driven by the operator")
+    ax.plot(minutes, rolling_mean(episode_rate, window), label="episodes with a takeover")
+    ax.plot(minutes, rolling_mean(step_rate, window), label="steps driven by the operator")
     ax.set_xlabel("minutes since deployment started")
     ax.set_ylabel(f"rate (rolling {window} episodes)")
-    ax.set_ylim(0, max(0.05, float(_rolling(episode_rate, window).max()) * 1.1))
+    ax.set_ylim(0, max(0.05, float(rolling_mean(episode_rate, window).max()) * 1.1))
     ax.set_title("Operator interventions over time")
     ax.legend()
     fig.tight_layout()
@@ -78,7 +78,7 @@ def plot_interventions_over_time(episodes: list[dict], path: Path, window: int =
 
 
 def plot_version_timeline(episodes: list[dict], history: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     t0 = min([r["started_at"] for r in episodes] + [h["published_at"] for h in history])
     robots = sorted({r["robot_id"] for r in episodes})
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -98,7 +98,7 @@ def plot_version_timeline(episodes: list[dict], history: list[dict], path: Path)
 
 
 def plot_latencies(episodes: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     upload = [r["episode_to_learner_s"] for r in episodes if r.get("episode_to_learner_s") is not None]
     model = [r["model_to_robot_s"] for r in episodes if r.get("model_to_robot_s") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -116,7 +116,7 @@ def plot_latencies(episodes: list[dict], path: Path) -> None:
 
 
 def plot_stage_comparison(evals: dict[str, dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(evals)
     tasks = list(next(iter(evals.values()))["per_task"])
     width = 0.8 / len(names)

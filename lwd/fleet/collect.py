@@ -92,7 +92,8 @@ class CollectResult:
 _ROBOTS: dict = {}
 
 
-def _robot_and_expert(task: str):
+def cached_robot_and_expert(task: str):
+    """This process's simulator and scripted expert for `task`, built once."""
     if task not in _ROBOTS:
         _ROBOTS[task] = (make_robot(task), make_expert(task))
     return _ROBOTS[task]
@@ -112,14 +113,14 @@ def _policy(checkpoint: str):
 
 def _warm_up(tasks: tuple[str, ...]) -> None:
     for task in tasks:
-        _robot_and_expert(task)
+        cached_robot_and_expert(task)
 
 
 def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     """Run and commit one episode; module-level so worker processes can run it."""
     config, task, seq = job
     began = time.perf_counter()
-    robot, expert = _robot_and_expert(task)
+    robot, expert = cached_robot_and_expert(task)
     seed = SEEDS.train(config.seed_start + seq)
     rng = np.random.default_rng([seed, seq, int(config.noise * 1e6), 0 if config.source == "demo" else 1])
     version = NO_POLICY
@@ -134,7 +135,7 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     episode = run_episode(robot, actor, robot_id=config.robot_id(task), seq=seq, source=config.source, seed=seed,
                           policy_version=version, stop_at_success=config.source != "play",
                           extras={"noise": config.noise} if config.source != "rollout" else {"checkpoint": config.checkpoint})
-    store = _open_store(config.store)
+    store = cached_store(config.store)
     store.append(episode)
     return EpisodeStat(task, seq, bool(episode.extras.get("reached_success", episode.success)), episode.num_steps,
                        time.perf_counter() - began)
@@ -143,7 +144,8 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
 _STORES: dict[str, EpisodeStore] = {}
 
 
-def _open_store(path: str) -> EpisodeStore:
+def cached_store(path: str) -> EpisodeStore:
+    """This process's connection to the store at `path`, opened once."""
     if path not in _STORES:
         _STORES[path] = EpisodeStore(path)
     return _STORES[path]

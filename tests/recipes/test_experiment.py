@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lwd.evaluation.experiment import (
+from lwd.recipes.experiment import (
     ABLATIONS,
     EXPERIMENT_PRESETS,
     METHODS,
@@ -91,7 +91,7 @@ def test_a_rerun_reuses_every_stage_and_keeps_the_times_measured_when_they_ran(s
 
 
 def test_an_interrupted_stage_keeps_the_time_it_ran():
-    from lwd.evaluation.pipeline import _timed
+    from lwd.recipes.stages import timed
 
     stages = {"SFT": 1.0}
 
@@ -99,9 +99,9 @@ def test_an_interrupted_stage_keeps_the_time_it_ran():
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _timed(stages, "SFT", interrupted)
+        timed(stages, "SFT", interrupted)
     assert stages["SFT"] > 1.0
-    _timed(stages, "offline RL", lambda: None)
+    timed(stages, "offline RL", lambda: None)
     assert 0.0 <= stages["offline RL"] < 1.0
 
 

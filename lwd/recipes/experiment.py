@@ -20,7 +20,7 @@ re-run only does what is missing.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,46 +28,20 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.envs.tasks import task_spec
 from lwd.evaluation.compare import compare_table, load_report, pooled_average
-from lwd.evaluation.pipeline import (
-    Preset,
-    _timed,
+from lwd.evaluation.report import load_episodes, pyplot, rolling_mean
+from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
+from lwd.recipes.stages import (
     deploy_stage,
     evaluation,
     offline_data_stage,
     offline_rl_stage,
     sft_stage,
+    timed,
 )
-from lwd.evaluation.report import _plt, _rolling, load_episodes
 
 METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
 ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
 ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
-
-_SMOKE = Preset(tasks=("reach-v3", "drawer-close-v3"), demos_per_task=2, rollouts_per_task=2, play_per_task=1,
-                sft_steps=20, hidden_dim=64, num_layers=1, batch_size=32, offline_steps=6, offline_warmup=2,
-                critic_hidden=32, qam_batch=8, robots_per_worker=2, online_env_steps=1_500, n_sync=5,
-                eval_episodes_per_task=2)
-# Long-horizon tasks: n = 10 chunk backups offline (SPEC §4); longer episodes, so fewer per task.
-EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
-    "smoke": {"mt10": _SMOKE,
-              "lh": replace(_SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500,
-                            updates_per_1k_env_steps=20.0)},
-    # Online learners paced at 10 updates per 1,000 env steps in small and full: every method gets
-    # the same updates for the same robot time, as on real robots, where robot time is what is scarce
-    # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
-    # small: three seeds took 52 min (mt10) and 40 min (lh) on 2 cores (docs/benchmarks.md).
-    "small": {"mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=10.0),
-              # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
-              "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
-                           offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000,
-                           updates_per_1k_env_steps=10.0)},
-    "full": {"mt10": Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
-                            updates_per_1k_env_steps=10.0, eval_episodes_per_task=50),
-             "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
-                          offline_warmup=2_000, offline_n_step=10, qam_batch=128, online_env_steps=1_000_000,
-                          updates_per_1k_env_steps=10.0, eval_episodes_per_task=50)},
-}
-
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -93,7 +67,7 @@ def _slug(name: str) -> str:
 
 class StageClock(dict):
     """Wall time of each stage of one run, kept in <run>/stage_seconds.json as soon as a stage ends
-    or is interrupted. `_timed` adds each attempt's time, so a stage interrupted and resumed counts
+    or is interrupted. `timed` adds each attempt's time, so a stage interrupted and resumed counts
     both parts, and a finished stage that a re-run only reuses gains next to nothing."""
 
     def __init__(self, path: Path) -> None:
@@ -149,7 +123,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
                 out = run / "eval" / _slug(name)
-                _timed(stages, f"eval {name}", lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(
+                timed(stages, f"eval {name}", lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(
                     c, o, p, config.workers, s))
                 suite_results["runs"].setdefault(name, []).append(str(out / "eval.json"))
             suite_results["seconds"][str(seed)] = {"total": sum(stages.values()), **stages}
@@ -202,7 +176,7 @@ def stage_score_table(results: dict, suite_name: str) -> list[str]:
 
 
 def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     suites = list(results["suites"])
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(methods) * len(suites) / 2, 4))
     width = 0.8 / len(methods)
@@ -224,7 +198,7 @@ def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str
 
 def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100) -> None:
     """Rolling autonomous success of each online method's fleet over env steps (one line per seed)."""
-    plt = _plt()
+    plt = pyplot()
     suites = list(results["suites"])
     fig, axes = plt.subplots(1, len(suites), figsize=(6 * len(suites), 4), squeeze=False)
     colors = {"HG-DAgger": "#DD8452", "RECAP": "#55A868", "LWD online": "#C44E52"}
@@ -235,7 +209,7 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
                 if not episodes:
                     continue
                 autonomous = np.array([e["success"] and e["interventions"] == 0 for e in episodes])
-                ax.plot([e["env_steps_total"] for e in episodes], _rolling(autonomous, window), color=colors[name],
+                ax.plot([e["env_steps_total"] for e in episodes], rolling_mean(autonomous, window), color=colors[name],
                         lw=1.2, alpha=0.8, label=name if k == 0 else None)
         ax.set_title(f"{suite_name}: deployed policy while learning")
         ax.set_xlabel("online env steps")

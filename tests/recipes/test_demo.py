@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lwd.evaluation.pipeline import DemoConfig, run_demo
+from lwd.recipes.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 

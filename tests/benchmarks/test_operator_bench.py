@@ -2,7 +2,7 @@
 
 import json
 
-from lwd.evaluation.bench import OperatorBenchConfig, run_operator_bench
+from lwd.benchmarks import OperatorBenchConfig, run_operator_bench
 
 TASKS = ("reach-v3", "drawer-close-v3")
 

@@ -1,6 +1,11 @@
-"""Simulator throughput benchmark: bare Meta-World vs expert collection into the store.
+"""The benchmarks behind `lwd bench` (figures in docs/benchmarks.md):
 
-Both phases run in the same pool of worker processes (one per core), on the same
+    sim       bare Meta-World vs expert collection into the store, same cores
+    policy    chunk latency at batch 1 and 16, SFT and learner updates/s
+    fleet     fleet env steps/s vs the bare simulator on the same episodes
+    operator  how often the deployment operator takes over, per task
+
+Simulator throughput: both phases run in the same pool of worker processes (one per core), on the same
 physics: the collection phase runs the noisy expert through the Robot interface and
 commits every episode to a durable store; the bare phase resets the raw Meta-World
 environment with the same seeds and replays exactly the recorded actions (same
@@ -53,10 +58,10 @@ def _ready_pool(workers: int, tasks: tuple[str, ...]):
 def bare_episode(job: tuple[str, str, int, int]) -> int:
     """Reset the raw Meta-World env with the episode's seed and replay its recorded actions."""
     store_path, robot_id, seq, seed = job
-    store = collect_mod._open_store(store_path)
+    store = collect_mod.cached_store(store_path)
     record = store.get(robot_id, seq)
     actions = store.load(record).actions
-    env = collect_mod._robot_and_expert(record.task)[0].scenes[0]
+    env = collect_mod.cached_robot_and_expert(record.task)[0].scenes[0]
     env.seed(seed)
     env.reset()
     for action in actions:
