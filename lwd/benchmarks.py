@@ -20,7 +20,7 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +138,7 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
     """
     import torch
 
+    from lwd.algorithms.batch import LearnerBatch
     from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
     from lwd.training.sft import sft_step
 
@@ -168,23 +169,26 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
                                               "p99": 1e3 * float(np.percentile(timings, 99))}
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-4)
     generator = torch.Generator().manual_seed(0)
-    tensors = {"obs": torch.randn(256, 39), "instruction": torch.randn(256, 384),
-               "actions": torch.rand(256, config.chunk_len, 4) * 2 - 1,
-               "action_mask": torch.ones(256, config.chunk_len, dtype=torch.bool)}
-    tensors = {name: value.to(device) for name, value in tensors.items()}
+    batch = LearnerBatch(obs=torch.randn(256, 39), instruction=torch.randn(256, 384),
+                         actions=torch.rand(256, config.chunk_len, 4) * 2 - 1,
+                         action_mask=torch.ones(256, config.chunk_len, dtype=torch.bool),
+                         intervention=torch.zeros(256, config.chunk_len, dtype=torch.bool),
+                         reward=torch.rand(256), discount=torch.full((256,), 0.95), done=torch.zeros(256),
+                         next_obs=torch.randn(256, 39), return_to_go=torch.rand(256))
+    batch = LearnerBatch(**{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})
     for _ in range(5):
-        sft_step(policy, optimizer, tensors, generator)
+        sft_step(policy, optimizer, batch, generator)
     synchronize()
     began = time.perf_counter()
     for _ in range(config.sft_steps):
-        sft_step(policy, optimizer, tensors, generator)
+        sft_step(policy, optimizer, batch, generator)
     synchronize()
     report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
-    report["learner_updates_per_s_batch256"] = _learner_rates(policy, tensors, config, synchronize)
+    report["learner_updates_per_s_batch256"] = _learner_rates(policy, batch, config, synchronize)
     return _written(report, config.out)
 
 
-def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig, synchronize) -> dict[str, float]:
+def _learner_rates(policy, batch, config: PolicyBenchConfig, synchronize) -> dict[str, float]:
     """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 128 (default) /
     256 states, every step or every 4th step."""
     import copy
@@ -194,10 +198,7 @@ def _learner_rates(policy, tensors: dict, config: PolicyBenchConfig, synchronize
     from lwd.algorithms.learner import LearnerConfig, LWDLearner
     from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 
-    batch = dict(tensors)
-    device = tensors["obs"].device
-    batch.update({"next_obs": torch.randn(256, 39, device=device), "reward": torch.rand(256, device=device),
-                  "discount": torch.full((256,), 0.95, device=device), "done": torch.zeros(256, device=device)})
+    device = batch.obs.device
     critic_config = CriticConfig(chunk_len=config.chunk_len)
     variants = {"value_and_critic_only": dict(policy_warmup=10**9), "qam64_every_step": dict(qam_batch=64),
                 "qam128_every_step_default": dict(qam_batch=128), "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}

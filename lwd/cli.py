@@ -231,10 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
-    from lwd.recipes.experiment import ExperimentConfig
-    from lwd.recipes.demo import DemoConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
     from lwd.fleet.online import DeployConfig
+    from lwd.recipes.demo import DemoConfig
+    from lwd.recipes.experiment import ExperimentConfig
     from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 

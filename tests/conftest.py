@@ -26,6 +26,24 @@ def make_episode(robot_id: str = "robot-0", seq: int = 0, *, steps: int = 7, tas
     )
 
 
+def random_batch(size: int, obs_dim: int, text_dim: int, chunk_len: int, action_dim: int, seed: int = 0,
+                 batch_type=None, **overrides):
+    """A LearnerBatch (or `batch_type`) of random tensors of the given sizes; `overrides`
+    replace fields (and give a subclass its extra fields)."""
+    import torch
+
+    from lwd.algorithms.batch import LearnerBatch
+
+    g = torch.Generator().manual_seed(seed)
+    fields = dict(obs=torch.randn(size, obs_dim, generator=g), instruction=torch.randn(size, text_dim, generator=g),
+                  actions=torch.rand(size, chunk_len, action_dim, generator=g) * 2 - 1,
+                  action_mask=torch.ones(size, chunk_len, dtype=torch.bool),
+                  intervention=torch.zeros(size, chunk_len, dtype=torch.bool), reward=torch.zeros(size),
+                  discount=torch.full((size,), 0.95), done=torch.zeros(size), next_obs=torch.randn(size, obs_dim, generator=g),
+                  return_to_go=torch.rand(size, generator=g))
+    return (batch_type or LearnerBatch)(**{**fields, **overrides})
+
+
 @pytest.fixture
 def episode_factory():
     return make_episode

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lwd.cli import main
 from lwd.benchmarks import SimBenchConfig, run_sim_bench
+from lwd.cli import main
 
 
 def test_collect_then_store_info_reports_counts(tmp_path, capsys):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
 from lwd.policy.flow_policy import FlowChunkPolicy
@@ -53,10 +54,9 @@ class HGDaggerLearner:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {}
 
-    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
+    def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         metrics = flow_matching_update(self.policy, self.policy_optimizer, self._parameters, self.config.grad_clip,
-                                       batch["obs"], batch["instruction"], batch["actions"], batch["action_mask"],
-                                       generator)
-        metrics["hg_dagger/operator_share"] = float(batch["intervention"].any(dim=1).float().mean())
+                                       batch.obs, batch.instruction, batch.actions, batch.action_mask, generator)
+        metrics["hg_dagger/operator_share"] = float(batch.intervention.any(dim=1).float().mean())
         self.step_count += 1
         return metrics

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.divl import (
     adaptive_tau,
     categorical_value_loss,
@@ -168,13 +169,13 @@ class LWDLearner:
         return {"qam/loss": float(out.loss.detach()), "qam/terminal_adjoint_norm": float(out.terminal_adjoint_norm.mean()),
                 "qam/kl_proxy": float(out.kl_proxy.mean()), "qam/grad_norm": float(grad_norm)}
 
-    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
-        """One learner step on a batch of chunked transitions (see `lwd.data.replay.ChunkBatch`)."""
-        obs, instruction, actions = batch["obs"], batch["instruction"], batch["actions"]
+    def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
+        """One learner step on a batch of chunked transitions."""
+        obs, instruction, actions = batch.obs, batch.instruction, batch.actions
         metrics = self.update_value(obs, instruction, actions)
-        next_value, readout = self.value_readout(batch["next_obs"], instruction)
+        next_value, readout = self.value_readout(batch.next_obs, instruction)
         metrics.update(readout)
-        target = td_target(batch["reward"], batch["discount"], batch["done"], next_value)
+        target = td_target(batch.reward, batch.discount, batch.done, next_value)
         metrics.update(self.update_critic(obs, instruction, actions, target))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:

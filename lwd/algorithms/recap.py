@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lwd.algorithms.batch import RecapBatch
 from lwd.algorithms.divl import categorical_value_loss
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.algorithms.hg_dagger import trainable_parameters
@@ -123,21 +124,20 @@ class RecapLearner:
         self.value_optimizer.step()
         return {"value/loss": float(loss.detach()), "value/return_mean": float(return_to_go.mean())}
 
-    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
+    def step(self, batch: RecapBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         cfg = self.config
-        obs, instruction = batch["obs"], batch["instruction"]
-        metrics = self.update_value(obs, instruction, batch["return_to_go"])
-        advantage = advantages(self.value, obs, instruction, batch["reward"], batch["discount"], batch["done"],
-                               batch["next_obs"])
-        update_thresholds(self.thresholds, self.thresholds_seen, advantage, batch["task"], cfg.positive_fraction,
+        obs, instruction = batch.obs, batch.instruction
+        metrics = self.update_value(obs, instruction, batch.return_to_go)
+        advantage = advantages(self.value, obs, instruction, batch.reward, batch.discount, batch.done, batch.next_obs)
+        update_thresholds(self.thresholds, self.thresholds_seen, advantage, batch.task, cfg.positive_fraction,
                           cfg.threshold_rate)
-        operator_driven = batch["intervention"][:, 0]
-        improved = improvement_indicator(advantage, self.thresholds[batch["task"]], operator_driven)
+        operator_driven = batch.intervention[:, 0]
+        improved = improvement_indicator(advantage, self.thresholds[batch.task], operator_driven)
         dropped = (torch.rand(obs.shape[0], generator=generator) < cfg.dropout).to(obs.device)
-        prompt = torch.where(improved[:, None], batch["instruction_positive"], batch["instruction_negative"])
+        prompt = torch.where(improved[:, None], batch.instruction_positive, batch.instruction_negative)
         prompt = torch.where(dropped[:, None], instruction, prompt)
         metrics.update(flow_matching_update(self.policy, self.policy_optimizer, self._parameters, cfg.grad_clip, obs,
-                                            prompt, batch["actions"], batch["action_mask"], generator))
+                                            prompt, batch.actions, batch.action_mask, generator))
         metrics.update({"recap/advantage_mean": float(advantage.mean()),
                         "recap/positive_fraction": float(improved.float().mean()),
                         "recap/operator_share": float(operator_driven.float().mean())})

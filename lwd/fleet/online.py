@@ -48,9 +48,19 @@ from lwd.fleet.fleet import Fleet, LocalFleet
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
-from lwd.policy.checkpoint import has_checkpoint, load_trainer_state, read_manifest, save_checkpoint
+from lwd.policy.checkpoint import (
+    has_checkpoint,
+    load_trainer_state,
+    read_manifest,
+    save_checkpoint,
+)
 from lwd.training.metrics import MetricsLogger, average_metrics
-from lwd.training.online_methods import METHODS, MethodSettings, OnlineMethod, start_method
+from lwd.training.online_methods import (
+    METHODS,
+    MethodSettings,
+    OnlineMethod,
+    start_method,
+)
 
 # Chunks per online TD backup when --n-step is 0. lwd keeps MT10's offline n (cut at
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.

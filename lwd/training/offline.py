@@ -18,7 +18,7 @@ import torch
 
 from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
-from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import (
     has_checkpoint,
@@ -29,11 +29,10 @@ from lwd.policy.checkpoint import (
 )
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
-from lwd.policy.instructions import InstructionEncoder
+from lwd.training.batches import learner_batch
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
-from lwd.training.sft import batch_tensors
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,6 @@ class OfflineConfig(LearnerConfig):
     threads: int = documented(2, "torch CPU threads")
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
-
-
-def learner_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:
-    tensors = batch_tensors(batch, encoder)
-    tensors.update({name: torch.from_numpy(getattr(batch, name)) for name in ("reward", "discount", "done", "next_obs")})
-    return tensors
 
 
 def build_learner(policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic_config: CriticConfig,
@@ -165,7 +158,7 @@ def train_offline(config: OfflineConfig) -> Path:
                                             "reference_checkpoint": config.checkpoint}})
 
     def step() -> dict[str, float]:
-        return learner.step(learner_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+        return learner.step(learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:
         return {"q": f"{mean['critic/q_mean']:.3f}", "tau": f"{mean.get('value/tau_mean', 0):.2f}",

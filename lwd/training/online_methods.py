@@ -12,13 +12,14 @@ The online loop (`lwd.fleet.online.deploy`) samples batches, calls `step`, publi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from lwd.algorithms.batch import RecapBatch
 from lwd.algorithms.hg_dagger import HGDaggerLearner, ImitationConfig
 from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import POSITIVE_PROMPT, RecapConfig, RecapLearner, conditioned
@@ -27,11 +28,11 @@ from lwd.policy.checkpoint import Manifest, load_checkpoint, load_learner_state
 from lwd.policy.critic import CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
+from lwd.training.batches import learner_batch
 from lwd.training.offline import (
     build_learner,
     learner_modules,
     learner_optimizer_state,
-    learner_tensors,
     load_modules,
     restore_learner_optimizers,
 )
@@ -133,7 +134,7 @@ class LWDMethod(_LearnerMethod):
     # prepare: nothing; critic, value and reference come trained from offline RL.
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        return self.learner.step(learner_tensors(batch, self.encoder), generator)
+        return self.learner.step(learner_batch(batch, self.encoder), generator)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return learner_modules(self.learner)
@@ -154,9 +155,7 @@ class HGDaggerMethod(_LearnerMethod):
         return replace(base, imitation_only=True)
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        tensors = learner_tensors(batch, self.encoder)
-        tensors["intervention"] = torch.from_numpy(batch.intervention)
-        return self.learner.step(tensors, generator)
+        return self.learner.step(learner_batch(batch, self.encoder), generator)
 
     def state(self) -> dict:
         return {"imitation": self.config.to_dict()}
@@ -192,20 +191,19 @@ class RecapMethod(_LearnerMethod):
         self._build(value)
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        tensors = learner_tensors(batch, self.encoder)
+        base = learner_batch(batch, self.encoder)
         vocab = list(batch.instruction_vocab)
         ids = torch.from_numpy(batch.instruction_ids)
-        for key, improved in (("instruction_positive", True), ("instruction_negative", False)):
-            table = torch.from_numpy(self.encoder.embed([conditioned(text, improved) for text in vocab]))
-            tensors[key] = table[ids]
+        positive, negative = (torch.from_numpy(self.encoder.embed([conditioned(text, improved) for text in vocab]))[ids]
+                              for improved in (True, False))
         unknown = sorted(set(batch.task_vocab) - set(self.tasks))
         if unknown:
             raise ValueError(f"RECAP was set up for tasks {self.tasks}; the data has {unknown}")
         task_index = np.array([self.tasks.index(name) for name in batch.task_vocab], dtype=np.int64)
-        tensors["task"] = torch.from_numpy(task_index[batch.task_ids])
-        tensors["intervention"] = torch.from_numpy(batch.intervention)
-        tensors["return_to_go"] = torch.from_numpy(batch.return_to_go)
-        return self.learner.step(tensors, generator)
+        recap_batch = RecapBatch(**{f.name: getattr(base, f.name) for f in fields(base)},
+                                 task=torch.from_numpy(task_index[batch.task_ids]), instruction_positive=positive,
+                                 instruction_negative=negative)
+        return self.learner.step(recap_batch, generator)
 
     def deployable_encoder(self) -> InstructionEncoder:
         return self.encoder.with_prompt(POSITIVE_PROMPT)

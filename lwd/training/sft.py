@@ -15,13 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
-from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
-from lwd.policy.checkpoint import has_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from lwd.policy.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
+from lwd.training.batches import learner_batch
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
@@ -46,20 +53,10 @@ class PretrainConfig:
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
 
-def batch_tensors(batch: ChunkBatch, encoder: InstructionEncoder) -> dict[str, torch.Tensor]:
-    table = torch.from_numpy(encoder.embed(list(batch.instruction_vocab)))
-    return {
-        "obs": torch.from_numpy(batch.obs),
-        "instruction": table[torch.from_numpy(batch.instruction_ids)],
-        "actions": torch.from_numpy(batch.actions),
-        "action_mask": torch.from_numpy(batch.action_mask),
-    }
-
-
-def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, batch: LearnerBatch,
              generator: torch.Generator) -> dict[str, float]:
-    metrics = flow_matching_update(policy, optimizer, list(policy.parameters()), 10.0, tensors["obs"],
-                                   tensors["instruction"], tensors["actions"], tensors["action_mask"], generator)
+    metrics = flow_matching_update(policy, optimizer, list(policy.parameters()), 10.0, batch.obs, batch.instruction,
+                                   batch.actions, batch.action_mask, generator)
     metrics["sft/grad_norm"] = metrics.pop("policy/grad_norm")
     return metrics
 
@@ -119,7 +116,7 @@ def pretrain(config: PretrainConfig) -> Path:
                                 "store": config.store, "sources": list(config.sources)})
 
     def step() -> dict[str, float]:
-        metrics = sft_step(policy, optimizer, batch_tensors(replay.sample(config.batch_size, rng), encoder), generator)
+        metrics = sft_step(policy, optimizer, learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
         schedule.step()
         return metrics
 

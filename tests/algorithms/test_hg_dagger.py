@@ -4,6 +4,7 @@ import torch
 
 from lwd.algorithms.hg_dagger import HGDaggerLearner, ImitationConfig
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from tests.conftest import random_batch
 
 
 def _policy():
@@ -13,10 +14,7 @@ def _policy():
 
 
 def _batch(mask_value=True):
-    g = torch.Generator().manual_seed(0)
-    return {"obs": torch.randn(32, 5, generator=g), "instruction": torch.randn(32, 4, generator=g),
-            "actions": torch.rand(32, 3, 2, generator=g) * 2 - 1,
-            "action_mask": torch.full((32, 3), mask_value), "intervention": torch.zeros(32, 3, dtype=torch.bool)}
+    return random_batch(32, 5, 4, 3, 2, action_mask=torch.full((32, 3), mask_value))
 
 
 def test_updates_lower_the_flow_matching_loss_on_the_aggregate():

@@ -8,9 +8,11 @@ import copy
 import pytest
 import torch
 
+from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from tests.conftest import random_batch
 
 BATCH, CHUNK = 16, 3
 
@@ -24,13 +26,10 @@ def _learner(**overrides) -> LWDLearner:
     return LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config), StateValue(critic_config), config)
 
 
-def _batch() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return {"obs": torch.randn(BATCH, 39, generator=generator), "instruction": torch.randn(BATCH, 384, generator=generator),
-            "actions": torch.rand(BATCH, CHUNK, 4, generator=generator) * 2 - 1,
-            "next_obs": torch.randn(BATCH, 39, generator=generator),
-            "reward": (torch.rand(BATCH, generator=generator) > 0.7).float(),
-            "discount": torch.full((BATCH,), 0.99 ** CHUNK), "done": (torch.rand(BATCH, generator=generator) > 0.8).float()}
+def _batch() -> LearnerBatch:
+    generator = torch.Generator().manual_seed(2)
+    return random_batch(BATCH, 39, 384, CHUNK, 4, seed=1, reward=(torch.rand(BATCH, generator=generator) > 0.7).float(),
+                        done=(torch.rand(BATCH, generator=generator) > 0.8).float())
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -54,7 +53,7 @@ def test_qam_changes_only_the_policys_trainable_parameters():
     learner = _learner(freeze_policy_encoder=True)
     before = _snapshot(learner)
     batch = _batch()
-    metrics = learner.update_policy(batch["obs"], batch["instruction"], torch.Generator().manual_seed(2))
+    metrics = learner.update_policy(batch.obs, batch.instruction, torch.Generator().manual_seed(2))
     assert _modules_changed(learner, before) == {"policy"}
     changed = _changed(before["policy"], learner.policy)
     trainable = {f"velocity_net.{name}" for name, _ in learner.policy.velocity_net.named_parameters()}
@@ -65,7 +64,7 @@ def test_qam_changes_only_the_policys_trainable_parameters():
 def test_the_policy_loss_sends_no_gradient_to_reference_critic_or_value():
     learner = _learner()
     batch = _batch()
-    learner.update_policy(batch["obs"], batch["instruction"], torch.Generator().manual_seed(2))
+    learner.update_policy(batch.obs, batch.instruction, torch.Generator().manual_seed(2))
     for name in ("reference", "critic", "critic_target", "value"):
         grads = [p.grad for p in getattr(learner, name).parameters() if p.grad is not None]
         assert all(float(g.abs().sum()) == 0.0 for g in grads), name
@@ -75,10 +74,10 @@ def test_the_value_update_trains_only_the_value_and_the_critic_update_only_the_c
     learner = _learner()
     batch = _batch()
     before = _snapshot(learner)
-    learner.update_value(batch["obs"], batch["instruction"], batch["actions"])
+    learner.update_value(batch.obs, batch.instruction, batch.actions)
     assert _modules_changed(learner, before) == {"value"}
     before = _snapshot(learner)
-    learner.update_critic(batch["obs"], batch["instruction"], batch["actions"], torch.rand(BATCH))
+    learner.update_critic(batch.obs, batch.instruction, batch.actions, torch.rand(BATCH))
     assert _modules_changed(learner, before) == {"critic"}
 
 

@@ -1,9 +1,12 @@
 """RECAP (SPEC §7): Monte-Carlo categorical value, per-task thresholds that make ~30% of the
 data positive, interventions forced positive, indicator dropout, and what gets gradients."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from lwd.algorithms.batch import RecapBatch
 from lwd.algorithms.recap import (
     RecapConfig,
     RecapLearner,
@@ -15,6 +18,7 @@ from lwd.algorithms.recap import (
 )
 from lwd.policy.critic import CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from tests.conftest import random_batch
 
 OBS, TEXT = 6, 8
 
@@ -27,18 +31,11 @@ def _nets(seed=0):
     return policy, value
 
 
-def _batch(size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.randn(size, OBS, generator=g), "next_obs": torch.randn(size, OBS, generator=g),
-        "instruction": torch.randn(size, TEXT, generator=g),
-        "instruction_positive": torch.randn(size, TEXT, generator=g),
-        "instruction_negative": torch.randn(size, TEXT, generator=g),
-        "actions": torch.rand(size, 3, 2, generator=g) * 2 - 1, "action_mask": torch.ones(size, 3, dtype=torch.bool),
-        "intervention": torch.zeros(size, 3, dtype=torch.bool), "reward": torch.zeros(size),
-        "discount": torch.full((size,), 0.95), "done": torch.zeros(size),
-        "return_to_go": torch.rand(size, generator=g), "task": torch.arange(size) % 2,
-    }
+def _batch(size=64, seed=0, **overrides) -> RecapBatch:
+    g = torch.Generator().manual_seed(seed + 1)
+    extra = dict(instruction_positive=torch.randn(size, TEXT, generator=g),
+                 instruction_negative=torch.randn(size, TEXT, generator=g), task=torch.arange(size) % 2)
+    return random_batch(size, OBS, TEXT, 3, 2, seed, batch_type=RecapBatch, **{**extra, **overrides})
 
 
 def test_conditioned_instruction_appends_the_indicator():
@@ -72,12 +69,12 @@ def test_operator_chunks_are_positive_whatever_their_advantage():
 def test_advantage_is_n_step_return_minus_value():
     _, value = _nets()
     batch = _batch(8)
-    batch["done"][:4] = 1.0
-    advantage = advantages(value, batch["obs"], batch["instruction"], batch["reward"] + 0.5, batch["discount"],
-                           batch["done"], batch["next_obs"])
-    v = expected_value(value(batch["obs"], batch["instruction"]), value.atoms).detach()
-    v_next = expected_value(value(batch["next_obs"], batch["instruction"]), value.atoms).detach()
-    expected = 0.5 + 0.95 * (1 - batch["done"]) * v_next - v
+    batch.done[:4] = 1.0
+    advantage = advantages(value, batch.obs, batch.instruction, batch.reward + 0.5, batch.discount, batch.done,
+                           batch.next_obs)
+    v = expected_value(value(batch.obs, batch.instruction), value.atoms).detach()
+    v_next = expected_value(value(batch.next_obs, batch.instruction), value.atoms).detach()
+    expected = 0.5 + 0.95 * (1 - batch.done) * v_next - v
     torch.testing.assert_close(advantage, expected)
 
 
@@ -85,13 +82,13 @@ def test_value_fits_monte_carlo_returns():
     policy, value = _nets()
     learner = RecapLearner(policy, value, RecapConfig(value_lr=3e-3), num_tasks=2)
     batch = _batch(64)
-    batch["return_to_go"] = (batch["obs"][:, 0] > 0).float() * 0.8  # a learnable function of the state
-    before = expected_value(value(batch["obs"], batch["instruction"]), value.atoms).detach()
+    returns = (batch.obs[:, 0] > 0).float() * 0.8  # a learnable function of the state
+    before = expected_value(value(batch.obs, batch.instruction), value.atoms).detach()
     for _ in range(300):
-        learner.update_value(batch["obs"], batch["instruction"], batch["return_to_go"])
-    after = expected_value(value(batch["obs"], batch["instruction"]), value.atoms).detach()
-    assert (after - batch["return_to_go"]).abs().mean() < 0.5 * (before - batch["return_to_go"]).abs().mean()
-    assert (after - batch["return_to_go"]).abs().mean() < 0.1
+        learner.update_value(batch.obs, batch.instruction, returns)
+    after = expected_value(value(batch.obs, batch.instruction), value.atoms).detach()
+    assert (after - returns).abs().mean() < 0.5 * (before - returns).abs().mean()
+    assert (after - returns).abs().mean() < 0.1
 
 
 def test_step_trains_action_expert_and_value_not_the_frozen_encoder():
@@ -116,8 +113,8 @@ def test_policy_sees_the_indicator_unless_dropped():
             policy, value = _nets()
             learner = RecapLearner(policy, value, RecapConfig(dropout=dropout, freeze_encoder=False), num_tasks=2)
             batch = _batch()
-            batch["intervention"][:, 0] = True  # every chunk positive
-            batch[key] = batch[key] * scale
+            batch.intervention[:, 0] = True  # every chunk positive
+            batch = replace(batch, **{key: getattr(batch, key) * scale})
             losses.append(learner.step(batch, torch.Generator().manual_seed(0))["sft/flow_loss"])
         assert (losses[0] != losses[1]) == expect_effect, (dropout, key)
 

@@ -1,0 +1,38 @@
+"""The typed batches the learners take: a chunked-transition batch as tensors, and what a
+method adds to it. Shapes: B = batch, D = state size, E = instruction embedding size,
+H = chunk length, A = action size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LearnerBatch:
+    """`lwd.data.replay.ChunkBatch` as tensors, with instructions embedded."""
+
+    obs: torch.Tensor  # (B, D) s_t
+    instruction: torch.Tensor  # (B, E) embedded instruction
+    actions: torch.Tensor  # (B, H, A) A_t, padded past the episode end
+    action_mask: torch.Tensor  # (B, H) bool, False on padding
+    intervention: torch.Tensor  # (B, H) bool, operator-driven actions
+    reward: torch.Tensor  # (B,) discounted reward over the backup
+    discount: torch.Tensor  # (B,) γ^(steps covered), the bootstrap factor
+    done: torch.Tensor  # (B,) 1 = no bootstrap
+    next_obs: torch.Tensor  # (B, D) s_{t+nH} (or s_T)
+    return_to_go: torch.Tensor  # (B,) Monte-Carlo return to the episode's end
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+
+@dataclass(frozen=True)
+class RecapBatch(LearnerBatch):
+    """What RECAP adds: each row's task (for its per-task threshold) and the instruction
+    embedded with the positive and the negative improvement indicator."""
+
+    task: torch.Tensor  # (B,) int64, index into the learner's task list
+    instruction_positive: torch.Tensor  # (B, E)
+    instruction_negative: torch.Tensor  # (B, E)
