@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-installed
 
-.PHONY: setup demo test test-fast bench
+.PHONY: setup demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Lint and format check (CI runs it before the tests); `ruff format .` fixes formatting.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The developers' loop: everything but the tests marked slow (real pipelines: demo,
 # experiment, deploy, fleet bench, kill-and-recover). `make test` and CI run all.

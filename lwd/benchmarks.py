@@ -74,8 +74,10 @@ def single_stage_tasks(suite_name: str) -> tuple[str, ...]:
     chosen = suite(suite_name)
     chained = [t.name for t in chosen.tasks if t.num_stages > 1]
     if chained:
-        raise ValueError(f"suite {suite_name!r} has multi-stage tasks ({', '.join(chained)}); the bare-simulator "
-                         "replay runs one Meta-World scene per episode, so benchmark single-stage suites")
+        raise ValueError(
+            f"suite {suite_name!r} has multi-stage tasks ({', '.join(chained)}); the bare-simulator "
+            "replay runs one Meta-World scene per episode, so benchmark single-stage suites"
+        )
     return chosen.task_names
 
 
@@ -86,15 +88,21 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
         bare_rates, collect_rates, success = [], [], []
         for round_index in range(config.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = collect_mod.CollectConfig(store=str(Path(tmp) / "store"), suite=config.suite,
-                                                episodes_per_task=config.episodes_per_task, noise=config.noise,
-                                                seed_start=round_index * config.episodes_per_task,
-                                                workers=config.workers, progress=False)
+                cfg = collect_mod.CollectConfig(
+                    store=str(Path(tmp) / "store"),
+                    suite=config.suite,
+                    episodes_per_task=config.episodes_per_task,
+                    noise=config.noise,
+                    seed_start=round_index * config.episodes_per_task,
+                    workers=config.workers,
+                    progress=False,
+                )
                 result = collect_mod.collect(cfg, pool=pool)
                 collect_rates.append(result.steps / result.wall_seconds)
                 success.append(np.mean([s.success for s in result.stats]))
-                jobs = [(cfg.store, cfg.robot_id(s.task), s.seq, SEEDS.train(cfg.seed_start + s.seq))
-                        for s in result.stats]
+                jobs = [
+                    (cfg.store, cfg.robot_id(s.task), s.seq, SEEDS.train(cfg.seed_start + s.seq)) for s in result.stats
+                ]
                 began = time.perf_counter()
                 steps = sum(pool.imap_unordered(bare_episode, jobs))
                 bare_rates.append(steps / (time.perf_counter() - began))
@@ -165,16 +173,24 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
                 synchronize()
                 if i >= 10:  # warm-up excluded
                     timings.append(time.perf_counter() - began)
-        report[f"latency_ms_batch{batch}"] = {"p50": 1e3 * float(np.percentile(timings, 50)),
-                                              "p99": 1e3 * float(np.percentile(timings, 99))}
+        report[f"latency_ms_batch{batch}"] = {
+            "p50": 1e3 * float(np.percentile(timings, 50)),
+            "p99": 1e3 * float(np.percentile(timings, 99)),
+        }
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-4)
     generator = torch.Generator().manual_seed(0)
-    batch = LearnerBatch(obs=torch.randn(256, 39), instruction=torch.randn(256, 384),
-                         actions=torch.rand(256, config.chunk_len, 4) * 2 - 1,
-                         action_mask=torch.ones(256, config.chunk_len, dtype=torch.bool),
-                         intervention=torch.zeros(256, config.chunk_len, dtype=torch.bool),
-                         reward=torch.rand(256), discount=torch.full((256,), 0.95), done=torch.zeros(256),
-                         next_obs=torch.randn(256, 39), return_to_go=torch.rand(256))
+    batch = LearnerBatch(
+        obs=torch.randn(256, 39),
+        instruction=torch.randn(256, 384),
+        actions=torch.rand(256, config.chunk_len, 4) * 2 - 1,
+        action_mask=torch.ones(256, config.chunk_len, dtype=torch.bool),
+        intervention=torch.zeros(256, config.chunk_len, dtype=torch.bool),
+        reward=torch.rand(256),
+        discount=torch.full((256,), 0.95),
+        done=torch.zeros(256),
+        next_obs=torch.randn(256, 39),
+        return_to_go=torch.rand(256),
+    )
     batch = LearnerBatch(**{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})
     for _ in range(5):
         sft_step(policy, optimizer, batch, generator)
@@ -200,13 +216,23 @@ def _learner_rates(policy, batch, config: PolicyBenchConfig, synchronize) -> dic
 
     device = batch.obs.device
     critic_config = CriticConfig(chunk_len=config.chunk_len)
-    variants = {"value_and_critic_only": dict(policy_warmup=10**9), "qam64_every_step": dict(qam_batch=64),
-                "qam128_every_step_default": dict(qam_batch=128), "qam256_every_step": dict(qam_batch=256), "qam64_every_4th_step": dict(qam_batch=64, policy_every=4)}
+    variants = {
+        "value_and_critic_only": dict(policy_warmup=10**9),
+        "qam64_every_step": dict(qam_batch=64),
+        "qam128_every_step_default": dict(qam_batch=128),
+        "qam256_every_step": dict(qam_batch=256),
+        "qam64_every_4th_step": dict(qam_batch=64, policy_every=4),
+    }
     rates = {}
     generator = torch.Generator().manual_seed(0)
     for name, overrides in variants.items():
-        learner = LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config).to(device),
-                             StateValue(critic_config).to(device), LearnerConfig(**{"policy_warmup": 0, **overrides}))
+        learner = LWDLearner(
+            policy,
+            copy.deepcopy(policy),
+            ChunkCritic(critic_config).to(device),
+            StateValue(critic_config).to(device),
+            LearnerConfig(**{"policy_warmup": 0, **overrides}),
+        )
         for _ in range(4):
             learner.step(batch, generator)
         synchronize()
@@ -226,8 +252,11 @@ class FleetBenchConfig:
     robots_per_worker: int = documented(10, "robots per worker")
     seconds: float = documented(60.0, "measured window of fleet time per round")
     warmup_seconds: float = documented(15.0, "fleet time before each window (process start, simulator build)")
-    repeats: int = documented(3, "rounds of fleet then bare replay; the report takes the median ratio (one round "
-                                 "on a shared VM varies by ±0.05)")
+    repeats: int = documented(
+        3,
+        "rounds of fleet then bare replay; the report takes the median ratio (one round "
+        "on a shared VM varies by ±0.05)",
+    )
     out: str = documented("runs/bench/fleet.json", "where to write the JSON result")
 
     def __post_init__(self) -> None:
@@ -240,6 +269,7 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
     from lwd.data.store import EpisodeStore
     from lwd.fleet.fleet import LocalFleet
     from lwd.fleet.registry import PolicyRegistry
+
     store_path, registry = tmp / "store", PolicyRegistry(tmp / "registry")
     registry.publish_checkpoint(config.checkpoint, learner_step=0)
     fleet = LocalFleet(fleet_config, store_path, registry.root)
@@ -262,9 +292,13 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
     finally:
         pool.close()
         pool.join()
-    return {"fleet_steps_per_s": fleet_rate, "bare_steps_per_s": bare_rate, "ratio": fleet_rate / bare_rate,
-            "episodes": len(episodes),
-            "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes]))}
+    return {
+        "fleet_steps_per_s": fleet_rate,
+        "bare_steps_per_s": bare_rate,
+        "ratio": fleet_rate / bare_rate,
+        "episodes": len(episodes),
+        "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
+    }
 
 
 def run_fleet_bench(config: FleetBenchConfig) -> dict:
@@ -284,8 +318,11 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
             rounds.append(_fleet_round(config, fleet_config, Path(tmp)))
     median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     report = {
-        "config": asdict(config), **median, "rounds": rounds,
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+        "config": asdict(config),
+        **median,
+        "rounds": rounds,
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d"),
     }
     return _written(report, config.out)
 
@@ -324,12 +361,25 @@ def run_operator_bench(config: OperatorBenchConfig) -> dict:
         for record in store.records():
             episode = store.load(record)
             rows.setdefault(episode.task, []).append((bool(episode.success), bool(episode.intervention.any())))
-    per_task = {task: {"episodes": len(r), "takeover": float(np.mean([t for _, t in r])),
-                       "success": float(np.mean([s for s, _ in r])),
-                       "autonomous_success": float(np.mean([s and not t for s, t in r]))} for task, r in sorted(rows.items())}
+    per_task = {
+        task: {
+            "episodes": len(r),
+            "takeover": float(np.mean([t for _, t in r])),
+            "success": float(np.mean([s for s, _ in r])),
+            "autonomous_success": float(np.mean([s and not t for s, t in r])),
+        }
+        for task, r in sorted(rows.items())
+    }
     # Averages over tasks, not episodes: tasks with short episodes finish more of them.
-    report = {"config": asdict(config), "per_task": per_task, "episodes": sum(len(r) for r in rows.values()),
-              **{key: float(np.mean([row[key] for row in per_task.values()]))
-                 for key in ("takeover", "success", "autonomous_success")},
-              "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "date": time.strftime("%Y-%m-%d")}
+    report = {
+        "config": asdict(config),
+        "per_task": per_task,
+        "episodes": sum(len(r) for r in rows.values()),
+        **{
+            key: float(np.mean([row[key] for row in per_task.values()]))
+            for key in ("takeover", "success", "autonomous_success")
+        },
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     return _written(report, config.out)

@@ -21,9 +21,12 @@ class StoreInfoConfig:
 @dataclass(frozen=True)
 class StoreCheckConfig:
     store: str = documented("runs/store", "episode store directory")
-    repair: bool = documented(False, "move missing or corrupt episodes and unexpected files to <store>/quarantine/ "
-                                     "(nothing is deleted but orphan files over a minute old and dead writers' "
-                                     "temp files)")
+    repair: bool = documented(
+        False,
+        "move missing or corrupt episodes and unexpected files to <store>/quarantine/ "
+        "(nothing is deleted but orphan files over a minute old and dead writers' "
+        "temp files)",
+    )
 
 
 def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
@@ -34,10 +37,17 @@ def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
     pinned = latest if snapshot is None else snapshot
     rows = store.summary(up_to=pinned)
     quarantined = len(store.quarantined())
-    data = {"store": store_path, "snapshot": pinned, "latest_snapshot": latest, "quarantined": quarantined,
-            "rows": [row.__dict__ for row in rows]}
-    lines = [f"store {store_path}  snapshot {pinned} (latest {latest})  {quarantined} quarantined episodes",
-             f"{'task':30s} {'source':8s} {'episodes':>8s} {'steps':>8s} {'success':>8s} {'interv.':>8s}"]
+    data = {
+        "store": store_path,
+        "snapshot": pinned,
+        "latest_snapshot": latest,
+        "quarantined": quarantined,
+        "rows": [row.__dict__ for row in rows],
+    }
+    lines = [
+        f"store {store_path}  snapshot {pinned} (latest {latest})  {quarantined} quarantined episodes",
+        f"{'task':30s} {'source':8s} {'episodes':>8s} {'steps':>8s} {'success':>8s} {'interv.':>8s}",
+    ]
     for r in rows:
         rate = r.successes / r.episodes if r.episodes else 0.0
         lines.append(f"{r.task:30s} {r.source:8s} {r.episodes:8d} {r.steps:8d} {rate:8.3f} {r.interventions:8d}")
@@ -47,8 +57,10 @@ def store_table(store_path: str, snapshot: int | None) -> tuple[str, dict]:
     for source, group in sorted(by_source.items()):
         episodes = sum(r.episodes for r in group)
         successes = sum(r.successes for r in group)
-        lines.append(f"{'TOTAL':30s} {source:8s} {episodes:8d} {sum(r.steps for r in group):8d} "
-                     f"{successes / max(episodes, 1):8.3f} {sum(r.interventions for r in group):8d}")
+        lines.append(
+            f"{'TOTAL':30s} {source:8s} {episodes:8d} {sum(r.steps for r in group):8d} "
+            f"{successes / max(episodes, 1):8.3f} {sum(r.interventions for r in group):8d}"
+        )
         data.setdefault("totals", {})[source] = {"episodes": episodes, "success_rate": successes / max(episodes, 1)}
     return "\n".join(lines), data
 
@@ -58,8 +70,10 @@ def cmd_collect(config) -> int:
 
     result = collect(config)
     rates = result.success_by_task()
-    print(f"collected {len(result.stats)} episodes ({result.skipped} already in the store) "
-          f"in {result.wall_seconds:.1f}s, {result.steps / max(result.wall_seconds, 1e-9):.0f} env steps/s")
+    print(
+        f"collected {len(result.stats)} episodes ({result.skipped} already in the store) "
+        f"in {result.wall_seconds:.1f}s, {result.steps / max(result.wall_seconds, 1e-9):.0f} env steps/s"
+    )
     for task, rate in rates.items():
         print(f"  {task:30s} success {rate:.3f}")
     if rates:
@@ -77,11 +91,18 @@ def cmd_store_check(config: StoreCheckConfig) -> int:
     from lwd.data.store import EpisodeStore
 
     report = EpisodeStore(config.store, create=False).check(repair=config.repair)
-    print(f"{report.episodes} committed episodes; {len(report.orphans)} orphan files; "
-          f"{len(report.missing)} missing files; {len(report.corrupt)} corrupt files; "
-          f"{len(report.unexpected)} unexpected files; {report.quarantined} quarantined episodes")
-    for kind, paths in (("missing", report.missing), ("corrupt", report.corrupt), ("unexpected", report.unexpected),
-                        ("orphans", report.orphans), ("quarantined", report.quarantined_now)):
+    print(
+        f"{report.episodes} committed episodes; {len(report.orphans)} orphan files; "
+        f"{len(report.missing)} missing files; {len(report.corrupt)} corrupt files; "
+        f"{len(report.unexpected)} unexpected files; {report.quarantined} quarantined episodes"
+    )
+    for kind, paths in (
+        ("missing", report.missing),
+        ("corrupt", report.corrupt),
+        ("unexpected", report.unexpected),
+        ("orphans", report.orphans),
+        ("quarantined", report.quarantined_now),
+    ):
         for path in paths:
             print(f"  {kind}: {path}")
     if report.unresolved:
@@ -122,11 +143,16 @@ def cmd_bench_fleet(config) -> int:
     from lwd.benchmarks import run_fleet_bench
 
     report = run_fleet_bench(config)
-    print(f"fleet ({config.workers} workers x {config.robots_per_worker} robots) {report['fleet_steps_per_s']:8.0f} env steps/s")
+    print(
+        f"fleet ({config.workers} workers x {config.robots_per_worker} robots) "
+        f"{report['fleet_steps_per_s']:8.0f} env steps/s"
+    )
     print(f"bare Meta-World, same episodes            {report['bare_steps_per_s']:8.0f} env steps/s")
     rounds = ", ".join(f"{r['ratio']:.3f}" for r in report["rounds"])
-    print(f"ratio                                     {report['ratio']:8.3f}   (goal >= 0.7; median of "
-          f"{len(report['rounds'])} rounds: {rounds})")
+    print(
+        f"ratio                                     {report['ratio']:8.3f}   (goal >= 0.7; median of "
+        f"{len(report['rounds'])} rounds: {rounds})"
+    )
     print(f"written to {config.out}")
     return 0
 
@@ -137,9 +163,14 @@ def cmd_bench_operator(config) -> int:
     report = run_operator_bench(config)
     print(f"{'task':26s} episodes  takeover  success  success without takeover")
     for task, row in report["per_task"].items():
-        print(f"{task:26s} {row['episodes']:8d}  {row['takeover']:8.2f}  {row['success']:7.2f}  {row['autonomous_success']:8.2f}")
-    print(f"{'mean over tasks':26s} {report['episodes']:8d}  {report['takeover']:8.2f}  {report['success']:7.2f}  "
-          f"{report['autonomous_success']:8.2f}")
+        print(
+            f"{task:26s} {row['episodes']:8d}  {row['takeover']:8.2f}  {row['success']:7.2f}  "
+            f"{row['autonomous_success']:8.2f}"
+        )
+    print(
+        f"{'mean over tasks':26s} {report['episodes']:8d}  {report['takeover']:8.2f}  {report['success']:7.2f}  "
+        f"{report['autonomous_success']:8.2f}"
+    )
     print(f"written to {config.out}")
     return 0
 
@@ -172,8 +203,10 @@ def cmd_offline_data(config) -> int:
     for name, result in results.items():
         rates = result.success_by_task()
         average = sum(rates.values()) / len(rates) if rates else float("nan")
-        print(f"{name:8s} {len(result.stats):5d} new episodes ({result.skipped} already there) "
-              f"in {result.wall_seconds:6.1f}s, success {average:.3f}")
+        print(
+            f"{name:8s} {len(result.stats):5d} new episodes ({result.skipped} already there) "
+            f"in {result.wall_seconds:6.1f}s, success {average:.3f}"
+        )
     text, _ = store_table(config.store, None)
     print(text)
     return 0
@@ -191,14 +224,23 @@ def cmd_deploy(config) -> int:
     from lwd.fleet.online import deploy
 
     summary = deploy(config)
-    print(f"deploy finished ({summary['reason']}): {summary['env_steps']} env steps in {summary['episodes']} episodes, "
-          f"{summary['learner_steps']} learner steps, {summary['versions_published']} versions published "
-          f"(latest v{summary['latest_version']}), {summary['worker_restarts']} worker restarts")
-    for key in ("fleet/autonomous_success", "fleet/success", "fleet/intervention_rate",
-                "latency/episode_to_learner_p99_s", "latency/model_to_robot_p99_s"):
+    print(
+        f"deploy finished ({summary['reason']}): {summary['env_steps']} env steps in {summary['episodes']} episodes, "
+        f"{summary['learner_steps']} learner steps, {summary['versions_published']} versions published "
+        f"(latest v{summary['latest_version']}), {summary['worker_restarts']} worker restarts"
+    )
+    for key in (
+        "fleet/autonomous_success",
+        "fleet/success",
+        "fleet/intervention_rate",
+        "latency/episode_to_learner_p99_s",
+        "latency/model_to_robot_p99_s",
+    ):
         if key in summary:
             print(f"  {key:34s} {summary[key]:.3f}")
-    print(f"final policy: {summary['final']}; metrics: {config.out}/metrics.jsonl, episodes: {config.out}/episodes.jsonl")
+    print(
+        f"final policy: {summary['final']}; metrics: {config.out}/metrics.jsonl, episodes: {config.out}/episodes.jsonl"
+    )
     return 0
 
 
@@ -218,7 +260,10 @@ def cmd_eval(config) -> int:
 
     summary = evaluate(config)
     print(Path(config.out, "eval.md").read_text())
-    print(f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; report in {config.out}/eval.{{json,md,png}}")
+    print(
+        f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; "
+        f"report in {config.out}/eval.{{json,md,png}}"
+    )
     return 0
 
 
@@ -238,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 
-    parser = argparse.ArgumentParser(prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner.")
+    parser = argparse.ArgumentParser(
+        prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def leaf(group, name: str, help_text: str, config_cls, handler):
@@ -247,37 +294,103 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(sub, config_cls)
         sub.set_defaults(handler=handler, config_cls=config_cls)
 
-    leaf(commands, "demo", "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
-         "-> evaluation -> report (resumable; finished stages are reused)", DemoConfig, cmd_demo)
-    leaf(commands, "experiment", "the comparison table: SFT, HG-DAgger, RECAP, LWD offline and online (+ ablations) "
-         "on MT10 and the long-horizon suite, several training seeds, same budgets (resumable)", ExperimentConfig,
-         cmd_experiment)
-    leaf(commands, "collect", "collect expert demonstrations, play data or policy rollouts into an episode store", CollectConfig, cmd_collect)
-    leaf(commands, "pretrain", "SFT: supervised flow matching on the store's demonstrations (resumable)",
-         PretrainConfig, cmd_pretrain)
-    leaf(commands, "offline-data", "build the offline RL store: demos + SFT rollouts + play (resumable)",
-         OfflineDataConfig, cmd_offline_data)
+    leaf(
+        commands,
+        "demo",
+        "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
+        "-> evaluation -> report (resumable; finished stages are reused)",
+        DemoConfig,
+        cmd_demo,
+    )
+    leaf(
+        commands,
+        "experiment",
+        "the comparison table: SFT, HG-DAgger, RECAP, LWD offline and online (+ ablations) "
+        "on MT10 and the long-horizon suite, several training seeds, same budgets (resumable)",
+        ExperimentConfig,
+        cmd_experiment,
+    )
+    leaf(
+        commands,
+        "collect",
+        "collect expert demonstrations, play data or policy rollouts into an episode store",
+        CollectConfig,
+        cmd_collect,
+    )
+    leaf(
+        commands,
+        "pretrain",
+        "SFT: supervised flow matching on the store's demonstrations (resumable)",
+        PretrainConfig,
+        cmd_pretrain,
+    )
+    leaf(
+        commands,
+        "offline-data",
+        "build the offline RL store: demos + SFT rollouts + play (resumable)",
+        OfflineDataConfig,
+        cmd_offline_data,
+    )
     train = commands.add_parser("train", help="RL training stages").add_subparsers(dest="train_command", required=True)
-    leaf(train, "offline", "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
-         OfflineConfig, cmd_train_offline)
-    leaf(commands, "deploy", "learning while deploying: a fleet of simulated robots runs the newest policy while the "
-         "learner trains on their episodes and publishes versions (resumable; Ctrl-C stops cleanly)",
-         DeployConfig, cmd_deploy)
-    leaf(commands, "eval", "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
-         EvalConfig, cmd_eval)
-    leaf(commands, "compare", "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",
-         CompareConfig, cmd_compare)
-    store = commands.add_parser("store", help="inspect an episode store").add_subparsers(dest="store_command", required=True)
-    leaf(store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info)
+    leaf(
+        train,
+        "offline",
+        "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
+        OfflineConfig,
+        cmd_train_offline,
+    )
+    leaf(
+        commands,
+        "deploy",
+        "learning while deploying: a fleet of simulated robots runs the newest policy while the "
+        "learner trains on their episodes and publishes versions (resumable; Ctrl-C stops cleanly)",
+        DeployConfig,
+        cmd_deploy,
+    )
+    leaf(
+        commands,
+        "eval",
+        "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
+        EvalConfig,
+        cmd_eval,
+    )
+    leaf(
+        commands,
+        "compare",
+        "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",
+        CompareConfig,
+        cmd_compare,
+    )
+    store = commands.add_parser("store", help="inspect an episode store").add_subparsers(
+        dest="store_command", required=True
+    )
+    leaf(
+        store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info
+    )
     leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
-    leaf(bench, "fleet", "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
-         FleetBenchConfig, cmd_bench_fleet)
-    leaf(bench, "operator", "how often the deployment operator takes over, per task, from a fixed policy (tune the "
-         "gate: --operator-*)", OperatorBenchConfig, cmd_bench_operator)
-    leaf(bench, "policy", "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)", PolicyBenchConfig,
-         cmd_bench_policy)
+    leaf(
+        bench,
+        "fleet",
+        "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
+        FleetBenchConfig,
+        cmd_bench_fleet,
+    )
+    leaf(
+        bench,
+        "operator",
+        "how often the deployment operator takes over, per task, from a fixed policy (tune the gate: --operator-*)",
+        OperatorBenchConfig,
+        cmd_bench_operator,
+    )
+    leaf(
+        bench,
+        "policy",
+        "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)",
+        PolicyBenchConfig,
+        cmd_bench_policy,
+    )
     return parser
 
 

@@ -34,11 +34,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if hint is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif origin is tuple:
-            parser.add_argument(option, nargs="*", type=args[0], default=default, metavar=f.name.upper(),
-                                help=f"{help_text} (default: {' '.join(map(str, default))})" if default else help_text)
+            parser.add_argument(
+                option,
+                nargs="*",
+                type=args[0],
+                default=default,
+                metavar=f.name.upper(),
+                help=f"{help_text} (default: {' '.join(map(str, default))})" if default else help_text,
+            )
         else:
-            parser.add_argument(option, type=hint, default=default, metavar=f.name.upper(),
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                option, type=hint, default=default, metavar=f.name.upper(), help=f"{help_text} (default: {default})"
+            )
 
 
 def config_from_args(config_cls: type, namespace: argparse.Namespace):

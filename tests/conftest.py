@@ -10,24 +10,43 @@ from lwd.data.episode import NO_POLICY, Episode
 from lwd.envs.tasks import task_spec
 
 
-def make_episode(robot_id: str = "robot-0", seq: int = 0, *, steps: int = 7, task: str = "reach-v3",
-                 source: str = "demo", success: bool = True, seed: int | None = 3, rng_seed: int | None = None,
-                 intervention: np.ndarray | None = None, version: int = NO_POLICY) -> Episode:
+def make_episode(
+    robot_id: str = "robot-0",
+    seq: int = 0,
+    *,
+    steps: int = 7,
+    task: str = "reach-v3",
+    source: str = "demo",
+    success: bool = True,
+    seed: int | None = 3,
+    rng_seed: int | None = None,
+    intervention: np.ndarray | None = None,
+    version: int = NO_POLICY,
+) -> Episode:
     spec = task_spec(task)
     rng = np.random.default_rng(seq if rng_seed is None else rng_seed)
     return Episode(
-        robot_id=robot_id, seq=seq, task=task, instruction=spec.instruction, source=source,
+        robot_id=robot_id,
+        seq=seq,
+        task=task,
+        instruction=spec.instruction,
+        source=source,
         observations=rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
         actions=rng.uniform(-1, 1, size=(steps, spec.action_dim)).astype(np.float32),
         intervention=np.zeros(steps, bool) if intervention is None else intervention,
         policy_version=np.full(steps, version, np.int64),
         timestamps=1.7e9 + np.arange(steps, dtype=np.float64),
-        success=success, stage_score=1.0 if success else 0.0, seed=seed, started_at=1.7e9, ended_at=1.7e9 + steps,
+        success=success,
+        stage_score=1.0 if success else 0.0,
+        seed=seed,
+        started_at=1.7e9,
+        ended_at=1.7e9 + steps,
     )
 
 
-def random_batch(size: int, obs_dim: int, text_dim: int, chunk_len: int, action_dim: int, seed: int = 0,
-                 batch_type=None, **overrides):
+def random_batch(
+    size: int, obs_dim: int, text_dim: int, chunk_len: int, action_dim: int, seed: int = 0, batch_type=None, **overrides
+):
     """A LearnerBatch (or `batch_type`) of random tensors of the given sizes; `overrides`
     replace fields (and give a subclass its extra fields)."""
     import torch
@@ -35,12 +54,18 @@ def random_batch(size: int, obs_dim: int, text_dim: int, chunk_len: int, action_
     from lwd.algorithms.batch import LearnerBatch
 
     g = torch.Generator().manual_seed(seed)
-    fields = dict(obs=torch.randn(size, obs_dim, generator=g), instruction=torch.randn(size, text_dim, generator=g),
-                  actions=torch.rand(size, chunk_len, action_dim, generator=g) * 2 - 1,
-                  action_mask=torch.ones(size, chunk_len, dtype=torch.bool),
-                  intervention=torch.zeros(size, chunk_len, dtype=torch.bool), reward=torch.zeros(size),
-                  discount=torch.full((size,), 0.95), done=torch.zeros(size), next_obs=torch.randn(size, obs_dim, generator=g),
-                  return_to_go=torch.rand(size, generator=g))
+    fields = dict(
+        obs=torch.randn(size, obs_dim, generator=g),
+        instruction=torch.randn(size, text_dim, generator=g),
+        actions=torch.rand(size, chunk_len, action_dim, generator=g) * 2 - 1,
+        action_mask=torch.ones(size, chunk_len, dtype=torch.bool),
+        intervention=torch.zeros(size, chunk_len, dtype=torch.bool),
+        reward=torch.zeros(size),
+        discount=torch.full((size,), 0.95),
+        done=torch.zeros(size),
+        next_obs=torch.randn(size, obs_dim, generator=g),
+        return_to_go=torch.rand(size, generator=g),
+    )
     return (batch_type or LearnerBatch)(**{**fields, **overrides})
 
 
@@ -68,12 +93,44 @@ def tiny_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     store = str(root / "store")
     collect(CollectConfig(store=store, tasks=PIPELINE_TASKS, episodes_per_task=2, workers=1, progress=False))
-    sft = pretrain(PretrainConfig(store=store, out=str(root / "sft"), steps=10, batch_size=32, hidden_dim=64,
-                                  num_layers=1, progress=False, tensorboard=False))
-    results = build_offline_store(OfflineDataConfig(store=store, checkpoint=str(sft), tasks=PIPELINE_TASKS,
-                                                    demos_per_task=2, rollouts_per_task=2, play_per_task=1, workers=1,
-                                                    progress=False))
-    offline = train_offline(OfflineConfig(store=store, checkpoint=str(sft), out=str(root / "offline"), steps=4,
-                                          batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
-                                          checkpoint_every=4, progress=False, tensorboard=False))
+    sft = pretrain(
+        PretrainConfig(
+            store=store,
+            out=str(root / "sft"),
+            steps=10,
+            batch_size=32,
+            hidden_dim=64,
+            num_layers=1,
+            progress=False,
+            tensorboard=False,
+        )
+    )
+    results = build_offline_store(
+        OfflineDataConfig(
+            store=store,
+            checkpoint=str(sft),
+            tasks=PIPELINE_TASKS,
+            demos_per_task=2,
+            rollouts_per_task=2,
+            play_per_task=1,
+            workers=1,
+            progress=False,
+        )
+    )
+    offline = train_offline(
+        OfflineConfig(
+            store=store,
+            checkpoint=str(sft),
+            out=str(root / "offline"),
+            steps=4,
+            batch_size=32,
+            qam_batch=8,
+            critic_hidden=32,
+            policy_warmup=2,
+            log_every=2,
+            checkpoint_every=4,
+            progress=False,
+            tensorboard=False,
+        )
+    )
     return root, store, str(sft), results, str(offline)

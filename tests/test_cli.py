@@ -8,8 +8,24 @@ from lwd.cli import main
 
 def test_collect_then_store_info_reports_counts(tmp_path, capsys):
     store = str(tmp_path / "store")
-    assert main(["collect", "--store", store, "--tasks", "reach-v3", "button-press-topdown-v3",
-                 "--episodes-per-task", "2", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--store",
+                store,
+                "--tasks",
+                "reach-v3",
+                "button-press-topdown-v3",
+                "--episodes-per-task",
+                "2",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["store", "info", "--store", store, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -47,12 +63,20 @@ def test_sim_bench_replays_exactly_the_collected_workload(tmp_path):
 def test_policy_bench_reports_latency_and_update_rate(tmp_path):
     from lwd.benchmarks import PolicyBenchConfig, run_policy_bench
 
-    report = run_policy_bench(PolicyBenchConfig(hidden_dim=32, num_layers=1, repeats=3, sft_steps=2,
-                                                learner_steps=1, out=str(tmp_path / "p.json")))
+    report = run_policy_bench(
+        PolicyBenchConfig(
+            hidden_dim=32, num_layers=1, repeats=3, sft_steps=2, learner_steps=1, out=str(tmp_path / "p.json")
+        )
+    )
     assert report["latency_ms_batch1"]["p50"] > 0 and report["latency_ms_batch16"]["p99"] > 0
     assert report["sft_updates_per_s_batch256"] > 0
-    assert set(report["learner_updates_per_s_batch256"]) == {"value_and_critic_only", "qam64_every_step",
-                                                             "qam128_every_step_default", "qam256_every_step", "qam64_every_4th_step"}
+    assert set(report["learner_updates_per_s_batch256"]) == {
+        "value_and_critic_only",
+        "qam64_every_step",
+        "qam128_every_step_default",
+        "qam256_every_step",
+        "qam64_every_4th_step",
+    }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
 
 

@@ -80,17 +80,50 @@ def build_base(workdir: Path) -> tuple[Path, Path]:
     base = workdir / "base"
     offline = base / "offline" / "final"
     if not (offline / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "lwd.cli", "demo", "--preset", "smoke", "--workdir", str(base),
-                        "--workers", "1"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "lwd.cli", "demo", "--preset", "smoke", "--workdir", str(base), "--workers", "1"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return offline, base / "store"
 
 
 def deploy_command(args, checkpoint: Path, store: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "lwd.cli", "deploy", "--checkpoint", str(checkpoint), "--offline-store", str(store),
-            "--out", str(out), "--tasks", "reach-v3", "drawer-close-v3", "--workers", str(args.workers),
-            "--robots-per-worker", str(args.robots_per_worker), "--env-steps", str(args.env_steps), "--n-sync", "5",
-            "--batch-size", "32", "--qam-batch", "8", "--refresh-seconds", "0.2", "--checkpoint-every", "20",
-            "--seed", "0", "--no-progress", "--no-tensorboard"]
+    return [
+        sys.executable,
+        "-m",
+        "lwd.cli",
+        "deploy",
+        "--checkpoint",
+        str(checkpoint),
+        "--offline-store",
+        str(store),
+        "--out",
+        str(out),
+        "--tasks",
+        "reach-v3",
+        "drawer-close-v3",
+        "--workers",
+        str(args.workers),
+        "--robots-per-worker",
+        str(args.robots_per_worker),
+        "--env-steps",
+        str(args.env_steps),
+        "--n-sync",
+        "5",
+        "--batch-size",
+        "32",
+        "--qam-batch",
+        "8",
+        "--refresh-seconds",
+        "0.2",
+        "--checkpoint-every",
+        "20",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
 
 
 def one_run(index: int, args, checkpoint: Path, store: Path) -> dict:
@@ -127,8 +160,15 @@ def one_run(index: int, args, checkpoint: Path, store: Path) -> dict:
     leftovers = tagged_processes(tag)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
-    return {"run": index, "kills": kills, "invocations": invocations, "returncode": returncode,
-            "seconds": round(time.time() - started, 1), "leftover_processes": len(leftovers), **audit(out, args)}
+    return {
+        "run": index,
+        "kills": kills,
+        "invocations": invocations,
+        "returncode": returncode,
+        "seconds": round(time.time() - started, 1),
+        "leftover_processes": len(leftovers),
+        **audit(out, args),
+    }
 
 
 def audit(out: Path, args) -> dict:
@@ -137,54 +177,97 @@ def audit(out: Path, args) -> dict:
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     finished = summary.get("reason") == "budget" and summary.get("env_steps", 0) >= args.env_steps
     if not (out / "online_store" / "catalogue.sqlite").exists():
-        return {"finished": finished, "acknowledged": 0, "present": 0, "acknowledged_missing": 0, "duplicates": 0,
-                "gaps": 0, "damaged": 0}
+        return {
+            "finished": finished,
+            "acknowledged": 0,
+            "present": 0,
+            "acknowledged_missing": 0,
+            "duplicates": 0,
+            "gaps": 0,
+            "damaged": 0,
+        }
     store = EpisodeStore(out / "online_store", create=False)
     records = store.records()
     present = {record.episode_id for record in records}
     ack_path = out / "acknowledged_episodes.tsv"
-    acknowledged = {line.split("\t")[0] for line in ack_path.read_text().splitlines() if line} if ack_path.exists() else set()
+    acknowledged = (
+        {line.split("\t")[0] for line in ack_path.read_text().splitlines() if line} if ack_path.exists() else set()
+    )
     seqs = defaultdict(list)
     for record in records:
         seqs[record.robot_id].append(record.seq)
     gaps = sum(sorted(s) != list(range(len(s))) for s in seqs.values())
     # Twice = one robot's seq committed twice, or one episode's content committed under two ids.
     duplicates = (len(records) - len({(r.robot_id, r.seq) for r in records})) + (
-        len(records) - len({r.digest for r in records}))
+        len(records) - len({r.digest for r in records})
+    )
     report = store.check()
     orphans = len(report.orphans)  # files of commits killed before their catalogue row: invisible
-    return {"finished": finished, "acknowledged": len(acknowledged), "present": len(present),
-            "acknowledged_missing": len(acknowledged - present), "duplicates": duplicates, "gaps": gaps,
-            "orphan_files": orphans, "damaged": len(report.missing) + len(report.corrupt),
-            "env_steps": summary.get("env_steps")}
+    return {
+        "finished": finished,
+        "acknowledged": len(acknowledged),
+        "present": len(present),
+        "acknowledged_missing": len(acknowledged - present),
+        "duplicates": duplicates,
+        "gaps": gaps,
+        "orphan_files": orphans,
+        "damaged": len(report.missing) + len(report.corrupt),
+        "env_steps": summary.get("env_steps"),
+    }
 
 
 def write_summary(rows: list[dict], path: Path, command: str) -> None:
-    total = {key: sum(row.get(key, 0) or 0 for row in rows) for key in
-             ("acknowledged", "present", "acknowledged_missing", "duplicates", "gaps", "damaged", "leftover_processes",
-              "orphan_files")}
-    lines = [f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.uname().nodename})", "",
-             f"- runs finished: {sum(row['finished'] for row in rows)} / {len(rows)}",
-             (f"- kills: {sum(row['kills']['worker'] for row in rows)} robot workers, "
-             f"{sum(row['kills']['learner'] for row in rows)} learners"),
-             (f"- episodes acknowledged {total['acknowledged']}, present {total['present']}, "
-             f"acknowledged but missing {total['acknowledged_missing']}"),
-             (f"- duplicates {total['duplicates']}, sequence gaps {total['gaps']}, damaged files {total['damaged']}, "
-             f"uncommitted files left by killed commits {total['orphan_files']}"),
-             f"- processes left behind: {total['leftover_processes']}", "",
-             ("| run | worker kills | learner kills | invocations | finished | acknowledged | present | missing | "
-             "duplicates | leftovers | seconds |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    total = {
+        key: sum(row.get(key, 0) or 0 for row in rows)
+        for key in (
+            "acknowledged",
+            "present",
+            "acknowledged_missing",
+            "duplicates",
+            "gaps",
+            "damaged",
+            "leftover_processes",
+            "orphan_files",
+        )
+    }
+    lines = [
+        f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.uname().nodename})",
+        "",
+        f"- runs finished: {sum(row['finished'] for row in rows)} / {len(rows)}",
+        (
+            f"- kills: {sum(row['kills']['worker'] for row in rows)} robot workers, "
+            f"{sum(row['kills']['learner'] for row in rows)} learners"
+        ),
+        (
+            f"- episodes acknowledged {total['acknowledged']}, present {total['present']}, "
+            f"acknowledged but missing {total['acknowledged_missing']}"
+        ),
+        (
+            f"- duplicates {total['duplicates']}, sequence gaps {total['gaps']}, damaged files {total['damaged']}, "
+            f"uncommitted files left by killed commits {total['orphan_files']}"
+        ),
+        f"- processes left behind: {total['leftover_processes']}",
+        "",
+        (
+            "| run | worker kills | learner kills | invocations | finished | acknowledged | present | missing | "
+            "duplicates | leftovers | seconds |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['run']} | {row['kills']['worker']} | {row['kills']['learner']} | {row['invocations']} | "
-                     f"{'yes' if row['finished'] else 'NO'} | {row['acknowledged']} | {row['present']} | "
-                     f"{row['acknowledged_missing']} | {row['duplicates']} | {row['leftover_processes']} | "
-                     f"{row['seconds']} |")
+        lines.append(
+            f"| {row['run']} | {row['kills']['worker']} | {row['kills']['learner']} | {row['invocations']} | "
+            f"{'yes' if row['finished'] else 'NO'} | {row['acknowledged']} | {row['present']} | "
+            f"{row['acknowledged_missing']} | {row['duplicates']} | {row['leftover_processes']} | "
+            f"{row['seconds']} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=20, help="independent chaos runs")
     parser.add_argument("--workdir", default="runs/chaos", help="base checkpoint, run directories and the tally")
     parser.add_argument("--env-steps", type=int, default=12_000, help="online env-step budget of each run")
@@ -208,8 +291,16 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     write_summary(rows, workdir / "chaos.md", "python tools/chaos.py " + " ".join(sys.argv[1:]))
     print((workdir / "chaos.md").read_text())
-    failed = [row for row in rows if not row["finished"] or row["acknowledged_missing"] or row["duplicates"]
-              or row["gaps"] or row["damaged"] or row["leftover_processes"]]
+    failed = [
+        row
+        for row in rows
+        if not row["finished"]
+        or row["acknowledged_missing"]
+        or row["duplicates"]
+        or row["gaps"]
+        or row["damaged"]
+        or row["leftover_processes"]
+    ]
     return 1 if failed else 0
 
 

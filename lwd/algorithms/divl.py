@@ -65,7 +65,9 @@ def expectile_loss(values: torch.Tensor, action_values: torch.Tensor, expectile:
     return (weight * diff.square()).mean()
 
 
-def td_target(reward: torch.Tensor, discount: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor) -> torch.Tensor:
+def td_target(
+    reward: torch.Tensor, discount: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor
+) -> torch.Tensor:
     """y = Σ_j γ^{jH} R_{t+jH} + γ^{nH}·(1 − done)·V(s'); `reward` is already the
     discounted sum over the n chunks and `discount` is γ^{steps covered}, so windows
     cut short by the episode end are handled by the replay."""

@@ -8,8 +8,14 @@ from lwd.policy.adapter import PolicyAdapter
 from lwd.policy.flow_policy import FlowChunkPolicy
 
 
-def flow_matching_loss(policy: PolicyAdapter, context: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor,
-                       x_0: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def flow_matching_loss(
+    policy: PolicyAdapter,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    action_mask: torch.Tensor,
+    x_0: torch.Tensor,
+    w: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Regress the velocity at x_w = (1-w) x_0 + w x_1 onto x_1 - x_0.
 
     context (B, C); actions (B, H, A) env units; action_mask (B, H) bool (False past the
@@ -25,9 +31,17 @@ def flow_matching_loss(policy: PolicyAdapter, context: torch.Tensor, actions: to
     return loss, {"sft/flow_loss": float(loss.detach())}
 
 
-def flow_matching_update(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
-                         grad_clip: float, obs: torch.Tensor, instruction: torch.Tensor, actions: torch.Tensor,
-                         action_mask: torch.Tensor, generator: torch.Generator | None) -> dict[str, float]:
+def flow_matching_update(
+    policy: FlowChunkPolicy,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[torch.nn.Parameter],
+    grad_clip: float,
+    obs: torch.Tensor,
+    instruction: torch.Tensor,
+    actions: torch.Tensor,
+    action_mask: torch.Tensor,
+    generator: torch.Generator | None,
+) -> dict[str, float]:
     """One supervised flow-matching step (SFT, HG-DAgger, RECAP); obs (B, D), instruction (B, E),
     actions (B, H, A). Noise is drawn on `generator` (CPU) and moved to the networks' device."""
     batch = obs.shape[0]

@@ -55,8 +55,17 @@ class HGDaggerLearner:
         return {}
 
     def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        metrics = flow_matching_update(self.policy, self.policy_optimizer, self._parameters, self.config.grad_clip,
-                                       batch.obs, batch.instruction, batch.actions, batch.action_mask, generator)
+        metrics = flow_matching_update(
+            self.policy,
+            self.policy_optimizer,
+            self._parameters,
+            self.config.grad_clip,
+            batch.obs,
+            batch.instruction,
+            batch.actions,
+            batch.action_mask,
+            generator,
+        )
         metrics["hg_dagger/operator_share"] = float(batch.intervention.any(dim=1).float().mean())
         self.step_count += 1
         return metrics

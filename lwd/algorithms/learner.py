@@ -43,15 +43,25 @@ class LearnerConfig:
     expectile: float = documented(0.7, "expectile of the scalar-value ablation")
     critic_ema: float = documented(0.005, "EMA rate of the target critic")
     critic_lr: float = documented(5e-4, "Adam learning rate of critic and value")
-    policy_lr: float = documented(3e-5, "AdamW learning rate of the policy (QAM); 1e-4 drifted from the reference on noise")
+    policy_lr: float = documented(
+        3e-5, "AdamW learning rate of the policy (QAM); 1e-4 drifted from the reference on noise"
+    )
     policy_weight_decay: float = documented(0.0, "AdamW weight decay of the policy")
     grad_clip: float = documented(1.0, "global gradient-norm clip of the policy")
-    qam_batch: int = documented(128, "states per QAM update, drawn from the batch (0 = all); QAM costs ~K× a critic step")
-    policy_warmup: int = documented(2_000, "learner steps that train only V and Q before QAM starts (a random "
-                                         "critic's gradient would only push the policy around)")
+    qam_batch: int = documented(
+        128, "states per QAM update, drawn from the batch (0 = all); QAM costs ~K× a critic step"
+    )
+    policy_warmup: int = documented(
+        2_000,
+        "learner steps that train only V and Q before QAM starts (a random "
+        "critic's gradient would only push the policy around)",
+    )
     policy_every: int = documented(1, "QAM policy update every N learner steps (TD3-style delay; 1 = SPEC order)")
-    adjoint_time: str = documented("step_start", "lean-adjoint discretisation: 'step_start' (exact gradient of the "
-                                                 "rollout's sampler) or 'step_end' (SPEC §5 as written)")
+    adjoint_time: str = documented(
+        "step_start",
+        "lean-adjoint discretisation: 'step_start' (exact gradient of the "
+        "rollout's sampler) or 'step_end' (SPEC §5 as written)",
+    )
     freeze_policy_encoder: bool = documented(False, "train only the action expert (the paper freezes the VLM online)")
 
     def __post_init__(self) -> None:
@@ -77,8 +87,15 @@ class LearnerConfig:
 class LWDLearner:
     """Networks, optimisers and the update; `step(batch)` is one learner step."""
 
-    def __init__(self, policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic: ChunkCritic, value: StateValue,
-                 config: LearnerConfig, critic_target: ChunkCritic | None = None):
+    def __init__(
+        self,
+        policy: FlowChunkPolicy,
+        reference: FlowChunkPolicy,
+        critic: ChunkCritic,
+        value: StateValue,
+        config: LearnerConfig,
+        critic_target: ChunkCritic | None = None,
+    ):
         self.config = config
         self.policy = policy
         self.reference = reference.requires_grad_(False).eval()
@@ -88,8 +105,9 @@ class LWDLearner:
         self.step_count = 0
         self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
         self.value_optimizer = torch.optim.Adam(value.parameters(), lr=config.critic_lr)
-        self.policy_optimizer = torch.optim.AdamW(self.policy_parameters(), lr=config.policy_lr,
-                                                  weight_decay=config.policy_weight_decay)
+        self.policy_optimizer = torch.optim.AdamW(
+            self.policy_parameters(), lr=config.policy_lr, weight_decay=config.policy_weight_decay
+        )
 
     def policy_parameters(self) -> list[torch.nn.Parameter]:
         if not self.config.freeze_policy_encoder:
@@ -115,8 +133,11 @@ class LWDLearner:
             else:
                 tau = torch.full(probs.shape[:1], cfg.tau_base, device=probs.device)
             quantile = quantile_readout(probs, tau, self.value.atoms)
-            return quantile, {"value/tau_mean": float(tau.mean()), "value/entropy": float(normalized_entropy(probs).mean()),
-                              "value/quantile_mean": float(quantile.mean())}
+            return quantile, {
+                "value/tau_mean": float(tau.mean()),
+                "value/entropy": float(normalized_entropy(probs).mean()),
+                "value/quantile_mean": float(quantile.mean()),
+            }
 
     def update_value(self, obs, instruction, actions) -> dict[str, float]:
         with torch.no_grad():
@@ -137,13 +158,17 @@ class LWDLearner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        return {"critic/loss": float(loss.detach()), "critic/q_mean": float(q_values.detach().mean()),
-                "critic/q_std": float(q_values.detach().std()), "critic/target_mean": float(target.mean())}
+        return {
+            "critic/loss": float(loss.detach()),
+            "critic/q_mean": float(q_values.detach().mean()),
+            "critic/q_std": float(q_values.detach().std()),
+            "critic/target_mean": float(target.mean()),
+        }
 
     def update_policy(self, obs, instruction, generator: torch.Generator | None) -> dict[str, float]:
         cfg = self.config
         if cfg.qam_batch and obs.shape[0] > cfg.qam_batch:
-            obs, instruction = obs[:cfg.qam_batch], instruction[:cfg.qam_batch]
+            obs, instruction = obs[: cfg.qam_batch], instruction[: cfg.qam_batch]
         batch, dim, steps = obs.shape[0], self.policy.config.flat_action_dim, self.policy.config.sample_steps
         context = self.policy.encode(obs, instruction)
         with torch.no_grad():
@@ -166,8 +191,12 @@ class LWDLearner:
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy_parameters(), cfg.grad_clip)
         self.policy_optimizer.step()
-        return {"qam/loss": float(out.loss.detach()), "qam/terminal_adjoint_norm": float(out.terminal_adjoint_norm.mean()),
-                "qam/kl_proxy": float(out.kl_proxy.mean()), "qam/grad_norm": float(grad_norm)}
+        return {
+            "qam/loss": float(out.loss.detach()),
+            "qam/terminal_adjoint_norm": float(out.terminal_adjoint_norm.mean()),
+            "qam/kl_proxy": float(out.kl_proxy.mean()),
+            "qam/grad_norm": float(grad_norm),
+        }
 
     def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         """One learner step on a batch of chunked transitions."""

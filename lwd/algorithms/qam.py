@@ -44,8 +44,9 @@ def _full(batch: int, value: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def memoryless_rollout(policy: VelocityField, reference: VelocityField, x_0: torch.Tensor, noise: torch.Tensor,
-                       steps: int) -> torch.Tensor:
+def memoryless_rollout(
+    policy: VelocityField, reference: VelocityField, x_0: torch.Tensor, noise: torch.Tensor, steps: int
+) -> torch.Tensor:
     """States x_0..x_K of the memoryless SDE of the current policy; the last step is a
     plain ODE step of the reference. x_0 (B, D); noise (K−1, B, D). Returns (K+1, B, D)."""
     w, sigma = memoryless_schedule(steps, x_0.dtype, x_0.device)
@@ -55,14 +56,15 @@ def memoryless_rollout(policy: VelocityField, reference: VelocityField, x_0: tor
     x = x_0
     for k in range(steps - 1):
         drift = 2.0 * policy(x, _full(batch, w[k])) - x / (w[k] + h)
-        x = x + h * drift + (h ** 0.5) * sigma[k] * noise[k]
+        x = x + h * drift + (h**0.5) * sigma[k] * noise[k]
         xs.append(x)
     xs.append(x + h * reference(x, _full(batch, w[steps - 1])))
     return torch.stack(xs)
 
 
-def terminal_adjoint(q_value: Callable[[torch.Tensor], torch.Tensor], x_final: torch.Tensor,
-                     lam: float) -> torch.Tensor:
+def terminal_adjoint(
+    q_value: Callable[[torch.Tensor], torch.Tensor], x_final: torch.Tensor, lam: float
+) -> torch.Tensor:
     """ã_K = −(1/λ)·∇_x Q(x_K). `q_value` maps the normalised chunk to (B,) values and
     includes un-normalising and clipping, so clipped coordinates get zero gradient."""
     x = x_final.detach().requires_grad_(True)
@@ -71,8 +73,9 @@ def terminal_adjoint(q_value: Callable[[torch.Tensor], torch.Tensor], x_final: t
     return -grad / lam
 
 
-def lean_adjoint(reference: VelocityField, xs: torch.Tensor, adjoint_final: torch.Tensor,
-                 adjoint_time: str = "step_start") -> tuple[torch.Tensor, torch.Tensor]:
+def lean_adjoint(
+    reference: VelocityField, xs: torch.Tensor, adjoint_final: torch.Tensor, adjoint_time: str = "step_start"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the adjoint backwards through the reference drift only.
 
     ã_k = ã_{k+1} + h·J_kᵀ ã_{k+1},  J_k = ∂/∂x [2 f_β(x, t_k) − x/(w_k + h)] at x_k with
@@ -109,8 +112,9 @@ def lean_adjoint(reference: VelocityField, xs: torch.Tensor, adjoint_final: torc
     return torch.stack(adjoints[::-1]), torch.stack(reference_velocities[::-1])
 
 
-def adjoint_matching_loss(policy_velocities: torch.Tensor, reference_velocities: torch.Tensor,
-                          adjoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def adjoint_matching_loss(
+    policy_velocities: torch.Tensor, reference_velocities: torch.Tensor, adjoints: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_k ‖(2/σ_k)(f_θ − f_β)(x_k, w_k) + σ_k ã_k‖², summed over dims and steps, batch mean.
 
     All inputs (K, B, D); only `policy_velocities` carries gradient. Also returns the
@@ -132,9 +136,16 @@ class QAMOutput:
     kl_proxy: torch.Tensor  # (B,) Σ_k ‖f_θ − f_β‖²
 
 
-def qam_loss(policy: VelocityField, reference: VelocityField, q_value: Callable[[torch.Tensor], torch.Tensor],
-             x_0: torch.Tensor, noise: torch.Tensor, steps: int, lam: float,
-             adjoint_time: str = "step_start") -> QAMOutput:
+def qam_loss(
+    policy: VelocityField,
+    reference: VelocityField,
+    q_value: Callable[[torch.Tensor], torch.Tensor],
+    x_0: torch.Tensor,
+    noise: torch.Tensor,
+    steps: int,
+    lam: float,
+    adjoint_time: str = "step_start",
+) -> QAMOutput:
     """One QAM objective: rollout (no grad) → terminal adjoint → lean adjoint → regression.
 
     Gradient reaches the policy only through its velocities at the (detached) rollout

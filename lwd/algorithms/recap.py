@@ -63,8 +63,15 @@ def expected_value(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
     return (logits.softmax(-1) * atoms).sum(-1)
 
 
-def advantages(value: StateValue, obs: torch.Tensor, instruction: torch.Tensor, reward: torch.Tensor,
-               discount: torch.Tensor, done: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+def advantages(
+    value: StateValue,
+    obs: torch.Tensor,
+    instruction: torch.Tensor,
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    done: torch.Tensor,
+    next_obs: torch.Tensor,
+) -> torch.Tensor:
     """A = R_t + γ^L (1 − done) V(s_{t+L}) − V(s_t): (B,)."""
     with torch.no_grad():
         v = expected_value(value(obs, instruction), value.atoms)
@@ -72,8 +79,14 @@ def advantages(value: StateValue, obs: torch.Tensor, instruction: torch.Tensor, 
         return reward + discount * (1.0 - done) * v_next - v
 
 
-def update_thresholds(thresholds: torch.Tensor, seen: torch.Tensor, advantage: torch.Tensor, task: torch.Tensor,
-                      positive_fraction: float, rate: float) -> None:
+def update_thresholds(
+    thresholds: torch.Tensor,
+    seen: torch.Tensor,
+    advantage: torch.Tensor,
+    task: torch.Tensor,
+    positive_fraction: float,
+    rate: float,
+) -> None:
     """Move each task's ε towards the (1 − positive_fraction) quantile of its advantages
     in this batch; a task seen for the first time takes the batch quantile as is.
     thresholds, seen: (num_tasks,), updated in place; advantage, task: (B,)."""
@@ -83,7 +96,9 @@ def update_thresholds(thresholds: torch.Tensor, seen: torch.Tensor, advantage: t
         seen[k] = True
 
 
-def improvement_indicator(advantage: torch.Tensor, threshold: torch.Tensor, operator_driven: torch.Tensor) -> torch.Tensor:
+def improvement_indicator(
+    advantage: torch.Tensor, threshold: torch.Tensor, operator_driven: torch.Tensor
+) -> torch.Tensor:
     """I = [A > ε] or the operator drove the chunk: (B,) bool."""
     return (advantage > threshold) | operator_driven
 
@@ -129,17 +144,33 @@ class RecapLearner:
         obs, instruction = batch.obs, batch.instruction
         metrics = self.update_value(obs, instruction, batch.return_to_go)
         advantage = advantages(self.value, obs, instruction, batch.reward, batch.discount, batch.done, batch.next_obs)
-        update_thresholds(self.thresholds, self.thresholds_seen, advantage, batch.task, cfg.positive_fraction,
-                          cfg.threshold_rate)
+        update_thresholds(
+            self.thresholds, self.thresholds_seen, advantage, batch.task, cfg.positive_fraction, cfg.threshold_rate
+        )
         operator_driven = batch.intervention[:, 0]
         improved = improvement_indicator(advantage, self.thresholds[batch.task], operator_driven)
         dropped = (torch.rand(obs.shape[0], generator=generator) < cfg.dropout).to(obs.device)
         prompt = torch.where(improved[:, None], batch.instruction_positive, batch.instruction_negative)
         prompt = torch.where(dropped[:, None], instruction, prompt)
-        metrics.update(flow_matching_update(self.policy, self.policy_optimizer, self._parameters, cfg.grad_clip, obs,
-                                            prompt, batch.actions, batch.action_mask, generator))
-        metrics.update({"recap/advantage_mean": float(advantage.mean()),
-                        "recap/positive_fraction": float(improved.float().mean()),
-                        "recap/operator_share": float(operator_driven.float().mean())})
+        metrics.update(
+            flow_matching_update(
+                self.policy,
+                self.policy_optimizer,
+                self._parameters,
+                cfg.grad_clip,
+                obs,
+                prompt,
+                batch.actions,
+                batch.action_mask,
+                generator,
+            )
+        )
+        metrics.update(
+            {
+                "recap/advantage_mean": float(advantage.mean()),
+                "recap/positive_fraction": float(improved.float().mean()),
+                "recap/operator_share": float(operator_driven.float().mean()),
+            }
+        )
         self.step_count += 1
         return metrics

@@ -77,8 +77,19 @@ def validate(episode: Episode) -> None:
     for name in Episode.__dataclass_fields__:
         if not hasattr(episode, name):
             _fail(hint, f"missing field {name!r}")
-    required = ("robot_id", "seq", "task", "instruction", "source", "observations", "actions",
-                "intervention", "policy_version", "timestamps", "success")
+    required = (
+        "robot_id",
+        "seq",
+        "task",
+        "instruction",
+        "source",
+        "observations",
+        "actions",
+        "intervention",
+        "policy_version",
+        "timestamps",
+        "success",
+    )
     for name in required:
         if getattr(episode, name) is None:
             _fail(hint, f"missing field {name!r}")
@@ -96,22 +107,31 @@ def validate(episode: Episode) -> None:
         _fail(hint, "instruction must be a non-empty string")
 
     arrays = {
-        "observations": episode.observations, "actions": episode.actions, "intervention": episode.intervention,
-        "policy_version": episode.policy_version, "timestamps": episode.timestamps,
+        "observations": episode.observations,
+        "actions": episode.actions,
+        "intervention": episode.intervention,
+        "policy_version": episode.policy_version,
+        "timestamps": episode.timestamps,
     }
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray):
             _fail(hint, f"{name} must be a numpy array, got {type(value).__name__}")
     steps = episode.actions.shape[0] if episode.actions.ndim == 2 else -1
     expected = {
-        "observations": (steps + 1, spec.obs_dim), "actions": (steps, spec.action_dim),
-        "intervention": (steps,), "policy_version": (steps,), "timestamps": (steps,),
+        "observations": (steps + 1, spec.obs_dim),
+        "actions": (steps, spec.action_dim),
+        "intervention": (steps,),
+        "policy_version": (steps,),
+        "timestamps": (steps,),
     }
     if steps < 1:
         _fail(hint, f"actions must have shape (T >= 1, {spec.action_dim}), got {episode.actions.shape}")
     for name, shape in expected.items():
         if arrays[name].shape != shape:
-            _fail(hint, f"{name} has shape {arrays[name].shape}, expected {shape} for task {episode.task!r} with T={steps}")
+            _fail(
+                hint,
+                f"{name} has shape {arrays[name].shape}, expected {shape} for task {episode.task!r} with T={steps}",
+            )
     for name in ("observations", "actions", "timestamps"):
         value = arrays[name]
         if not np.issubdtype(value.dtype, np.floating):
@@ -145,10 +165,17 @@ def validate(episode: Episode) -> None:
 def episode_metadata(episode: Episode) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "robot_id": episode.robot_id, "seq": int(episode.seq), "task": episode.task,
-        "instruction": episode.instruction, "source": episode.source, "success": bool(episode.success),
-        "stage_score": float(episode.stage_score), "seed": None if episode.seed is None else int(episode.seed),
-        "started_at": float(episode.started_at), "ended_at": float(episode.ended_at), "extras": episode.extras,
+        "robot_id": episode.robot_id,
+        "seq": int(episode.seq),
+        "task": episode.task,
+        "instruction": episode.instruction,
+        "source": episode.source,
+        "success": bool(episode.success),
+        "stage_score": float(episode.stage_score),
+        "seed": None if episode.seed is None else int(episode.seed),
+        "started_at": float(episode.started_at),
+        "ended_at": float(episode.ended_at),
+        "extras": episode.extras,
     }
 
 
@@ -191,18 +218,29 @@ def decode(data: bytes, origin: str, *, check: bool = True) -> Episode:
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["lwd_episode"])
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["lwd_episode"])
     except Exception as err:  # safetensors raises several exception types for bad bytes
         raise EpisodeValidationError(f"{origin}: not a readable lwd episode file ({err})") from err
     if meta.get("format_version") != FORMAT_VERSION:
         raise EpisodeValidationError(f"{origin}: episode format {meta.get('format_version')} is not {FORMAT_VERSION}")
     try:
         episode = Episode(
-            robot_id=meta["robot_id"], seq=meta["seq"], task=meta["task"], instruction=meta["instruction"],
-            source=meta["source"], observations=tensors["observations"], actions=tensors["actions"],
-            intervention=tensors["intervention"].astype(bool), policy_version=tensors["policy_version"],
-            timestamps=tensors["timestamps"], success=meta["success"], stage_score=meta["stage_score"],
-            seed=meta["seed"], started_at=meta["started_at"], ended_at=meta["ended_at"], extras=meta["extras"],
+            robot_id=meta["robot_id"],
+            seq=meta["seq"],
+            task=meta["task"],
+            instruction=meta["instruction"],
+            source=meta["source"],
+            observations=tensors["observations"],
+            actions=tensors["actions"],
+            intervention=tensors["intervention"].astype(bool),
+            policy_version=tensors["policy_version"],
+            timestamps=tensors["timestamps"],
+            success=meta["success"],
+            stage_score=meta["stage_score"],
+            seed=meta["seed"],
+            started_at=meta["started_at"],
+            ended_at=meta["ended_at"],
+            extras=meta["extras"],
         )
     except KeyError as err:
         raise EpisodeValidationError(f"{origin}: episode file lacks {err}") from err

@@ -45,11 +45,13 @@ class RobotLease:
                     self._fd = None
                     raise RobotLeaseError(
                         f"robot {robot_id} is already driven by another process ({holder}); a robot id runs in one "
-                        f"process at a time: stop that process, or give this robot another id") from None
+                        f"process at a time: stop that process, or give this robot another id"
+                    ) from None
                 time.sleep(0.1)
         os.ftruncate(self._fd, 0)
-        os.write(self._fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                       "since": time.time()}).encode())
+        os.write(
+            self._fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+        )
 
     def _holder(self) -> str:
         try:

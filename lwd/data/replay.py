@@ -37,10 +37,16 @@ class ReplayConfig:
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     discount: float = documented(0.99, "gamma per environment step")
     n_step: int = documented(1, "n: chunks per TD backup (1 online; 10 offline for long-horizon tasks)")
-    sources: tuple[str, ...] | None = documented(None, "only episodes from these sources (demo, rollout, play); None = all")
+    sources: tuple[str, ...] | None = documented(
+        None, "only episodes from these sources (demo, rollout, play); None = all"
+    )
     task_balanced: bool = documented(False, "sample tasks uniformly, then steps uniformly within the task")
-    bootstrap_at_time_limit: bool = documented(False, "treat time-limit failures as truncated (bootstrap) instead of terminal")
-    imitation_only: bool = documented(False, "sample only demos, takeover-free successes and operator steps (HG-DAgger)")
+    bootstrap_at_time_limit: bool = documented(
+        False, "treat time-limit failures as truncated (bootstrap) instead of terminal"
+    )
+    imitation_only: bool = documented(
+        False, "sample only demos, takeover-free successes and operator steps (HG-DAgger)"
+    )
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1 or self.n_step < 1:
@@ -85,7 +91,7 @@ class _Growable:
             grown = np.zeros((max(needed, 2 * len(self._data)), *self._data.shape[1:]), dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
-        self._data[self.size:needed] = rows
+        self._data[self.size : needed] = rows
         self.size = needed
 
     @property
@@ -133,8 +139,7 @@ class ChunkReplay:
         """(sum of T, A) every stored action."""
         return self._actions.view if self._actions is not None else np.zeros((0, 0), np.float32)
 
-    def refresh(self, up_to: int | None = None,
-                on_episode: Callable[[Episode], None] | None = None) -> int:
+    def refresh(self, up_to: int | None = None, on_episode: Callable[[Episode], None] | None = None) -> int:
         """Pull in episodes committed up to snapshot `up_to` (default: newest); returns how many.
         `on_episode` sees each new episode as it arrives (fleet metrics, latencies). Damaged
         episodes (missing or corrupt files) are skipped with a warning and counted in
@@ -158,12 +163,16 @@ class ChunkReplay:
         if self._obs is None:
             self._obs = _Growable(episode.observations.shape[1:], np.float32)
             self._actions = _Growable(episode.actions.shape[1:], np.float32)
-        elif (episode.observations.shape[1:], episode.actions.shape[1:]) != (self._obs.view.shape[1:],
-                                                                            self._actions.view.shape[1:]):
-            raise ValueError(f"episode {episode.episode_id} ({episode.task}) has observations/actions of size "
-                             f"{episode.observations.shape[1:]}/{episode.actions.shape[1:]}, this replay holds "
-                             f"{self._obs.view.shape[1:]}/{self._actions.view.shape[1:]}: keep suites with different "
-                             "observation sizes (e.g. mt10 and lh) in separate stores")
+        elif (episode.observations.shape[1:], episode.actions.shape[1:]) != (
+            self._obs.view.shape[1:],
+            self._actions.view.shape[1:],
+        ):
+            raise ValueError(
+                f"episode {episode.episode_id} ({episode.task}) has observations/actions of size "
+                f"{episode.observations.shape[1:]}/{episode.actions.shape[1:]}, this replay holds "
+                f"{self._obs.view.shape[1:]}/{self._actions.view.shape[1:]}: keep suites with different "
+                "observation sizes (e.g. mt10 and lh) in separate stores"
+            )
         start_step, start_row = self._reward.size, self._obs.size
         self._obs.extend(episode.observations)
         self._actions.extend(episode.actions)
@@ -217,8 +226,10 @@ class ChunkReplay:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
         if self.num_sampleable == 0:
-            raise ValueError("cannot sample from an empty replay; refresh() after episodes are committed"
-                             + (" (none of its steps is imitable)" if self.num_steps else ""))
+            raise ValueError(
+                "cannot sample from an empty replay; refresh() after episodes are committed"
+                + (" (none of its steps is imitable)" if self.num_steps else "")
+            )
         return self.gather(self._sample_steps(batch_size, rng))
 
     def gather(self, steps: np.ndarray) -> ChunkBatch:
@@ -231,8 +242,9 @@ class ChunkReplay:
         # chunk, at the next switch between policy and operator, so a multi-chunk backup
         # never straddles the two (SPEC §4.4's reason for n = 1 online).
         first_chunk = np.minimum(horizon, end - steps)
-        covered = np.minimum(np.minimum(window, end - steps),
-                             np.maximum(first_chunk, self._control_end.view[steps] - steps))  # (B,)
+        covered = np.minimum(
+            np.minimum(window, end - steps), np.maximum(first_chunk, self._control_end.view[steps] - steps)
+        )  # (B,)
 
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
         action_mask = action_idx < end[:, None]
@@ -260,7 +272,7 @@ class ChunkReplay:
             return_to_go=return_to_go.astype(np.float32),
             next_obs=self._obs.view[obs_rows + covered],
             done=done.astype(np.float32),
-            discount=(cfg.discount ** covered).astype(np.float32),
+            discount=(cfg.discount**covered).astype(np.float32),
             task_ids=self._task.view[steps],
             instruction_ids=self._instruction.view[steps],
             policy_version=self._version.view[steps],
@@ -285,11 +297,26 @@ def concat_batches(batches: list[ChunkBatch]) -> ChunkBatch:
     instruction_ids = [_remap(b.instruction_ids, b.instruction_vocab, instructions) for b in batches]
     arrays = {
         name: np.concatenate([getattr(b, name) for b in batches])
-        for name in ("obs", "actions", "action_mask", "intervention", "reward", "return_to_go", "next_obs", "done",
-                     "discount", "policy_version")
+        for name in (
+            "obs",
+            "actions",
+            "action_mask",
+            "intervention",
+            "reward",
+            "return_to_go",
+            "next_obs",
+            "done",
+            "discount",
+            "policy_version",
+        )
     }
-    return ChunkBatch(**arrays, task_ids=np.concatenate(task_ids), instruction_ids=np.concatenate(instruction_ids),
-                      task_vocab=tuple(tasks), instruction_vocab=tuple(instructions))
+    return ChunkBatch(
+        **arrays,
+        task_ids=np.concatenate(task_ids),
+        instruction_ids=np.concatenate(instruction_ids),
+        task_vocab=tuple(tasks),
+        instruction_vocab=tuple(instructions),
+    )
 
 
 class MixedReplay:

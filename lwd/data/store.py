@@ -104,9 +104,25 @@ _BUSY_TIMEOUT_S = 60.0  # how long any statement waits for another process's loc
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_COLUMNS = ("episode_id", "robot_id", "seq", "task", "instruction", "source", "success", "stage_score",
-            "num_steps", "num_interventions", "seed", "started_at", "ended_at", "path", "digest", "snapshot",
-            "committed_at")
+_COLUMNS = (
+    "episode_id",
+    "robot_id",
+    "seq",
+    "task",
+    "instruction",
+    "source",
+    "success",
+    "stage_score",
+    "num_steps",
+    "num_interventions",
+    "seed",
+    "started_at",
+    "ended_at",
+    "path",
+    "digest",
+    "snapshot",
+    "committed_at",
+)
 
 
 class StoreError(RuntimeError):
@@ -326,7 +342,9 @@ class EpisodeStore:
             data, digest = encode(episode)
             previous = encoded.get(episode.episode_id)
             if previous is not None and previous[2] != digest:
-                raise EpisodeConflictError(f"episode {episode.episode_id} appears twice in one batch with different content")
+                raise EpisodeConflictError(
+                    f"episode {episode.episode_id} appears twice in one batch with different content"
+                )
             encoded[episode.episode_id] = (episode, data, digest)
         digests = {eid: item[2] for eid, item in encoded.items()}
         committed = self._digests(list(encoded))
@@ -345,7 +363,9 @@ class EpisodeStore:
             fresh = [eid for eid in encoded if eid not in existing]
             snapshot = None
             if fresh:
-                cursor = db.execute("INSERT INTO snapshots (committed_at, num_episodes) VALUES (?, ?)", (now, len(fresh)))
+                cursor = db.execute(
+                    "INSERT INTO snapshots (committed_at, num_episodes) VALUES (?, ?)", (now, len(fresh))
+                )
                 snapshot = cursor.lastrowid
                 db.executemany(
                     f"INSERT INTO episodes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
@@ -378,24 +398,43 @@ class EpisodeStore:
 
     @staticmethod
     def _row(episode: Episode, path: str, digest: str, snapshot: int, now: float) -> tuple:
-        return (episode.episode_id, episode.robot_id, int(episode.seq), episode.task, episode.instruction,
-                episode.source, int(bool(episode.success)), float(episode.stage_score), episode.num_steps,
-                episode.num_interventions, None if episode.seed is None else int(episode.seed),
-                float(episode.started_at), float(episode.ended_at), path, digest, snapshot, now)
+        return (
+            episode.episode_id,
+            episode.robot_id,
+            int(episode.seq),
+            episode.task,
+            episode.instruction,
+            episode.source,
+            int(bool(episode.success)),
+            float(episode.stage_score),
+            episode.num_steps,
+            episode.num_interventions,
+            None if episode.seed is None else int(episode.seed),
+            float(episode.started_at),
+            float(episode.ended_at),
+            path,
+            digest,
+            snapshot,
+            now,
+        )
 
     def _digests(self, ids: list[str], db: sqlite3.Connection | None = None) -> dict[str, str]:
         db = db or self._db()
         found: dict[str, str] = {}
         for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            rows = db.execute(f"SELECT episode_id, digest FROM episodes WHERE episode_id IN ({','.join('?' * len(part))})", part)
+            part = ids[start : start + 500]
+            rows = db.execute(
+                f"SELECT episode_id, digest FROM episodes WHERE episode_id IN ({','.join('?' * len(part))})", part
+            )
             found.update(dict(rows.fetchall()))
         return found
 
     def _snapshots_of(self, ids: list[str], db: sqlite3.Connection) -> dict[str, int]:
         if not ids:
             return {}
-        rows = db.execute(f"SELECT episode_id, snapshot FROM episodes WHERE episode_id IN ({','.join('?' * len(ids))})", ids)
+        rows = db.execute(
+            f"SELECT episode_id, snapshot FROM episodes WHERE episode_id IN ({','.join('?' * len(ids))})", ids
+        )
         return dict(rows.fetchall())
 
     def _remove_dead_writers_tmp(self) -> None:
@@ -411,8 +450,14 @@ class EpisodeStore:
         row = self._db().execute("SELECT COALESCE(MAX(number), 0) FROM snapshots").fetchone()
         return int(row[0])
 
-    def records(self, *, after: int = 0, up_to: int | None = None, sources: tuple[str, ...] | None = None,
-                tasks: tuple[str, ...] | None = None) -> list[EpisodeRecord]:
+    def records(
+        self,
+        *,
+        after: int = 0,
+        up_to: int | None = None,
+        sources: tuple[str, ...] | None = None,
+        tasks: tuple[str, ...] | None = None,
+    ) -> list[EpisodeRecord]:
         """Visible (not quarantined) committed episodes with after < snapshot <= up_to, in commit order."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM episodes WHERE snapshot > ? AND {_VISIBLE}"
         args: list = [after]
@@ -434,8 +479,14 @@ class EpisodeStore:
 
     def get(self, robot_id: str, seq: int) -> EpisodeRecord | None:
         """The visible episode with this id; None if it was never committed or is quarantined."""
-        row = self._db().execute(f"SELECT {', '.join(_COLUMNS)} FROM episodes WHERE episode_id = ? AND {_VISIBLE}",
-                                 (episode_id(robot_id, seq),)).fetchone()
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM episodes WHERE episode_id = ? AND {_VISIBLE}",
+                (episode_id(robot_id, seq),),
+            )
+            .fetchone()
+        )
         return None if row is None else self._record(row)
 
     def committed_ids(self, robot_id: str) -> set[int]:
@@ -450,9 +501,14 @@ class EpisodeStore:
 
     def quarantined(self) -> list[QuarantinedEpisode]:
         """Episodes hidden by `check(repair=True)`, oldest quarantine first."""
-        rows = self._db().execute(
-            f"SELECT {', '.join(_COLUMNS)}, reason, moved_to, quarantined_at FROM episodes "
-            "JOIN quarantine USING (episode_id) ORDER BY quarantined_at, episode_id").fetchall()
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {', '.join(_COLUMNS)}, reason, moved_to, quarantined_at FROM episodes "
+                "JOIN quarantine USING (episode_id) ORDER BY quarantined_at, episode_id"
+            )
+            .fetchall()
+        )
         n = len(_COLUMNS)
         return [QuarantinedEpisode(self._record(row[:n]), *row[n:]) for row in rows]
 
@@ -465,11 +521,14 @@ class EpisodeStore:
             raise StoreError(f"{path}: episode {record.episode_id} is catalogued but its file is missing") from None
         episode = decode(data, str(path), check=False)
         if content_digest(episode) != record.digest:
-            raise StoreError(f"{path}: content does not match the catalogue digest of {record.episode_id} (corrupt file)")
+            raise StoreError(
+                f"{path}: content does not match the catalogue digest of {record.episode_id} (corrupt file)"
+            )
         return validated(episode, str(path))
 
-    def load_many(self, records: Iterable[EpisodeRecord],
-                  skipped: list[DamagedEpisode] | None = None) -> Iterator[Episode]:
+    def load_many(
+        self, records: Iterable[EpisodeRecord], skipped: list[DamagedEpisode] | None = None
+    ) -> Iterator[Episode]:
         """Load the records in order, skipping damaged ones instead of stopping at the first.
 
         A damaged file costs its own episode only: each skip is appended to `skipped` (when
@@ -488,14 +547,21 @@ class EpisodeStore:
             yield episode
         if damaged:
             shown = ", ".join(str(self.root / d.record.path) for d in damaged[:3])
-            _log.warning("skipped %d damaged episodes (file missing, unreadable or not matching its digest): %s%s; "
-                         "`lwd store check --store %s --repair` quarantines them",
-                         len(damaged), shown, ", ..." if len(damaged) > 3 else "", self.root)
+            _log.warning(
+                "skipped %d damaged episodes (file missing, unreadable or not matching its digest): %s%s; "
+                "`lwd store check --store %s --repair` quarantines them",
+                len(damaged),
+                shown,
+                ", ..." if len(damaged) > 3 else "",
+                self.root,
+            )
 
     def summary(self, up_to: int | None = None) -> list[TaskSummary]:
         """Visible episodes per task and source, as of snapshot `up_to` (default: newest)."""
-        query = ("SELECT task, source, COUNT(*), SUM(num_steps), SUM(success), SUM(num_interventions) "
-                 f"FROM episodes WHERE snapshot <= ? AND {_VISIBLE} GROUP BY task, source ORDER BY task, source")
+        query = (
+            "SELECT task, source, COUNT(*), SUM(num_steps), SUM(success), SUM(num_interventions) "
+            f"FROM episodes WHERE snapshot <= ? AND {_VISIBLE} GROUP BY task, source ORDER BY task, source"
+        )
         limit = self.latest_snapshot() if up_to is None else up_to
         return [TaskSummary(*row) for row in self._db().execute(query, (limit,)).fetchall()]
 
@@ -539,9 +605,15 @@ class EpisodeStore:
                 if path.stat().st_mtime < cutoff:
                     path.unlink(missing_ok=True)
             self._remove_dead_writers_tmp()
-        return CheckReport(episodes=len(records) - (len(damaged) if repair else 0), orphans=orphans, missing=missing,
-                           corrupt=corrupt, unexpected=unexpected, quarantined=len(self.quarantined()),
-                           quarantined_now=quarantined_now)
+        return CheckReport(
+            episodes=len(records) - (len(damaged) if repair else 0),
+            orphans=orphans,
+            missing=missing,
+            corrupt=corrupt,
+            unexpected=unexpected,
+            quarantined=len(self.quarantined()),
+            quarantined_now=quarantined_now,
+        )
 
     def _quarantine_episodes(self, damaged: list[DamagedEpisode]) -> None:
         """Hide the episodes from readers, then move their files (where there is one) to quarantine/.
@@ -551,13 +623,21 @@ class EpisodeStore:
         never mistaken for orphans).
         """
         now = time.time()
-        rows = [(d.record.episode_id, d.reason,
-                 str(Path(_QUARANTINE_DIR) / d.record.path) if (self.root / d.record.path).exists() else None, now)
-                for d in damaged]
+        rows = [
+            (
+                d.record.episode_id,
+                d.reason,
+                str(Path(_QUARANTINE_DIR) / d.record.path) if (self.root / d.record.path).exists() else None,
+                now,
+            )
+            for d in damaged
+        ]
         with self._immediate_transaction() as db:
             # OR IGNORE: a concurrent repair may have quarantined the same episode.
-            db.executemany("INSERT OR IGNORE INTO quarantine (episode_id, reason, moved_to, quarantined_at) "
-                           "VALUES (?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT OR IGNORE INTO quarantine (episode_id, reason, moved_to, quarantined_at) VALUES (?, ?, ?, ?)",
+                rows,
+            )
         for entry in self.quarantined():
             if entry.moved_to is not None and (self.root / entry.record.path).exists():
                 self._move(entry.record.path, entry.moved_to)

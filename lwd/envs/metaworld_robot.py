@@ -44,7 +44,7 @@ def stage_one_hot(stage: int) -> np.ndarray:
 
 def stage_of(state: np.ndarray) -> int:
     """The stage index encoded in a multi-stage task's observation (39 scene numbers + one-hot)."""
-    return int(np.argmax(state[METAWORLD_OBS_DIM:METAWORLD_OBS_DIM + MAX_STAGES]))
+    return int(np.argmax(state[METAWORLD_OBS_DIM : METAWORLD_OBS_DIM + MAX_STAGES]))
 
 
 class MetaWorldRobot:
@@ -63,8 +63,10 @@ class MetaWorldRobot:
         self._multi_stage = self.task.num_stages > 1
         expected_dim = METAWORLD_OBS_DIM + (MAX_STAGES if self._multi_stage else 0)
         if self.task.num_stages > MAX_STAGES or self.task.obs_dim != expected_dim:
-            raise ValueError(f"task {self.task.name!r}: {self.task.num_stages} stages need obs_dim {expected_dim} "
-                             f"and at most {MAX_STAGES} stages, got obs_dim {self.task.obs_dim}")
+            raise ValueError(
+                f"task {self.task.name!r}: {self.task.num_stages} stages need obs_dim {expected_dim} "
+                f"and at most {MAX_STAGES} stages, got obs_dim {self.task.obs_dim}"
+            )
         self._scenes = [_make_scene(scene, self.task.max_steps) for scene in self.task.stages]
         self._stage = 0
         self._seed: int | None = None
@@ -116,8 +118,12 @@ class MetaWorldRobot:
             self._stage += 1
             raw = self._reset_scene(self._stage)  # the next scene, with no progress in it yet
         truncated = not success and self._steps >= self.task.max_steps
-        step_info = StepInfo(success=success, progress=(stage + stage_progress) / stages,
-                             stage_score=(stage + stage_done) / stages, extras={"stage": self._stage})
+        step_info = StepInfo(
+            success=success,
+            progress=(stage + stage_progress) / stages,
+            stage_score=(stage + stage_done) / stages,
+            extras={"stage": self._stage},
+        )
         return self._observation(raw), float(success), success, truncated, step_info
 
     def close(self) -> None:

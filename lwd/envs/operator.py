@@ -71,7 +71,9 @@ class ScriptedOperator:
     def driving(self) -> bool:
         return self._driving_left > 0
 
-    def decide(self, observation: Observation, policy_action: np.ndarray | None, progress: float) -> tuple[np.ndarray | None, bool]:
+    def decide(
+        self, observation: Observation, policy_action: np.ndarray | None, progress: float
+    ) -> tuple[np.ndarray | None, bool]:
         """The action to execute and whether the operator produced it.
 
         `policy_action` may be None while the operator drives (the policy need not be

@@ -198,14 +198,19 @@ LONG_HORIZON_OBS_DIM = METAWORLD_OBS_DIM + MAX_STAGES
 LONG_HORIZON_STEPS_PER_STAGE = 150
 
 LONG_HORIZON_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "lh-make-coffee": ("Make a cup of coffee and serve it.",
-                       ("coffee-push-v3", "coffee-button-v3", "coffee-pull-v3")),
-    "lh-tidy-desk": ("Tidy up the workstation.",
-                     ("plate-slide-v3", "drawer-close-v3", "window-close-v3", "button-press-topdown-v3")),
-    "lh-open-up": ("Open up the workshop for the day.",
-                   ("door-unlock-v3", "window-open-v3", "drawer-open-v3", "faucet-open-v3")),
-    "lh-lock-up": ("Shut everything down and lock up before leaving.",
-                   ("faucet-close-v3", "window-close-v3", "button-press-v3", "door-close-v3", "door-lock-v3")),
+    "lh-make-coffee": ("Make a cup of coffee and serve it.", ("coffee-push-v3", "coffee-button-v3", "coffee-pull-v3")),
+    "lh-tidy-desk": (
+        "Tidy up the workstation.",
+        ("plate-slide-v3", "drawer-close-v3", "window-close-v3", "button-press-topdown-v3"),
+    ),
+    "lh-open-up": (
+        "Open up the workshop for the day.",
+        ("door-unlock-v3", "window-open-v3", "drawer-open-v3", "faucet-open-v3"),
+    ),
+    "lh-lock-up": (
+        "Shut everything down and lock up before leaving.",
+        ("faucet-close-v3", "window-close-v3", "button-press-v3", "door-close-v3", "door-lock-v3"),
+    ),
 }
 
 
@@ -216,8 +221,13 @@ def long_horizon_task(name: str, instruction: str, stages: tuple[str, ...]) -> T
     for scene in stages:
         if scene not in METAWORLD_INSTRUCTIONS:
             raise UnknownTaskError(_unknown_message("scene", scene, sorted(METAWORLD_INSTRUCTIONS), f" in {name!r}"))
-    return TaskSpec(name=name, instruction=instruction, stages=tuple(stages),
-                    max_steps=len(stages) * LONG_HORIZON_STEPS_PER_STAGE, obs_dim=LONG_HORIZON_OBS_DIM)
+    return TaskSpec(
+        name=name,
+        instruction=instruction,
+        stages=tuple(stages),
+        max_steps=len(stages) * LONG_HORIZON_STEPS_PER_STAGE,
+        obs_dim=LONG_HORIZON_OBS_DIM,
+    )
 
 
 _TASKS: dict[str, TaskSpec] = {name: _metaworld_task(name) for name in METAWORLD_INSTRUCTIONS}
@@ -265,5 +275,11 @@ def register_suite(new_suite: Suite) -> None:
     _SUITES[new_suite.name] = new_suite
 
 
-register_suite(Suite("lh", tuple(long_horizon_task(name, instruction, stages)
-                                 for name, (instruction, stages) in LONG_HORIZON_TASKS.items())))
+register_suite(
+    Suite(
+        "lh",
+        tuple(
+            long_horizon_task(name, instruction, stages) for name, (instruction, stages) in LONG_HORIZON_TASKS.items()
+        ),
+    )
+)

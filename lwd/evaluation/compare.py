@@ -17,8 +17,9 @@ from lwd.evaluation.evaluate import wilson_interval
 
 @dataclass(frozen=True)
 class CompareConfig:
-    runs: tuple[str, ...] = documented((), "NAME=PATH pairs; PATH is an eval directory or eval.json; repeat a NAME "
-                                           "for several training seeds")
+    runs: tuple[str, ...] = documented(
+        (), "NAME=PATH pairs; PATH is an eval directory or eval.json; repeat a NAME for several training seeds"
+    )
     out: str = documented("", "also write the markdown table here")
 
 
@@ -61,13 +62,16 @@ def paired_difference(baseline: dict, other: dict) -> PairedDifference:
     spread between easy and hard seeds that two separate Wilson intervals both carry;
     that is what says whether a gain of a few points is real.
     """
+
     def outcomes(report: dict) -> dict[tuple[str, int], bool]:
         return {(o["task"], int(o["seed"])): bool(o["success"]) for o in report["outcomes"]}
 
     base, new = outcomes(baseline), outcomes(other)
     if not base or base.keys() != new.keys():
-        raise ValueError("paired comparison needs two evaluations of the same episodes (tasks and seeds); got "
-                         f"{len(base)} and {len(new)} episodes, {len(base.keys() ^ new.keys())} not in both")
+        raise ValueError(
+            "paired comparison needs two evaluations of the same episodes (tasks and seeds); got "
+            f"{len(base)} and {len(new)} episodes, {len(base.keys() ^ new.keys())} not in both"
+        )
     diffs = [int(new[k]) - int(base[k]) for k in base]
     n = len(diffs)
     mean = sum(diffs) / n
@@ -75,9 +79,15 @@ def paired_difference(baseline: dict, other: dict) -> PairedDifference:
     half = 1.96 * spread / math.sqrt(n)
     gains, losses = diffs.count(1), diffs.count(-1)
     discordant = gains + losses
-    tail = sum(math.comb(discordant, i) for i in range(min(gains, losses) + 1)) / 2 ** discordant
-    return PairedDifference(mean=mean, ci95=(mean - half, mean + half), gains=gains, losses=losses, episodes=n,
-                            sign_test_p=min(1.0, 2 * tail))
+    tail = sum(math.comb(discordant, i) for i in range(min(gains, losses) + 1)) / 2**discordant
+    return PairedDifference(
+        mean=mean,
+        ci95=(mean - half, mean + half),
+        gains=gains,
+        losses=losses,
+        episodes=n,
+        sign_test_p=min(1.0, 2 * tail),
+    )
 
 
 def compare_table(runs: list[tuple[str, str]]) -> str:
@@ -89,8 +99,10 @@ def compare_table(runs: list[tuple[str, str]]) -> str:
         reports.setdefault(name, []).append(load_report(path))
     tasks = sorted({task for group in reports.values() for r in group for task in r["per_task"]})
     names = list(reports)
-    lines = ["| task | " + " | ".join(f"{n} ({len(reports[n])} seed{'s' * (len(reports[n]) > 1)})" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        "| task | " + " | ".join(f"{n} ({len(reports[n])} seed{'s' * (len(reports[n]) > 1)})" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
 
     def cell(group: list[dict], task: str | None) -> str:
         if task is None:

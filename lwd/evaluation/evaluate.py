@@ -33,8 +33,11 @@ class EvalConfig:
     seed: int = documented(0, "seed of the policy's sampling noise")
     out: str = documented("runs/eval", "directory for eval.json, eval.md and eval.png")
     tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
-    max_live_episodes: int = documented(100, "episodes a worker steps at once (one simulator each, ~10 MB); more "
-                                             "run in successive batches, with the same outcomes")
+    max_live_episodes: int = documented(
+        100,
+        "episodes a worker steps at once (one simulator each, ~10 MB); more "
+        "run in successive batches, with the same outcomes",
+    )
 
     def __post_init__(self) -> None:
         if self.max_live_episodes < 1 or self.workers < 1 or self.episodes_per_task < 1:
@@ -63,8 +66,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def check_held_out_seeds(seeds: list[int]) -> None:
     for seed in seeds:
         if not (SEEDS.is_eval(seed) or SEEDS.is_validation(seed)):
-            raise ValueError(f"evaluation refuses seed {seed}: it is not a held-out (evaluation or validation) seed; "
-                             "training seeds never evaluate")
+            raise ValueError(
+                f"evaluation refuses seed {seed}: it is not a held-out (evaluation or validation) seed; "
+                "training seeds never evaluate"
+            )
 
 
 def episode_generators(noise_seed: int, jobs: list[tuple[str, int]]) -> list:
@@ -73,12 +78,22 @@ def episode_generators(noise_seed: int, jobs: list[tuple[str, int]]) -> list:
     its worker or its run (`--tasks`, `--workers`)."""
     import torch
 
-    return [torch.Generator().manual_seed(int(np.random.SeedSequence(
-        [noise_seed, zlib.crc32(task.encode()), seed]).generate_state(1)[0])) for task, seed in jobs]
+    return [
+        torch.Generator().manual_seed(
+            int(np.random.SeedSequence([noise_seed, zlib.crc32(task.encode()), seed]).generate_state(1)[0])
+        )
+        for task, seed in jobs
+    ]
 
 
-def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_steps: int, noise_seed: int,
-                        threads: int = 1, max_live: int | None = None) -> list[EpisodeOutcome]:
+def run_policy_episodes(
+    checkpoint: str,
+    jobs: list[tuple[str, int]],
+    execute_steps: int,
+    noise_seed: int,
+    threads: int = 1,
+    max_live: int | None = None,
+) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None)."""
     import torch
@@ -93,9 +108,13 @@ def run_policy_episodes(checkpoint: str, jobs: list[tuple[str, int]], execute_st
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     generators = episode_generators(noise_seed, jobs)
     batch = max_live or max(len(jobs), 1)
-    return [outcome for start in range(0, len(jobs), batch)
-            for outcome in _lockstep(policy, encoder, jobs[start:start + batch], generators[start:start + batch],
-                                     execute)]
+    return [
+        outcome
+        for start in range(0, len(jobs), batch)
+        for outcome in _lockstep(
+            policy, encoder, jobs[start : start + batch], generators[start : start + batch], execute
+        )
+    ]
 
 
 def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int) -> list[EpisodeOutcome]:
@@ -111,8 +130,9 @@ def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, ex
     live = np.ones(len(jobs), dtype=bool)
     while live.any():
         idx = np.flatnonzero(live)
-        chunks = sample_chunks(policy, encoder, states[idx], [instructions[i] for i in idx],
-                               [generators[i] for i in idx])
+        chunks = sample_chunks(
+            policy, encoder, states[idx], [instructions[i] for i in idx], [generators[i] for i in idx]
+        )
         for row, i in enumerate(idx):
             robot = robots[i]
             for k in range(execute):
@@ -125,8 +145,10 @@ def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, ex
                     break
     for robot in robots:
         robot.close()
-    return [EpisodeOutcome(task, seed, bool(s), int(n), float(g))
-            for (task, seed), s, n, g in zip(jobs, success, steps, stage_score)]
+    return [
+        EpisodeOutcome(task, seed, bool(s), int(n), float(g))
+        for (task, seed), s, n, g in zip(jobs, success, steps, stage_score)
+    ]
 
 
 def _worker(args) -> list[EpisodeOutcome]:
@@ -141,15 +163,22 @@ def summarize(outcomes: list[EpisodeOutcome]) -> dict:
         mine = [o for o in outcomes if o.task == task]
         wins = sum(o.success for o in mine)
         low, high = wilson_interval(wins, len(mine))
-        per_task[task] = {"episodes": len(mine), "success": wins / len(mine), "ci95": [low, high],
-                          "cycle_time_steps": float(np.mean([o.steps for o in mine])),
-                          "stage_score": float(np.mean([o.stage_score for o in mine]))}
+        per_task[task] = {
+            "episodes": len(mine),
+            "success": wins / len(mine),
+            "ci95": [low, high],
+            "cycle_time_steps": float(np.mean([o.steps for o in mine])),
+            "stage_score": float(np.mean([o.stage_score for o in mine])),
+        }
     average = float(np.mean([v["success"] for v in per_task.values()]))
     total = sum(o.success for o in outcomes)
-    return {"per_task": per_task, "average_success": average,
-            "average_ci95": list(wilson_interval(total, len(outcomes))),
-            "average_cycle_time_steps": float(np.mean([v["cycle_time_steps"] for v in per_task.values()])),
-            "average_stage_score": float(np.mean([v["stage_score"] for v in per_task.values()]))}
+    return {
+        "per_task": per_task,
+        "average_success": average,
+        "average_ci95": list(wilson_interval(total, len(outcomes))),
+        "average_cycle_time_steps": float(np.mean([v["cycle_time_steps"] for v in per_task.values()])),
+        "average_stage_score": float(np.mean([v["stage_score"] for v in per_task.values()])),
+    }
 
 
 def write_report(summary: dict, out: Path, title: str) -> None:
@@ -160,19 +189,28 @@ def write_report(summary: dict, out: Path, title: str) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"# {title}", "", "| task | success | 95% CI | stage score | cycle time (steps) | episodes |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| task | success | 95% CI | stage score | cycle time (steps) | episodes |",
+        "|---|---|---|---|---|---|",
+    ]
     for task, v in summary["per_task"].items():
-        lines.append(f"| {task} | {v['success']:.3f} | {v['ci95'][0]:.2f}–{v['ci95'][1]:.2f} | {v['stage_score']:.3f} | "
-                     f"{v['cycle_time_steps']:.1f} | {v['episodes']} |")
-    lines.append(f"| **average** | **{summary['average_success']:.3f}** | {summary['average_ci95'][0]:.2f}–"
-                 f"{summary['average_ci95'][1]:.2f} | {summary['average_stage_score']:.3f} | "
-                 f"{summary['average_cycle_time_steps']:.1f} | |")
+        lines.append(
+            f"| {task} | {v['success']:.3f} | {v['ci95'][0]:.2f}–{v['ci95'][1]:.2f} | {v['stage_score']:.3f} | "
+            f"{v['cycle_time_steps']:.1f} | {v['episodes']} |"
+        )
+    lines.append(
+        f"| **average** | **{summary['average_success']:.3f}** | {summary['average_ci95'][0]:.2f}–"
+        f"{summary['average_ci95'][1]:.2f} | {summary['average_stage_score']:.3f} | "
+        f"{summary['average_cycle_time_steps']:.1f} | |"
+    )
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     tasks = list(summary["per_task"])
     rates = [summary["per_task"][t]["success"] for t in tasks]
-    errors = np.array([[r - summary["per_task"][t]["ci95"][0], summary["per_task"][t]["ci95"][1] - r]
-                       for t, r in zip(tasks, rates)]).T
+    errors = np.array(
+        [[r - summary["per_task"][t]["ci95"][0], summary["per_task"][t]["ci95"][1] - r] for t, r in zip(tasks, rates)]
+    ).T
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(tasks)), 4))
     ax.bar(range(len(tasks)), rates, yerr=errors, capsize=3, color="#4C72B0")
     ax.axhline(summary["average_success"], color="k", ls="--", lw=1, label=f"average {summary['average_success']:.2f}")
@@ -194,13 +232,18 @@ def evaluate(config: EvalConfig) -> dict:
     for task in tasks:
         obs_dim = task_spec(task).obs_dim
         if manifest.config.get("obs_dim", obs_dim) != obs_dim:
-            raise ValueError(f"{config.checkpoint} takes {manifest.config['obs_dim']}-number states but task {task!r} "
-                             f"has {obs_dim} (MT tasks have 39, long-horizon tasks 39 + a stage one-hot)")
+            raise ValueError(
+                f"{config.checkpoint} takes {manifest.config['obs_dim']}-number states but task {task!r} "
+                f"has {obs_dim} (MT tasks have 39, long-horizon tasks 39 + a stage one-hot)"
+            )
     jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
-    shards = [jobs[i::config.workers] for i in range(config.workers)]
+    shards = [jobs[i :: config.workers] for i in range(config.workers)]
     began = time.perf_counter()
-    args = [(config.checkpoint, shard, config.execute_steps, config.seed, config.max_live_episodes)
-            for shard in shards if shard]
+    args = [
+        (config.checkpoint, shard, config.execute_steps, config.seed, config.max_live_episodes)
+        for shard in shards
+        if shard
+    ]
     if len(args) == 1:
         results = [_worker(args[0])]
     else:
@@ -208,10 +251,21 @@ def evaluate(config: EvalConfig) -> dict:
             results = pool.map(_worker, args)
     outcomes = [o for part in results for o in part]
     summary = summarize(outcomes)
-    summary.update({"checkpoint": config.checkpoint, "training_step": manifest.training_step,
-                    "wall_seconds": time.perf_counter() - began, "env_steps": int(sum(o.steps for o in outcomes)),
-                    "config": asdict(config), "split": config.split,
-                    "outcomes": [asdict(o) for o in outcomes],
-                    "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)]})
-    write_report(summary, Path(config.out), f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds)")
+    summary.update(
+        {
+            "checkpoint": config.checkpoint,
+            "training_step": manifest.training_step,
+            "wall_seconds": time.perf_counter() - began,
+            "env_steps": int(sum(o.steps for o in outcomes)),
+            "config": asdict(config),
+            "split": config.split,
+            "outcomes": [asdict(o) for o in outcomes],
+            "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)],
+        }
+    )
+    write_report(
+        summary,
+        Path(config.out),
+        f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds)",
+    )
     return summary

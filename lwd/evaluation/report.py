@@ -44,10 +44,17 @@ def plot_success_over_env_steps(episodes: list[dict], path: Path, window: int = 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for task, rows in sorted(by_task.items()):
         autonomous = np.array([r["success"] and r["interventions"] == 0 for r in rows])
-        ax.plot([r["env_steps_total"] for r in rows], rolling_mean(autonomous, window), lw=1, label=task.removesuffix("-v3"))
+        ax.plot(
+            [r["env_steps_total"] for r in rows], rolling_mean(autonomous, window), lw=1, label=task.removesuffix("-v3")
+        )
     overall = np.array([r["success"] and r["interventions"] == 0 for r in episodes])
-    ax.plot([r["env_steps_total"] for r in episodes], rolling_mean(overall, window * max(len(by_task), 1)), "k", lw=2.5,
-            label="all tasks")
+    ax.plot(
+        [r["env_steps_total"] for r in episodes],
+        rolling_mean(overall, window * max(len(by_task), 1)),
+        "k",
+        lw=2.5,
+        label="all tasks",
+    )
     ax.set_xlabel("online env steps")
     ax.set_ylabel(f"autonomous success (rolling {window} episodes)")
     ax.set_ylim(0, 1.02)
@@ -82,12 +89,24 @@ def plot_version_timeline(episodes: list[dict], history: list[dict], path: Path)
     t0 = min([r["started_at"] for r in episodes] + [h["published_at"] for h in history])
     robots = sorted({r["robot_id"] for r in episodes})
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.step([(h["published_at"] - t0) / 60 for h in history], [h["version"] for h in history], where="post", color="k",
-            lw=2, label="published (registry)")
+    ax.step(
+        [(h["published_at"] - t0) / 60 for h in history],
+        [h["version"] for h in history],
+        where="post",
+        color="k",
+        lw=2,
+        label="published (registry)",
+    )
     for index, robot in enumerate(robots):
         rows = [r for r in episodes if r["robot_id"] == robot]
-        ax.plot([(r["started_at"] - t0) / 60 for r in rows], [r["version"] for r in rows], ".", ms=3,
-                alpha=0.6, label="episodes of each robot" if index == 0 else None)
+        ax.plot(
+            [(r["started_at"] - t0) / 60 for r in rows],
+            [r["version"] for r in rows],
+            ".",
+            ms=3,
+            alpha=0.6,
+            label="episodes of each robot" if index == 0 else None,
+        )
     ax.set_xlabel("minutes since deployment started")
     ax.set_ylabel("policy version")
     ax.set_title("Policy versions: publication and pickup at episode boundaries")
@@ -106,7 +125,9 @@ def plot_latencies(episodes: list[dict], path: Path) -> None:
         if values:
             ax.hist(values, bins=40, color="#4C72B0")
             for q, style in ((50, "--"), (99, ":")):
-                ax.axvline(np.percentile(values, q), color="k", ls=style, label=f"P{q} {np.percentile(values, q):.2f} s")
+                ax.axvline(
+                    np.percentile(values, q), color="k", ls=style, label=f"P{q} {np.percentile(values, q):.2f} s"
+                )
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("seconds")
@@ -123,10 +144,13 @@ def plot_stage_comparison(evals: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(tasks)), 4))
     for k, name in enumerate(names):
         rates = [evals[name]["per_task"][t]["success"] for t in tasks]
-        ax.bar(np.arange(len(tasks)) + k * width, rates, width,
-               label=f"{name} ({evals[name]['average_success']:.3f})")
-    ax.set_xticks(np.arange(len(tasks)) + width * (len(names) - 1) / 2, [t.removesuffix("-v3") for t in tasks],
-                  rotation=45, ha="right")
+        ax.bar(np.arange(len(tasks)) + k * width, rates, width, label=f"{name} ({evals[name]['average_success']:.3f})")
+    ax.set_xticks(
+        np.arange(len(tasks)) + width * (len(names) - 1) / 2,
+        [t.removesuffix("-v3") for t in tasks],
+        rotation=45,
+        ha="right",
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success on evaluation seeds")
     ax.legend(loc="lower right", fontsize=8)
@@ -145,10 +169,18 @@ def comparison_table(evals: dict[str, dict]) -> list[str]:
             v = evals[name]["per_task"][task]
             cells.append(f"{v['success']:.2f} ({v['ci95'][0]:.2f}–{v['ci95'][1]:.2f})")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines.append("| **average** | " + " | ".join(
-        f"**{evals[n]['average_success']:.3f}** ({evals[n]['average_ci95'][0]:.2f}–{evals[n]['average_ci95'][1]:.2f})"
-        for n in names) + " |")
-    lines.append("| cycle time (steps) | " + " | ".join(f"{evals[n]['average_cycle_time_steps']:.1f}" for n in names) + " |")
+    lines.append(
+        "| **average** | "
+        + " | ".join(
+            f"**{evals[n]['average_success']:.3f}** "
+            f"({evals[n]['average_ci95'][0]:.2f}–{evals[n]['average_ci95'][1]:.2f})"
+            for n in names
+        )
+        + " |"
+    )
+    lines.append(
+        "| cycle time (steps) | " + " | ".join(f"{evals[n]['average_cycle_time_steps']:.1f}" for n in names) + " |"
+    )
     return lines
 
 
@@ -156,17 +188,30 @@ def paired_table(evals: dict[str, dict]) -> list[str]:
     """Each later stage against the first, episode by episode (same evaluation seeds)."""
     names = list(evals)
     baseline = names[0]
-    lines = [f"Paired with {baseline} on the same {len(evals[baseline]['outcomes'])} evaluation episodes:", "",
-             f"| | difference (95% CI) | solved only by it / only by {baseline} | sign test p |", "|---|---|---|---|"]
+    lines = [
+        f"Paired with {baseline} on the same {len(evals[baseline]['outcomes'])} evaluation episodes:",
+        "",
+        f"| | difference (95% CI) | solved only by it / only by {baseline} | sign test p |",
+        "|---|---|---|---|",
+    ]
     for name in names[1:]:
         d = paired_difference(evals[baseline], evals[name])
-        lines.append(f"| {name} | {d.mean:+.3f} ({d.ci95[0]:+.3f} … {d.ci95[1]:+.3f}) | {d.gains} / {d.losses} | "
-                     f"{d.sign_test_p:.2g} |")
+        lines.append(
+            f"| {name} | {d.mean:+.3f} ({d.ci95[0]:+.3f} … {d.ci95[1]:+.3f}) | {d.gains} / {d.losses} | "
+            f"{d.sign_test_p:.2g} |"
+        )
     return lines
 
 
-def write_report(out: Path, evals: dict[str, dict], deploy_run: Path, deploy_summary: dict, title: str,
-                 stage_seconds: dict[str, float] | None = None, notes: list[str] | None = None) -> Path:
+def write_report(
+    out: Path,
+    evals: dict[str, dict],
+    deploy_run: Path,
+    deploy_summary: dict,
+    title: str,
+    stage_seconds: dict[str, float] | None = None,
+    notes: list[str] | None = None,
+) -> Path:
     """Write `<out>/report.md` and its PNGs; returns the markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,24 +234,34 @@ def write_report(out: Path, evals: dict[str, dict], deploy_run: Path, deploy_sum
         plot_version_timeline(episodes, history, out / "versions.png")
         plot_latencies(episodes, out / "latency.png")
         s = deploy_summary
-        lines += ["## Learning while deploying", "",
-                  "| measure | value |", "|---|---|",
-                  f"| online env steps / episodes | {s['env_steps']:,} / {s['episodes']:,} |",
-                  f"| learner steps / versions published | {s['learner_steps']:,} / {s['versions_published']} |",
-                  f"| wall time | {s['wall_seconds'] / 60:.1f} min |",
-                  f"| env steps/s / learner updates/s (whole run, side by side) | {s['env_steps_per_s']:.0f} / "
-                  f"{s['learner_updates_per_s']:.1f} |",
-                  f"| rolling autonomous success / with operator (last {20} per task) | "
-                  f"{s.get('fleet/autonomous_success', float('nan')):.3f} / {s.get('fleet/success', float('nan')):.3f} |",
-                  f"| intervention rate (steps) | {s.get('fleet/intervention_rate', float('nan')):.3f} |",
-                  f"| episode → learner latency P50 / P99 | {s.get('latency/episode_to_learner_p50_s', float('nan')):.2f} / "
-                  f"{s.get('latency/episode_to_learner_p99_s', float('nan')):.2f} s |",
-                  f"| model → robot latency P50 / P99 | {s.get('latency/model_to_robot_p50_s', float('nan')):.2f} / "
-                  f"{s.get('latency/model_to_robot_p99_s', float('nan')):.2f} s |",
-                  f"| worker restarts | {s['worker_restarts']} |", "",
-                  "![success over env steps](success_over_env_steps.png)", "",
-                  "![interventions](interventions.png)", "", "![versions](versions.png)", "",
-                  "![latency](latency.png)", ""]
+        lines += [
+            "## Learning while deploying",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| online env steps / episodes | {s['env_steps']:,} / {s['episodes']:,} |",
+            f"| learner steps / versions published | {s['learner_steps']:,} / {s['versions_published']} |",
+            f"| wall time | {s['wall_seconds'] / 60:.1f} min |",
+            f"| env steps/s / learner updates/s (whole run, side by side) | {s['env_steps_per_s']:.0f} / "
+            f"{s['learner_updates_per_s']:.1f} |",
+            f"| rolling autonomous success / with operator (last {20} per task) | "
+            f"{s.get('fleet/autonomous_success', float('nan')):.3f} / {s.get('fleet/success', float('nan')):.3f} |",
+            f"| intervention rate (steps) | {s.get('fleet/intervention_rate', float('nan')):.3f} |",
+            f"| episode → learner latency P50 / P99 | {s.get('latency/episode_to_learner_p50_s', float('nan')):.2f} / "
+            f"{s.get('latency/episode_to_learner_p99_s', float('nan')):.2f} s |",
+            f"| model → robot latency P50 / P99 | {s.get('latency/model_to_robot_p50_s', float('nan')):.2f} / "
+            f"{s.get('latency/model_to_robot_p99_s', float('nan')):.2f} s |",
+            f"| worker restarts | {s['worker_restarts']} |",
+            "",
+            "![success over env steps](success_over_env_steps.png)",
+            "",
+            "![interventions](interventions.png)",
+            "",
+            "![versions](versions.png)",
+            "",
+            "![latency](latency.png)",
+            "",
+        ]
     if stage_seconds:
         lines += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.0f} |" for name, seconds in stage_seconds.items()]

@@ -27,8 +27,11 @@ class CollectConfig:
     # Default demo budget (docs/benchmarks.md): 10 noisy demos per task leave the SFT
     # policy clearly imperfect on MT10 (0.76 average), so RL has something to improve.
     episodes_per_task: int = documented(10, "episodes to have per task for this source and noise (resumable)")
-    source: str = documented("demo", "demo (noisy expert, stops at success), play (exploration, labelled failure) "
-                                     "or rollout (the --checkpoint policy, no operator, labelled by outcome)")
+    source: str = documented(
+        "demo",
+        "demo (noisy expert, stops at success), play (exploration, labelled failure) "
+        "or rollout (the --checkpoint policy, no operator, labelled by outcome)",
+    )
     noise: float = documented(0.3, "std of Gaussian noise added to the expert's actions")
     seed_start: int = documented(0, "first training seed index; episode k uses seed_start + k")
     workers: int = documented(2, "parallel worker processes (one simulator each)")
@@ -132,13 +135,26 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
         policy, encoder, manifest = _policy(config.checkpoint)
         version = manifest.version
         actor = PolicyActor(policy, encoder, torch.Generator().manual_seed(seed), version=version)
-    episode = run_episode(robot, actor, robot_id=config.robot_id(task), seq=seq, source=config.source, seed=seed,
-                          policy_version=version, stop_at_success=config.source != "play",
-                          extras={"noise": config.noise} if config.source != "rollout" else {"checkpoint": config.checkpoint})
+    episode = run_episode(
+        robot,
+        actor,
+        robot_id=config.robot_id(task),
+        seq=seq,
+        source=config.source,
+        seed=seed,
+        policy_version=version,
+        stop_at_success=config.source != "play",
+        extras={"noise": config.noise} if config.source != "rollout" else {"checkpoint": config.checkpoint},
+    )
     store = cached_store(config.store)
     store.append(episode)
-    return EpisodeStat(task, seq, bool(episode.extras.get("reached_success", episode.success)), episode.num_steps,
-                       time.perf_counter() - began)
+    return EpisodeStat(
+        task,
+        seq,
+        bool(episode.extras.get("reached_success", episode.success)),
+        episode.num_steps,
+        time.perf_counter() - began,
+    )
 
 
 _STORES: dict[str, EpisodeStore] = {}
@@ -183,8 +199,9 @@ def collect(config: CollectConfig, pool=None) -> CollectResult:
         pool = worker_pool(config.workers, config.task_names())
     try:
         results = pool.imap_unordered(collect_one, jobs) if pool is not None else map(collect_one, jobs)
-        with tqdm(total=len(jobs), desc=f"collect {config.source} {config.suite}", unit="ep",
-                  disable=not config.progress) as bar:
+        with tqdm(
+            total=len(jobs), desc=f"collect {config.source} {config.suite}", unit="ep", disable=not config.progress
+        ) as bar:
             for stat in results:
                 stats.append(stat)
                 bar.update(1)
@@ -219,14 +236,32 @@ PLAY_SEED_START = 200_000
 
 def build_offline_store(config: OfflineDataConfig) -> dict[str, CollectResult]:
     """Demos + SFT rollouts + play in one store (SPEC §6.2); resumable like `collect`."""
-    common = {"store": config.store, "suite": config.suite, "workers": config.workers, "tasks": config.tasks,
-              "progress": config.progress}
+    common = {
+        "store": config.store,
+        "suite": config.suite,
+        "workers": config.workers,
+        "tasks": config.tasks,
+        "progress": config.progress,
+    }
     parts = {
-        "demo": CollectConfig(source="demo", episodes_per_task=config.demos_per_task, noise=config.demo_noise, **common),
-        "rollout": CollectConfig(source="rollout", episodes_per_task=config.rollouts_per_task, checkpoint=config.checkpoint,
-                                 seed_start=ROLLOUT_SEED_START, noise=0.0, **common),
-        "play": CollectConfig(source="play", episodes_per_task=config.play_per_task, noise=config.play_noise,
-                              seed_start=PLAY_SEED_START, **common),
+        "demo": CollectConfig(
+            source="demo", episodes_per_task=config.demos_per_task, noise=config.demo_noise, **common
+        ),
+        "rollout": CollectConfig(
+            source="rollout",
+            episodes_per_task=config.rollouts_per_task,
+            checkpoint=config.checkpoint,
+            seed_start=ROLLOUT_SEED_START,
+            noise=0.0,
+            **common,
+        ),
+        "play": CollectConfig(
+            source="play",
+            episodes_per_task=config.play_per_task,
+            noise=config.play_noise,
+            seed_start=PLAY_SEED_START,
+            **common,
+        ),
     }
     tasks = parts["demo"].task_names()
     pool = worker_pool(config.workers, tasks) if config.workers > 1 else None

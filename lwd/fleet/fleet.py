@@ -36,13 +36,20 @@ class Fleet(Protocol):
 
 
 class LocalFleet:
-    def __init__(self, config: FleetConfig, store: str | Path, registry: str | Path, log_dir: str | Path | None = None,
-                 max_restarts: int = 20, lease_wait_seconds: float = 10.0):
+    def __init__(
+        self,
+        config: FleetConfig,
+        store: str | Path,
+        registry: str | Path,
+        log_dir: str | Path | None = None,
+        max_restarts: int = 20,
+        lease_wait_seconds: float = 10.0,
+    ):
         self.config = config
         self.store, self.registry = str(store), str(registry)
         self.log_dir = str(log_dir) if log_dir else None
         specs = robot_specs(config)
-        self.assignments = [specs[i::config.workers] for i in range(config.workers)]
+        self.assignments = [specs[i :: config.workers] for i in range(config.workers)]
         self._context = mp.get_context("spawn")
         # Flags in shared memory without a lock: a worker killed while reading an mp.Event
         # would take the Event's lock with it, and the next set() here would block forever.
@@ -57,10 +64,22 @@ class LocalFleet:
 
     def _spawn(self, index: int) -> None:
         process = self._context.Process(
-            target=worker_main, name=f"lwd-robot-worker-{index}", daemon=True,
-            args=(index, self.assignments[index], self.config, partial(EpisodeStore, self.store),
-                  partial(PolicyRegistry, self.registry), self._stop, self.log_dir, self._hold, os.getpid(),
-                  self.lease_wait_seconds))
+            target=worker_main,
+            name=f"lwd-robot-worker-{index}",
+            daemon=True,
+            args=(
+                index,
+                self.assignments[index],
+                self.config,
+                partial(EpisodeStore, self.store),
+                partial(PolicyRegistry, self.registry),
+                self._stop,
+                self.log_dir,
+                self._hold,
+                os.getpid(),
+                self.lease_wait_seconds,
+            ),
+        )
         process.start()
         self.processes[index] = process
 
@@ -77,12 +96,16 @@ class LocalFleet:
                 process.join()
                 if process.exitcode == EXIT_LEASE_REFUSED:
                     robots = ", ".join(spec.robot_id for spec in self.assignments[index])
-                    raise RuntimeError(f"robot worker {index} was refused its robots ({robots}): another process "
-                                       f"still drives them (its log line above names it); stop that process or use "
-                                       f"another run directory")
+                    raise RuntimeError(
+                        f"robot worker {index} was refused its robots ({robots}): another process "
+                        f"still drives them (its log line above names it); stop that process or use "
+                        f"another run directory"
+                    )
                 if self.restarts >= self.max_restarts:
-                    raise RuntimeError(f"robot worker {index} died (exit code {process.exitcode}) after "
-                                       f"{self.restarts} restarts; giving up")
+                    raise RuntimeError(
+                        f"robot worker {index} died (exit code {process.exitcode}) after "
+                        f"{self.restarts} restarts; giving up"
+                    )
                 self._spawn(index)
                 self.restarts += 1
                 restarted.append(index)

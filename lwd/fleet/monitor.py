@@ -44,9 +44,16 @@ class FleetMonitor:
         self.episodes += 1
         self._interval_steps += episode.num_steps
         intervened = episode.num_interventions
-        self.by_task[episode.task].append((episode.success, intervened > 0, intervened / episode.num_steps,
-                                           episode.num_steps, episode.ended_at - episode.started_at,
-                                           episode.stage_score))
+        self.by_task[episode.task].append(
+            (
+                episode.success,
+                intervened > 0,
+                intervened / episode.num_steps,
+                episode.num_steps,
+                episode.ended_at - episode.started_at,
+                episode.stage_score,
+            )
+        )
         if episode.episode_id in self.logged:
             return
         latency = now - episode.ended_at
@@ -54,20 +61,37 @@ class FleetMonitor:
         model_latency = episode.extras.get("model_to_robot_s")
         if model_latency is not None:
             self.model_to_robot.append(float(model_latency))
-        self._file.write(json.dumps({
-            "episode_id": episode.episode_id, "robot_id": episode.robot_id, "task": episode.task,
-            "version": int(episode.policy_version[0]), "versions": sorted({int(v) for v in episode.policy_version}),
-            "success": bool(episode.success), "stage_score": float(episode.stage_score),
-            "steps": episode.num_steps, "interventions": intervened,
-            "started_at": episode.started_at, "ended_at": episode.ended_at, "env_steps_total": self.env_steps,
-            "learner_step": learner_step, "episode_to_learner_s": latency, "model_to_robot_s": model_latency,
-        }) + "\n")
+        self._file.write(
+            json.dumps(
+                {
+                    "episode_id": episode.episode_id,
+                    "robot_id": episode.robot_id,
+                    "task": episode.task,
+                    "version": int(episode.policy_version[0]),
+                    "versions": sorted({int(v) for v in episode.policy_version}),
+                    "success": bool(episode.success),
+                    "stage_score": float(episode.stage_score),
+                    "steps": episode.num_steps,
+                    "interventions": intervened,
+                    "started_at": episode.started_at,
+                    "ended_at": episode.ended_at,
+                    "env_steps_total": self.env_steps,
+                    "learner_step": learner_step,
+                    "episode_to_learner_s": latency,
+                    "model_to_robot_s": model_latency,
+                }
+            )
+            + "\n"
+        )
         self.logged.add(episode.episode_id)
 
     def snapshot(self) -> dict[str, float]:
         now = time.time()
-        metrics: dict[str, float] = {"fleet/env_steps": self.env_steps, "fleet/episodes": self.episodes,
-                                     "fleet/env_steps_per_s": self._interval_steps / max(now - self._interval_started, 1e-9)}
+        metrics: dict[str, float] = {
+            "fleet/env_steps": self.env_steps,
+            "fleet/episodes": self.episodes,
+            "fleet/env_steps_per_s": self._interval_steps / max(now - self._interval_started, 1e-9),
+        }
         self._interval_steps, self._interval_started = 0, now
         per_task = {task: np.array(rows, dtype=np.float64) for task, rows in self.by_task.items() if rows}
         for task, rows in per_task.items():
@@ -75,8 +99,10 @@ class FleetMonitor:
             metrics[f"autonomous_success/{task}"] = float((rows[:, 0] * (1 - rows[:, 1])).mean())
             metrics[f"intervention_rate/{task}"] = float(rows[:, 2].mean())
         if per_task:
+
             def average(column_fn):
                 return float(np.mean([column_fn(rows) for rows in per_task.values()]))
+
             metrics["fleet/success"] = average(lambda r: r[:, 0].mean())
             metrics["fleet/autonomous_success"] = average(lambda r: (r[:, 0] * (1 - r[:, 1])).mean())
             metrics["fleet/intervention_rate"] = average(lambda r: r[:, 2].mean())

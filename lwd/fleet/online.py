@@ -76,10 +76,14 @@ class DeployConfig(LearnerConfig, FleetConfig):
     policy_warmup: int = documented(0, "critic-only steps first; 0 online, the critic comes trained from offline RL")
     freeze_policy_encoder: bool = documented(True, "train only the action expert online (the paper freezes the VLM)")
     method: str = documented("lwd", "learner: 'lwd' (DIVL + QAM), 'hg-dagger' or 'recap' (baselines, SPEC §7)")
-    checkpoint: str = documented("runs/offline/final", "start checkpoint: offline RL for lwd (`lwd train offline`), "
-                                                       "SFT for the baselines")
-    offline_steps: int = documented(0, "learner steps on the offline store alone before the robots start (RECAP's "
-                                       "offline stage; lwd has its own, `lwd train offline`)")
+    checkpoint: str = documented(
+        "runs/offline/final", "start checkpoint: offline RL for lwd (`lwd train offline`), SFT for the baselines"
+    )
+    offline_steps: int = documented(
+        0,
+        "learner steps on the offline store alone before the robots start (RECAP's "
+        "offline stage; lwd has its own, `lwd train offline`)",
+    )
     imitation_lr: float = documented(1e-4, "AdamW learning rate of the baselines' flow-matching updates")
     recap_positive_fraction: float = documented(0.3, "RECAP: share of data with a positive indicator (sets ε per task)")
     recap_dropout: float = documented(0.3, "RECAP: probability of training without the indicator (guidance dropout)")
@@ -90,18 +94,23 @@ class DeployConfig(LearnerConfig, FleetConfig):
     max_minutes: float = documented(0.0, "also finish after this much wall time in this invocation (0 = no limit)")
     max_learner_steps: int = documented(0, "also stop after this many learner steps in total (0 = no limit)")
     updates_per_1k_env_steps: float = documented(
-        0.0, "pacing: learner updates per 1,000 online env steps, held both ways (robots wait at episode boundaries "
-             "while the learner is behind, the learner waits for data when ahead), so every method gets the same "
-             "updates for the same env steps however fast the machine; 0 = robots and learner run free")
+        0.0,
+        "pacing: learner updates per 1,000 online env steps, held both ways (robots wait at episode boundaries "
+        "while the learner is behind, the learner waits for data when ahead), so every method gets the same "
+        "updates for the same env steps however fast the machine; 0 = robots and learner run free",
+    )
     n_sync: int = documented(50, "N_sync: learner steps between published versions")
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
     batch_size: int = documented(256, "chunks per learner batch")
     # The SPEC's n = 1 online keeps a backup from straddling policy and intervention
     # segments; cutting longer backups at each switch keeps that, and on validation seeds
     # n = 1 gave back offline RL's peg-insert gain where n = 4 held it (docs/benchmarks.md).
-    n_step: int = documented(0, "n: chunks per TD backup (or RECAP's n-step advantage); beyond the first chunk a "
-                                "backup stops at a switch between policy and operator, so none straddles the two; "
-                                "0 = the method's default: 4 for lwd (the SPEC says 1), 1 for recap")
+    n_step: int = documented(
+        0,
+        "n: chunks per TD backup (or RECAP's n-step advantage); beyond the first chunk a "
+        "backup stops at a switch between policy and operator, so none straddles the two; "
+        "0 = the method's default: 4 for lwd (the SPEC says 1), 1 for recap",
+    )
     discount: float = documented(0.99, "γ per environment step")
     task_balanced: bool = documented(True, "sample tasks equally often")
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")
@@ -136,11 +145,18 @@ class DeployConfig(LearnerConfig, FleetConfig):
     def method_settings(self) -> MethodSettings:
         return MethodSettings(
             learner=self.learner_config(),
-            imitation=ImitationConfig(lr=self.imitation_lr, grad_clip=self.grad_clip,
-                                      freeze_encoder=self.freeze_policy_encoder),
-            recap=RecapConfig(lr=self.imitation_lr, value_lr=self.critic_lr, grad_clip=self.grad_clip,
-                              freeze_encoder=self.freeze_policy_encoder, positive_fraction=self.recap_positive_fraction,
-                              dropout=self.recap_dropout))
+            imitation=ImitationConfig(
+                lr=self.imitation_lr, grad_clip=self.grad_clip, freeze_encoder=self.freeze_policy_encoder
+            ),
+            recap=RecapConfig(
+                lr=self.imitation_lr,
+                value_lr=self.critic_lr,
+                grad_clip=self.grad_clip,
+                freeze_encoder=self.freeze_policy_encoder,
+                positive_fraction=self.recap_positive_fraction,
+                dropout=self.recap_dropout,
+            ),
+        )
 
 
 @dataclass
@@ -167,19 +183,32 @@ class OnlineProgress:
     pace_anchor: list[int] | None = None
     wall_before: float = 0.0  # online wall seconds of earlier invocations
 
-    def to_json(self, method: str, method_state: dict, rng: np.random.Generator, online_snapshot: int,
-                wall_now: float) -> dict:
-        return {"method": method, "method_state": method_state, "rng": rng.bit_generator.state,
-                "online_step": self.step, "base_training_step": self.base_training_step,
-                "offline_snapshot": self.offline_snapshot, "deployed_from": self.deployed_from,
-                "online_snapshot": online_snapshot, "pace_anchor": self.pace_anchor,
-                "online_wall_seconds": self.wall_before + wall_now}
+    def to_json(
+        self, method: str, method_state: dict, rng: np.random.Generator, online_snapshot: int, wall_now: float
+    ) -> dict:
+        return {
+            "method": method,
+            "method_state": method_state,
+            "rng": rng.bit_generator.state,
+            "online_step": self.step,
+            "base_training_step": self.base_training_step,
+            "offline_snapshot": self.offline_snapshot,
+            "deployed_from": self.deployed_from,
+            "online_snapshot": online_snapshot,
+            "pace_anchor": self.pace_anchor,
+            "online_wall_seconds": self.wall_before + wall_now,
+        }
 
     @classmethod
     def from_json(cls, saved: dict) -> OnlineProgress:
-        return cls(step=saved["online_step"], base_training_step=saved["base_training_step"],
-                   deployed_from=saved["deployed_from"], offline_snapshot=saved["offline_snapshot"],
-                   pace_anchor=saved.get("pace_anchor"), wall_before=saved.get("online_wall_seconds", 0.0))
+        return cls(
+            step=saved["online_step"],
+            base_training_step=saved["base_training_step"],
+            deployed_from=saved["deployed_from"],
+            offline_snapshot=saved["offline_snapshot"],
+            pace_anchor=saved.get("pace_anchor"),
+            wall_before=saved.get("online_wall_seconds", 0.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -221,9 +250,21 @@ class OnlineLoop:
     online mixed), the online replay that the fleet's episodes arrive in, the registry it
     publishes to, the fleet and the monitor; it builds none of them."""
 
-    def __init__(self, config: DeployConfig, method: OnlineMethod, progress: OnlineProgress, rng: np.random.Generator,
-                 offline: ChunkReplay, online: ChunkReplay, mix: MixedReplay, registry: PolicyRegistry, fleet: Fleet,
-                 monitor: FleetMonitor, logger: MetricsLogger, on_tick: Callable[[DeployState], None] | None = None):
+    def __init__(
+        self,
+        config: DeployConfig,
+        method: OnlineMethod,
+        progress: OnlineProgress,
+        rng: np.random.Generator,
+        offline: ChunkReplay,
+        online: ChunkReplay,
+        mix: MixedReplay,
+        registry: PolicyRegistry,
+        fleet: Fleet,
+        monitor: FleetMonitor,
+        logger: MetricsLogger,
+        on_tick: Callable[[DeployState], None] | None = None,
+    ):
         self.config, self.method, self.progress, self.rng = config, method, progress, rng
         self.offline, self.online, self.mix = offline, online, mix
         self.registry, self.fleet, self.monitor, self.logger, self.on_tick = registry, fleet, monitor, logger, on_tick
@@ -238,7 +279,11 @@ class OnlineLoop:
         self.window: list[dict[str, float]] = []
         self.began = time.time()
         self.last_refresh = self.last_log = self.began
-        self.env_steps_at_start, self.steps_at_start, self.steps_at_log = monitor.env_steps, progress.step, progress.step
+        self.env_steps_at_start, self.steps_at_start, self.steps_at_log = (
+            monitor.env_steps,
+            progress.step,
+            progress.step,
+        )
         self.bar = None
 
     # -- the parts of a tick ----------------------------------------------------------
@@ -249,19 +294,34 @@ class OnlineLoop:
     def publish(self) -> None:
         step = self.progress.step
         self.latest = self.registry.publish(
-            self.method.policy, self.method.deployable_encoder(), version=self.registry.next_version(self.latest.version + 1),
-            parent_version=self.latest.version, learner_step=step, data_snapshot=self.online.snapshot,
-            extras={"training_step": self.progress.base_training_step + step})
+            self.method.policy,
+            self.method.deployable_encoder(),
+            version=self.registry.next_version(self.latest.version + 1),
+            parent_version=self.latest.version,
+            learner_step=step,
+            data_snapshot=self.online.snapshot,
+            extras={"training_step": self.progress.base_training_step + step},
+        )
         self.version_step[self.latest.version] = step
 
     def save(self, path: Path, deployable: bool = False) -> None:
         method, progress = self.method, self.progress
-        save_checkpoint(path, method.policy, method.deployable_encoder() if deployable else method.encoder,
-                        version=self.latest.version, parent_version=self.latest.parent_version,
-                        training_step=progress.base_training_step + progress.step, data_snapshot=self.online.snapshot,
-                        optimizer_state=method.optimizer_state(), learner_modules=method.modules(),
-                        extras={"online": progress.to_json(self.config.method, method.state(), self.rng,
-                                                           self.online.snapshot, time.time() - self.began)})
+        save_checkpoint(
+            path,
+            method.policy,
+            method.deployable_encoder() if deployable else method.encoder,
+            version=self.latest.version,
+            parent_version=self.latest.parent_version,
+            training_step=progress.base_training_step + progress.step,
+            data_snapshot=self.online.snapshot,
+            optimizer_state=method.optimizer_state(),
+            learner_modules=method.modules(),
+            extras={
+                "online": progress.to_json(
+                    self.config.method, method.state(), self.rng, self.online.snapshot, time.time() - self.began
+                )
+            },
+        )
 
     def learn_one(self, batch) -> None:
         """One learner step on `batch`, its staleness metrics, and publish/save on schedule."""
@@ -269,8 +329,9 @@ class OnlineLoop:
         metrics = self.method.step(batch, self.generator)
         online_rows = batch.policy_version[batch.policy_version >= self.first_version]
         if len(online_rows):
-            metrics["staleness/learner_steps"] = float(np.mean([progress.step - self.version_step.get(int(v), 0)
-                                                                 for v in online_rows]))
+            metrics["staleness/learner_steps"] = float(
+                np.mean([progress.step - self.version_step.get(int(v), 0) for v in online_rows])
+            )
             metrics["staleness/versions"] = float(self.latest.version - online_rows.mean())
             metrics["replay/online_share"] = len(online_rows) / len(batch)
         self.window.append(metrics)
@@ -287,8 +348,12 @@ class OnlineLoop:
         config, progress = self.config, self.progress
         if progress.step >= config.offline_steps:
             return
-        for _ in tqdm(range(progress.step, config.offline_steps), desc=f"{config.method}: offline stage", unit="step",
-                      disable=not config.progress):
+        for _ in tqdm(
+            range(progress.step, config.offline_steps),
+            desc=f"{config.method}: offline stage",
+            unit="step",
+            disable=not config.progress,
+        ):
             self.window.append(self.method.step(self.offline.sample(config.batch_size, self.rng), self.generator))
             progress.step += 1
             if progress.step % config.checkpoint_every == 0:
@@ -340,24 +405,33 @@ class OnlineLoop:
                 continue
             self.learn_one(self.mix.sample(config.batch_size, self.rng))
             if self.on_tick is not None:
-                self.on_tick(DeployState(self.progress.step, self.latest.version, self.monitor.env_steps, self.fleet,
-                                         self.registry))
+                self.on_tick(
+                    DeployState(
+                        self.progress.step, self.latest.version, self.monitor.env_steps, self.fleet, self.registry
+                    )
+                )
             if time.time() - self.last_log >= config.log_seconds:
                 self.log()
 
     def log(self) -> None:
         metrics = average_metrics(self.window) if self.window else {}
         metrics.update(self.monitor.snapshot())
-        metrics["learner/updates_per_s"] = (self.progress.step - self.steps_at_log) / max(time.time() - self.last_log, 1e-9)
+        metrics["learner/updates_per_s"] = (self.progress.step - self.steps_at_log) / max(
+            time.time() - self.last_log, 1e-9
+        )
         metrics["registry/version"] = self.latest.version
         metrics["fleet/workers_alive"] = self.fleet.alive
         metrics["fleet/worker_restarts"] = self.fleet.restarts
         self.logger.log(self.progress.step, metrics)
-        self.bar.set_postfix({"v": metrics["registry/version"],
-                              "success": f"{metrics.get('fleet/autonomous_success', 0):.2f}",
-                              "interv": f"{metrics.get('fleet/intervention_rate', 0):.2f}",
-                              "env/s": f"{metrics['fleet/env_steps_per_s']:.0f}",
-                              "upd/s": f"{metrics['learner/updates_per_s']:.1f}"})
+        self.bar.set_postfix(
+            {
+                "v": metrics["registry/version"],
+                "success": f"{metrics.get('fleet/autonomous_success', 0):.2f}",
+                "interv": f"{metrics.get('fleet/intervention_rate', 0):.2f}",
+                "env/s": f"{metrics['fleet/env_steps_per_s']:.0f}",
+                "upd/s": f"{metrics['learner/updates_per_s']:.1f}",
+            }
+        )
         self.window, self.steps_at_log, self.last_log = [], self.progress.step, time.time()
 
     def run(self) -> dict:
@@ -369,8 +443,14 @@ class OnlineLoop:
             raise _Stop()
 
         previous_sigterm = signal.signal(signal.SIGTERM, request_stop)
-        self.bar = tqdm(total=self.config.env_steps, initial=min(self.monitor.env_steps, self.config.env_steps),
-                        desc="deploy", unit="env step", disable=not self.config.progress, smoothing=0.1)
+        self.bar = tqdm(
+            total=self.config.env_steps,
+            initial=min(self.monitor.env_steps, self.config.env_steps),
+            desc="deploy",
+            unit="env step",
+            disable=not self.config.progress,
+            smoothing=0.1,
+        )
         reason, completed = "interrupted", False
         try:
             self.offline_stage()
@@ -412,17 +492,24 @@ class OnlineLoop:
         anchor_step, anchor_env = progress.pace_anchor or (self.steps_at_start, self.env_steps_at_start)
         final = self.out / "learner" / "final"
         fleet_rates = ("success/", "autonomous_success/", "intervention_rate/", "fleet/env_steps_per_s")
-        return {"reason": reason, "learner_steps": progress.step, "env_steps": monitor.env_steps,
-                "episodes": monitor.episodes,
-                "env_steps_per_s": (monitor.env_steps - self.env_steps_at_start) / wall,
-                "learner_updates_per_s": (progress.step - self.steps_at_start) / wall,
-                "learner_updates_per_1k_env_steps": 1000.0 * (progress.step - anchor_step) / max(
-                    monitor.env_steps - anchor_env, 1),
-                "online_wall_seconds": progress.wall_before + wall,
-                "versions_published": len(self.registry.history()), "latest_version": self.latest.version,
-                "worker_restarts": self.fleet.restarts, "wall_seconds": wall,
-                "final": str(final) if final.exists() else None,
-                **{k: v for k, v in monitor.snapshot().items() if not k.startswith(fleet_rates)}}
+        return {
+            "reason": reason,
+            "learner_steps": progress.step,
+            "env_steps": monitor.env_steps,
+            "episodes": monitor.episodes,
+            "env_steps_per_s": (monitor.env_steps - self.env_steps_at_start) / wall,
+            "learner_updates_per_s": (progress.step - self.steps_at_start) / wall,
+            "learner_updates_per_1k_env_steps": 1000.0
+            * (progress.step - anchor_step)
+            / max(monitor.env_steps - anchor_env, 1),
+            "online_wall_seconds": progress.wall_before + wall,
+            "versions_published": len(self.registry.history()),
+            "latest_version": self.latest.version,
+            "worker_restarts": self.fleet.restarts,
+            "wall_seconds": wall,
+            "final": str(final) if final.exists() else None,
+            **{k: v for k, v in monitor.snapshot().items() if not k.startswith(fleet_rates)},
+        }
 
 
 def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None = None) -> dict:
@@ -437,27 +524,40 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     last = out / "learner" / "last"
     saved = read_manifest(last).extras["online"] if has_checkpoint(last) else None
     if saved is not None and saved.get("method", "lwd") != config.method:
-        raise ValueError(f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "
-                         f"{saved.get('method', 'lwd')} or choose another --out")
-    method = start_method(config.method, last if saved else config.checkpoint, config.method_settings(),
-                          saved=saved.get("method_state", saved) if saved else None)
+        raise ValueError(
+            f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "
+            f"{saved.get('method', 'lwd')} or choose another --out"
+        )
+    method = start_method(
+        config.method,
+        last if saved else config.checkpoint,
+        config.method_settings(),
+        saved=saved.get("method_state", saved) if saved else None,
+    )
     rng = np.random.default_rng(config.seed)
     if saved is not None:
         method.restore_optimizers(load_trainer_state(last) or {})
         rng.bit_generator.state = saved["rng"]
         progress = OnlineProgress.from_json(saved)
     else:
-        progress = OnlineProgress(step=0, base_training_step=method.manifest.training_step,
-                                  deployed_from=str(config.checkpoint))
+        progress = OnlineProgress(
+            step=0, base_training_step=method.manifest.training_step, deployed_from=str(config.checkpoint)
+        )
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     offline, online = _replays(config, method, progress, fresh=saved is None)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
     registry = PolicyRegistry(out / "registry")
     if registry.latest() is None:  # robots start with the start checkpoint, as its own version
-        registry.publish(method.policy, method.encoder, version=method.manifest.version,
-                         parent_version=method.manifest.parent_version, learner_step=0, data_snapshot=0,
-                         extras={"source_checkpoint": str(config.checkpoint)})
+        registry.publish(
+            method.policy,
+            method.encoder,
+            version=method.manifest.version,
+            parent_version=method.manifest.parent_version,
+            learner_step=0,
+            data_snapshot=0,
+            extras={"source_checkpoint": str(config.checkpoint)},
+        )
     monitor = FleetMonitor(out)
     online.refresh(on_episode=lambda episode: monitor.observe(episode, progress.step))
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
@@ -466,12 +566,18 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     return loop.run()
 
 
-def _replays(config: DeployConfig, method: OnlineMethod, progress: OnlineProgress,
-             fresh: bool) -> tuple[ChunkReplay, ChunkReplay]:
+def _replays(
+    config: DeployConfig, method: OnlineMethod, progress: OnlineProgress, fresh: bool
+) -> tuple[ChunkReplay, ChunkReplay]:
     """The offline replay (pinned to the snapshot the run started with) and the online one."""
-    replay_config = method.replay_config(ReplayConfig(chunk_len=method.policy.config.chunk_len,
-                                                      discount=config.discount, n_step=config.resolved_n_step(),
-                                                      task_balanced=config.task_balanced))
+    replay_config = method.replay_config(
+        ReplayConfig(
+            chunk_len=method.policy.config.chunk_len,
+            discount=config.discount,
+            n_step=config.resolved_n_step(),
+            task_balanced=config.task_balanced,
+        )
+    )
     offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)
     offline.refresh(up_to=progress.offline_snapshot)
     if progress.offline_snapshot is None:
@@ -491,5 +597,6 @@ def _finished_summary(out: Path, config: DeployConfig) -> dict | None:
         return None
     summary = json.loads(path.read_text())
     done = summary.get("reason") != "interrupted" and (
-        summary["env_steps"] >= config.env_steps or summary["reason"] in ("wall time", "learner steps"))
+        summary["env_steps"] >= config.env_steps or summary["reason"] in ("wall time", "learner steps")
+    )
     return summary if done else None

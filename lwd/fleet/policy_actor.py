@@ -12,8 +12,13 @@ from lwd.policy.instructions import InstructionEncoder
 
 
 @torch.inference_mode()  # cheaper than no_grad: robots never backpropagate
-def sample_chunks(policy: FlowChunkPolicy, encoder: InstructionEncoder, states: np.ndarray, instructions: list[str],
-                  generator: torch.Generator | list[torch.Generator]) -> np.ndarray:
+def sample_chunks(
+    policy: FlowChunkPolicy,
+    encoder: InstructionEncoder,
+    states: np.ndarray,
+    instructions: list[str],
+    generator: torch.Generator | list[torch.Generator],
+) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call. With one generator
     per row, each row's noise depends only on its own generator, not on its batch-mates."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
@@ -35,8 +40,14 @@ class PolicyActor:
     is the policy version of the chunk being executed.
     """
 
-    def __init__(self, policy: FlowChunkPolicy | None, encoder: InstructionEncoder | None,
-                 generator: torch.Generator | None, execute_steps: int = 0, version: int = NO_POLICY):
+    def __init__(
+        self,
+        policy: FlowChunkPolicy | None,
+        encoder: InstructionEncoder | None,
+        generator: torch.Generator | None,
+        execute_steps: int = 0,
+        version: int = NO_POLICY,
+    ):
         self.policy = policy.eval() if policy is not None else None
         self.encoder = encoder
         self.generator = generator
@@ -61,7 +72,8 @@ class PolicyActor:
         if not self._queue:
             if self.policy is None:
                 raise RuntimeError("this PolicyActor is filled by a fleet worker and has no chunk queued")
-            chunk = sample_chunks(self.policy, self.encoder, observation.state[None], [observation.instruction],
-                                  self.generator)[0]
+            chunk = sample_chunks(
+                self.policy, self.encoder, observation.state[None], [observation.instruction], self.generator
+            )[0]
             self.fill(chunk, self.version)
         return self._queue.pop(0)

@@ -93,23 +93,46 @@ class PolicyRegistry:
         published = max([latest.version if latest else -1, *self.available()], default=-1)
         return max(at_least, published + 1)
 
-    def publish(self, policy: FlowChunkPolicy, encoder: InstructionEncoder, *, version: int,
-                parent_version: int | None, learner_step: int, data_snapshot: int, extras: dict | None = None
-                ) -> PublishedVersion:
+    def publish(
+        self,
+        policy: FlowChunkPolicy,
+        encoder: InstructionEncoder,
+        *,
+        version: int,
+        parent_version: int | None,
+        learner_step: int,
+        data_snapshot: int,
+        extras: dict | None = None,
+    ) -> PublishedVersion:
         latest = self.latest()
         if latest is not None and version <= latest.version:
             raise ValueError(f"version {version} is not newer than the published {latest.version}")
-        save_checkpoint(self.path(version), policy, encoder, version=version, parent_version=parent_version,
-                        training_step=learner_step, data_snapshot=data_snapshot, extras=extras)
+        save_checkpoint(
+            self.path(version),
+            policy,
+            encoder,
+            version=version,
+            parent_version=parent_version,
+            training_step=learner_step,
+            data_snapshot=data_snapshot,
+            extras=extras,
+        )
         return self._announce(PublishedVersion(version, parent_version, learner_step, data_snapshot, time.time()))
 
-    def publish_checkpoint(self, checkpoint: str | os.PathLike, *, learner_step: int, data_snapshot: int = 0
-                           ) -> PublishedVersion:
+    def publish_checkpoint(
+        self, checkpoint: str | os.PathLike, *, learner_step: int, data_snapshot: int = 0
+    ) -> PublishedVersion:
         """Publish an existing checkpoint (the offline policy) under its own version number."""
         policy, encoder, manifest = load_checkpoint(checkpoint)
-        return self.publish(policy, encoder, version=manifest.version, parent_version=manifest.parent_version,
-                            learner_step=learner_step, data_snapshot=data_snapshot,
-                            extras={"source_checkpoint": str(checkpoint)})
+        return self.publish(
+            policy,
+            encoder,
+            version=manifest.version,
+            parent_version=manifest.parent_version,
+            learner_step=learner_step,
+            data_snapshot=data_snapshot,
+            extras={"source_checkpoint": str(checkpoint)},
+        )
 
     def _announce(self, published: PublishedVersion) -> PublishedVersion:
         line = json.dumps(asdict(published))
@@ -125,7 +148,7 @@ class PolicyRegistry:
 
     def _prune(self, newest: int) -> None:
         versions = self.available()
-        keep = set(versions[-self.keep_last:]) | {v for v in versions if v % self.keep_every == 0} | {newest}
+        keep = set(versions[-self.keep_last :]) | {v for v in versions if v % self.keep_every == 0} | {newest}
         keep.add(versions[0])  # the starting policy, for before/after comparisons
         for version in versions:
             if version not in keep:

@@ -25,9 +25,20 @@ class EpisodeRun:
     failures (SPEC §6); whether they reached success is kept in `extras`.
     """
 
-    def __init__(self, robot: Robot, actor: Actor, *, robot_id: str, seq: int, source: Source, seed: int | None,
-                 operator: ScriptedOperator | None = None, policy_version: int = NO_POLICY,
-                 stop_at_success: bool = True, extras: dict | None = None):
+    def __init__(
+        self,
+        robot: Robot,
+        actor: Actor,
+        *,
+        robot_id: str,
+        seq: int,
+        source: Source,
+        seed: int | None,
+        operator: ScriptedOperator | None = None,
+        policy_version: int = NO_POLICY,
+        stop_at_success: bool = True,
+        extras: dict | None = None,
+    ):
         self.robot, self.actor, self.operator = robot, actor, operator
         self.robot_id, self.seq, self.source, self.seed = robot_id, seq, source, seed
         self.policy_version, self.stop_at_success = policy_version, stop_at_success
@@ -56,7 +67,9 @@ class EpisodeRun:
             raise RuntimeError(f"episode {self.robot_id}/{self.seq} has already ended")
         operator = self.operator
         policy_action = self.actor.act(self.observation) if self.policy_in_control else None
-        version = getattr(self.actor, "version", self.policy_version) if policy_action is not None else self.policy_version
+        version = (
+            getattr(self.actor, "version", self.policy_version) if policy_action is not None else self.policy_version
+        )
         if operator is not None:
             action, by_operator = operator.decide(self.observation, policy_action, self.info.progress)
             if by_operator and not operator.driving:
@@ -71,8 +84,9 @@ class EpisodeRun:
         self._versions.append(self.policy_version if by_operator else version)
         self._stamps.append(time.time())
         self.reached_success = self.reached_success or self.info.success
-        self.finished = bool((self.info.success and self.stop_at_success) or truncated
-                             or len(self._actions) >= self.robot.task.max_steps)
+        self.finished = bool(
+            (self.info.success and self.stop_at_success) or truncated or len(self._actions) >= self.robot.task.max_steps
+        )
         return self.finished
 
     def episode(self) -> Episode:
@@ -99,12 +113,32 @@ class EpisodeRun:
         )
 
 
-def run_episode(robot: Robot, actor: Actor, *, robot_id: str, seq: int, source: Source, seed: int | None,
-                operator: ScriptedOperator | None = None, policy_version: int = NO_POLICY,
-                stop_at_success: bool = True, extras: dict | None = None) -> Episode:
+def run_episode(
+    robot: Robot,
+    actor: Actor,
+    *,
+    robot_id: str,
+    seq: int,
+    source: Source,
+    seed: int | None,
+    operator: ScriptedOperator | None = None,
+    policy_version: int = NO_POLICY,
+    stop_at_success: bool = True,
+    extras: dict | None = None,
+) -> Episode:
     """Roll out until success (if `stop_at_success`) or the task's time limit."""
-    run = EpisodeRun(robot, actor, robot_id=robot_id, seq=seq, source=source, seed=seed, operator=operator,
-                     policy_version=policy_version, stop_at_success=stop_at_success, extras=extras)
+    run = EpisodeRun(
+        robot,
+        actor,
+        robot_id=robot_id,
+        seq=seq,
+        source=source,
+        seed=seed,
+        operator=operator,
+        policy_version=policy_version,
+        stop_at_success=stop_at_success,
+        extras=extras,
+    )
     while not run.step():
         pass
     return run.episode()

@@ -66,8 +66,9 @@ class FleetConfig:
     workers: int = documented(1, "robot worker processes (one core each)")
     robots_per_worker: int = documented(10, "simulated robots per worker, served by one batched policy call")
     operator_attention: float = documented(1.0, "probability the operator watches a given step")
-    operator_max_takeovers: int = documented(3, "operator takeovers allowed per episode and stage (a 4-stage "
-                                                "long-horizon task allows 4x as many)")
+    operator_max_takeovers: int = documented(
+        3, "operator takeovers allowed per episode and stage (a 4-stage long-horizon task allows 4x as many)"
+    )
     operator_deviation: float = documented(1.0, "L2 distance from the expert's action that looks wrong to the operator")
     operator_deviation_steps: int = documented(10, "consecutive wrong-looking steps before the operator takes over")
     operator_stall_steps: int = documented(60, "steps without progress (while the policy disagrees) before a takeover")
@@ -75,7 +76,8 @@ class FleetConfig:
     # of drawer-close and peg-insert even under the expert, and at 0.1 the stall rule took
     # over 83% of drawer-close episodes of a policy that never fails it (`lwd bench operator`).
     operator_stall_disagreement: float = documented(
-        1.0, "L2 distance from the expert's action above which a stalled policy counts as disagreeing")
+        1.0, "L2 distance from the expert's action above which a stalled policy counts as disagreeing"
+    )
     execute_steps: int = documented(0, "actions executed per chunk before replanning (0 = the whole chunk)")
     seed: int = documented(0, "seed of the fleet's policy noise and operators")
 
@@ -102,9 +104,14 @@ class FleetConfig:
     def operator_config(self, stages: int = 1) -> OperatorConfig:
         """The operator watching a task of `stages` stages: its takeover budget scales with
         them, so it can still step in during the last stage of a long-horizon task."""
-        return OperatorConfig(attention=self.operator_attention, max_takeovers=self.operator_max_takeovers * stages,
-                              deviation_threshold=self.operator_deviation, deviation_steps=self.operator_deviation_steps, stall_steps=self.operator_stall_steps,
-                              stall_disagreement=self.operator_stall_disagreement)
+        return OperatorConfig(
+            attention=self.operator_attention,
+            max_takeovers=self.operator_max_takeovers * stages,
+            deviation_threshold=self.operator_deviation,
+            deviation_steps=self.operator_deviation_steps,
+            stall_steps=self.operator_stall_steps,
+            stall_disagreement=self.operator_stall_disagreement,
+        )
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ def upload(sink: EpisodeSink, episode: Episode, attempts: int = 8) -> Receipt:
             if attempt == attempts - 1:
                 raise
             log.warning("upload of %s failed (%s); retrying", episode.episode_id, err)
-            time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            time.sleep(min(0.05 * 2**attempt, 2.0))
     raise AssertionError("unreachable")
 
 
@@ -166,8 +173,16 @@ class RobotWorker:
     """Runs `specs` robots in one process until `should_stop()`; robots finish the
     episode they are in, so a clean stop loses nothing."""
 
-    def __init__(self, worker_index: int, specs: list[RobotSpec], config: FleetConfig, sink: EpisodeSink,
-                 source: PolicySource, log_dir: str | None = None, lease_wait_seconds: float = 0.0):
+    def __init__(
+        self,
+        worker_index: int,
+        specs: list[RobotSpec],
+        config: FleetConfig,
+        sink: EpisodeSink,
+        source: PolicySource,
+        log_dir: str | None = None,
+        lease_wait_seconds: float = 0.0,
+    ):
         self.index, self.config, self.sink, self.source = worker_index, config, sink, source
         # The robots' side of every upload, one line each, for audits (and the chaos test):
         # acknowledged_episodes.tsv (episode id, snapshot) and rejected_episodes.tsv (id, why).
@@ -185,8 +200,13 @@ class RobotWorker:
         self.robots = []
         for spec in specs:  # a restarted worker continues each robot after its last committed episode
             committed = sink.committed_ids(spec.robot_id)
-            self.robots.append(_Robot(spec, max(committed, default=-1) + 1,
-                                      PolicyActor(None, None, None, execute_steps=config.execute_steps)))
+            self.robots.append(
+                _Robot(
+                    spec,
+                    max(committed, default=-1) + 1,
+                    PolicyActor(None, None, None, execute_steps=config.execute_steps),
+                )
+            )
         resume_point = sum(r.seq for r in self.robots)
         self.generator = torch.Generator().manual_seed(hash((config.seed, worker_index, resume_point)) % 2**63)
         self.uploaded = 0
@@ -215,14 +235,26 @@ class RobotWorker:
         spec, seq = robot.spec, robot.seq
         task = spec.task(seq)
         sim, expert = robot.sim(task)
-        operator = ScriptedOperator(expert, self.config.operator_config(sim.task.num_stages),
-                                    np.random.default_rng([self.config.seed, spec.index, seq]))
+        operator = ScriptedOperator(
+            expert,
+            self.config.operator_config(sim.task.num_stages),
+            np.random.default_rng([self.config.seed, spec.index, seq]),
+        )
         publication = self.policies[version][2]
         extras = {"worker": self.index, "version_published_at": publication.published_at}
         if switched_from is not None and switched_from != NO_POLICY:  # a pickup, not this process's first load
             extras["model_to_robot_s"] = time.time() - publication.published_at
-        robot.run = EpisodeRun(sim, robot.actor, robot_id=spec.robot_id, seq=seq, source="rollout",
-                               seed=spec.seed(seq), operator=operator, policy_version=version, extras=extras)
+        robot.run = EpisodeRun(
+            sim,
+            robot.actor,
+            robot_id=spec.robot_id,
+            seq=seq,
+            source="rollout",
+            seed=spec.seed(seq),
+            operator=operator,
+            policy_version=version,
+            extras=extras,
+        )
 
     def _finish(self, robot: _Robot) -> None:
         episode = robot.run.episode()
@@ -255,8 +287,13 @@ class RobotWorker:
         for version in {r.version for r in waiting}:
             group = [r for r in waiting if r.version == version]
             policy, encoder, _ = self.policies[version]
-            chunks = sample_chunks(policy, encoder, np.stack([r.run.observation.state for r in group]),
-                                   [r.run.observation.instruction for r in group], self.generator)
+            chunks = sample_chunks(
+                policy,
+                encoder,
+                np.stack([r.run.observation.state for r in group]),
+                [r.run.observation.instruction for r in group],
+                self.generator,
+            )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)
         return set()
@@ -307,9 +344,18 @@ def die_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, open_sink: Callable[[], EpisodeSink],
-                open_source: Callable[[], PolicySource], stop_flag, log_dir: str | None = None, hold_flag=None,
-                parent_pid: int | None = None, lease_wait_seconds: float = 10.0) -> None:
+def worker_main(
+    worker_index: int,
+    specs: list[RobotSpec],
+    config: FleetConfig,
+    open_sink: Callable[[], EpisodeSink],
+    open_source: Callable[[], PolicySource],
+    stop_flag,
+    log_dir: str | None = None,
+    hold_flag=None,
+    parent_pid: int | None = None,
+    lease_wait_seconds: float = 10.0,
+) -> None:
     """Process entry point. Ctrl-C goes to the whole process group; the worker ignores it
     and stops when the parent sets `stop_flag.value` (a shared boolean), after its robots
     finish their episodes. While `hold_flag.value` is true, robots start no new episode.
@@ -327,10 +373,10 @@ def worker_main(worker_index: int, specs: list[RobotSpec], config: FleetConfig, 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index}: %(message)s")
     try:
-        worker = RobotWorker(worker_index, specs, config, open_sink(), open_source(), log_dir,
-                             lease_wait_seconds=lease_wait_seconds)
+        worker = RobotWorker(
+            worker_index, specs, config, open_sink(), open_source(), log_dir, lease_wait_seconds=lease_wait_seconds
+        )
     except RobotLeaseError as err:
         log.error("refused: %s", err)
         sys.exit(EXIT_LEASE_REFUSED)
-    worker.run(lambda: bool(stopped_by_signal) or stop_flag.value,
-               lambda: hold_flag is not None and hold_flag.value)
+    worker.run(lambda: bool(stopped_by_signal) or stop_flag.value, lambda: hold_flag is not None and hold_flag.value)

@@ -50,17 +50,31 @@ class Manifest:
 
 def code_version() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
     return f"lwd {lwd.__version__}" + (f" ({rev})" if rev else "")
 
 
-def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encoder: InstructionEncoder, *,
-                    version: int = 0, parent_version: int | None = None, training_step: int = 0,
-                    data_snapshot: int = 0, optimizer_state: dict[str, torch.Tensor] | None = None,
-                    extras: dict | None = None, learner_modules: dict[str, torch.nn.Module] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    policy: FlowChunkPolicy,
+    encoder: InstructionEncoder,
+    *,
+    version: int = 0,
+    parent_version: int | None = None,
+    training_step: int = 0,
+    data_snapshot: int = 0,
+    optimizer_state: dict[str, torch.Tensor] | None = None,
+    extras: dict | None = None,
+    learner_modules: dict[str, torch.nn.Module] | None = None,
+) -> Path:
     """Write atomically: into a sibling temp dir, then rename over the target."""
     from safetensors.torch import save_file
 
@@ -73,18 +87,35 @@ def save_checkpoint(directory: str | os.PathLike, policy: FlowChunkPolicy, encod
     instructions = sorted(table)
     tensors = {name: t.detach().cpu().contiguous() for name, t in policy.state_dict().items()}
     tensors["instruction_table"] = torch.from_numpy(
-        np.stack([table[i] for i in instructions]) if instructions else np.zeros((0, policy.config.text_dim), np.float32))
+        np.stack([table[i] for i in instructions])
+        if instructions
+        else np.zeros((0, policy.config.text_dim), np.float32)
+    )
     save_file(tensors, tmp / "policy.safetensors")
     if learner_modules:
-        save_file({f"{name}.{key}": t.detach().cpu().contiguous() for name, module in learner_modules.items()
-                   for key, t in module.state_dict().items()}, tmp / "learner.safetensors")
+        save_file(
+            {
+                f"{name}.{key}": t.detach().cpu().contiguous()
+                for name, module in learner_modules.items()
+                for key, t in module.state_dict().items()
+            },
+            tmp / "learner.safetensors",
+        )
     if optimizer_state is not None:
         save_file({k: v.contiguous() for k, v in optimizer_state.items()}, tmp / "trainer.safetensors")
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
-        "config": policy.config.to_dict(), "version": version, "parent_version": parent_version,
-        "training_step": training_step, "data_snapshot": data_snapshot, "code_version": code_version(),
-        "instructions": instructions, "created_at": time.time(), "extras": extras or {},
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": ARCHITECTURE,
+        "config": policy.config.to_dict(),
+        "version": version,
+        "parent_version": parent_version,
+        "training_step": training_step,
+        "data_snapshot": data_snapshot,
+        "code_version": code_version(),
+        "instructions": instructions,
+        "created_at": time.time(),
+        "extras": extras or {},
     }
     if encoder.prompt is not None:
         manifest["extras"] = {**manifest["extras"], "instruction_prompt": encoder.prompt}
@@ -127,15 +158,17 @@ def read_manifest(directory: str | os.PathLike) -> Manifest:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
     if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format {raw.get('format')!r} v{raw.get('format_version')} is not "
-                              f"{FORMAT!r} v{FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: format {raw.get('format')!r} v{raw.get('format_version')} is not {FORMAT!r} v{FORMAT_VERSION}"
+        )
     if raw.get("architecture") != ARCHITECTURE:
         raise CheckpointError(f"{path}: architecture {raw.get('architecture')!r}; this build loads {ARCHITECTURE!r}")
     return Manifest(**{f.name: raw[f.name] for f in fields(Manifest)})
 
 
-def load_checkpoint(directory: str | os.PathLike, expect: PolicyConfig | None = None
-                    ) -> tuple[FlowChunkPolicy, InstructionEncoder, Manifest]:
+def load_checkpoint(
+    directory: str | os.PathLike, expect: PolicyConfig | None = None
+) -> tuple[FlowChunkPolicy, InstructionEncoder, Manifest]:
     """Load policy, its instruction cache and manifest; `expect` guards the architecture."""
     from safetensors.torch import load_file
 
@@ -147,8 +180,10 @@ def load_checkpoint(directory: str | os.PathLike, expect: PolicyConfig | None = 
     config = PolicyConfig(**manifest.config)
     if expect is not None and expect != config:
         diff = {k: (v, getattr(expect, k)) for k, v in config.to_dict().items() if getattr(expect, k) != v}
-        raise CheckpointError(f"{directory}: checkpoint architecture differs from the expected one "
-                              f"(field: checkpoint vs expected): {diff}")
+        raise CheckpointError(
+            f"{directory}: checkpoint architecture differs from the expected one "
+            f"(field: checkpoint vs expected): {diff}"
+        )
     weights = Path(directory) / "policy.safetensors"
     if not weights.exists():
         raise CheckpointError(f"{weights}: missing")
@@ -163,13 +198,17 @@ def load_checkpoint(directory: str | os.PathLike, expect: PolicyConfig | None = 
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:
-        raise CheckpointError(f"{weights}: weights do not fit the manifest's architecture: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+        raise CheckpointError(
+            f"{weights}: weights do not fit the manifest's architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+        )
     policy.load_state_dict(tensors)
     if table is None or len(table) != len(manifest.instructions):
         raise CheckpointError(f"{weights}: instruction_table does not match the manifest's instruction list")
-    encoder = InstructionEncoder({text: table[i].numpy() for i, text in enumerate(manifest.instructions)},
-                                 prompt=manifest.extras.get("instruction_prompt"))
+    encoder = InstructionEncoder(
+        {text: table[i].numpy() for i, text in enumerate(manifest.instructions)},
+        prompt=manifest.extras.get("instruction_prompt"),
+    )
     return policy, encoder, manifest
 
 
@@ -186,8 +225,9 @@ def load_learner_state(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     path = Path(directory) / "learner.safetensors"
     if not path.exists():
-        raise CheckpointError(f"{path}: missing; {directory} is a policy-only checkpoint (e.g. SFT), "
-                              "not an RL learner checkpoint")
+        raise CheckpointError(
+            f"{path}: missing; {directory} is a policy-only checkpoint (e.g. SFT), not an RL learner checkpoint"
+        )
     try:
         return load_file(path)
     except Exception as err:  # safetensors raises several types for damaged files

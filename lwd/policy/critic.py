@@ -62,8 +62,11 @@ class _QHead(nn.Module):
     def __init__(self, config: CriticConfig):
         super().__init__()
         self.encoder = StateInstructionEncoder(config)
-        self.net = mlp([2 * config.hidden_dim + config.chunk_len * config.action_dim]
-                       + [config.hidden_dim] * config.num_layers + [1])
+        self.net = mlp(
+            [2 * config.hidden_dim + config.chunk_len * config.action_dim]
+            + [config.hidden_dim] * config.num_layers
+            + [1]
+        )
 
     def forward(self, obs: torch.Tensor, instruction: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.encoder(obs, instruction), actions.reshape(actions.shape[0], -1)], -1))[:, 0]

@@ -68,8 +68,15 @@ class ImageEncoder(nn.Module):
     def __init__(self, out_dim: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 4, stride=2), nn.GELU(), nn.Conv2d(32, 64, 4, stride=2), nn.GELU(),
-            nn.Conv2d(64, 64, 3, stride=2), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, out_dim),
+            nn.Conv2d(3, 32, 4, stride=2),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.GELU(),
+            nn.Conv2d(64, 64, 3, stride=2),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, out_dim),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -92,12 +99,17 @@ class FlowChunkPolicy(nn.Module):
         self.instruction_proj = nn.Linear(c.text_dim, c.context_dim)
         self.image_encoder = ImageEncoder(c.context_dim) if c.use_images else None
         self.fuse = mlp([c.context_dim * (3 if c.use_images else 2), c.context_dim], final_activation=True)
-        self.velocity_net = mlp([c.context_dim + c.flat_action_dim + c.time_dim] + [c.hidden_dim] * c.num_layers
-                                + [c.flat_action_dim])
+        self.velocity_net = mlp(
+            [c.context_dim + c.flat_action_dim + c.time_dim] + [c.hidden_dim] * c.num_layers + [c.flat_action_dim]
+        )
 
     def set_normalization(self, obs_mean, obs_std, action_mean, action_std) -> None:
-        for name, value in (("obs_mean", obs_mean), ("obs_std", obs_std), ("action_mean", action_mean),
-                            ("action_std", action_std)):
+        for name, value in (
+            ("obs_mean", obs_mean),
+            ("obs_std", obs_std),
+            ("action_mean", action_mean),
+            ("action_std", action_std),
+        ):
             tensor = torch.as_tensor(value, dtype=torch.float32)
             if name.endswith("std"):
                 tensor = tensor.clamp_min(1e-3)  # constant dimensions must not blow up
@@ -118,13 +130,16 @@ class FlowChunkPolicy(nn.Module):
         """Velocity of the flow in normalised action space: (B, C), (B, H*A), (B,) -> (B, H*A)."""
         return self.velocity_net(torch.cat([context, x, time_features(w, self.config.time_dim)], dim=-1))
 
-    def sample(self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+    def sample(
+        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+    ) -> torch.Tensor:
         """K Euler steps from x_0 = noise; returns clipped actions (B, H, A) in env units."""
         x = self.sample_normalized(context, noise, steps)
         return self.unnormalize(x)
 
-    def sample_normalized(self, context: torch.Tensor, noise: torch.Tensor | None = None,
-                          steps: int | None = None) -> torch.Tensor:
+    def sample_normalized(
+        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+    ) -> torch.Tensor:
         steps = steps or self.config.sample_steps
         batch = context.shape[0]
         x = torch.randn(batch, self.config.flat_action_dim, device=context.device) if noise is None else noise
@@ -136,8 +151,8 @@ class FlowChunkPolicy(nn.Module):
         c, a = self.config.context_dim, self.config.flat_action_dim
         context_part = nn.functional.linear(context, first.weight[:, :c], first.bias)
         times = torch.arange(steps, device=context.device, dtype=context.dtype) * h
-        time_parts = nn.functional.linear(time_features(times, self.config.time_dim), first.weight[:, c + a:])
-        action_weight = first.weight[:, c:c + a]
+        time_parts = nn.functional.linear(time_features(times, self.config.time_dim), first.weight[:, c + a :])
+        action_weight = first.weight[:, c : c + a]
         for k in range(steps):
             hidden = context_part + time_parts[k] + nn.functional.linear(x, action_weight)
             x = x + h * rest(hidden)

@@ -57,7 +57,11 @@ class InstructionEncoder:
             vectors = self._load_model().encode(missing, convert_to_numpy=True, normalize_embeddings=True)
             for text, vector in zip(missing, vectors):
                 self._cache[text] = vector.astype(np.float32)
-        return np.stack([self._cache[text] for text in instructions]) if instructions else np.zeros((0, EMBEDDING_DIM), np.float32)
+        return (
+            np.stack([self._cache[text] for text in instructions])
+            if instructions
+            else np.zeros((0, EMBEDDING_DIM), np.float32)
+        )
 
     @property
     def table(self) -> dict[str, np.ndarray]:

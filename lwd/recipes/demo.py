@@ -58,21 +58,38 @@ def run_demo(config: DemoConfig) -> Path:
     print("[4/5] evaluation on evaluation seeds (no operator)")
     evals = {}
     for name, checkpoint in (("SFT", sft_final), ("LWD offline", Path(offline_final)), ("LWD online", online_final)):
-        evals[name] = timed(stages, f"eval {name}", lambda c=checkpoint, n=name: evaluation(
-            c, work / "eval" / n.lower().replace(" ", "_"), preset, config.workers, config.seed))
+        evals[name] = timed(
+            stages,
+            f"eval {name}",
+            lambda c=checkpoint, n=name: evaluation(
+                c, work / "eval" / n.lower().replace(" ", "_"), preset, config.workers, config.seed
+            ),
+        )
 
     print("[5/5] report")
     gain = paired_difference(evals["SFT"], evals["LWD online"])
-    notes = [f"Preset `{config.preset}`, training seed {config.seed}; {len(evals['SFT']['per_task'])} tasks; "
-             f"online budget {preset.online_env_steps:,} env steps. Stages not re-run on a second invocation "
-             "report no time below.", "",
-             f"SFT {evals['SFT']['average_success']:.3f} → LWD offline {evals['LWD offline']['average_success']:.3f} "
-             f"→ LWD online {evals['LWD online']['average_success']:.3f}: {gain.mean:+.3f} over SFT on the same "
-             f"evaluation episodes (95% CI {gain.ci95[0]:+.3f} … {gain.ci95[1]:+.3f}; {gain.gains} episodes solved "
-             f"only online, {gain.losses} only by SFT; sign test p = {gain.sign_test_p:.2g})."]
-    report = write_report(work / "report", evals, work / "deploy", summary, "lwd demo: learning while deploying",
-                          stages, notes)
-    (work / "report" / "summary.json").write_text(json.dumps(
-        {"average_success": {n: e["average_success"] for n, e in evals.items()}, "online_vs_sft": asdict(gain),
-         "stage_seconds": stages, "deploy": summary}, indent=2))
+    notes = [
+        f"Preset `{config.preset}`, training seed {config.seed}; {len(evals['SFT']['per_task'])} tasks; "
+        f"online budget {preset.online_env_steps:,} env steps. Stages not re-run on a second invocation "
+        "report no time below.",
+        "",
+        f"SFT {evals['SFT']['average_success']:.3f} → LWD offline {evals['LWD offline']['average_success']:.3f} "
+        f"→ LWD online {evals['LWD online']['average_success']:.3f}: {gain.mean:+.3f} over SFT on the same "
+        f"evaluation episodes (95% CI {gain.ci95[0]:+.3f} … {gain.ci95[1]:+.3f}; {gain.gains} episodes solved "
+        f"only online, {gain.losses} only by SFT; sign test p = {gain.sign_test_p:.2g}).",
+    ]
+    report = write_report(
+        work / "report", evals, work / "deploy", summary, "lwd demo: learning while deploying", stages, notes
+    )
+    (work / "report" / "summary.json").write_text(
+        json.dumps(
+            {
+                "average_success": {n: e["average_success"] for n, e in evals.items()},
+                "online_vs_sft": asdict(gain),
+                "stage_seconds": stages,
+                "deploy": summary,
+            },
+            indent=2,
+        )
+    )
     return report

@@ -43,6 +43,7 @@ METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
 ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
 ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
 
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = documented("small", "smoke (CI, minutes), small (≤ 1 hour per suite on 2 cores) or full (a GPU box)")
@@ -80,25 +81,43 @@ class StageClock(dict):
         self.path.write_text(json.dumps(self, indent=2))
 
 
-def run_seed(work: Path, preset: Preset, seed: int, workers: int, quiet: bool,
-             stages: dict[str, float]) -> dict[str, Path]:
+def run_seed(
+    work: Path, preset: Preset, seed: int, workers: int, quiet: bool, stages: dict[str, float]
+) -> dict[str, Path]:
     """Every method's final checkpoint for one suite and training seed; stage wall times go to `stages`."""
     store, sft = sft_stage(work, preset, seed, workers, quiet, stages)
     offline_data_stage(store, sft, preset, workers, quiet, stages)
     checkpoints = {"SFT": sft}
     checkpoints["LWD offline"] = offline_rl_stage(work / "offline", store, sft, preset, seed, quiet, stages)
     checkpoints["LWD offline, expectile V"] = offline_rl_stage(
-        work / "offline_expectile", store, sft, preset, seed, quiet, stages, "offline RL (expectile V)",
-        value_kind="expectile")
+        work / "offline_expectile",
+        store,
+        sft,
+        preset,
+        seed,
+        quiet,
+        stages,
+        "offline RL (expectile V)",
+        value_kind="expectile",
+    )
     checkpoints["LWD offline, constant τ"] = offline_rl_stage(
-        work / "offline_constant_tau", store, sft, preset, seed, quiet, stages, "offline RL (constant τ)",
-        tau_mode="constant")
+        work / "offline_constant_tau",
+        store,
+        sft,
+        preset,
+        seed,
+        quiet,
+        stages,
+        "offline RL (constant τ)",
+        tau_mode="constant",
+    )
     for name, method in ONLINE_METHODS.items():
         start = checkpoints["LWD offline"] if method == "lwd" else sft
         # RECAP has its own offline stage (value + conditioned policy), as long as LWD's.
         extra = {"offline_steps": preset.offline_steps} if method == "recap" else {}
-        summary = deploy_stage(work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}",
-                               **extra)
+        summary = deploy_stage(
+            work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}", **extra
+        )
         checkpoints[name] = Path(summary["final"])
     return checkpoints
 
@@ -108,8 +127,9 @@ def run_experiment(config: ExperimentConfig) -> Path:
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     presets = EXPERIMENT_PRESETS[config.preset]
-    (work / "experiment_config.json").write_text(json.dumps(
-        {"experiment": asdict(config), "presets": {s: asdict(presets[s]) for s in config.suites}}, indent=2))
+    (work / "experiment_config.json").write_text(
+        json.dumps({"experiment": asdict(config), "presets": {s: asdict(presets[s]) for s in config.suites}}, indent=2)
+    )
     quiet = config.preset == "smoke"
     results: dict = {"config": asdict(config), "suites": {}}
     for suite_name in config.suites:
@@ -123,8 +143,11 @@ def run_experiment(config: ExperimentConfig) -> Path:
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
                 out = run / "eval" / _slug(name)
-                timed(stages, f"eval {name}", lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(
-                    c, o, p, config.workers, s))
+                timed(
+                    stages,
+                    f"eval {name}",
+                    lambda c=checkpoint, o=out, p=preset, s=seed: evaluation(c, o, p, config.workers, s),
+                )
                 suite_results["runs"].setdefault(name, []).append(str(out / "eval.json"))
             suite_results["seconds"][str(seed)] = {"total": sum(stages.values()), **stages}
             (work / "results.json").write_text(json.dumps(results, indent=2))
@@ -132,6 +155,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
 
 
 # -- tables and plots --------------------------------------------------------------------
+
 
 def _reports(paths: list[str]) -> list[dict]:
     return [load_report(p) for p in paths]
@@ -168,8 +192,11 @@ def stage_score_table(results: dict, suite_name: str) -> list[str]:
         cells = []
         for method in METHODS:
             reports = _reports(runs[method])
-            values = [r["per_task"][task]["stage_score"] for r in reports] if task else \
-                [np.mean([t["stage_score"] for t in r["per_task"].values()]) for r in reports]
+            values = (
+                [r["per_task"][task]["stage_score"] for r in reports]
+                if task
+                else [np.mean([t["stage_score"] for t in r["per_task"].values()]) for r in reports]
+            )
             cells.append(f"{np.mean(values):.3f}")
         lines.append(f"| {task or '**average**'} | " + " | ".join(cells) + " |")
     return lines
@@ -184,8 +211,14 @@ def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str
         stats = [pooled_average(_reports(results["suites"][s]["runs"][method])) for s in suites]
         rates = [r for r, _, _ in stats]
         errors = np.array([[r - lo, hi - r] for r, lo, hi in stats]).T
-        ax.bar(np.arange(len(suites)) + (m - (len(methods) - 1) / 2) * width, rates, width, yerr=errors, capsize=3,
-               label=method)
+        ax.bar(
+            np.arange(len(suites)) + (m - (len(methods) - 1) / 2) * width,
+            rates,
+            width,
+            yerr=errors,
+            capsize=3,
+            label=method,
+        )
     ax.set_xticks(range(len(suites)), suites)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success on evaluation seeds (95% CI)")
@@ -209,8 +242,14 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
                 if not episodes:
                     continue
                 autonomous = np.array([e["success"] and e["interventions"] == 0 for e in episodes])
-                ax.plot([e["env_steps_total"] for e in episodes], rolling_mean(autonomous, window), color=colors[name],
-                        lw=1.2, alpha=0.8, label=name if k == 0 else None)
+                ax.plot(
+                    [e["env_steps_total"] for e in episodes],
+                    rolling_mean(autonomous, window),
+                    color=colors[name],
+                    lw=1.2,
+                    alpha=0.8,
+                    label=name if k == 0 else None,
+                )
         ax.set_title(f"{suite_name}: deployed policy while learning")
         ax.set_xlabel("online env steps")
         ax.set_ylabel(f"autonomous success (rolling {window} episodes)")
@@ -225,8 +264,10 @@ def online_runs_table(work: Path, results: dict) -> list[str]:
     """What each online method got from its budget, mean over seeds: learner updates while the
     robots ran (the same for all when paced; RECAP's offline stage not counted) and the wall
     time the deploy took."""
-    lines = ["| suite | method | env steps | learner updates online | updates per 1k env steps | deploy minutes |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| suite | method | env steps | learner updates online | updates per 1k env steps | deploy minutes |",
+        "|---|---|---|---|---|---|",
+    ]
     for suite_name, suite_results in results["suites"].items():
         for name, method in ONLINE_METHODS.items():
             paths = [work / suite_name / f"seed{seed}" / method / "summary.json" for seed in suite_results["seconds"]]
@@ -236,8 +277,10 @@ def online_runs_table(work: Path, results: dict) -> list[str]:
             env_steps = float(np.mean([s["env_steps"] for s in summaries]))
             rate = float(np.mean([s["learner_updates_per_1k_env_steps"] for s in summaries]))
             minutes = float(np.mean([s.get("online_wall_seconds", s["wall_seconds"]) for s in summaries])) / 60
-            lines.append(f"| {suite_name} | {name} | {env_steps:,.0f} | {rate * env_steps / 1000:,.0f} | {rate:.1f} | "
-                         f"{minutes:.1f} |")
+            lines.append(
+                f"| {suite_name} | {name} | {env_steps:,.0f} | {rate * env_steps / 1000:,.0f} | {rate:.1f} | "
+                f"{minutes:.1f} |"
+            )
     return lines
 
 
@@ -248,18 +291,26 @@ def _finished_seeds(results: dict) -> str:
 
 def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
     config = results["config"]
-    lines = [f"# lwd experiment: preset `{config['preset']}`", "",
-             f"Training seeds with results: {_finished_seeds(results)} (asked for {', '.join(map(str, config['seeds']))}); "
-             "evaluation on evaluation seeds (disjoint from training), no operator. Cells: mean success over seeds, "
-             "Wilson 95% interval of all pooled episodes.", ""]
+    lines = [
+        f"# lwd experiment: preset `{config['preset']}`",
+        "",
+        f"Training seeds with results: {_finished_seeds(results)} (asked for {', '.join(map(str, config['seeds']))}); "
+        "evaluation on evaluation seeds (disjoint from training), no operator. Cells: mean success over seeds, "
+        "Wilson 95% interval of all pooled episodes.",
+        "",
+    ]
     for suite_name, preset in presets.items():
         if suite_name in results["suites"]:
-            lines.append(f"- `{suite_name}`: {preset.eval_episodes_per_task} evaluation episodes per task and seed; "
-                         f"online budget {preset.online_env_steps:,} env steps per method; offline RL "
-                         f"{preset.offline_steps:,} learner steps with n = {preset.offline_n_step} chunk backups; "
-                         + (f"online learners paced at {preset.updates_per_1k_env_steps:g} updates per 1,000 env steps."
-                            if preset.updates_per_1k_env_steps else
-                            "online learners unpaced (each makes the updates its speed allows)."))
+            lines.append(
+                f"- `{suite_name}`: {preset.eval_episodes_per_task} evaluation episodes per task and seed; "
+                f"online budget {preset.online_env_steps:,} env steps per method; offline RL "
+                f"{preset.offline_steps:,} learner steps with n = {preset.offline_n_step} chunk backups; "
+                + (
+                    f"online learners paced at {preset.updates_per_1k_env_steps:g} updates per 1,000 env steps."
+                    if preset.updates_per_1k_env_steps
+                    else "online learners unpaced (each makes the updates its speed allows)."
+                )
+            )
     lines += ["", "## Comparison", "", *summary_table(results, METHODS), "", "![methods](methods.png)", ""]
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")
     for suite_name, suite_results in results["suites"].items():
@@ -267,20 +318,42 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         lines += [f"### {suite_name}: per task", "", compare_table(runs), ""]
         stage_scores = stage_score_table(results, suite_name)
         if stage_scores:
-            lines += [f"### {suite_name}: stage score (fraction of stages completed, mean over seeds)", "",
-                      *stage_scores, ""]
-    lines += ["## Ablations (offline RL, SPEC §4.6)", "", *summary_table(results, ABLATIONS), "",
-              "![ablations](ablations.png)", ""]
+            lines += [
+                f"### {suite_name}: stage score (fraction of stages completed, mean over seeds)",
+                "",
+                *stage_scores,
+                "",
+            ]
+    lines += [
+        "## Ablations (offline RL, SPEC §4.6)",
+        "",
+        *summary_table(results, ABLATIONS),
+        "",
+        "![ablations](ablations.png)",
+        "",
+    ]
     plot_methods(results, ABLATIONS, work / "ablations.png", "DIVL vs expectile V; adaptive vs constant τ")
     plot_online_curves(work, results, work / "online.png")
-    lines += ["## Online runs", "", "![online](online.png)", "", *online_runs_table(work, results), "",
-              "## Wall time (minutes per suite and seed)", "",
-              "| suite | seed | total | slowest stages |", "|---|---|---|---|"]
+    lines += [
+        "## Online runs",
+        "",
+        "![online](online.png)",
+        "",
+        *online_runs_table(work, results),
+        "",
+        "## Wall time (minutes per suite and seed)",
+        "",
+        "| suite | seed | total | slowest stages |",
+        "|---|---|---|---|",
+    ]
     for suite_name, suite_results in results["suites"].items():
         for seed, seconds in suite_results["seconds"].items():
             slowest = sorted(((v, k) for k, v in seconds.items() if k != "total"), reverse=True)[:3]
-            lines.append(f"| {suite_name} | {seed} | {seconds['total'] / 60:.1f} | "
-                         + ", ".join(f"{k} {v / 60:.1f}" for v, k in slowest) + " |")
+            lines.append(
+                f"| {suite_name} | {seed} | {seconds['total'] / 60:.1f} | "
+                + ", ".join(f"{k} {v / 60:.1f}" for v, k in slowest)
+                + " |"
+            )
     path = work / "results.md"
     path.write_text("\n".join(lines) + "\n")
     return path

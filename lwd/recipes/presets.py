@@ -1,10 +1,10 @@
 """The recipes' presets, each defined once: named budgets for `lwd demo` and `lwd experiment`.
 
-    smoke   two tasks, tiny networks; for the test suite (a couple of minutes)
-    small   MT10 on this 2-core machine: the demo in ≤ 20 minutes, each experiment suite
-            in ≤ 1 hour for three seeds
-    full    the offline and online budgets of docs/benchmarks.md (hours on 2 cores;
-            meant for a bigger machine)
+smoke   two tasks, tiny networks; for the test suite (a couple of minutes)
+small   MT10 on this 2-core machine: the demo in ≤ 20 minutes, each experiment suite
+        in ≤ 1 hour for three seeds
+full    the offline and online budgets of docs/benchmarks.md (hours on 2 cores;
+        meant for a bigger machine)
 """
 
 from __future__ import annotations
@@ -35,12 +35,27 @@ class Preset:
     eval_episodes_per_task: int = 20
 
 
-SMOKE = Preset(tasks=("reach-v3", "drawer-close-v3"), demos_per_task=2, rollouts_per_task=2, play_per_task=1,
-               sft_steps=20, hidden_dim=64, num_layers=1, batch_size=32, offline_steps=6, offline_warmup=2,
-               critic_hidden=32, qam_batch=8, robots_per_worker=2, online_env_steps=1_500, n_sync=5,
-               eval_episodes_per_task=2)
-FULL = Preset(offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000,
-              eval_episodes_per_task=50)
+SMOKE = Preset(
+    tasks=("reach-v3", "drawer-close-v3"),
+    demos_per_task=2,
+    rollouts_per_task=2,
+    play_per_task=1,
+    sft_steps=20,
+    hidden_dim=64,
+    num_layers=1,
+    batch_size=32,
+    offline_steps=6,
+    offline_warmup=2,
+    critic_hidden=32,
+    qam_batch=8,
+    robots_per_worker=2,
+    online_env_steps=1_500,
+    n_sync=5,
+    eval_episodes_per_task=2,
+)
+FULL = Preset(
+    offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000, eval_episodes_per_task=50
+)
 
 DEMO_PRESETS = {
     "smoke": SMOKE,
@@ -49,23 +64,53 @@ DEMO_PRESETS = {
 }
 
 
-
 # Long-horizon tasks: n = 10 chunk backups offline (SPEC §4); longer episodes, so fewer per task.
 EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
-    "smoke": {"mt10": SMOKE,
-              "lh": replace(SMOKE, suite="lh", tasks=("lh-make-coffee",), offline_n_step=10, online_env_steps=2_500,
-                            updates_per_1k_env_steps=20.0)},
+    "smoke": {
+        "mt10": SMOKE,
+        "lh": replace(
+            SMOKE,
+            suite="lh",
+            tasks=("lh-make-coffee",),
+            offline_n_step=10,
+            online_env_steps=2_500,
+            updates_per_1k_env_steps=20.0,
+        ),
+    },
     # Online learners paced at 10 updates per 1,000 env steps in small and full: every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
     # small: three seeds took 52 min (mt10) and 40 min (lh) on 2 cores (docs/benchmarks.md).
-    "small": {"mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=10.0),
-              # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
-              "lh": Preset(suite="lh", demos_per_task=20, rollouts_per_task=20, play_per_task=5, sft_steps=2_000,
-                           offline_steps=1_000, offline_warmup=600, offline_n_step=10, online_env_steps=60_000,
-                           updates_per_1k_env_steps=10.0)},
-    "full": {"mt10": replace(FULL, updates_per_1k_env_steps=10.0),
-             "lh": Preset(suite="lh", demos_per_task=50, rollouts_per_task=50, play_per_task=10, offline_steps=4_000,
-                          offline_warmup=2_000, offline_n_step=10, qam_batch=128, online_env_steps=1_000_000,
-                          updates_per_1k_env_steps=10.0, eval_episodes_per_task=50)},
+    "small": {
+        "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=10.0),
+        # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
+        "lh": Preset(
+            suite="lh",
+            demos_per_task=20,
+            rollouts_per_task=20,
+            play_per_task=5,
+            sft_steps=2_000,
+            offline_steps=1_000,
+            offline_warmup=600,
+            offline_n_step=10,
+            online_env_steps=60_000,
+            updates_per_1k_env_steps=10.0,
+        ),
+    },
+    "full": {
+        "mt10": replace(FULL, updates_per_1k_env_steps=10.0),
+        "lh": Preset(
+            suite="lh",
+            demos_per_task=50,
+            rollouts_per_task=50,
+            play_per_task=10,
+            offline_steps=4_000,
+            offline_warmup=2_000,
+            offline_n_step=10,
+            qam_batch=128,
+            online_env_steps=1_000_000,
+            updates_per_1k_env_steps=10.0,
+            eval_episodes_per_task=50,
+        ),
+    },
 }

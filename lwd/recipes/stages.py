@@ -36,58 +36,154 @@ def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: 
     step = read_manifest(checkpoint).training_step
     if report.exists():
         saved = json.loads(report.read_text())
-        if (saved.get("checkpoint") == str(checkpoint) and saved.get("training_step") == step
-                and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task):
+        if (
+            saved.get("checkpoint") == str(checkpoint)
+            and saved.get("training_step") == step
+            and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task
+        ):
             return saved
-    return evaluate(EvalConfig(checkpoint=str(checkpoint), suite=preset.suite,
-                               episodes_per_task=preset.eval_episodes_per_task, workers=workers, out=str(out),
-                               tasks=preset.tasks, seed=seed))
+    return evaluate(
+        EvalConfig(
+            checkpoint=str(checkpoint),
+            suite=preset.suite,
+            episodes_per_task=preset.eval_episodes_per_task,
+            workers=workers,
+            out=str(out),
+            tasks=preset.tasks,
+            seed=seed,
+        )
+    )
 
 
-def sft_stage(work: Path, preset: Preset, seed: int, workers: int, quiet: bool, stages: dict[str, float]
-              ) -> tuple[str, Path]:
+def sft_stage(
+    work: Path, preset: Preset, seed: int, workers: int, quiet: bool, stages: dict[str, float]
+) -> tuple[str, Path]:
     """Demonstrations → SFT (flow matching); returns (store, SFT checkpoint)."""
     store = str(work / "store")
-    timed(stages, "demonstrations", lambda: collect(CollectConfig(
-        store=store, suite=preset.suite, tasks=preset.tasks, episodes_per_task=preset.demos_per_task, workers=workers,
-        progress=not quiet)))
+    timed(
+        stages,
+        "demonstrations",
+        lambda: collect(
+            CollectConfig(
+                store=store,
+                suite=preset.suite,
+                tasks=preset.tasks,
+                episodes_per_task=preset.demos_per_task,
+                workers=workers,
+                progress=not quiet,
+            )
+        ),
+    )
     sft_final = work / "sft" / "final"
     if not (sft_final.exists() and read_manifest(sft_final).training_step == preset.sft_steps):
-        timed(stages, "SFT", lambda: pretrain(PretrainConfig(
-            store=store, out=str(work / "sft"), steps=preset.sft_steps, batch_size=preset.batch_size,
-            hidden_dim=preset.hidden_dim, num_layers=preset.num_layers, seed=seed, progress=not quiet,
-            tensorboard=not quiet)))
+        timed(
+            stages,
+            "SFT",
+            lambda: pretrain(
+                PretrainConfig(
+                    store=store,
+                    out=str(work / "sft"),
+                    steps=preset.sft_steps,
+                    batch_size=preset.batch_size,
+                    hidden_dim=preset.hidden_dim,
+                    num_layers=preset.num_layers,
+                    seed=seed,
+                    progress=not quiet,
+                    tensorboard=not quiet,
+                )
+            ),
+        )
     return store, sft_final
 
 
-def offline_data_stage(store: str, sft_final: Path, preset: Preset, workers: int, quiet: bool,
-                       stages: dict[str, float]) -> None:
+def offline_data_stage(
+    store: str, sft_final: Path, preset: Preset, workers: int, quiet: bool, stages: dict[str, float]
+) -> None:
     """Complete the store with SFT rollouts and play (the offline data of SPEC §6.2)."""
-    timed(stages, "offline data", lambda: build_offline_store(OfflineDataConfig(
-        store=store, checkpoint=str(sft_final), suite=preset.suite, tasks=preset.tasks,
-        demos_per_task=preset.demos_per_task, rollouts_per_task=preset.rollouts_per_task,
-        play_per_task=preset.play_per_task, workers=workers, progress=not quiet)))
+    timed(
+        stages,
+        "offline data",
+        lambda: build_offline_store(
+            OfflineDataConfig(
+                store=store,
+                checkpoint=str(sft_final),
+                suite=preset.suite,
+                tasks=preset.tasks,
+                demos_per_task=preset.demos_per_task,
+                rollouts_per_task=preset.rollouts_per_task,
+                play_per_task=preset.play_per_task,
+                workers=workers,
+                progress=not quiet,
+            )
+        ),
+    )
 
 
-def offline_rl_stage(out: Path, store: str, sft_final: Path, preset: Preset, seed: int, quiet: bool,
-                     stages: dict[str, float], label: str = "offline RL", **learner: object) -> Path:
+def offline_rl_stage(
+    out: Path,
+    store: str,
+    sft_final: Path,
+    preset: Preset,
+    seed: int,
+    quiet: bool,
+    stages: dict[str, float],
+    label: str = "offline RL",
+    **learner: object,
+) -> Path:
     """DIVL + QAM on the offline store; `learner` overrides settings (the ablations)."""
-    return timed(stages, label, lambda: train_offline(OfflineConfig(
-        store=store, checkpoint=str(sft_final), out=str(out), steps=preset.offline_steps,
-        policy_warmup=preset.offline_warmup, n_step=preset.offline_n_step, batch_size=preset.batch_size,
-        qam_batch=preset.qam_batch, critic_hidden=preset.critic_hidden, seed=seed, progress=not quiet,
-        tensorboard=not quiet, **learner)))
+    return timed(
+        stages,
+        label,
+        lambda: train_offline(
+            OfflineConfig(
+                store=store,
+                checkpoint=str(sft_final),
+                out=str(out),
+                steps=preset.offline_steps,
+                policy_warmup=preset.offline_warmup,
+                n_step=preset.offline_n_step,
+                batch_size=preset.batch_size,
+                qam_batch=preset.qam_batch,
+                critic_hidden=preset.critic_hidden,
+                seed=seed,
+                progress=not quiet,
+                tensorboard=not quiet,
+                **learner,
+            )
+        ),
+    )
 
 
-def deploy_stage(out: Path, method: str, checkpoint: Path, store: str, preset: Preset, seed: int, quiet: bool,
-                 stages: dict[str, float], label: str = "deploy", **overrides: object) -> dict:
+def deploy_stage(
+    out: Path,
+    method: str,
+    checkpoint: Path,
+    store: str,
+    preset: Preset,
+    seed: int,
+    quiet: bool,
+    stages: dict[str, float],
+    label: str = "deploy",
+    **overrides: object,
+) -> dict:
     """Learning while deploying with `method` on a simulated fleet for the preset's budget."""
-    config = DeployConfig(method=method, checkpoint=str(checkpoint), offline_store=store, out=str(out),
-                          suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker,
-                          env_steps=preset.online_env_steps, updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
-                          n_sync=preset.n_sync, batch_size=preset.batch_size,
-                          qam_batch=preset.qam_batch, seed=seed, progress=not quiet, tensorboard=not quiet,
-                          **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}), **overrides)
+    config = DeployConfig(
+        method=method,
+        checkpoint=str(checkpoint),
+        offline_store=store,
+        out=str(out),
+        suite=preset.suite,
+        tasks=preset.tasks,
+        robots_per_worker=preset.robots_per_worker,
+        env_steps=preset.online_env_steps,
+        updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
+        n_sync=preset.n_sync,
+        batch_size=preset.batch_size,
+        qam_batch=preset.qam_batch,
+        seed=seed,
+        progress=not quiet,
+        tensorboard=not quiet,
+        **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}),
+        **overrides,
+    )
     return timed(stages, label, lambda: deploy(config))
-
-

@@ -13,8 +13,14 @@ def learner_batch(batch: ChunkBatch, encoder: InstructionEncoder) -> LearnerBatc
     """The batch as tensors (sharing the arrays' memory), instructions embedded by `encoder`."""
     table = torch.from_numpy(encoder.embed(list(batch.instruction_vocab)))
     return LearnerBatch(
-        obs=torch.from_numpy(batch.obs), instruction=table[torch.from_numpy(batch.instruction_ids)],
-        actions=torch.from_numpy(batch.actions), action_mask=torch.from_numpy(batch.action_mask),
-        intervention=torch.from_numpy(batch.intervention), reward=torch.from_numpy(batch.reward),
-        discount=torch.from_numpy(batch.discount), done=torch.from_numpy(batch.done),
-        next_obs=torch.from_numpy(batch.next_obs), return_to_go=torch.from_numpy(batch.return_to_go))
+        obs=torch.from_numpy(batch.obs),
+        instruction=table[torch.from_numpy(batch.instruction_ids)],
+        actions=torch.from_numpy(batch.actions),
+        action_mask=torch.from_numpy(batch.action_mask),
+        intervention=torch.from_numpy(batch.intervention),
+        reward=torch.from_numpy(batch.reward),
+        discount=torch.from_numpy(batch.discount),
+        done=torch.from_numpy(batch.done),
+        next_obs=torch.from_numpy(batch.next_obs),
+        return_to_go=torch.from_numpy(batch.return_to_go),
+    )

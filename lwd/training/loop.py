@@ -21,17 +21,25 @@ class LoopSettings:
     progress: bool
 
 
-def run_steps(settings: LoopSettings, out: Path, start: int, step: Callable[[], dict[str, float]],
-              logger: MetricsLogger, save: Callable[[Path, int], None],
-              summary: Callable[[dict[str, float]], dict[str, str]],
-              extra_metrics: Callable[[], dict[str, float]] = dict) -> Path:
+def run_steps(
+    settings: LoopSettings,
+    out: Path,
+    start: int,
+    step: Callable[[], dict[str, float]],
+    logger: MetricsLogger,
+    save: Callable[[Path, int], None],
+    summary: Callable[[dict[str, float]], dict[str, str]],
+    extra_metrics: Callable[[], dict[str, float]] = dict,
+) -> Path:
     """Run steps start..settings.steps; `save(path, step)` writes a checkpoint, `summary`
     turns logged means into the bar's postfix. Returns `<out>/final`."""
     from tqdm import tqdm
 
     began = time.perf_counter()
     window: list[dict[str, float]] = []
-    with tqdm(total=settings.steps, initial=start, desc=settings.desc, unit="step", disable=not settings.progress) as bar:
+    with tqdm(
+        total=settings.steps, initial=start, desc=settings.desc, unit="step", disable=not settings.progress
+    ) as bar:
         for index in range(start, settings.steps):
             window.append(step())
             done = index + 1

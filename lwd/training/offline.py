@@ -55,9 +55,14 @@ class OfflineConfig(LearnerConfig):
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
 
-def build_learner(policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic_config: CriticConfig,
-                  learner_config: LearnerConfig, obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
-                  state: dict[str, torch.Tensor] | None = None) -> LWDLearner:
+def build_learner(
+    policy: FlowChunkPolicy,
+    reference: FlowChunkPolicy,
+    critic_config: CriticConfig,
+    learner_config: LearnerConfig,
+    obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> LWDLearner:
     """New networks normalised by `obs_stats`, or restored from a saved learner `state`."""
     critic, value = ChunkCritic(critic_config), StateValue(critic_config)
     if obs_stats is not None:
@@ -70,8 +75,12 @@ def build_learner(policy: FlowChunkPolicy, reference: FlowChunkPolicy, critic_co
 
 
 def learner_modules(learner: LWDLearner) -> dict[str, torch.nn.Module]:
-    return {"reference": learner.reference, "critic": learner.critic, "critic_target": learner.critic_target,
-            "value": learner.value}
+    return {
+        "reference": learner.reference,
+        "critic": learner.critic,
+        "critic_target": learner.critic_target,
+        "value": learner.value,
+    }
 
 
 def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
@@ -82,7 +91,7 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
     """Load each module from the `<name>.`-prefixed entries of a saved learner state."""
     for name, module in modules.items():
         prefix = name + "."
-        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 def learner_optimizer_state(learner) -> dict[str, torch.Tensor]:
@@ -110,15 +119,23 @@ def train_offline(config: OfflineConfig) -> Path:
     source = last if resumed else Path(config.checkpoint)
     policy, encoder, manifest = load_checkpoint(source)
     store = EpisodeStore(config.store, create=False)
-    replay = ChunkReplay(store, ReplayConfig(chunk_len=policy.config.chunk_len, discount=config.discount,
-                                             n_step=config.n_step, task_balanced=config.task_balanced))
+    replay = ChunkReplay(
+        store,
+        ReplayConfig(
+            chunk_len=policy.config.chunk_len,
+            discount=config.discount,
+            n_step=config.n_step,
+            task_balanced=config.task_balanced,
+        ),
+    )
     if resumed:
         saved = manifest.extras["offline"]
         critic_config = CriticConfig(**saved["critic"])
         replay.refresh(up_to=manifest.data_snapshot)
         reference = FlowChunkPolicy(policy.config)
-        learner = build_learner(policy, reference, critic_config, config.learner_config(),
-                                state=load_learner_state(last))
+        learner = build_learner(
+            policy, reference, critic_config, config.learner_config(), state=load_learner_state(last)
+        )
         restore_learner_optimizers(learner, load_trainer_state(last) or {})
         start = manifest.training_step - saved["start_step"]
         rng_state = saved["rng"]
@@ -129,9 +146,13 @@ def train_offline(config: OfflineConfig) -> Path:
             raise ValueError(f"store {config.store} is empty; build it with `lwd offline-data`")
         missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
         encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
-        critic_config = CriticConfig(obs_dim=policy.config.obs_dim, action_dim=policy.config.action_dim,
-                                     chunk_len=policy.config.chunk_len, hidden_dim=config.critic_hidden,
-                                     value_kind=config.value_kind)
+        critic_config = CriticConfig(
+            obs_dim=policy.config.obs_dim,
+            action_dim=policy.config.action_dim,
+            chunk_len=policy.config.chunk_len,
+            hidden_dim=config.critic_hidden,
+            value_kind=config.value_kind,
+        )
         torch.manual_seed(config.seed)
         reference = copy.deepcopy(policy)  # the SFT policy, frozen
         obs = replay.observation_array
@@ -148,22 +169,40 @@ def train_offline(config: OfflineConfig) -> Path:
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
 
     def checkpoint(path: Path, step: int) -> None:
-        save_checkpoint(path, learner.policy, encoder, version=base_version + 1, parent_version=base_version,
-                        training_step=base_step + step, data_snapshot=replay.snapshot,
-                        optimizer_state=learner_optimizer_state(learner),
-                        learner_modules=learner_modules(learner),
-                        extras={"offline": {"critic": critic_config.to_dict(), "learner": config.learner_config().to_dict(),
-                                            "rng": rng.bit_generator.state, "start_step": base_step,
-                                            "base_version": base_version, "store": config.store,
-                                            "reference_checkpoint": config.checkpoint}})
+        save_checkpoint(
+            path,
+            learner.policy,
+            encoder,
+            version=base_version + 1,
+            parent_version=base_version,
+            training_step=base_step + step,
+            data_snapshot=replay.snapshot,
+            optimizer_state=learner_optimizer_state(learner),
+            learner_modules=learner_modules(learner),
+            extras={
+                "offline": {
+                    "critic": critic_config.to_dict(),
+                    "learner": config.learner_config().to_dict(),
+                    "rng": rng.bit_generator.state,
+                    "start_step": base_step,
+                    "base_version": base_version,
+                    "store": config.store,
+                    "reference_checkpoint": config.checkpoint,
+                }
+            },
+        )
 
     def step() -> dict[str, float]:
         return learner.step(learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:
-        return {"q": f"{mean['critic/q_mean']:.3f}", "tau": f"{mean.get('value/tau_mean', 0):.2f}",
-                "kl": f"{mean.get('qam/kl_proxy', 0):.3f}"}
+        return {
+            "q": f"{mean['critic/q_mean']:.3f}",
+            "tau": f"{mean.get('value/tau_mean', 0):.2f}",
+            "kl": f"{mean.get('qam/kl_proxy', 0):.3f}",
+        }
 
-    settings = LoopSettings("offline RL", "learner/updates_per_s", config.steps, config.log_every,
-                            config.checkpoint_every, config.progress)
+    settings = LoopSettings(
+        "offline RL", "learner/updates_per_s", config.steps, config.log_every, config.checkpoint_every, config.progress
+    )
     return run_steps(settings, out, start, step, logger, checkpoint, summary)

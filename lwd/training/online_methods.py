@@ -79,7 +79,9 @@ class OnlineMethod(Protocol):
         """JSON-serialisable state beyond tensors (configs, thresholds), for `resume`."""
 
 
-def start_method(name: str, checkpoint: str | Path, settings: MethodSettings, saved: dict | None = None) -> OnlineMethod:
+def start_method(
+    name: str, checkpoint: str | Path, settings: MethodSettings, saved: dict | None = None
+) -> OnlineMethod:
     """Build `name` from a checkpoint: the start checkpoint, or the run's own `last`
     checkpoint with `saved` = the state() it wrote."""
     if name not in METHODS:
@@ -124,12 +126,15 @@ class LWDMethod(_LearnerMethod):
         state = load_learner_state(checkpoint)  # names the problem if given an SFT checkpoint
         stage = saved or self.manifest.extras.get("offline")
         if stage is None or "critic" not in stage:
-            raise ValueError(f"{checkpoint}: not an offline-RL checkpoint (no critic config in its manifest); "
-                             "LWD online starts from `lwd train offline`'s output")
+            raise ValueError(
+                f"{checkpoint}: not an offline-RL checkpoint (no critic config in its manifest); "
+                "LWD online starts from `lwd train offline`'s output"
+            )
         self.critic_config = CriticConfig(**stage["critic"])
         self.learner_config = settings.learner
-        self.learner = build_learner(self.policy, FlowChunkPolicy(self.policy.config), self.critic_config,
-                                     settings.learner, state=state)
+        self.learner = build_learner(
+            self.policy, FlowChunkPolicy(self.policy.config), self.critic_config, settings.learner, state=state
+        )
 
     # prepare: nothing; critic, value and reference come trained from offline RL.
 
@@ -168,9 +173,16 @@ class RecapMethod(_LearnerMethod):
         self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
         self.encoder = self.encoder.with_prompt(None)  # train on plain and conditioned text alike
         self.config = settings.recap
-        value_config = CriticConfig(**saved["value"]) if saved else CriticConfig(
-            obs_dim=self.policy.config.obs_dim, action_dim=self.policy.config.action_dim,
-            chunk_len=self.policy.config.chunk_len, hidden_dim=settings.value_hidden)
+        value_config = (
+            CriticConfig(**saved["value"])
+            if saved
+            else CriticConfig(
+                obs_dim=self.policy.config.obs_dim,
+                action_dim=self.policy.config.action_dim,
+                chunk_len=self.policy.config.chunk_len,
+                hidden_dim=settings.value_hidden,
+            )
+        )
         self.value_config = value_config
         self.tasks: list[str] = list(saved["tasks"]) if saved else []
         self.learner: RecapLearner | None = None
@@ -194,21 +206,30 @@ class RecapMethod(_LearnerMethod):
         base = learner_batch(batch, self.encoder)
         vocab = list(batch.instruction_vocab)
         ids = torch.from_numpy(batch.instruction_ids)
-        positive, negative = (torch.from_numpy(self.encoder.embed([conditioned(text, improved) for text in vocab]))[ids]
-                              for improved in (True, False))
+        positive, negative = (
+            torch.from_numpy(self.encoder.embed([conditioned(text, improved) for text in vocab]))[ids]
+            for improved in (True, False)
+        )
         unknown = sorted(set(batch.task_vocab) - set(self.tasks))
         if unknown:
             raise ValueError(f"RECAP was set up for tasks {self.tasks}; the data has {unknown}")
         task_index = np.array([self.tasks.index(name) for name in batch.task_vocab], dtype=np.int64)
-        recap_batch = RecapBatch(**{f.name: getattr(base, f.name) for f in fields(base)},
-                                 task=torch.from_numpy(task_index[batch.task_ids]), instruction_positive=positive,
-                                 instruction_negative=negative)
+        recap_batch = RecapBatch(
+            **{f.name: getattr(base, f.name) for f in fields(base)},
+            task=torch.from_numpy(task_index[batch.task_ids]),
+            instruction_positive=positive,
+            instruction_negative=negative,
+        )
         return self.learner.step(recap_batch, generator)
 
     def deployable_encoder(self) -> InstructionEncoder:
         return self.encoder.with_prompt(POSITIVE_PROMPT)
 
     def state(self) -> dict:
-        return {"recap": self.config.to_dict(), "value": self.value_config.to_dict(), "tasks": self.tasks,
-                "thresholds": self.learner.thresholds.tolist(),
-                "thresholds_seen": self.learner.thresholds_seen.tolist()}
+        return {
+            "recap": self.config.to_dict(),
+            "value": self.value_config.to_dict(),
+            "tasks": self.tasks,
+            "thresholds": self.learner.thresholds.tolist(),
+            "thresholds_seen": self.learner.thresholds_seen.tolist(),
+        }

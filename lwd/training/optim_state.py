@@ -18,7 +18,7 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, flat: dict[str, to
     for name, value in flat.items():
         if not name.startswith(prefix + "state."):
             continue
-        index, key = name[len(prefix) + len("state."):].split(".", 1)
+        index, key = name[len(prefix) + len("state.") :].split(".", 1)
         state.setdefault(int(index), {})[key] = value
     current = optimizer.state_dict()
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})

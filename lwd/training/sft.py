@@ -53,10 +53,20 @@ class PretrainConfig:
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
 
-def sft_step(policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, batch: LearnerBatch,
-             generator: torch.Generator) -> dict[str, float]:
-    metrics = flow_matching_update(policy, optimizer, list(policy.parameters()), 10.0, batch.obs, batch.instruction,
-                                   batch.actions, batch.action_mask, generator)
+def sft_step(
+    policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, batch: LearnerBatch, generator: torch.Generator
+) -> dict[str, float]:
+    metrics = flow_matching_update(
+        policy,
+        optimizer,
+        list(policy.parameters()),
+        10.0,
+        batch.obs,
+        batch.instruction,
+        batch.actions,
+        batch.action_mask,
+        generator,
+    )
     metrics["sft/grad_norm"] = metrics.pop("policy/grad_norm")
     return metrics
 
@@ -74,18 +84,29 @@ def pretrain(config: PretrainConfig) -> Path:
     if resumed:
         policy, encoder, manifest = load_checkpoint(last)
         if policy.config.chunk_len != config.chunk_len:
-            raise ValueError(f"{last} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume")
+            raise ValueError(
+                f"{last} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume"
+            )
         replay.refresh(up_to=manifest.data_snapshot)
         start = manifest.training_step
         rng_state = manifest.extras["rng"]
     else:
         replay.refresh()
         if replay.num_steps == 0:
-            raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
+            raise ValueError(
+                f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first"
+            )
         torch.manual_seed(config.seed)
         obs, act = replay.observation_array, replay.action_array  # (N, obs_dim), (M, action_dim)
-        policy = FlowChunkPolicy(PolicyConfig(obs_dim=obs.shape[1], action_dim=act.shape[1], chunk_len=config.chunk_len,
-                                              hidden_dim=config.hidden_dim, num_layers=config.num_layers))
+        policy = FlowChunkPolicy(
+            PolicyConfig(
+                obs_dim=obs.shape[1],
+                action_dim=act.shape[1],
+                chunk_len=config.chunk_len,
+                hidden_dim=config.hidden_dim,
+                num_layers=config.num_layers,
+            )
+        )
         policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
         encoder = InstructionEncoder()
         encoder.embed(list(replay.instruction_vocab))
@@ -94,7 +115,8 @@ def pretrain(config: PretrainConfig) -> Path:
 
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0))))
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))
+    )
     if resumed:
         restore_optimizer_state(optimizer, load_trainer_state(last) or {})
         with warnings.catch_warnings():  # fast-forwarding the schedule to the resumed step is intended
@@ -110,18 +132,36 @@ def pretrain(config: PretrainConfig) -> Path:
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
 
     def checkpoint(path: Path, step: int) -> None:
-        save_checkpoint(path, policy, encoder, version=0, training_step=step, data_snapshot=replay.snapshot,
-                        optimizer_state=flatten_optimizer_state(optimizer),
-                        extras={"rng": {"numpy": rng.bit_generator.state, "torch_seed": config.seed},
-                                "store": config.store, "sources": list(config.sources)})
+        save_checkpoint(
+            path,
+            policy,
+            encoder,
+            version=0,
+            training_step=step,
+            data_snapshot=replay.snapshot,
+            optimizer_state=flatten_optimizer_state(optimizer),
+            extras={
+                "rng": {"numpy": rng.bit_generator.state, "torch_seed": config.seed},
+                "store": config.store,
+                "sources": list(config.sources),
+            },
+        )
 
     def step() -> dict[str, float]:
         metrics = sft_step(policy, optimizer, learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
         schedule.step()
         return metrics
 
-    settings = LoopSettings("pretrain", "sft/updates_per_s", config.steps, config.log_every, config.checkpoint_every,
-                            config.progress)
-    return run_steps(settings, out, start, step, logger, checkpoint,
-                     summary=lambda mean: {"loss": f"{mean['sft/flow_loss']:.4f}"},
-                     extra_metrics=lambda: {"sft/lr": schedule.get_last_lr()[0]})
+    settings = LoopSettings(
+        "pretrain", "sft/updates_per_s", config.steps, config.log_every, config.checkpoint_every, config.progress
+    )
+    return run_steps(
+        settings,
+        out,
+        start,
+        step,
+        logger,
+        checkpoint,
+        summary=lambda mean: {"loss": f"{mean['sft/flow_loss']:.4f}"},
+        extra_metrics=lambda: {"sft/lr": schedule.get_last_lr()[0]},
+    )

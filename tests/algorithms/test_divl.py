@@ -33,6 +33,7 @@ _values = st.one_of(
 
 # ---------------------------------------------------------------- two-hot projection
 
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_values, min_size=1, max_size=32))
 def test_two_hot_rows_sum_to_one_and_are_nonnegative(values):
@@ -79,6 +80,7 @@ def test_two_hot_clips_values_outside_support_to_end_atoms():
 
 # ---------------------------------------------------------------- quantile read-out
 
+
 def test_quantile_readout_is_first_atom_whose_cdf_reaches_tau():
     atoms = torch.tensor([0.0, 1.0, 2.0, 3.0])
     probs = torch.full((6, 4), 0.25)  # CDF 0.25, 0.5, 0.75, 1.0
@@ -94,6 +96,7 @@ def test_quantile_readout_skips_atoms_without_mass():
 
 
 # ---------------------------------------------------------------- adaptive τ
+
 
 def test_adaptive_tau_falls_from_base_as_entropy_rises():
     one_hot = torch.zeros(201)
@@ -126,6 +129,7 @@ def test_adaptive_tau_carries_no_gradient():
 
 
 # ---------------------------------------------------------------- losses and targets
+
 
 def test_expectile_loss_weights_underestimates_by_expectile():
     values = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)

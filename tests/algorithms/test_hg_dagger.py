@@ -9,8 +9,11 @@ from tests.conftest import random_batch
 
 def _policy():
     torch.manual_seed(0)
-    return FlowChunkPolicy(PolicyConfig(obs_dim=5, action_dim=2, chunk_len=3, text_dim=4, context_dim=16,
-                                        hidden_dim=32, num_layers=1, time_dim=8))
+    return FlowChunkPolicy(
+        PolicyConfig(
+            obs_dim=5, action_dim=2, chunk_len=3, text_dim=4, context_dim=16, hidden_dim=32, num_layers=1, time_dim=8
+        )
+    )
 
 
 def _batch(mask_value=True):

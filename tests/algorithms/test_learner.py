@@ -19,8 +19,7 @@ BATCH, CHUNK = 16, 3
 
 def _learner(**overrides) -> LWDLearner:
     torch.manual_seed(0)
-    policy = FlowChunkPolicy(PolicyConfig(chunk_len=CHUNK, hidden_dim=32, num_layers=1, context_dim=16,
-                                          sample_steps=4))
+    policy = FlowChunkPolicy(PolicyConfig(chunk_len=CHUNK, hidden_dim=32, num_layers=1, context_dim=16, sample_steps=4))
     critic_config = CriticConfig(chunk_len=CHUNK, hidden_dim=32, num_layers=1)
     config = LearnerConfig(**{"policy_warmup": 0, "qam_batch": 8, **overrides})
     return LWDLearner(policy, copy.deepcopy(policy), ChunkCritic(critic_config), StateValue(critic_config), config)
@@ -28,8 +27,16 @@ def _learner(**overrides) -> LWDLearner:
 
 def _batch() -> LearnerBatch:
     generator = torch.Generator().manual_seed(2)
-    return random_batch(BATCH, 39, 384, CHUNK, 4, seed=1, reward=(torch.rand(BATCH, generator=generator) > 0.7).float(),
-                        done=(torch.rand(BATCH, generator=generator) > 0.8).float())
+    return random_batch(
+        BATCH,
+        39,
+        384,
+        CHUNK,
+        4,
+        seed=1,
+        reward=(torch.rand(BATCH, generator=generator) > 0.7).float(),
+        done=(torch.rand(BATCH, generator=generator) > 0.8).float(),
+    )
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -42,7 +49,9 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[st
 
 
 def _snapshot(learner: LWDLearner) -> dict[str, dict[str, torch.Tensor]]:
-    return {name: _state(getattr(learner, name)) for name in ("policy", "reference", "critic", "critic_target", "value")}
+    return {
+        name: _state(getattr(learner, name)) for name in ("policy", "reference", "critic", "critic_target", "value")
+    }
 
 
 def _modules_changed(learner: LWDLearner, before) -> set[str]:
@@ -100,9 +109,14 @@ def test_the_target_critic_follows_the_critic_by_the_ema_rate():
         torch.testing.assert_close(tensor, expected, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("warmup", "every", "expected"), [(3, 1, [False, False, False, True, True, True]),
-                                                           (0, 2, [True, False, True, False, True, False]),
-                                                           (2, 3, [False, False, False, True, False, False])])
+@pytest.mark.parametrize(
+    ("warmup", "every", "expected"),
+    [
+        (3, 1, [False, False, False, True, True, True]),
+        (0, 2, [True, False, True, False, True, False]),
+        (2, 3, [False, False, False, True, False, False]),
+    ],
+)
 def test_warmup_and_policy_every_gate_the_policy_update(warmup, every, expected):
     learner = _learner(policy_warmup=warmup, policy_every=every)
     batch, generator = _batch(), torch.Generator().manual_seed(4)

@@ -26,6 +26,7 @@ def _spec_schedule(steps: int, k: int) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- lean adjoint vs autograd
 
+
 class _TinyField(torch.nn.Module):
     """f_β(x, w) on D = 3: a random smooth MLP of [x, w], float64."""
 
@@ -104,6 +105,7 @@ def test_terminal_adjoint_is_zero_on_clipped_coordinates():
 
 # ---------------------------------------------------------------- the regression loss
 
+
 def test_adjoint_matching_loss_by_hand():
     # K = 2: σ_0² = 2(1 − 0 + ½)/(0 + ½) = 6, σ_1² = 2(1 − ½ + ½)/(½ + ½) = 2
     policy = torch.tensor([[[1.0]], [[2.0]]], requires_grad=True)
@@ -140,8 +142,15 @@ def test_qam_kl_proxy_is_positive_when_policy_and_reference_differ():
     torch.manual_seed(2)
     steps, batch, dim = 5, 7, 3
     policy, reference = _TinyField(dim).float(), _TinyField(dim).float()
-    out = qam_loss(policy, reference, lambda x: x.sum(-1), torch.randn(batch, dim), torch.randn(steps - 1, batch, dim),
-                   steps, lam=0.5)
+    out = qam_loss(
+        policy,
+        reference,
+        lambda x: x.sum(-1),
+        torch.randn(batch, dim),
+        torch.randn(steps - 1, batch, dim),
+        steps,
+        lam=0.5,
+    )
     assert (out.kl_proxy > 1e-6).all()
 
 
@@ -160,10 +169,10 @@ def _gmm_velocity(x: torch.Tensor, w: torch.Tensor, means=MEANS, weights=WEIGHTS
     mixed with the posterior responsibilities of the components."""
     w = w[:, None]
     mu = torch.tensor(means, dtype=x.dtype)[None, :]
-    var = (1 - w) ** 2 + w ** 2 * std ** 2
+    var = (1 - w) ** 2 + w**2 * std**2
     centred = x - w * mu
-    conditional = mu + (w * std ** 2 - (1 - w)) / var * centred
-    log_resp = torch.tensor(weights, dtype=x.dtype).log()[None, :] - 0.5 * centred ** 2 / var - 0.5 * var.log()
+    conditional = mu + (w * std**2 - (1 - w)) / var * centred
+    log_resp = torch.tensor(weights, dtype=x.dtype).log()[None, :] - 0.5 * centred**2 / var - 0.5 * var.log()
     return (torch.softmax(log_resp, dim=-1) * conditional).sum(-1, keepdim=True)
 
 
@@ -171,9 +180,9 @@ def _reference_velocity(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """_gmm_velocity for the symmetric mixture ½N(−1, s²) + ½N(1, s²), in closed form:
     the responsibility difference is tanh(w·x/var). Several times cheaper under autograd."""
     w = w[:, None]
-    var = (1 - w) ** 2 + w ** 2 * STD ** 2
+    var = (1 - w) ** 2 + w**2 * STD**2
     mean = torch.tanh(w * x / var)
-    return mean + (w * STD ** 2 - (1 - w)) / var * (x - w * mean)
+    return mean + (w * STD**2 - (1 - w)) / var * (x - w * mean)
 
 
 def _euler_ode(field, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -187,7 +196,7 @@ def _euler_ode(field, x: torch.Tensor, steps: int) -> torch.Tensor:
 def _tilted_target() -> tuple[float, float]:
     """π* ∝ π_β·exp(Qa/λ) for Q = C·a: each component shifts by s²C/λ and is reweighted by
     exp(Cμ_i/λ + s²C²/(2λ²)) (the common factor cancels). Returns (right-mode weight, mean)."""
-    shift = STD ** 2 * C / LAM
+    shift = STD**2 * C / LAM
     unnormalised = [p * math.exp(C * m / LAM) for p, m in zip(WEIGHTS, MEANS)]
     weights = [u / sum(unnormalised) for u in unnormalised]
     return weights[1], sum(p * (m + shift) for p, m in zip(weights, MEANS))
@@ -231,8 +240,13 @@ class _ResidualPolicy(torch.nn.Module):
 
     def __init__(self, hidden: int = 32):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
-                                       torch.nn.SiLU(), torch.nn.Linear(hidden, 1))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, 1),
+        )
         torch.nn.init.zeros_(self.net[-1].weight)
         torch.nn.init.zeros_(self.net[-1].bias)
 
@@ -272,8 +286,9 @@ def test_qam_trains_bandit_policy_towards_tilted_mixture():
     optimiser = torch.optim.Adam(policy.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, iterations)
     for _ in range(iterations):
-        out = qam_loss(policy, _reference_velocity, q_value, torch.randn(batch, 1), torch.randn(steps - 1, batch, 1),
-                       steps, LAM)
+        out = qam_loss(
+            policy, _reference_velocity, q_value, torch.randn(batch, 1), torch.randn(steps - 1, batch, 1), steps, LAM
+        )
         optimiser.zero_grad()
         out.loss.backward()
         optimiser.step()

@@ -25,16 +25,29 @@ OBS, TEXT = 6, 8
 
 def _nets(seed=0):
     torch.manual_seed(seed)
-    policy = FlowChunkPolicy(PolicyConfig(obs_dim=OBS, action_dim=2, chunk_len=3, text_dim=TEXT, context_dim=16,
-                                          hidden_dim=32, num_layers=1, time_dim=8))
+    policy = FlowChunkPolicy(
+        PolicyConfig(
+            obs_dim=OBS,
+            action_dim=2,
+            chunk_len=3,
+            text_dim=TEXT,
+            context_dim=16,
+            hidden_dim=32,
+            num_layers=1,
+            time_dim=8,
+        )
+    )
     value = StateValue(CriticConfig(obs_dim=OBS, action_dim=2, chunk_len=3, text_dim=TEXT, hidden_dim=32))
     return policy, value
 
 
 def _batch(size=64, seed=0, **overrides) -> RecapBatch:
     g = torch.Generator().manual_seed(seed + 1)
-    extra = dict(instruction_positive=torch.randn(size, TEXT, generator=g),
-                 instruction_negative=torch.randn(size, TEXT, generator=g), task=torch.arange(size) % 2)
+    extra = dict(
+        instruction_positive=torch.randn(size, TEXT, generator=g),
+        instruction_negative=torch.randn(size, TEXT, generator=g),
+        task=torch.arange(size) % 2,
+    )
     return random_batch(size, OBS, TEXT, 3, 2, seed, batch_type=RecapBatch, **{**extra, **overrides})
 
 
@@ -62,7 +75,9 @@ def test_thresholds_move_by_the_ema_rate_once_seen():
 
 
 def test_operator_chunks_are_positive_whatever_their_advantage():
-    indicator = improvement_indicator(torch.tensor([-5.0, -5.0, 5.0]), torch.zeros(3), torch.tensor([True, False, False]))
+    indicator = improvement_indicator(
+        torch.tensor([-5.0, -5.0, 5.0]), torch.zeros(3), torch.tensor([True, False, False])
+    )
     assert indicator.tolist() == [True, False, True]
 
 
@@ -70,8 +85,9 @@ def test_advantage_is_n_step_return_minus_value():
     _, value = _nets()
     batch = _batch(8)
     batch.done[:4] = 1.0
-    advantage = advantages(value, batch.obs, batch.instruction, batch.reward + 0.5, batch.discount, batch.done,
-                           batch.next_obs)
+    advantage = advantages(
+        value, batch.obs, batch.instruction, batch.reward + 0.5, batch.discount, batch.done, batch.next_obs
+    )
     v = expected_value(value(batch.obs, batch.instruction), value.atoms).detach()
     v_next = expected_value(value(batch.next_obs, batch.instruction), value.atoms).detach()
     expected = 0.5 + 0.95 * (1 - batch.done) * v_next - v
@@ -106,8 +122,12 @@ def test_step_trains_action_expert_and_value_not_the_frozen_encoder():
 
 def test_policy_sees_the_indicator_unless_dropped():
     """With dropout 0 the policy's loss depends on the conditioned text; with dropout ~1 only on the plain one."""
-    for dropout, key, expect_effect in ((0.0, "instruction", False), (0.0, "instruction_positive", True),
-                                        (0.999, "instruction_positive", False), (0.999, "instruction", True)):
+    for dropout, key, expect_effect in (
+        (0.0, "instruction", False),
+        (0.0, "instruction_positive", True),
+        (0.999, "instruction_positive", False),
+        (0.999, "instruction", True),
+    ):
         losses = []
         for scale in (1.0, 5.0):
             policy, value = _nets()

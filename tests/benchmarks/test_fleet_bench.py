@@ -11,12 +11,20 @@ pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
 def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, tmp_path):
     out = tmp_path / "fleet.json"
-    report = run_fleet_bench(FleetBenchConfig(checkpoint=tiny_pipeline[4], workers=1, robots_per_worker=2,
-                                              warmup_seconds=8.0, seconds=3.0, repeats=3, out=str(out)))
+    report = run_fleet_bench(
+        FleetBenchConfig(
+            checkpoint=tiny_pipeline[4],
+            workers=1,
+            robots_per_worker=2,
+            warmup_seconds=8.0,
+            seconds=3.0,
+            repeats=3,
+            out=str(out),
+        )
+    )
     ratios = sorted(r["ratio"] for r in report["rounds"])
     assert len(ratios) == 3 and report["ratio"] == ratios[1]
-    assert all(r["fleet_steps_per_s"] > 0 and r["bare_steps_per_s"] > 0 and r["episodes"] > 0
-               for r in report["rounds"])
+    assert all(r["fleet_steps_per_s"] > 0 and r["bare_steps_per_s"] > 0 and r["episodes"] > 0 for r in report["rounds"])
     assert json.loads(out.read_text())["ratio"] == report["ratio"]
 
 

@@ -8,8 +8,16 @@ TASKS = ("reach-v3", "drawer-close-v3")
 
 
 def _run(tiny_pipeline, tmp_path, **gate):
-    return run_operator_bench(OperatorBenchConfig(checkpoint=tiny_pipeline[4], tasks=TASKS, robots_per_worker=2,
-                                                  episodes=6, out=str(tmp_path / "operator.json"), **gate))
+    return run_operator_bench(
+        OperatorBenchConfig(
+            checkpoint=tiny_pipeline[4],
+            tasks=TASKS,
+            robots_per_worker=2,
+            episodes=6,
+            out=str(tmp_path / "operator.json"),
+            **gate,
+        )
+    )
 
 
 def test_an_operator_who_never_watches_never_takes_over(tiny_pipeline, tmp_path):

@@ -27,29 +27,43 @@ def _inf_action():
 
 
 CASES = {
-    "wrong observation width": (lambda: replace(make_episode(), observations=np.zeros((8, 38), np.float32)),
-                                "observations has shape"),
-    "observations not T+1 long": (lambda: replace(make_episode(), observations=np.zeros((7, 39), np.float32)),
-                                  "observations has shape"),
+    "wrong observation width": (
+        lambda: replace(make_episode(), observations=np.zeros((8, 38), np.float32)),
+        "observations has shape",
+    ),
+    "observations not T+1 long": (
+        lambda: replace(make_episode(), observations=np.zeros((7, 39), np.float32)),
+        "observations has shape",
+    ),
     "wrong action width": (lambda: replace(make_episode(), actions=np.zeros((7, 3), np.float32)), "actions has shape"),
     "NaN observation": (_nan_obs, r"observations contains NaN or inf \(first at index \(2, 5\)\)"),
     "inf action": (_inf_action, "actions contains NaN or inf"),
-    "action out of range": (lambda: replace(make_episode(), actions=np.full((7, 4), 1.5, np.float32)),
-                            r"actions must lie in \[-1, 1\]"),
-    "unknown task": (lambda: replace(make_episode(), task="reach-v4"), "unknown task 'reach-v4'; did you mean 'reach-v3'"),
+    "action out of range": (
+        lambda: replace(make_episode(), actions=np.full((7, 4), 1.5, np.float32)),
+        r"actions must lie in \[-1, 1\]",
+    ),
+    "unknown task": (
+        lambda: replace(make_episode(), task="reach-v4"),
+        "unknown task 'reach-v4'; did you mean 'reach-v3'",
+    ),
     "missing actions": (lambda: replace(make_episode(), actions=None), "missing field 'actions'"),
     "missing instruction": (lambda: replace(make_episode(), instruction=None), "missing field 'instruction'"),
     "empty episode": (lambda: replace(make_episode(), actions=np.zeros((0, 4), np.float32)), "T >= 1"),
     "unknown source": (lambda: replace(make_episode(), source="teleop"), "source 'teleop' is not one of"),
     "bad robot id": (lambda: replace(make_episode(), robot_id="../etc"), "robot_id"),
     "negative seq": (lambda: replace(make_episode(), seq=-1), "seq must be a non-negative integer"),
-    "intervention not bool": (lambda: replace(make_episode(), intervention=np.zeros(7, np.int32)),
-                              "intervention must be bool"),
+    "intervention not bool": (
+        lambda: replace(make_episode(), intervention=np.zeros(7, np.int32)),
+        "intervention must be bool",
+    ),
     "interventions in a demo": (lambda: make_episode(intervention=np.ones(7, bool)), "is a 'rollout', not 'demo'"),
     "successful play": (lambda: make_episode(source="play", success=True), "play data is labelled as a failure"),
     "evaluation seed": (lambda: make_episode(seed=SEEDS.eval(0)), "is an evaluation seed"),
     "validation seed": (lambda: make_episode(seed=SEEDS.validation(0)), "is a validation seed"),
-    "list instead of array": (lambda: replace(make_episode(), timestamps=[0.0] * 7), "timestamps must be a numpy array"),
+    "list instead of array": (
+        lambda: replace(make_episode(), timestamps=[0.0] * 7),
+        "timestamps must be a numpy array",
+    ),
 }
 
 
@@ -76,7 +90,7 @@ def test_file_without_a_required_tensor_is_refused_with_its_origin():
     header_len = int.from_bytes(data[:8], "little")
     import json
 
-    metadata = json.loads(data[8:8 + header_len])["__metadata__"]
+    metadata = json.loads(data[8 : 8 + header_len])["__metadata__"]
     with pytest.raises(EpisodeValidationError, match=r"incoming\.safetensors: episode file lacks 'actions'"):
         decode(save(tensors, metadata=metadata), "incoming.safetensors")
 

@@ -37,8 +37,13 @@ def test_writer_killed_at_random_points_loses_no_acknowledged_episode(tmp_path):
     next_seq = 0
     kills = 25
     for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(next_seq)], cwd=ROOT,
-                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), str(next_seq)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(proc.pid, signal.SIGKILL)

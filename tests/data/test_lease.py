@@ -33,8 +33,11 @@ def holder(tmp_path):
 
 def test_a_second_process_claiming_a_held_robot_is_refused_with_the_holders_pid(tmp_path, holder):
     process = holder
-    with pytest.raises(RobotLeaseError, match=rf"robot robot-006 is already driven by another process \(pid "
-                                              rf"{process.pid} on "):
+    with pytest.raises(
+        RobotLeaseError,
+        match=rf"robot robot-006 is already driven by another process \(pid "
+        rf"{process.pid} on ",
+    ):
         RobotLease(tmp_path / "leases", "robot-006")
     RobotLease(tmp_path / "leases", "robot-007").release()  # other robots are free
 

@@ -10,8 +10,9 @@ from lwd.data.store import EpisodeStore
 from tests.conftest import make_episode
 
 
-def indexed_episode(steps: int, success: bool, *, seq: int = 0, task: str = "reach-v3", source: str = "demo",
-                    offset: float = 0.0):
+def indexed_episode(
+    steps: int, success: bool, *, seq: int = 0, task: str = "reach-v3", source: str = "demo", offset: float = 0.0
+):
     """An episode whose observation i is filled with offset + i and action i with (i+1)/1000."""
     ep = make_episode(seq=seq, steps=steps, success=success, task=task, source=source)
     obs = np.repeat(offset + np.arange(steps + 1, dtype=np.float32)[:, None], 39, axis=1)
@@ -55,16 +56,18 @@ def test_failures_are_terminal_unless_time_limits_bootstrap(tmp_path):
     terminal = replay_of(tmp_path / "a", episodes, chunk_len=2, discount=0.5).gather(np.arange(3))
     np.testing.assert_allclose(terminal.reward, [0, 0, 0])
     np.testing.assert_allclose(terminal.done, [0, 1, 1])
-    bootstrap = replay_of(tmp_path / "b", episodes, chunk_len=2, discount=0.5,
-                          bootstrap_at_time_limit=True).gather(np.arange(3))
+    bootstrap = replay_of(tmp_path / "b", episodes, chunk_len=2, discount=0.5, bootstrap_at_time_limit=True).gather(
+        np.arange(3)
+    )
     np.testing.assert_allclose(bootstrap.done, [0, 0, 0])
     np.testing.assert_allclose(bootstrap.next_obs[:, 0], [2, 3, 3])
     np.testing.assert_allclose(bootstrap.discount, [0.25, 0.25, 0.5])
 
 
 def test_chunks_never_cross_into_the_next_episode(tmp_path):
-    replay = replay_of(tmp_path, [indexed_episode(3, True, seq=0), indexed_episode(5, True, seq=1, offset=100)],
-                       chunk_len=4)
+    replay = replay_of(
+        tmp_path, [indexed_episode(3, True, seq=0), indexed_episode(5, True, seq=1, offset=100)], chunk_len=4
+    )
     last_of_first = replay.gather(np.array([2]))
     assert last_of_first.next_obs[0, 0] == 3  # s_T of the first episode, not the second's s_0
     np.testing.assert_array_equal(last_of_first.action_mask[0], [1, 0, 0, 0])
@@ -81,12 +84,12 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
     flags = episode.intervention
     same_control = next((j for j in range(t + 1, T) if flags[j] != flags[t]), T) - t
     steps = min(L, T - t, max(min(H, T - t), same_control))  # beyond one chunk, never across a takeover
-    reward = sum(gamma ** i * r[t + i] for i in range(steps))
+    reward = sum(gamma**i * r[t + i] for i in range(steps))
     terminal = episode.success or not bootstrap_at_time_limit
     done = float(t + steps >= T and terminal)
     actions = [episode.actions[min(t + i, T - 1)] for i in range(H)]
     mask = [t + i < T for i in range(H)]
-    return reward, episode.observations[t + steps], done, gamma ** steps, np.stack(actions), mask
+    return reward, episode.observations[t + steps], done, gamma**steps, np.stack(actions), mask
 
 
 @settings(max_examples=60, deadline=None)
@@ -101,11 +104,24 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
 )
 def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H, n, gamma, bootstrap, takeover_seed):
     flags = np.random.default_rng(takeover_seed)
-    episodes = [make_episode(seq=i, steps=T, success=successes[i], source="rollout",
-                             intervention=np.cumsum(flags.random(T) < 0.15) % 2 == 1)  # a few takeovers
-                for i, T in enumerate(lengths)]
-    replay = replay_of(tmp_path_factory.mktemp("store"), episodes, chunk_len=H, n_step=n, discount=gamma,
-                       bootstrap_at_time_limit=bootstrap)
+    episodes = [
+        make_episode(
+            seq=i,
+            steps=T,
+            success=successes[i],
+            source="rollout",
+            intervention=np.cumsum(flags.random(T) < 0.15) % 2 == 1,
+        )  # a few takeovers
+        for i, T in enumerate(lengths)
+    ]
+    replay = replay_of(
+        tmp_path_factory.mktemp("store"),
+        episodes,
+        chunk_len=H,
+        n_step=n,
+        discount=gamma,
+        bootstrap_at_time_limit=bootstrap,
+    )
     batch = replay.gather(np.arange(replay.num_steps))
     row = 0
     for episode in episodes:
@@ -118,8 +134,10 @@ def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H
             np.testing.assert_array_equal(batch.actions[row], actions)
             np.testing.assert_array_equal(batch.action_mask[row], mask)
             np.testing.assert_array_equal(batch.obs[row], episode.observations[t])
-            monte_carlo = sum(gamma ** i * float(episode.success and t + i == episode.num_steps - 1)
-                              for i in range(episode.num_steps - t))
+            monte_carlo = sum(
+                gamma**i * float(episode.success and t + i == episode.num_steps - 1)
+                for i in range(episode.num_steps - t)
+            )
             assert batch.return_to_go[row] == pytest.approx(monte_carlo, rel=1e-5, abs=1e-6)
             row += 1
 

@@ -120,7 +120,6 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
         store.load(record)
 
 
-
 def _open_and_append(roots: list[str], robot_index: int, start) -> None:
     try:
         for root in roots:

@@ -70,7 +70,7 @@ def test_expert_completes_every_stage_and_the_stage_advances_exactly_at_stage_su
             alone = make_robot(scene)
             observation, _ = alone.reset(stage_seed(seed, k))
             np.testing.assert_array_equal(observation.state, states[start, :39])
-            successes = [alone.step(action)[4].success for action in actions[start:end + 1]]
+            successes = [alone.step(action)[4].success for action in actions[start : end + 1]]
             assert successes[-1] and not any(successes[:-1]), (scene, successes.index(True), end - start)
             start = end + 1
 
@@ -124,8 +124,16 @@ def test_operator_takes_over_in_a_later_stage_and_completes_it():
     task = "lh-make-coffee"
     expert = make_expert(task)
     operator = ScriptedOperator(expert, OperatorConfig(), np.random.default_rng(0))
-    episode = run_episode(make_robot(task), ExpertThenFrozen(expert), robot_id="r1", seq=0, source="rollout", seed=4,
-                          operator=operator, policy_version=3)
+    episode = run_episode(
+        make_robot(task),
+        ExpertThenFrozen(expert),
+        robot_id="r1",
+        seq=0,
+        source="rollout",
+        seed=4,
+        operator=operator,
+        policy_version=3,
+    )
     stages = np.array([stage_of(s) for s in episode.observations])  # (T+1,) stage before each step and after the last
     first_help = int(np.flatnonzero(episode.intervention)[0])
     assert stages[first_help] == 1  # nobody intervened while the policy did stage 0 like the expert
@@ -137,8 +145,14 @@ def test_operator_takes_over_in_a_later_stage_and_completes_it():
 
 def test_lh_episodes_enter_the_data_layer_with_the_stage_one_hot():
     task = "lh-tidy-desk"
-    episode = run_episode(make_robot(task), NoisyExpertActor(make_expert(task), 0.0, np.random.default_rng(0)),
-                          robot_id="demo-lh", seq=0, source="demo", seed=2)
+    episode = run_episode(
+        make_robot(task),
+        NoisyExpertActor(make_expert(task), 0.0, np.random.default_rng(0)),
+        robot_id="demo-lh",
+        seq=0,
+        source="demo",
+        seed=2,
+    )
     validate(episode)
     assert episode.success and episode.stage_score == 1.0 and episode.observations.shape[1] == 44
     np.testing.assert_array_equal(episode.observations[:, 39:].sum(1), 1.0)

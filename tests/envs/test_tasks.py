@@ -35,7 +35,9 @@ def test_train_validation_and_eval_seeds_are_disjoint():
     evaluation = {SEEDS.eval(k) for k in range(SEEDS.eval_count)}
     assert not train & evaluation and not train & validation and not validation & evaluation
     assert all(SEEDS.is_eval(s) for s in evaluation) and not any(SEEDS.is_eval(s) for s in train | validation)
-    assert all(SEEDS.is_validation(s) for s in validation) and not any(SEEDS.is_validation(s) for s in train | evaluation)
+    assert all(SEEDS.is_validation(s) for s in validation) and not any(
+        SEEDS.is_validation(s) for s in train | evaluation
+    )
     assert SEEDS.held_out("validation", 3) == SEEDS.validation(3) and SEEDS.held_out("eval", 3) == SEEDS.eval(3)
     with pytest.raises(ValueError):
         SEEDS.train(SEEDS.validation_start)
@@ -45,10 +47,13 @@ def test_train_validation_and_eval_seeds_are_disjoint():
         SEEDS.eval(SEEDS.eval_count)
 
 
-@pytest.mark.parametrize(("task", "obs_dim", "instruction"), [
-    ("pick-place-v3", 39, "Pick up the puck and place it at the goal."),
-    ("lh-lock-up", 44, "Shut everything down and lock up before leaving."),  # 39 + a 5-stage one-hot
-])
+@pytest.mark.parametrize(
+    ("task", "obs_dim", "instruction"),
+    [
+        ("pick-place-v3", 39, "Pick up the puck and place it at the goal."),
+        ("lh-lock-up", 44, "Shut everything down and lock up before leaving."),  # 39 + a 5-stage one-hot
+    ],
+)
 def test_initial_state_is_a_function_of_the_seed(task, obs_dim, instruction):
     robot = make_robot(task)
     a, _ = robot.reset(seed=5)

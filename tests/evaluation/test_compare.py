@@ -8,10 +8,13 @@ from lwd.evaluation.compare import compare_table, paired_difference, parse_runs
 
 def _report(path, rates: dict[str, float], episodes: int = 10):
     path.mkdir(parents=True)
-    per_task = {task: {"episodes": episodes, "success": rate, "ci95": [0, 1], "cycle_time_steps": 100.0}
-                for task, rate in rates.items()}
-    (path / "eval.json").write_text(json.dumps({"per_task": per_task,
-                                                "average_success": sum(rates.values()) / len(rates)}))
+    per_task = {
+        task: {"episodes": episodes, "success": rate, "ci95": [0, 1], "cycle_time_steps": 100.0}
+        for task, rate in rates.items()
+    }
+    (path / "eval.json").write_text(
+        json.dumps({"per_task": per_task, "average_success": sum(rates.values()) / len(rates)})
+    )
     return str(path)
 
 

@@ -37,8 +37,15 @@ def test_evaluation_refuses_training_seeds(untrained_checkpoint):
 
 
 def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoint):
-    summary = evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3", "push-v3"), episodes_per_task=2,
-                                  workers=1, out=str(tmp_path)))
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=untrained_checkpoint,
+            tasks=("reach-v3", "push-v3"),
+            episodes_per_task=2,
+            workers=1,
+            out=str(tmp_path),
+        )
+    )
     assert set(summary["per_task"]) == {"reach-v3", "push-v3"}
     for task in summary["per_task"].values():
         assert task["episodes"] == 2
@@ -51,8 +58,16 @@ def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoin
 
 
 def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_checkpoint):
-    summary = evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3",), episodes_per_task=2,
-                                  workers=1, out=str(tmp_path), split="validation"))
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=untrained_checkpoint,
+            tasks=("reach-v3",),
+            episodes_per_task=2,
+            workers=1,
+            out=str(tmp_path),
+            split="validation",
+        )
+    )
     assert summary["eval_seeds"] == [SEEDS.validation(0), SEEDS.validation(1)] and summary["split"] == "validation"
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -76,8 +91,16 @@ def test_evaluation_reports_the_stage_score_of_long_horizon_tasks(tmp_path):
     encoder = InstructionEncoder()
     encoder.embed(["Make a cup of coffee and serve it."])
     save_checkpoint(path, FlowChunkPolicy(PolicyConfig(obs_dim=44, chunk_len=5, hidden_dim=32, num_layers=1)), encoder)
-    summary = evaluate(EvalConfig(checkpoint=str(path), suite="lh", tasks=("lh-make-coffee",), episodes_per_task=1,
-                                  workers=1, out=str(tmp_path / "eval")))
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=str(path),
+            suite="lh",
+            tasks=("lh-make-coffee",),
+            episodes_per_task=1,
+            workers=1,
+            out=str(tmp_path / "eval"),
+        )
+    )
     task = summary["per_task"]["lh-make-coffee"]
     assert task["stage_score"] in (0.0, 1 / 3, 2 / 3, 1.0) and task["cycle_time_steps"] <= 450
     assert summary["outcomes"][0]["stage_score"] == task["stage_score"]
@@ -91,8 +114,16 @@ def test_evaluation_refuses_tasks_whose_state_size_the_policy_does_not_take(tmp_
 
 def test_episodes_run_in_bounded_batches_with_the_same_outcomes(tmp_path, untrained_checkpoint):
     def outcomes(max_live: int) -> list[dict]:
-        return evaluate(EvalConfig(checkpoint=untrained_checkpoint, tasks=("reach-v3", "push-v3"), episodes_per_task=3,
-                                   workers=1, max_live_episodes=max_live, out=str(tmp_path / str(max_live))))["outcomes"]
+        return evaluate(
+            EvalConfig(
+                checkpoint=untrained_checkpoint,
+                tasks=("reach-v3", "push-v3"),
+                episodes_per_task=3,
+                workers=1,
+                max_live_episodes=max_live,
+                out=str(tmp_path / str(max_live)),
+            )
+        )["outcomes"]
 
     small, large = outcomes(2), outcomes(100)
     # The same episodes with the same noise streams. The policy call runs at another batch

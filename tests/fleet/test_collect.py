@@ -8,8 +8,9 @@ from lwd.fleet.collect import CollectConfig, collect
 
 @pytest.mark.slow
 def test_mt10_expert_success_at_zero_noise_reaches_97_percent(tmp_path):
-    config = CollectConfig(store=str(tmp_path), suite="mt10", episodes_per_task=10, noise=0.0, workers=2,
-                           progress=False)
+    config = CollectConfig(
+        store=str(tmp_path), suite="mt10", episodes_per_task=10, noise=0.0, workers=2, progress=False
+    )
     result = collect(config)
     assert len(result.stats) == 100
     assert np.mean([s.success for s in result.stats]) >= 0.97
@@ -28,8 +29,15 @@ def test_collect_resumes_instead_of_repeating(tmp_path):
 
 
 def test_play_data_is_exploratory_and_labelled_failure(tmp_path):
-    config = CollectConfig(store=str(tmp_path), tasks=("push-v3",), episodes_per_task=2, source="play", noise=0.3,
-                           workers=1, progress=False)
+    config = CollectConfig(
+        store=str(tmp_path),
+        tasks=("push-v3",),
+        episodes_per_task=2,
+        source="play",
+        noise=0.3,
+        workers=1,
+        progress=False,
+    )
     collect(config)
     store = EpisodeStore(tmp_path)
     for record in store.records():

@@ -25,10 +25,24 @@ TASKS = ("reach-v3", "drawer-close-v3")
 
 def _config(tiny_pipeline, out, env_steps=4_000, **overrides):
     _, store, _, _, offline = tiny_pipeline
-    return DeployConfig(checkpoint=offline, offline_store=store, out=str(out), tasks=TASKS, workers=2,
-                        robots_per_worker=2, env_steps=env_steps, n_sync=5, batch_size=32, qam_batch=8,
-                        refresh_seconds=0.2, log_seconds=0.5, checkpoint_every=20, progress=False,
-                        tensorboard=False, **overrides)
+    return DeployConfig(
+        checkpoint=offline,
+        offline_store=store,
+        out=str(out),
+        tasks=TASKS,
+        workers=2,
+        robots_per_worker=2,
+        env_steps=env_steps,
+        n_sync=5,
+        batch_size=32,
+        qam_batch=8,
+        refresh_seconds=0.2,
+        log_seconds=0.5,
+        checkpoint_every=20,
+        progress=False,
+        tensorboard=False,
+        **overrides,
+    )
 
 
 def _episodes(out):
@@ -98,10 +112,19 @@ def test_metrics_cover_fleet_learner_latency_and_staleness(crashed_run):
     out, summary, _ = crashed_run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*records)
-    for key in ("fleet/env_steps_per_s", "fleet/autonomous_success", "fleet/intervention_rate",
-                "fleet/cycle_time_steps", "learner/updates_per_s", "latency/episode_to_learner_p99_s",
-                "latency/model_to_robot_p99_s", "staleness/learner_steps", "success/reach-v3", "registry/version",
-                "fleet/stage_score"):
+    for key in (
+        "fleet/env_steps_per_s",
+        "fleet/autonomous_success",
+        "fleet/intervention_rate",
+        "fleet/cycle_time_steps",
+        "learner/updates_per_s",
+        "latency/episode_to_learner_p99_s",
+        "latency/model_to_robot_p99_s",
+        "staleness/learner_steps",
+        "success/reach-v3",
+        "registry/version",
+        "fleet/stage_score",
+    ):
         assert key in keys, key
     assert summary["env_steps"] >= 4_000 and summary["final"]
 
@@ -111,17 +134,44 @@ def test_the_episode_log_keeps_each_episodes_outcome_and_stage_score(crashed_run
     logged = {row["episode_id"]: row for row in map(json.loads, (out / "episodes.jsonl").read_text().splitlines())}
     for episode in _episodes(out):
         row = logged[episode.episode_id]
-        assert (row["success"], row["stage_score"], row["steps"]) == (episode.success, episode.stage_score,
-                                                                       episode.num_steps)
+        assert (row["success"], row["stage_score"], row["steps"]) == (
+            episode.success,
+            episode.stage_score,
+            episode.num_steps,
+        )
 
 
 def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_pipeline, out, 1_000_000)
-    args = [sys.executable, "-m", "lwd.cli", "deploy", "--checkpoint", config.checkpoint, "--offline-store",
-            config.offline_store, "--out", str(out), "--tasks", *TASKS, "--robots-per-worker", "2",
-            "--env-steps", "1000000", "--n-sync", "5", "--batch-size", "32", "--qam-batch", "8",
-            "--refresh-seconds", "0.2", "--no-progress", "--no-tensorboard"]
+    args = [
+        sys.executable,
+        "-m",
+        "lwd.cli",
+        "deploy",
+        "--checkpoint",
+        config.checkpoint,
+        "--offline-store",
+        config.offline_store,
+        "--out",
+        str(out),
+        "--tasks",
+        *TASKS,
+        "--robots-per-worker",
+        "2",
+        "--env-steps",
+        "1000000",
+        "--n-sync",
+        "5",
+        "--batch-size",
+        "32",
+        "--qam-batch",
+        "8",
+        "--refresh-seconds",
+        "0.2",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     process = subprocess.Popen(args)
     try:
         deadline = time.time() + 120
@@ -168,10 +218,36 @@ def _alive(pid: int) -> bool:
 def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_resumes(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_pipeline, out, 3_000)
-    args = [sys.executable, "-m", "lwd.cli", "deploy", "--checkpoint", config.checkpoint, "--offline-store",
-            config.offline_store, "--out", str(out), "--tasks", *TASKS, "--robots-per-worker", "2",
-            "--env-steps", "3000", "--n-sync", "5", "--batch-size", "32", "--qam-batch", "8",
-            "--refresh-seconds", "0.2", "--checkpoint-every", "20", "--no-progress", "--no-tensorboard"]
+    args = [
+        sys.executable,
+        "-m",
+        "lwd.cli",
+        "deploy",
+        "--checkpoint",
+        config.checkpoint,
+        "--offline-store",
+        config.offline_store,
+        "--out",
+        str(out),
+        "--tasks",
+        *TASKS,
+        "--robots-per-worker",
+        "2",
+        "--env-steps",
+        "3000",
+        "--n-sync",
+        "5",
+        "--batch-size",
+        "32",
+        "--qam-batch",
+        "8",
+        "--refresh-seconds",
+        "0.2",
+        "--checkpoint-every",
+        "20",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     process = subprocess.Popen(args)
     try:
         deadline = time.time() + 120
@@ -203,9 +279,23 @@ def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_r
 
 def _baseline_config(tiny_pipeline, out, method, **overrides):
     _, store, sft, _, _ = tiny_pipeline
-    settings = dict(method=method, checkpoint=sft, offline_store=store, out=str(out), tasks=TASKS, workers=1,
-                    robots_per_worker=2, env_steps=1_200, n_sync=5, batch_size=32, refresh_seconds=0.2, log_seconds=0.5,
-                    checkpoint_every=20, progress=False, tensorboard=False)
+    settings = dict(
+        method=method,
+        checkpoint=sft,
+        offline_store=store,
+        out=str(out),
+        tasks=TASKS,
+        workers=1,
+        robots_per_worker=2,
+        env_steps=1_200,
+        n_sync=5,
+        batch_size=32,
+        refresh_seconds=0.2,
+        log_seconds=0.5,
+        checkpoint_every=20,
+        progress=False,
+        tensorboard=False,
+    )
     return DeployConfig(**{**settings, **overrides})
 
 
@@ -219,10 +309,14 @@ def test_hg_dagger_learns_on_the_same_fleet_from_sft(tiny_pipeline, tmp_path):
     sft_policy, _, _ = load_checkpoint(tiny_pipeline[2])
     final_policy, _, manifest = load_checkpoint(summary["final"])
     assert manifest.extras["online"]["method"] == "hg-dagger"
-    changed = [not torch.equal(a, b) for a, b in zip(sft_policy.velocity_net.parameters(),
-                                                     final_policy.velocity_net.parameters())]
-    unchanged_encoder = all(torch.equal(a, b) for a, b in zip(sft_policy.state_encoder.parameters(),
-                                                              final_policy.state_encoder.parameters()))
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(sft_policy.velocity_net.parameters(), final_policy.velocity_net.parameters())
+    ]
+    unchanged_encoder = all(
+        torch.equal(a, b)
+        for a, b in zip(sft_policy.state_encoder.parameters(), final_policy.state_encoder.parameters())
+    )
     assert any(changed) and unchanged_encoder
 
 
@@ -239,8 +333,9 @@ def test_recap_runs_its_offline_stage_first_and_deploys_with_the_positive_indica
     assert min(int(e.policy_version.min()) for e in _episodes(out)) >= after_offline.version
     _, encoder, manifest = load_checkpoint(summary["final"])
     instruction = "Move your hand to the goal position."
-    np.testing.assert_array_equal(encoder.embed([instruction])[0],
-                                  encoder.with_prompt(None).embed([conditioned(instruction, True)])[0])
+    np.testing.assert_array_equal(
+        encoder.embed([instruction])[0], encoder.with_prompt(None).embed([conditioned(instruction, True)])[0]
+    )
     state = manifest.extras["online"]["method_state"]
     assert sorted(state["tasks"]) == sorted(TASKS) and all(state["thresholds_seen"])
     _, last_encoder, _ = load_checkpoint(out / "learner" / "last")
@@ -250,8 +345,10 @@ def test_recap_runs_its_offline_stage_first_and_deploys_with_the_positive_indica
 def test_a_run_cannot_be_resumed_with_another_method(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        deploy(_baseline_config(tiny_pipeline, out, "hg-dagger", env_steps=100_000),
-               on_tick=lambda state: (_ for _ in ()).throw(KeyboardInterrupt) if state.learner_step >= 5 else None)
+        deploy(
+            _baseline_config(tiny_pipeline, out, "hg-dagger", env_steps=100_000),
+            on_tick=lambda state: (_ for _ in ()).throw(KeyboardInterrupt) if state.learner_step >= 5 else None,
+        )
     with pytest.raises(ValueError, match="hg-dagger"):
         deploy(_baseline_config(tiny_pipeline, out, "recap"))
 
@@ -262,8 +359,11 @@ def test_pacing_gives_the_learner_its_updates_per_env_step_whatever_its_speed(ti
     # back. 10 is far fewer than the baseline's fast learner would make: it waits for data.
     # Either way the run ends with the updates its env steps are worth.
     overrides = dict(env_steps=2_000, updates_per_1k_env_steps=pace)
-    config = (_config(tiny_pipeline, tmp_path / "run", **overrides) if method == "lwd"
-              else _baseline_config(tiny_pipeline, tmp_path / "run", method, **overrides))
+    config = (
+        _config(tiny_pipeline, tmp_path / "run", **overrides)
+        if method == "lwd"
+        else _baseline_config(tiny_pipeline, tmp_path / "run", method, **overrides)
+    )
     held_before_the_budget = []
 
     def watch(state):
@@ -275,7 +375,8 @@ def test_pacing_gives_the_learner_its_updates_per_env_step_whatever_its_speed(ti
     assert bool(held_before_the_budget) == (method == "lwd")  # only the learner that falls behind holds robots
     assert 2_000 * pace / 1000 <= summary["learner_steps"] <= summary["env_steps"] * pace / 1000 + 1
     assert summary["learner_updates_per_1k_env_steps"] == pytest.approx(
-        1000 * summary["learner_steps"] / summary["env_steps"])
+        1000 * summary["learner_steps"] / summary["env_steps"]
+    )
 
 
 def test_a_negative_pace_is_refused(tiny_pipeline, tmp_path):
@@ -283,10 +384,12 @@ def test_a_negative_pace_is_refused(tiny_pipeline, tmp_path):
         _config(tiny_pipeline, tmp_path / "run", 100, updates_per_1k_env_steps=-1.0)
 
 
-@pytest.mark.parametrize(("method", "n_step", "expected"), [("lwd", 0, 4), ("recap", 0, 1), ("lwd", 1, 1),
-                                                             ("recap", 3, 3)])
-def test_n_step_zero_means_the_methods_default_and_any_other_value_is_kept(tiny_pipeline, tmp_path, method,
-                                                                           n_step, expected):
+@pytest.mark.parametrize(
+    ("method", "n_step", "expected"), [("lwd", 0, 4), ("recap", 0, 1), ("lwd", 1, 1), ("recap", 3, 3)]
+)
+def test_n_step_zero_means_the_methods_default_and_any_other_value_is_kept(
+    tiny_pipeline, tmp_path, method, n_step, expected
+):
     config = _config(tiny_pipeline, tmp_path / "run", 100, method=method, n_step=n_step)
     assert config.resolved_n_step() == expected
 
@@ -314,9 +417,22 @@ def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pi
     total = len(store.records())
     report = store.check(repair=True)
     assert len(report.quarantined_now) == 3 and len(store.records()) == total - 3
-    final = train_offline(OfflineConfig(store=str(damaged), checkpoint=sft, out=str(tmp_path / "rl"), steps=4,
-                                        batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
-                                        checkpoint_every=4, progress=False, tensorboard=False))
+    final = train_offline(
+        OfflineConfig(
+            store=str(damaged),
+            checkpoint=sft,
+            out=str(tmp_path / "rl"),
+            steps=4,
+            batch_size=32,
+            qam_batch=8,
+            critic_hidden=32,
+            policy_warmup=2,
+            log_every=2,
+            checkpoint_every=4,
+            progress=False,
+            tensorboard=False,
+        )
+    )
     assert (final / "manifest.json").exists()
     config = replace(_config(tiny_pipeline, tmp_path / "run", 600), offline_store=str(damaged))
     summary = deploy(config)

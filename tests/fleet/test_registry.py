@@ -40,8 +40,9 @@ def test_pruning_keeps_the_newest_the_first_and_milestones(tmp_path, sft):
     policy, encoder, _ = sft
     registry = PolicyRegistry(tmp_path / "reg", keep_last=2, keep_every=4)
     for version in range(1, 10):
-        registry.publish(policy, encoder, version=version, parent_version=version - 1, learner_step=version,
-                         data_snapshot=0)
+        registry.publish(
+            policy, encoder, version=version, parent_version=version - 1, learner_step=version, data_snapshot=0
+        )
     assert registry.available() == [1, 4, 8, 9]
     with pytest.raises(CheckpointError, match="no version 5"):
         registry.load(5)

@@ -19,8 +19,16 @@ class FrozenArm:
 
 
 def _rollout(task, actor, operator, seed, version=7):
-    return run_episode(make_robot(task), actor, robot_id="r1", seq=seed, source="rollout", seed=seed,
-                       operator=operator, policy_version=version)
+    return run_episode(
+        make_robot(task),
+        actor,
+        robot_id="r1",
+        seq=seed,
+        source="rollout",
+        seed=seed,
+        operator=operator,
+        policy_version=version,
+    )
 
 
 @pytest.mark.parametrize("task", suite("mt10").task_names)
@@ -46,8 +54,12 @@ def test_operator_takes_over_a_bad_policy_within_its_budget():
 
 def test_operator_help_rescues_a_stuck_policy():
     task = "drawer-open-v3"
-    helped = _rollout(task, FrozenArm(), ScriptedOperator(make_expert(task), OperatorConfig(takeover_steps=60),
-                                                          np.random.default_rng(0)), seed=2)
+    helped = _rollout(
+        task,
+        FrozenArm(),
+        ScriptedOperator(make_expert(task), OperatorConfig(takeover_steps=60), np.random.default_rng(0)),
+        seed=2,
+    )
     alone = _rollout(task, FrozenArm(), None, seed=2)
     assert helped.success and not alone.success
     assert alone.num_steps == make_robot(task).task.max_steps
@@ -60,8 +72,9 @@ def test_an_inattentive_operator_never_intervenes():
 
 def test_operator_actions_carry_its_own_noise():
     expert = make_expert("reach-v3")
-    operator = ScriptedOperator(expert, OperatorConfig(action_noise=0.3, deviation_steps=1, takeover_steps=200),
-                                np.random.default_rng(0))
+    operator = ScriptedOperator(
+        expert, OperatorConfig(action_noise=0.3, deviation_steps=1, takeover_steps=200), np.random.default_rng(0)
+    )
     episode = _rollout("reach-v3", FrozenArm(), operator, seed=0)
     driven = np.flatnonzero(episode.intervention)
     expert_actions = np.stack([expert.act(episode.observations[t]) for t in driven])

@@ -20,11 +20,16 @@ def test_every_task_gets_robots_and_seeds_are_disjoint_training_seeds():
 
 
 def test_the_deployment_operator_gets_the_fleets_gate_and_a_budget_per_stage():
-    config = FleetConfig(operator_deviation=0.7, operator_stall_steps=45, operator_stall_disagreement=0.5,
-                         operator_max_takeovers=2)
+    config = FleetConfig(
+        operator_deviation=0.7, operator_stall_steps=45, operator_stall_disagreement=0.5, operator_max_takeovers=2
+    )
     operator = config.operator_config(stages=4)
-    assert (operator.deviation_threshold, operator.stall_steps, operator.stall_disagreement,
-            operator.max_takeovers) == (0.7, 45, 0.5, 8)
+    assert (
+        operator.deviation_threshold,
+        operator.stall_steps,
+        operator.stall_disagreement,
+        operator.max_takeovers,
+    ) == (0.7, 45, 0.5, 8)
 
 
 class FlakySink:

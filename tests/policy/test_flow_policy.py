@@ -44,7 +44,7 @@ def test_policy_overfits_a_tiny_dataset(encoder):
     generator = torch.Generator().manual_seed(0)
     mask = torch.ones(actions.shape[:2], dtype=torch.bool)
     losses = []
-    for step in range(1500):
+    for _ in range(1500):
         x_0 = torch.randn(len(obs), SMALL.flat_action_dim, generator=generator)
         w = torch.rand(len(obs), generator=generator)
         loss, _ = flow_matching_loss(policy, policy.encode(obs, instructions), actions, mask, x_0, w)
@@ -121,7 +121,9 @@ def test_checkpoint_round_trip_gives_identical_actions(tmp_path, encoder):
 def test_mismatched_or_missing_checkpoints_fail_clearly(tmp_path, encoder):
     save_checkpoint(tmp_path / "ckpt", FlowChunkPolicy(SMALL), InstructionEncoder())
     with pytest.raises(CheckpointError, match="architecture differs.*chunk_len"):
-        load_checkpoint(tmp_path / "ckpt", expect=PolicyConfig(chunk_len=8, hidden_dim=128, num_layers=2, context_dim=64))
+        load_checkpoint(
+            tmp_path / "ckpt", expect=PolicyConfig(chunk_len=8, hidden_dim=128, num_layers=2, context_dim=64)
+        )
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "absent")
     (tmp_path / "ckpt" / "policy.safetensors").unlink()

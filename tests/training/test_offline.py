@@ -26,9 +26,21 @@ def test_offline_store_holds_demos_rollouts_and_play(offline_setup):
 
 
 def _offline_config(root, store, sft, steps, **overrides):
-    return OfflineConfig(store=store, checkpoint=sft, out=str(root / overrides.pop("name", "rl")), steps=steps,
-                         batch_size=32, qam_batch=8, critic_hidden=32, policy_warmup=2, log_every=2,
-                         checkpoint_every=4, progress=False, tensorboard=False, **overrides)
+    return OfflineConfig(
+        store=store,
+        checkpoint=sft,
+        out=str(root / overrides.pop("name", "rl")),
+        steps=steps,
+        batch_size=32,
+        qam_batch=8,
+        critic_hidden=32,
+        policy_warmup=2,
+        log_every=2,
+        checkpoint_every=4,
+        progress=False,
+        tensorboard=False,
+        **overrides,
+    )
 
 
 def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
@@ -47,8 +59,15 @@ def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
     assert load_checkpoint(resumed)[2].training_step == sft_manifest.training_step + 6
     records = [json.loads(line) for line in (root / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6]
-    for key in ("value/loss", "value/tau_mean", "value/entropy", "critic/q_mean", "qam/loss",
-                "qam/terminal_adjoint_norm", "qam/kl_proxy"):
+    for key in (
+        "value/loss",
+        "value/tau_mean",
+        "value/entropy",
+        "critic/q_mean",
+        "qam/loss",
+        "qam/terminal_adjoint_norm",
+        "qam/kl_proxy",
+    ):
         assert key in records[-1]
 
 

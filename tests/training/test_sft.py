@@ -10,14 +10,31 @@ from lwd.training.sft import PretrainConfig, pretrain
 
 
 def _config(tmp_path, steps):
-    return PretrainConfig(store=str(tmp_path / "store"), out=str(tmp_path / "sft"), steps=steps, batch_size=32,
-                          chunk_len=4, hidden_dim=64, num_layers=2, log_every=5, checkpoint_every=10,
-                          progress=False, tensorboard=True)
+    return PretrainConfig(
+        store=str(tmp_path / "store"),
+        out=str(tmp_path / "sft"),
+        steps=steps,
+        batch_size=32,
+        chunk_len=4,
+        hidden_dim=64,
+        num_layers=2,
+        log_every=5,
+        checkpoint_every=10,
+        progress=False,
+        tensorboard=True,
+    )
 
 
 def test_sft_logs_metrics_and_resumes_where_it_stopped(tmp_path):
-    collect(CollectConfig(store=str(tmp_path / "store"), tasks=("reach-v3", "drawer-close-v3"), episodes_per_task=2,
-                          workers=1, progress=False))
+    collect(
+        CollectConfig(
+            store=str(tmp_path / "store"),
+            tasks=("reach-v3", "drawer-close-v3"),
+            episodes_per_task=2,
+            workers=1,
+            progress=False,
+        )
+    )
     first = pretrain(_config(tmp_path, 20))
     _, _, manifest = load_checkpoint(first)
     assert manifest.training_step == 20 and manifest.data_snapshot == 4
@@ -31,8 +48,11 @@ def test_sft_logs_metrics_and_resumes_where_it_stopped(tmp_path):
 
 
 def test_sft_normalisation_comes_from_the_data(tmp_path):
-    collect(CollectConfig(store=str(tmp_path / "store"), tasks=("reach-v3",), episodes_per_task=2, workers=1,
-                          progress=False))
+    collect(
+        CollectConfig(
+            store=str(tmp_path / "store"), tasks=("reach-v3",), episodes_per_task=2, workers=1, progress=False
+        )
+    )
     policy, _, _ = load_checkpoint(pretrain(_config(tmp_path, 2)))
     from lwd.data.replay import ChunkReplay
     from lwd.data.store import EpisodeStore
@@ -45,8 +65,17 @@ def test_sft_normalisation_comes_from_the_data(tmp_path):
 
 def test_sft_takes_state_and_action_sizes_from_the_data(tmp_path):
     # Long-horizon demos carry the stage one-hot: 39 + 5 numbers per state.
-    collect(CollectConfig(store=str(tmp_path / "store"), suite="lh", tasks=("lh-make-coffee",), episodes_per_task=1,
-                          noise=0.0, workers=1, progress=False))
+    collect(
+        CollectConfig(
+            store=str(tmp_path / "store"),
+            suite="lh",
+            tasks=("lh-make-coffee",),
+            episodes_per_task=1,
+            noise=0.0,
+            workers=1,
+            progress=False,
+        )
+    )
     policy, _, _ = load_checkpoint(pretrain(_config(tmp_path, 2)))
     assert (policy.config.obs_dim, policy.config.action_dim) == (44, 4)
     assert policy.obs_mean.shape == (44,)
