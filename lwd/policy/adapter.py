@@ -1,4 +1,8 @@
-"""The narrow interface learners use, so a large pretrained VLA can replace the small policy."""
+"""The narrow interface a flow-matching policy offers the learners.
+
+Not yet the whole seam: the flow-matching losses use only this protocol, but QAM and the
+online methods still reach `velocity_net` (the trainable action expert) and `unnormalize`
+of `FlowChunkPolicy`, so a second policy class needs those too (an open issue)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""Training loops (SFT now; offline RL next): own optimisers, call the pure losses, log metrics."""
+"""Training: the SFT and offline-RL loops and the online learners behind one interface
+(`online_methods`); they own optimisers, call the pure losses and log metrics."""
