@@ -24,6 +24,14 @@ from lwd.fleet.worker import EXIT_LEASE_REFUSED, FleetConfig, robot_specs, worke
 
 
 class Fleet(Protocol):
+    """What the online loop controls of its robots, whatever runs them."""
+
+    restarts: int  # worker restarts so far, for fleet/worker_restarts
+
+    @property
+    def alive(self) -> int:
+        """Workers running now, for fleet/workers_alive."""
+
     def start(self) -> None: ...
 
     def supervise(self) -> list[int]:
