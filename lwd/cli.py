@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,13 +268,11 @@ def cmd_eval(config) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lwd.benchmarks import (
-        FleetBenchConfig,
-        OperatorBenchConfig,
-        PolicyBenchConfig,
-        SimBenchConfig,
-    )
+Command = tuple[tuple[str, ...], str, type, Callable[..., int]]  # (path, help, config class, handler)
+GROUPS = {"train": "RL training stages", "store": "inspect an episode store", "bench": "benchmarks"}
+
+
+def _job_commands() -> list[Command]:
     from lwd.evaluation.compare import CompareConfig
     from lwd.evaluation.evaluate import EvalConfig
     from lwd.fleet.collect import CollectConfig, OfflineDataConfig
@@ -283,114 +282,128 @@ def build_parser() -> argparse.ArgumentParser:
     from lwd.training.offline import OfflineConfig
     from lwd.training.sft import PretrainConfig
 
+    return [
+        (
+            ("demo",),
+            "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
+            "-> evaluation -> report (resumable; finished stages are reused)",
+            DemoConfig,
+            cmd_demo,
+        ),
+        (
+            ("experiment",),
+            "the comparison table: SFT, HG-DAgger, RECAP, LWD offline and online (+ ablations) "
+            "on MT10 and the long-horizon suite, several training seeds, same budgets (resumable)",
+            ExperimentConfig,
+            cmd_experiment,
+        ),
+        (
+            ("collect",),
+            "collect expert demonstrations, play data or policy rollouts into an episode store",
+            CollectConfig,
+            cmd_collect,
+        ),
+        (
+            ("pretrain",),
+            "SFT: supervised flow matching on the store's demonstrations (resumable)",
+            PretrainConfig,
+            cmd_pretrain,
+        ),
+        (
+            ("offline-data",),
+            "build the offline RL store: demos + SFT rollouts + play (resumable)",
+            OfflineDataConfig,
+            cmd_offline_data,
+        ),
+        (
+            ("train", "offline"),
+            "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
+            OfflineConfig,
+            cmd_train_offline,
+        ),
+        (
+            ("deploy",),
+            "learning while deploying: a fleet of simulated robots runs the newest policy while the "
+            "learner trains on their episodes and publishes versions (resumable; Ctrl-C stops cleanly)",
+            DeployConfig,
+            cmd_deploy,
+        ),
+        (
+            ("eval",),
+            "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
+            EvalConfig,
+            cmd_eval,
+        ),
+        (
+            ("compare",),
+            "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",
+            CompareConfig,
+            cmd_compare,
+        ),
+    ]
+
+
+def _tool_commands() -> list[Command]:
+    from lwd.benchmarks import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
+
+    return [
+        (
+            ("store", "info"),
+            "episodes, steps, success and interventions per task and source",
+            StoreInfoConfig,
+            cmd_store_info,
+        ),
+        (
+            ("store", "check"),
+            "verify every episode file against the catalogue; --repair quarantines damage",
+            StoreCheckConfig,
+            cmd_store_check,
+        ),
+        (
+            ("bench", "sim"),
+            "bare simulator vs expert collection into the store, same cores",
+            SimBenchConfig,
+            cmd_bench_sim,
+        ),
+        (
+            ("bench", "fleet"),
+            "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
+            FleetBenchConfig,
+            cmd_bench_fleet,
+        ),
+        (
+            ("bench", "operator"),
+            "how often the deployment operator takes over, per task, from a fixed policy (tune the gate: --operator-*)",
+            OperatorBenchConfig,
+            cmd_bench_operator,
+        ),
+        (
+            ("bench", "policy"),
+            "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)",
+            PolicyBenchConfig,
+            cmd_bench_policy,
+        ),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def leaf(group, name: str, help_text: str, config_cls, handler):
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, help_text, config_cls, handler in _job_commands() + _tool_commands():
+        parent = commands
+        if len(path) == 2:
+            if path[0] not in groups:
+                groups[path[0]] = commands.add_parser(path[0], help=GROUPS[path[0]]).add_subparsers(
+                    dest=f"{path[0]}_command", required=True
+                )
+            parent = groups[path[0]]
         # argparse %-formats help strings but prints descriptions verbatim
-        sub = group.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
+        sub = parent.add_parser(path[-1], help=help_text.replace("%", "%%"), description=help_text)
         add_config_arguments(sub, config_cls)
         sub.set_defaults(handler=handler, config_cls=config_cls)
-
-    leaf(
-        commands,
-        "demo",
-        "the main job: demos -> SFT -> offline RL -> learning while deploying with a simulated fleet "
-        "-> evaluation -> report (resumable; finished stages are reused)",
-        DemoConfig,
-        cmd_demo,
-    )
-    leaf(
-        commands,
-        "experiment",
-        "the comparison table: SFT, HG-DAgger, RECAP, LWD offline and online (+ ablations) "
-        "on MT10 and the long-horizon suite, several training seeds, same budgets (resumable)",
-        ExperimentConfig,
-        cmd_experiment,
-    )
-    leaf(
-        commands,
-        "collect",
-        "collect expert demonstrations, play data or policy rollouts into an episode store",
-        CollectConfig,
-        cmd_collect,
-    )
-    leaf(
-        commands,
-        "pretrain",
-        "SFT: supervised flow matching on the store's demonstrations (resumable)",
-        PretrainConfig,
-        cmd_pretrain,
-    )
-    leaf(
-        commands,
-        "offline-data",
-        "build the offline RL store: demos + SFT rollouts + play (resumable)",
-        OfflineDataConfig,
-        cmd_offline_data,
-    )
-    train = commands.add_parser("train", help="RL training stages").add_subparsers(dest="train_command", required=True)
-    leaf(
-        train,
-        "offline",
-        "offline RL (DIVL + QAM) from the SFT checkpoint on the offline store (resumable)",
-        OfflineConfig,
-        cmd_train_offline,
-    )
-    leaf(
-        commands,
-        "deploy",
-        "learning while deploying: a fleet of simulated robots runs the newest policy while the "
-        "learner trains on their episodes and publishes versions (resumable; Ctrl-C stops cleanly)",
-        DeployConfig,
-        cmd_deploy,
-    )
-    leaf(
-        commands,
-        "eval",
-        "evaluate a checkpoint on evaluation seeds (no operator): success, 95% CI, cycle time",
-        EvalConfig,
-        cmd_eval,
-    )
-    leaf(
-        commands,
-        "compare",
-        "side-by-side success table of evaluation reports (mean over training seeds, 95% CI)",
-        CompareConfig,
-        cmd_compare,
-    )
-    store = commands.add_parser("store", help="inspect an episode store").add_subparsers(
-        dest="store_command", required=True
-    )
-    leaf(
-        store, "info", "episodes, steps, success and interventions per task and source", StoreInfoConfig, cmd_store_info
-    )
-    leaf(store, "check", "verify every episode file against the catalogue", StoreCheckConfig, cmd_store_check)
-    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    leaf(bench, "sim", "bare simulator vs expert collection into the store, same cores", SimBenchConfig, cmd_bench_sim)
-    leaf(
-        bench,
-        "fleet",
-        "fleet throughput (policy, operator, uploads) vs bare Meta-World on the same episodes and cores",
-        FleetBenchConfig,
-        cmd_bench_fleet,
-    )
-    leaf(
-        bench,
-        "operator",
-        "how often the deployment operator takes over, per task, from a fixed policy (tune the gate: --operator-*)",
-        OperatorBenchConfig,
-        cmd_bench_operator,
-    )
-    leaf(
-        bench,
-        "policy",
-        "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)",
-        PolicyBenchConfig,
-        cmd_bench_policy,
-    )
     return parser
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from lwd.envs.tasks import SEEDS, UnknownTaskError, task_spec
+from lwd.envs.tasks import SEEDS, TaskSpec, UnknownTaskError, task_spec
 
 Source = Literal["demo", "rollout", "play"]
 SOURCES: tuple[str, ...] = ("demo", "rollout", "play")
@@ -74,6 +74,13 @@ def _fail(episode_hint: str, problem: str) -> None:
 def validate(episode: Episode) -> None:
     """Raise EpisodeValidationError naming the first problem; return None if valid."""
     hint = f"{getattr(episode, 'robot_id', '?')}/{getattr(episode, 'seq', '?')}"
+    spec = _validate_identity(episode, hint)
+    _validate_arrays(episode, hint, spec)
+    _validate_labels(episode, hint)
+
+
+def _validate_identity(episode: Episode, hint: str) -> TaskSpec:
+    """Every field present; robot, seq, task, source and instruction well-formed."""
     for name in Episode.__dataclass_fields__:
         if not hasattr(episode, name):
             _fail(hint, f"missing field {name!r}")
@@ -105,7 +112,11 @@ def validate(episode: Episode) -> None:
         _fail(hint, f"source {episode.source!r} is not one of {SOURCES}")
     if not isinstance(episode.instruction, str) or not episode.instruction.strip():
         _fail(hint, "instruction must be a non-empty string")
+    return spec
 
+
+def _validate_arrays(episode: Episode, hint: str, spec: TaskSpec) -> None:
+    """Array types, the shapes the task implies, finite values, actions in range."""
     arrays = {
         "observations": episode.observations,
         "actions": episode.actions,
@@ -146,6 +157,10 @@ def validate(episode: Episode) -> None:
         _fail(hint, f"intervention must be bool, got {episode.intervention.dtype}")
     if not np.issubdtype(episode.policy_version.dtype, np.integer) or episode.policy_version.min() < NO_POLICY:
         _fail(hint, "policy_version must be integers >= -1")
+
+
+def _validate_labels(episode: Episode, hint: str) -> None:
+    """Source, success and stage score consistent; no held-out seed; JSON extras."""
     if episode.intervention.any() and episode.source != "rollout":
         _fail(hint, f"an episode with intervened steps is a 'rollout', not {episode.source!r}")
     if episode.source == "play" and episode.success:

@@ -36,7 +36,9 @@ from lwd.data.store import DamagedEpisode, EpisodeStore
 class ReplayConfig:
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
     discount: float = documented(0.99, "gamma per environment step")
-    n_step: int = documented(1, "n: chunks per TD backup (4 for MT10 offline and lwd online, 10 offline for long-horizon tasks)")
+    n_step: int = documented(
+        1, "n: chunks per TD backup (4 for MT10 offline and lwd online, 10 offline for long-horizon tasks)"
+    )
     sources: tuple[str, ...] | None = documented(
         None, "only episodes from these sources (demo, rollout, play); None = all"
     )

@@ -49,9 +49,7 @@ from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
 from lwd.policy.checkpoint import (
-    has_checkpoint,
     load_trainer_state,
-    read_manifest,
     save_checkpoint,
 )
 from lwd.training.metrics import MetricsLogger, average_metrics
@@ -61,6 +59,7 @@ from lwd.training.online_methods import (
     OnlineMethod,
     start_method,
 )
+from lwd.training.resume import ResumeState, find_resume_state
 
 # Chunks per online TD backup when --n-step is 0. lwd keeps MT10's offline n (cut at
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
@@ -183,31 +182,34 @@ class OnlineProgress:
     pace_anchor: list[int] | None = None
     wall_before: float = 0.0  # online wall seconds of earlier invocations
 
-    def to_json(
+    def resume_state(
         self, method: str, method_state: dict, rng: np.random.Generator, online_snapshot: int, wall_now: float
-    ) -> dict:
-        return {
-            "method": method,
-            "method_state": method_state,
-            "rng": rng.bit_generator.state,
-            "online_step": self.step,
-            "base_training_step": self.base_training_step,
-            "offline_snapshot": self.offline_snapshot,
-            "deployed_from": self.deployed_from,
-            "online_snapshot": online_snapshot,
-            "pace_anchor": self.pace_anchor,
-            "online_wall_seconds": self.wall_before + wall_now,
-        }
+    ) -> ResumeState:
+        return ResumeState(
+            self.step,
+            rng.bit_generator.state,
+            {
+                "method": method,
+                "method_state": method_state,
+                "base_training_step": self.base_training_step,
+                "offline_snapshot": self.offline_snapshot,
+                "deployed_from": self.deployed_from,
+                "online_snapshot": online_snapshot,
+                "pace_anchor": self.pace_anchor,
+                "online_wall_seconds": self.wall_before + wall_now,
+            },
+        )
 
     @classmethod
-    def from_json(cls, saved: dict) -> OnlineProgress:
+    def resumed(cls, state: ResumeState) -> OnlineProgress:
+        saved = state.extras
         return cls(
-            step=saved["online_step"],
+            step=state.step,
             base_training_step=saved["base_training_step"],
             deployed_from=saved["deployed_from"],
             offline_snapshot=saved["offline_snapshot"],
-            pace_anchor=saved.get("pace_anchor"),
-            wall_before=saved.get("online_wall_seconds", 0.0),
+            pace_anchor=saved["pace_anchor"],
+            wall_before=saved["online_wall_seconds"],
         )
 
 
@@ -317,9 +319,9 @@ class OnlineLoop:
             optimizer_state=method.optimizer_state(),
             learner_modules=method.modules(),
             extras={
-                "online": progress.to_json(
+                "online": progress.resume_state(
                     self.config.method, method.state(), self.rng, self.online.snapshot, time.time() - self.began
-                )
+                ).to_json()
             },
         )
 
@@ -522,30 +524,30 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     torch.set_num_threads(config.threads)
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
-    saved = read_manifest(last).extras["online"] if has_checkpoint(last) else None
-    if saved is not None and saved.get("method", "lwd") != config.method:
+    resume = find_resume_state(last, "online")
+    state = resume[0] if resume else None
+    if state is not None and state.extras["method"] != config.method:
         raise ValueError(
-            f"{out} holds a {saved.get('method', 'lwd')!r} run; resume it with --method "
-            f"{saved.get('method', 'lwd')} or choose another --out"
+            f"{out} holds a {state.extras['method']!r} run; resume it with --method {state.extras['method']} "
+            "or choose another --out"
         )
     method = start_method(
         config.method,
-        last if saved else config.checkpoint,
+        last if state else config.checkpoint,
         config.method_settings(),
-        saved=saved.get("method_state", saved) if saved else None,
+        saved=state.extras["method_state"] if state else None,
     )
-    rng = np.random.default_rng(config.seed)
-    if saved is not None:
+    if state is not None:
         method.restore_optimizers(load_trainer_state(last) or {})
-        rng.bit_generator.state = saved["rng"]
-        progress = OnlineProgress.from_json(saved)
+        rng, progress = state.sampler(), OnlineProgress.resumed(state)
     else:
+        rng = np.random.default_rng(config.seed)
         progress = OnlineProgress(
             step=0, base_training_step=method.manifest.training_step, deployed_from=str(config.checkpoint)
         )
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    offline, online = _replays(config, method, progress, fresh=saved is None)
+    offline, online = _replays(config, method, progress, fresh=state is None)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
     registry = PolicyRegistry(out / "registry")
     if registry.latest() is None:  # robots start with the start checkpoint, as its own version

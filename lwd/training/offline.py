@@ -21,18 +21,17 @@ from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import (
-    has_checkpoint,
     load_checkpoint,
     load_learner_state,
-    load_trainer_state,
     save_checkpoint,
 )
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
+from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
-from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
 
 
 @dataclass(frozen=True)
@@ -94,33 +93,15 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
         module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-def learner_optimizer_state(learner) -> dict[str, torch.Tensor]:
-    """A learner's optimisers' states as flat tensors, prefixed by the names in its
-    `optimizers` (LWD: `critic.`, `value.`, `policy.`)."""
-    state: dict[str, torch.Tensor] = {}
-    for name, optimizer in learner.optimizers.items():
-        state.update(flatten_optimizer_state(optimizer, prefix=name + "."))
-    return state
-
-
-def restore_learner_optimizers(learner, state: dict[str, torch.Tensor]) -> None:
-    for name, optimizer in learner.optimizers.items():
-        restore_optimizer_state(optimizer, state, prefix=name + ".")
-
-
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-
     torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    last = out / "last"
-    resumed = has_checkpoint(last)
-    source = last if resumed else Path(config.checkpoint)
-    policy, encoder, manifest = load_checkpoint(source)
-    store = EpisodeStore(config.store, create=False)
+    resume = find_resume_state(out / "last", "offline")
+    policy, encoder, manifest = load_checkpoint(out / "last" if resume else Path(config.checkpoint))
     replay = ChunkReplay(
-        store,
+        EpisodeStore(config.store, create=False),
         ReplayConfig(
             chunk_len=policy.config.chunk_len,
             discount=config.discount,
@@ -128,47 +109,42 @@ def train_offline(config: OfflineConfig) -> Path:
             task_balanced=config.task_balanced,
         ),
     )
-    if resumed:
-        saved = manifest.extras["offline"]
-        critic_config = CriticConfig(**saved["critic"])
+    if resume is not None:
+        state = resume[0]
+        critic_config = CriticConfig(**state.extras["critic"])
         replay.refresh(up_to=manifest.data_snapshot)
-        reference = FlowChunkPolicy(policy.config)
         learner = build_learner(
-            policy, reference, critic_config, config.learner_config(), state=load_learner_state(last)
+            policy,
+            FlowChunkPolicy(policy.config),
+            critic_config,
+            config.learner_config(),
+            state=load_learner_state(out / "last"),
         )
-        restore_learner_optimizers(learner, load_trainer_state(last) or {})
-        start = manifest.training_step - saved["start_step"]
-        rng_state = saved["rng"]
-        base_step, base_version = saved["start_step"], saved["base_version"]
+        restore_optimizers_from(learner.optimizers, out / "last")
+        base_step, base_version = state.extras["start_step"], state.extras["base_version"]
     else:
-        replay.refresh()
-        if replay.num_steps == 0:
-            raise ValueError(f"store {config.store} is empty; build it with `lwd offline-data`")
-        missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
-        encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
-        critic_config = CriticConfig(
-            obs_dim=policy.config.obs_dim,
-            action_dim=policy.config.action_dim,
-            chunk_len=policy.config.chunk_len,
-            hidden_dim=config.critic_hidden,
-            value_kind=config.value_kind,
-        )
-        torch.manual_seed(config.seed)
-        reference = copy.deepcopy(policy)  # the SFT policy, frozen
-        obs = replay.observation_array
-        learner = build_learner(policy, reference, critic_config, config.learner_config(), (obs.mean(0), obs.std(0)))
-        start, rng_state = 0, None
+        state = None
+        learner, critic_config = _new_learner(config, policy, encoder, replay)
         base_step, base_version = manifest.training_step, manifest.version
-    learner.step_count = start
+    start = learner.step_count = state.step if state else 0
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-
-    rng = np.random.default_rng(config.seed)
+    rng = state.sampler() if state else np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed + start)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
 
     def checkpoint(path: Path, step: int) -> None:
+        resume_state = ResumeState(
+            step,
+            rng.bit_generator.state,
+            {
+                "critic": critic_config.to_dict(),
+                "learner": config.learner_config().to_dict(),
+                "start_step": base_step,
+                "base_version": base_version,
+                "store": config.store,
+                "reference_checkpoint": config.checkpoint,
+            },
+        )
         save_checkpoint(
             path,
             learner.policy,
@@ -177,19 +153,9 @@ def train_offline(config: OfflineConfig) -> Path:
             parent_version=base_version,
             training_step=base_step + step,
             data_snapshot=replay.snapshot,
-            optimizer_state=learner_optimizer_state(learner),
+            optimizer_state=optimizer_state(learner.optimizers),
             learner_modules=learner_modules(learner),
-            extras={
-                "offline": {
-                    "critic": critic_config.to_dict(),
-                    "learner": config.learner_config().to_dict(),
-                    "rng": rng.bit_generator.state,
-                    "start_step": base_step,
-                    "base_version": base_version,
-                    "store": config.store,
-                    "reference_checkpoint": config.checkpoint,
-                }
-            },
+            extras={"offline": resume_state.to_json()},
         )
 
     def step() -> dict[str, float]:
@@ -206,3 +172,28 @@ def train_offline(config: OfflineConfig) -> Path:
         "offline RL", "learner/updates_per_s", config.steps, config.log_every, config.checkpoint_every, config.progress
     )
     return run_steps(settings, out, start, step, logger, checkpoint, summary)
+
+
+def _new_learner(
+    config: OfflineConfig, policy: FlowChunkPolicy, encoder: InstructionEncoder, replay: ChunkReplay
+) -> tuple[LWDLearner, CriticConfig]:
+    """A learner around the SFT policy: its frozen copy as reference, fresh critic and value
+    normalised on the offline store."""
+    replay.refresh()
+    if replay.num_steps == 0:
+        raise ValueError(f"store {config.store} is empty; build it with `lwd offline-data`")
+    missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
+    encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
+    critic_config = CriticConfig(
+        obs_dim=policy.config.obs_dim,
+        action_dim=policy.config.action_dim,
+        chunk_len=policy.config.chunk_len,
+        hidden_dim=config.critic_hidden,
+        value_kind=config.value_kind,
+    )
+    torch.manual_seed(config.seed)
+    reference = copy.deepcopy(policy)  # the SFT policy, frozen
+    obs = replay.observation_array
+    return build_learner(
+        policy, reference, critic_config, config.learner_config(), (obs.mean(0), obs.std(0))
+    ), critic_config

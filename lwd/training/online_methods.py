@@ -32,10 +32,9 @@ from lwd.training.batches import learner_batch
 from lwd.training.offline import (
     build_learner,
     learner_modules,
-    learner_optimizer_state,
     load_modules,
-    restore_learner_optimizers,
 )
+from lwd.training.resume import optimizer_state, restore_optimizers
 
 METHODS = ("lwd", "hg-dagger", "recap")
 
@@ -112,10 +111,10 @@ class _LearnerMethod:
         return self.learner.modules()
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return learner_optimizer_state(self.learner)
+        return optimizer_state(self.learner.optimizers)
 
     def restore_optimizers(self, state: dict[str, torch.Tensor]) -> None:
-        restore_learner_optimizers(self.learner, state)
+        restore_optimizers(self.learner.optimizers, state)
 
 
 class LWDMethod(_LearnerMethod):

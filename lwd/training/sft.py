@@ -21,9 +21,7 @@ from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.checkpoint import (
-    has_checkpoint,
     load_checkpoint,
-    load_trainer_state,
     save_checkpoint,
 )
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
@@ -31,7 +29,7 @@ from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
-from lwd.training.optim_state import flatten_optimizer_state, restore_optimizer_state
+from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
 
 
 @dataclass(frozen=True)
@@ -73,65 +71,40 @@ def sft_step(
 
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-
     torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    store = EpisodeStore(config.store, create=False)
-    replay = ChunkReplay(store, ReplayConfig(chunk_len=config.chunk_len, sources=config.sources))
-    last = out / "last"
-    resumed = has_checkpoint(last)
-    if resumed:
-        policy, encoder, manifest = load_checkpoint(last)
+    replay = ChunkReplay(
+        EpisodeStore(config.store, create=False), ReplayConfig(chunk_len=config.chunk_len, sources=config.sources)
+    )
+    resume = find_resume_state(out / "last", "sft")
+    if resume is not None:
+        state, manifest = resume
+        policy, encoder, _ = load_checkpoint(out / "last")
         if policy.config.chunk_len != config.chunk_len:
             raise ValueError(
-                f"{last} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume"
+                f"{out / 'last'} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume"
             )
         replay.refresh(up_to=manifest.data_snapshot)
-        start = manifest.training_step
-        rng_state = manifest.extras["rng"]
     else:
-        replay.refresh()
-        if replay.num_steps == 0:
-            raise ValueError(
-                f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first"
-            )
-        torch.manual_seed(config.seed)
-        obs, act = replay.observation_array, replay.action_array  # (N, obs_dim), (M, action_dim)
-        policy = FlowChunkPolicy(
-            PolicyConfig(
-                obs_dim=obs.shape[1],
-                action_dim=act.shape[1],
-                chunk_len=config.chunk_len,
-                hidden_dim=config.hidden_dim,
-                num_layers=config.num_layers,
-            )
-        )
-        policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
-        encoder = InstructionEncoder()
-        encoder.embed(list(replay.instruction_vocab))
-        start, rng_state = 0, None
+        state = None
+        policy, encoder = _new_policy(config, replay)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))
-    )
-    if resumed:
-        restore_optimizer_state(optimizer, load_trainer_state(last) or {})
-        with warnings.catch_warnings():  # fast-forwarding the schedule to the resumed step is intended
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-            for _ in range(start):
-                schedule.step()
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state["numpy"]
-        generator.manual_seed(rng_state["torch_seed"] + start)
-
+    start = state.step if state else 0
+    optimizer, schedule = _optimizer_and_schedule(policy, config, start)
+    if state is not None:
+        restore_optimizers_from({"policy": optimizer}, out / "last")
+    rng = state.sampler() if state else np.random.default_rng(config.seed)
+    torch_seed = state.extras["torch_seed"] if state else config.seed
+    generator = torch.Generator().manual_seed(torch_seed + start)
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
 
     def checkpoint(path: Path, step: int) -> None:
+        resume_state = ResumeState(
+            step,
+            rng.bit_generator.state,
+            {"torch_seed": torch_seed, "store": config.store, "sources": list(config.sources)},
+        )
         save_checkpoint(
             path,
             policy,
@@ -139,12 +112,8 @@ def pretrain(config: PretrainConfig) -> Path:
             version=0,
             training_step=step,
             data_snapshot=replay.snapshot,
-            optimizer_state=flatten_optimizer_state(optimizer),
-            extras={
-                "rng": {"numpy": rng.bit_generator.state, "torch_seed": config.seed},
-                "store": config.store,
-                "sources": list(config.sources),
-            },
+            optimizer_state=optimizer_state({"policy": optimizer}),
+            extras={"sft": resume_state.to_json()},
         )
 
     def step() -> dict[str, float]:
@@ -165,3 +134,38 @@ def pretrain(config: PretrainConfig) -> Path:
         summary=lambda mean: {"loss": f"{mean['sft/flow_loss']:.4f}"},
         extra_metrics=lambda: {"sft/lr": schedule.get_last_lr()[0]},
     )
+
+
+def _new_policy(config: PretrainConfig, replay: ChunkReplay) -> tuple[FlowChunkPolicy, InstructionEncoder]:
+    """A fresh policy normalised on the store's data, and the embeddings of its instructions."""
+    replay.refresh()
+    if replay.num_steps == 0:
+        raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
+    torch.manual_seed(config.seed)
+    obs, act = replay.observation_array, replay.action_array  # (N, obs_dim), (M, action_dim)
+    policy = FlowChunkPolicy(
+        PolicyConfig(
+            obs_dim=obs.shape[1],
+            action_dim=act.shape[1],
+            chunk_len=config.chunk_len,
+            hidden_dim=config.hidden_dim,
+            num_layers=config.num_layers,
+        )
+    )
+    policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
+    encoder = InstructionEncoder()
+    encoder.embed(list(replay.instruction_vocab))
+    return policy, encoder
+
+
+def _optimizer_and_schedule(policy: FlowChunkPolicy, config: PretrainConfig, start: int):
+    """Adam with a cosine schedule down to 10% of `lr`, fast-forwarded to `start`."""
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))
+    )
+    with warnings.catch_warnings():  # fast-forwarding the schedule to the resumed step is intended
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        for _ in range(start):
+            schedule.step()
+    return optimizer, schedule

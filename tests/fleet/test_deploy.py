@@ -184,7 +184,7 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     finally:
         process.kill()
     last = json.loads((out / "learner" / "last" / "manifest.json").read_text())
-    stopped_at = last["extras"]["online"]["online_step"]
+    stopped_at = last["extras"]["online"]["step"]
     committed = len(_episodes(out))
     assert committed >= 6 and not (out / "learner" / "final").exists()
     summary = deploy(_config(tiny_pipeline, out, 1))  # budget already spent: finish at once from the saved state
