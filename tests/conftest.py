@@ -69,6 +69,25 @@ def random_batch(
     return (batch_type or LearnerBatch)(**{**fields, **overrides})
 
 
+def tiny_offline_config(store, checkpoint, out, steps: int, **overrides):
+    """Offline RL at test size: small batches and critic, two warm-up steps, quiet."""
+    from lwd.training.offline import OfflineConfig
+
+    settings = dict(
+        batch_size=32,
+        qam_batch=8,
+        critic_hidden=32,
+        policy_warmup=2,
+        log_every=2,
+        checkpoint_every=4,
+        progress=False,
+        tensorboard=False,
+    )
+    return OfflineConfig(
+        store=str(store), checkpoint=str(checkpoint), out=str(out), steps=steps, **{**settings, **overrides}
+    )
+
+
 @pytest.fixture
 def episode_factory():
     return make_episode
@@ -87,7 +106,7 @@ def tiny_pipeline(tmp_path_factory):
         build_offline_store,
         collect,
     )
-    from lwd.training.offline import OfflineConfig, train_offline
+    from lwd.training.offline import train_offline
     from lwd.training.sft import PretrainConfig, pretrain
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -117,20 +136,5 @@ def tiny_pipeline(tmp_path_factory):
             progress=False,
         )
     )
-    offline = train_offline(
-        OfflineConfig(
-            store=store,
-            checkpoint=str(sft),
-            out=str(root / "offline"),
-            steps=4,
-            batch_size=32,
-            qam_batch=8,
-            critic_hidden=32,
-            policy_warmup=2,
-            log_every=2,
-            checkpoint_every=4,
-            progress=False,
-            tensorboard=False,
-        )
-    )
+    offline = train_offline(tiny_offline_config(store, str(sft), root / "offline", steps=4))
     return root, store, str(sft), results, str(offline)

@@ -45,6 +45,24 @@ def _config(tiny_pipeline, out, env_steps=4_000, **overrides):
     )
 
 
+def _deploy_command(config: DeployConfig) -> list[str]:
+    """`lwd deploy` in a process of its own, with the settings of `_config`."""
+    settings = {
+        "--checkpoint": config.checkpoint,
+        "--offline-store": config.offline_store,
+        "--out": config.out,
+        "--robots-per-worker": "2",
+        "--env-steps": str(config.env_steps),
+        "--n-sync": "5",
+        "--batch-size": "32",
+        "--qam-batch": "8",
+        "--refresh-seconds": "0.2",
+        "--checkpoint-every": "20",
+    }
+    args = [sys.executable, "-m", "lwd.cli", "deploy", "--tasks", *TASKS, "--no-progress", "--no-tensorboard"]
+    return args + [item for pair in settings.items() for item in pair]
+
+
 def _episodes(out):
     store = EpisodeStore(out / "online_store", create=False)
     return [store.load(record) for record in store.records()]
@@ -144,34 +162,7 @@ def test_the_episode_log_keeps_each_episodes_outcome_and_stage_score(crashed_run
 def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_pipeline, out, 1_000_000)
-    args = [
-        sys.executable,
-        "-m",
-        "lwd.cli",
-        "deploy",
-        "--checkpoint",
-        config.checkpoint,
-        "--offline-store",
-        config.offline_store,
-        "--out",
-        str(out),
-        "--tasks",
-        *TASKS,
-        "--robots-per-worker",
-        "2",
-        "--env-steps",
-        "1000000",
-        "--n-sync",
-        "5",
-        "--batch-size",
-        "32",
-        "--qam-batch",
-        "8",
-        "--refresh-seconds",
-        "0.2",
-        "--no-progress",
-        "--no-tensorboard",
-    ]
+    args = _deploy_command(config)
     process = subprocess.Popen(args)
     try:
         deadline = time.time() + 120
@@ -218,36 +209,7 @@ def _alive(pid: int) -> bool:
 def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_resumes(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_pipeline, out, 3_000)
-    args = [
-        sys.executable,
-        "-m",
-        "lwd.cli",
-        "deploy",
-        "--checkpoint",
-        config.checkpoint,
-        "--offline-store",
-        config.offline_store,
-        "--out",
-        str(out),
-        "--tasks",
-        *TASKS,
-        "--robots-per-worker",
-        "2",
-        "--env-steps",
-        "3000",
-        "--n-sync",
-        "5",
-        "--batch-size",
-        "32",
-        "--qam-batch",
-        "8",
-        "--refresh-seconds",
-        "0.2",
-        "--checkpoint-every",
-        "20",
-        "--no-progress",
-        "--no-tensorboard",
-    ]
+    args = _deploy_command(config)
     process = subprocess.Popen(args)
     try:
         deadline = time.time() + 120
@@ -402,7 +364,8 @@ def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
 def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pipeline, tmp_path):
     import shutil
 
-    from lwd.training.offline import OfflineConfig, train_offline
+    from lwd.training.offline import train_offline
+    from tests.conftest import tiny_offline_config
 
     root, store_path, sft, _, offline = tiny_pipeline
     damaged = tmp_path / "store"
@@ -417,22 +380,7 @@ def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pi
     total = len(store.records())
     report = store.check(repair=True)
     assert len(report.quarantined_now) == 3 and len(store.records()) == total - 3
-    final = train_offline(
-        OfflineConfig(
-            store=str(damaged),
-            checkpoint=sft,
-            out=str(tmp_path / "rl"),
-            steps=4,
-            batch_size=32,
-            qam_batch=8,
-            critic_hidden=32,
-            policy_warmup=2,
-            log_every=2,
-            checkpoint_every=4,
-            progress=False,
-            tensorboard=False,
-        )
-    )
+    final = train_offline(tiny_offline_config(damaged, sft, tmp_path / "rl", steps=4))
     assert (final / "manifest.json").exists()
     config = replace(_config(tiny_pipeline, tmp_path / "run", 600), offline_store=str(damaged))
     summary = deploy(config)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lwd.policy.checkpoint import CheckpointError, load_checkpoint, load_learner_state
-from lwd.training.offline import OfflineConfig, train_offline
+from lwd.training.offline import train_offline
+from tests.conftest import tiny_offline_config
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +27,7 @@ def test_offline_store_holds_demos_rollouts_and_play(offline_setup):
 
 
 def _offline_config(root, store, sft, steps, **overrides):
-    return OfflineConfig(
-        store=store,
-        checkpoint=sft,
-        out=str(root / overrides.pop("name", "rl")),
-        steps=steps,
-        batch_size=32,
-        qam_batch=8,
-        critic_hidden=32,
-        policy_warmup=2,
-        log_every=2,
-        checkpoint_every=4,
-        progress=False,
-        tensorboard=False,
-        **overrides,
-    )
+    return tiny_offline_config(store, sft, root / overrides.pop("name", "rl"), steps, **overrides)
 
 
 def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
