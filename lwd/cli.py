@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lwd.configargs import add_config_arguments, config_from_args, documented
+from lwd.configargs import documented
 
 
 @dataclass(frozen=True)
@@ -400,11 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
                     dest=f"{path[0]}_command", required=True
                 )
             parent = groups[path[0]]
-        # argparse %-formats help strings but prints descriptions verbatim
-        sub = parent.add_parser(path[-1], help=help_text.replace("%", "%%"), description=help_text)
-        add_config_arguments(sub, config_cls)
-        sub.set_defaults(handler=handler, config_cls=config_cls)
+        # The leaf's options (and its --help) are tyro's: it reads the config dataclass,
+        # nested configs included, with each field's help text and default.
+        sub = parent.add_parser(path[-1], help=help_text.replace("%", "%%"), add_help=False)
+        sub.set_defaults(handler=handler, config_cls=config_cls, command=" ".join(path), description=help_text)
     return parser
+
+
+def parse_config(config_cls: type, options: list[str], prog: str, description: str):
+    """The config a command's options describe (tyro; `--help` lists every field)."""
+    import tyro
+
+    return tyro.cli(config_cls, args=options, prog=prog, description=description)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     from lwd.envs.tasks import UnknownTaskError
     from lwd.policy.checkpoint import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    args, options = build_parser().parse_known_args(argv)
     try:
-        config = config_from_args(args.config_cls, args)
+        config = parse_config(args.config_cls, options, prog=f"lwd {args.command}", description=args.description)
         return args.handler(config)
     except (StoreError, UnknownTaskError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"lwd: error: {err}", file=sys.stderr)
