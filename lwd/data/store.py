@@ -9,6 +9,7 @@ Layout of a store directory:
     quarantine/             damaged episode files and unexpected files that
                             `check(repair=True)` moved out of episodes/ (same
                             relative paths below it); created by the first repair
+    leases/<robot>.lock     one process at a time drives a robot id (lwd.data.lease)
 
 Commit protocol for a batch of episodes: validate all; write each file to tmp/,
 fsync, rename into episodes/ and fsync the directory; then, in one SQLite
