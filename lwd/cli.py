@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups = {}  # group name -> its sub-command parsers
     for path, help_text, config_cls, handler in _job_commands() + _tool_commands():
         parent = commands
         if len(path) == 2:

@@ -47,32 +47,38 @@ def tagged_processes(tag: str) -> list[int]:
     needle = f"{TAG}={tag}".encode()
     for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            if needle in environ.read_bytes().split(b"\0") and _alive(int(environ.parent.name)):
+            if needle in environ.read_bytes().split(b"\0") and alive(int(environ.parent.name)):
                 found.append(int(environ.parent.name))
         except OSError:
             continue
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie has exited, only its parent's wait is missing."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 
 
-def robot_workers(learner_pid: int) -> list[int]:
-    """The learner's robot worker processes (not multiprocessing's resource tracker)."""
-    workers = []
+def children(pid: int, cmdline_contains: bytes = b"") -> list[int]:
+    """Every process whose parent is `pid` (from /proc), optionally only those whose
+    command line contains `cmdline_contains`."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            if parent == pid and cmdline_contains in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
         except OSError:
             continue
-        if parent == learner_pid and b"spawn_main" in cmdline:
-            workers.append(int(stat.parent.name))
-    return workers
+    return found
+
+
+def robot_workers(learner_pid: int) -> list[int]:
+    """The learner's robot worker processes (not multiprocessing's resource tracker)."""
+    return children(learner_pid, b"spawn_main")
 
 
 def build_base(workdir: Path) -> tuple[Path, Path]:

@@ -10,13 +10,14 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from lwd.data.store import EpisodeStore
 from lwd.fleet.online import DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
+from tools.chaos import alive
+from tools.chaos import children as child_processes
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -185,27 +186,6 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tiny_pipeline, tmp_path):
     assert again == summary
 
 
-def _children(pid: int) -> list[int]:
-    """Every process whose parent is `pid` (from /proc)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
-
-
 def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_resumes(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_pipeline, out, 3_000)
@@ -217,14 +197,14 @@ def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_r
             time.sleep(0.5)
             if (out / "online_store").exists() and len(EpisodeStore(out / "online_store").records()) >= 4:
                 break
-        children = _children(process.pid)
+        children = child_processes(process.pid)
         assert len(children) >= 2  # the robot workers (and multiprocessing's resource tracker)
         process.kill()
         process.wait(10)
     finally:
         process.kill()
     time.sleep(10)
-    assert [pid for pid in children if _alive(pid)] == []
+    assert [pid for pid in children if alive(pid)] == []
     committed = len(_episodes(out))
     summary = deploy(config)  # the same command again: resumes and spends the rest of the budget
     assert summary["env_steps"] >= 3_000 and summary["final"] and summary["worker_restarts"] == 0
