@@ -328,13 +328,16 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
 
 
 @dataclass(frozen=True)
-class OperatorBenchConfig(FleetConfig):
+class OperatorBenchConfig:
     checkpoint: str = documented("runs/offline/final", "policy the robots run (no learner)")
     episodes: int = documented(300, "episodes to run in all (each robot runs its assigned task)")
+    seed: int = documented(0, "seed of the robots' policy noise and operators")
     out: str = documented("runs/bench/operator.json", "where to write the JSON result")
+    robots: FleetConfig = documented(
+        FleetConfig(), "the robots and their operator (tune the gate: --robots.operator.*)"
+    )
 
     def __post_init__(self) -> None:
-        FleetConfig.__post_init__(self)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
 
@@ -342,19 +345,19 @@ class OperatorBenchConfig(FleetConfig):
 def run_operator_bench(config: OperatorBenchConfig) -> dict:
     """How often the deployment operator takes over, per task, from a fixed policy: the share
     of episodes with a takeover, success with the operator, and success without any takeover
-    (one worker process; the gate is the fleet's `--operator-*` settings). The overall figures
+    (one worker process; the gate is `--robots.operator.*`). The overall figures
     average the tasks."""
     from lwd.data.store import EpisodeStore
     from lwd.fleet.registry import PolicyRegistry
     from lwd.fleet.worker import RobotWorker, robot_specs
 
-    fleet_config = config.fleet_config()
+    fleet_config = config.robots
     with tempfile.TemporaryDirectory() as tmp:
         registry = PolicyRegistry(Path(tmp) / "registry")
         registry.publish_checkpoint(config.checkpoint, learner_step=0)
         store = EpisodeStore(Path(tmp) / "store")
         specs = robot_specs(replace(fleet_config, workers=1, robots_per_worker=fleet_config.num_robots))
-        worker = RobotWorker(0, specs, fleet_config, store, registry)
+        worker = RobotWorker(0, specs, fleet_config, store, registry, seed=config.seed)
         worker.run(lambda: worker.uploaded >= config.episodes)
         worker.release()
         rows: dict[str, list[tuple[bool, bool]]] = {}

@@ -373,7 +373,8 @@ def _tool_commands() -> list[Command]:
         ),
         (
             ("bench", "operator"),
-            "how often the deployment operator takes over, per task, from a fixed policy (tune the gate: --operator-*)",
+            "how often the deployment operator takes over, per task, from a fixed policy "
+            "(tune the gate: --robots.operator.*)",
             OperatorBenchConfig,
             cmd_bench_operator,
         ),

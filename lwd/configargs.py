@@ -13,8 +13,3 @@ import dataclasses
 def documented(default, help: str):
     """A dataclass field whose help text becomes its command-line `--help`."""
     return dataclasses.field(default=default, metadata={"help": help})
-
-
-def narrow(config, cls: type):
-    """The `cls` part of a config dataclass that extends `cls`, as a plain `cls`."""
-    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})

@@ -70,21 +70,31 @@ def random_batch(
 
 
 def tiny_offline_config(store, checkpoint, out, steps: int, **overrides):
-    """Offline RL at test size: small batches and critic, two warm-up steps, quiet."""
+    """Offline RL at test size: small batches and critic, two warm-up steps, quiet.
+    `overrides` may name OfflineConfig or LearnerConfig fields."""
+    import dataclasses
+
+    from lwd.algorithms.learner import LearnerConfig
     from lwd.training.offline import OfflineConfig
 
+    learner_fields = {f.name for f in dataclasses.fields(LearnerConfig)}
+    learner = {"qam_batch": 8, "policy_warmup": 2, **{k: v for k, v in overrides.items() if k in learner_fields}}
     settings = dict(
         batch_size=32,
-        qam_batch=8,
         critic_hidden=32,
-        policy_warmup=2,
         log_every=2,
         checkpoint_every=4,
         progress=False,
         tensorboard=False,
+        **{k: v for k, v in overrides.items() if k not in learner_fields},
     )
     return OfflineConfig(
-        store=str(store), checkpoint=str(checkpoint), out=str(out), steps=steps, **{**settings, **overrides}
+        store=str(store),
+        checkpoint=str(checkpoint),
+        out=str(out),
+        steps=steps,
+        learner=LearnerConfig(**learner),
+        **settings,
     )
 
 

@@ -107,3 +107,73 @@ def test_store_check_reports_damage_and_repair_quarantines_it(tmp_path, capsys):
     assert "0 unexpected files; 1 quarantined episodes" in capsys.readouterr().out
     assert main(["store", "info", "--store", root, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["quarantined"] == 1
+
+
+def _option_names(config_cls: type, prefix: str = "") -> list[str]:
+    """The option tyro should make of every field, nested configs included."""
+    import dataclasses
+
+    names = []
+    for field in dataclasses.fields(config_cls):
+        name = prefix + field.name.replace("_", "-")
+        if dataclasses.is_dataclass(field.type if isinstance(field.type, type) else field.default):
+            names += _option_names(type(field.default), name + ".")
+        else:
+            names.append("--" + name)
+    return names
+
+
+def test_every_field_of_every_command_is_an_option(capsys):
+    from lwd.cli import _job_commands, _tool_commands
+
+    for path, _, config_cls, _ in _job_commands() + _tool_commands():
+        with pytest.raises(SystemExit):
+            main([*path, "--help"])
+        text = capsys.readouterr().out
+        missing = [name for name in _option_names(config_cls) if name not in text]
+        assert not missing, f"lwd {' '.join(path)} --help lacks {missing}"
+
+
+def test_nested_options_reach_each_components_config():
+    from lwd.cli import parse_config
+    from lwd.fleet.online import DeployConfig
+
+    config = parse_config(
+        DeployConfig,
+        [
+            "--robots.workers",
+            "3",
+            "--robots.operator.takeover-steps",
+            "7",
+            "--robots.operator.action-noise",
+            "0.2",
+            "--lwd.lam",
+            "0.1",
+            "--hg-dagger.lr",
+            "0.001",
+            "--recap.threshold-rate",
+            "0.1",
+            "--recap.value-hidden",
+            "64",
+        ],
+        prog="lwd deploy",
+        description="",
+    )
+    assert config.robots.workers == 3
+    assert (config.robots.operator.takeover_steps, config.robots.operator.action_noise) == (7, 0.2)
+    assert config.lwd.lam == 0.1 and config.hg_dagger.lr == 0.001
+    assert (config.recap.threshold_rate, config.recap.value_hidden) == (0.1, 64)
+    settings = config.method_settings()
+    assert (settings.learner, settings.imitation, settings.recap) == (config.lwd, config.hg_dagger, config.recap)
+
+
+def test_deploy_defaults_are_the_online_learner_settings():
+    import dataclasses
+
+    from lwd.algorithms.learner import LearnerConfig
+    from lwd.fleet.online import DeployConfig
+
+    online, offline = DeployConfig().lwd, LearnerConfig()
+    changed = {f.name for f in dataclasses.fields(LearnerConfig) if getattr(online, f.name) != getattr(offline, f.name)}
+    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder"}  # SPEC §6.3
+    assert (online.tau_base, online.policy_warmup, online.freeze_policy_encoder) == (0.9, 0, True)

@@ -25,7 +25,7 @@ from lwd.algorithms.divl import (
     td_target,
 )
 from lwd.algorithms.qam import ADJOINT_TIMES, qam_loss
-from lwd.configargs import documented, narrow
+from lwd.configargs import documented
 from lwd.policy.critic import ChunkCritic, StateValue
 from lwd.policy.flow_policy import FlowChunkPolicy
 
@@ -78,10 +78,6 @@ class LearnerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def learner_config(self) -> LearnerConfig:
-        """Only the learner settings, also of a stage config that extends this one."""
-        return narrow(self, LearnerConfig)
 
 
 class LWDLearner:

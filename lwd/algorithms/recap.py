@@ -42,6 +42,7 @@ def conditioned(instruction: str, improved: bool) -> str:
 class RecapConfig:
     lr: float = documented(1e-4, "AdamW learning rate of the policy (flow matching)")
     value_lr: float = documented(5e-4, "Adam learning rate of the value")
+    value_hidden: int = documented(256, "width of the value network")
     grad_clip: float = documented(1.0, "global gradient-norm clip of the policy")
     freeze_encoder: bool = documented(True, "train only the action expert (as LWD online does)")
     positive_fraction: float = documented(0.3, "share of the data whose indicator is positive (sets ε per task)")

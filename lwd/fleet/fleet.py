@@ -52,8 +52,9 @@ class LocalFleet:
         log_dir: str | Path | None = None,
         max_restarts: int = 20,
         lease_wait_seconds: float = 10.0,
+        seed: int = 0,
     ):
-        self.config = config
+        self.config, self.seed = config, seed
         self.store, self.registry = str(store), str(registry)
         self.log_dir = str(log_dir) if log_dir else None
         specs = robot_specs(config)
@@ -86,6 +87,7 @@ class LocalFleet:
                 self._hold,
                 os.getpid(),
                 self.lease_wait_seconds,
+                self.seed,
             ),
         )
         process.start()

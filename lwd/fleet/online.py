@@ -65,15 +65,23 @@ from lwd.training.resume import ResumeState, find_resume_state
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
 DEFAULT_N_STEP = {"lwd": 4, "recap": 1}
 
+FLEETS = ("local",)
+
+
+# The learner's online settings (SPEC §6.3); the rest as offline.
+ONLINE_LEARNER = LearnerConfig(
+    tau_base=0.9,
+    policy_warmup=0,  # the critic comes trained from offline RL
+    freeze_policy_encoder=True,  # the paper freezes the VLM online
+)
+
 
 @dataclass(frozen=True)
-class DeployConfig(LearnerConfig, FleetConfig):
-    """Learner settings (LearnerConfig), the fleet (FleetConfig) and the online stage."""
+class DeployConfig:
+    """The online stage's run and loop settings, composed with one config per part: the
+    robots (`robots`, with their operator) and each method's learner (`lwd`, `hg_dagger`,
+    `recap`; only the chosen `method`'s is used)."""
 
-    # Online values of the learner settings (SPEC §6.3); the rest as offline.
-    tau_base: float = documented(0.9, "τ_base online (SPEC §6.3)")
-    policy_warmup: int = documented(0, "critic-only steps first; 0 online, the critic comes trained from offline RL")
-    freeze_policy_encoder: bool = documented(True, "train only the action expert online (the paper freezes the VLM)")
     method: str = documented("lwd", "learner: 'lwd' (DIVL + QAM), 'hg-dagger' or 'recap' (baselines, SPEC §7)")
     checkpoint: str = documented(
         "runs/offline/final", "start checkpoint: offline RL for lwd (`lwd train offline`), SFT for the baselines"
@@ -83,10 +91,7 @@ class DeployConfig(LearnerConfig, FleetConfig):
         "learner steps on the offline store alone before the robots start (RECAP's "
         "offline stage; lwd has its own, `lwd train offline`)",
     )
-    imitation_lr: float = documented(1e-4, "AdamW learning rate of the baselines' flow-matching updates")
-    recap_positive_fraction: float = documented(0.3, "RECAP: share of data with a positive indicator (sets ε per task)")
-    recap_dropout: float = documented(0.3, "RECAP: probability of training without the indicator (guidance dropout)")
-    fleet: str = documented("local", "where the robots run: 'local' (worker processes on this machine)")
+    fleet: str = documented("local", f"where the robots run: {', '.join(FLEETS)}")
     offline_store: str = documented("runs/store", "offline store sampled next to the online data")
     out: str = documented("runs/deploy", "run directory: online store, registry, learner checkpoints, metrics")
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
@@ -115,14 +120,18 @@ class DeployConfig(LearnerConfig, FleetConfig):
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")
     log_seconds: float = documented(10.0, "seconds between metric records")
     checkpoint_every: int = documented(250, "learner steps between resumable checkpoints")
-    threads: int = documented(1, "torch CPU threads of the learner (the robot workers use --workers more cores)")
-    seed: int = documented(0, "seed of sampling, policy noise and operators")
+    threads: int = documented(1, "torch CPU threads of the learner (the robot workers use more cores)")
+    seed: int = documented(0, "seed of the learner's sampling and of the robots' policy noise and operators")
     progress: bool = documented(True, "show a live progress display")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
+    robots: FleetConfig = documented(FleetConfig(), "the simulated robots and the operator watching them")
+    lwd: LearnerConfig = documented(ONLINE_LEARNER, "--method lwd: DIVL + QAM, online values (SPEC §6.3)")
+    hg_dagger: ImitationConfig = documented(
+        ImitationConfig(), "--method hg-dagger: flow matching on operator segments (SPEC §7)"
+    )
+    recap: RecapConfig = documented(RecapConfig(), "--method recap: advantage-conditioned policy (SPEC §7)")
 
     def __post_init__(self) -> None:
-        LearnerConfig.__post_init__(self)
-        FleetConfig.__post_init__(self)  # tasks and fleet size, before anything starts
         if not 0.0 < self.online_fraction < 1.0:
             raise ValueError(f"online_fraction must be in (0, 1), got {self.online_fraction}")
         if self.n_step < 0:
@@ -135,27 +144,13 @@ class DeployConfig(LearnerConfig, FleetConfig):
             raise ValueError(f"unknown fleet {self.fleet!r} (known: {', '.join(FLEETS)})")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
-        self.method_settings()  # validates the baselines' settings up front
 
     def resolved_n_step(self) -> int:
         """`n_step`, with 0 resolved to the method's default."""
         return self.n_step or DEFAULT_N_STEP.get(self.method, 1)
 
     def method_settings(self) -> MethodSettings:
-        return MethodSettings(
-            learner=self.learner_config(),
-            imitation=ImitationConfig(
-                lr=self.imitation_lr, grad_clip=self.grad_clip, freeze_encoder=self.freeze_policy_encoder
-            ),
-            recap=RecapConfig(
-                lr=self.imitation_lr,
-                value_lr=self.critic_lr,
-                grad_clip=self.grad_clip,
-                freeze_encoder=self.freeze_policy_encoder,
-                positive_fraction=self.recap_positive_fraction,
-                dropout=self.recap_dropout,
-            ),
-        )
+        return MethodSettings(learner=self.lwd, imitation=self.hg_dagger, recap=self.recap)
 
 
 @dataclass
@@ -230,14 +225,11 @@ class StopConditions:
         return None
 
 
-FLEETS = ("local",)
-
-
-def make_fleet(kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path) -> Fleet:
+def make_fleet(kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path, seed: int = 0) -> Fleet:
     """The fleet that runs the robots: `local` processes on this machine (a network gateway
     and Ray are the next entries here, not edits to the loop)."""
     if kind == "local":
-        return LocalFleet(config, store, registry, log_dir=log_dir)
+        return LocalFleet(config, store, registry, log_dir=log_dir, seed=seed)
     raise ValueError(f"unknown fleet {kind!r} (known: {', '.join(FLEETS)})")
 
 
@@ -563,7 +555,7 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
     monitor = FleetMonitor(out)
     online.refresh(on_episode=lambda episode: monitor.observe(episode, progress.step))
     logger = MetricsLogger(out, tensorboard=config.tensorboard)
-    fleet = make_fleet(config.fleet, config.fleet_config(), out / "online_store", out / "registry", out)
+    fleet = make_fleet(config.fleet, config.robots, out / "online_store", out / "registry", out, config.seed)
     loop = OnlineLoop(config, method, progress, rng, offline, online, mix, registry, fleet, monitor, logger, on_tick)
     return loop.run()
 
@@ -585,7 +577,7 @@ def _replays(
     if progress.offline_snapshot is None:
         progress.offline_snapshot = offline.snapshot
     if fresh:
-        method.prepare(offline, config.fleet_config().task_names())
+        method.prepare(offline, config.robots.task_names())
     method.set_step(progress.step)
     online = ChunkReplay(EpisodeStore(Path(config.out) / "online_store"), replay_config)
     method.encoder.embed(sorted(set(offline.instruction_vocab) - set(method.encoder.table)))

@@ -19,14 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from lwd.configargs import documented, narrow
+from lwd.configargs import documented
 from lwd.data.episode import NO_POLICY, Episode, EpisodeValidationError
 from lwd.data.lease import RobotLease, RobotLeaseError
 from lwd.data.store import EpisodeConflictError, Receipt, StoreError
@@ -61,25 +61,16 @@ class EpisodeSink(Protocol):
 
 @dataclass(frozen=True)
 class FleetConfig:
+    """The robots: which tasks, how many, and the operator watching each of them."""
+
     suite: str = documented("mt10", "task suite the fleet runs")
-    tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
+    tasks: tuple[str, ...] = documented((), "restrict to these tasks (none given: the whole suite)")
     workers: int = documented(1, "robot worker processes (one core each)")
     robots_per_worker: int = documented(10, "simulated robots per worker, served by one batched policy call")
-    operator_attention: float = documented(1.0, "probability the operator watches a given step")
-    operator_max_takeovers: int = documented(
-        3, "operator takeovers allowed per episode and stage (a 4-stage long-horizon task allows 4x as many)"
-    )
-    operator_deviation: float = documented(1.0, "L2 distance from the expert's action that looks wrong to the operator")
-    operator_deviation_steps: int = documented(10, "consecutive wrong-looking steps before the operator takes over")
-    operator_stall_steps: int = documented(60, "steps without progress (while the policy disagrees) before a takeover")
-    # 1.0, not the operator's 0.1: Meta-World's shaped reward is flat for the first ~50 steps
-    # of drawer-close and peg-insert even under the expert, and at 0.1 the stall rule took
-    # over 83% of drawer-close episodes of a policy that never fails it (`lwd bench operator`).
-    operator_stall_disagreement: float = documented(
-        1.0, "L2 distance from the expert's action above which a stalled policy counts as disagreeing"
-    )
     execute_steps: int = documented(0, "actions executed per chunk before replanning (0 = the whole chunk)")
-    seed: int = documented(0, "seed of the fleet's policy noise and operators")
+    operator: OperatorConfig = documented(
+        OperatorConfig(), "the scripted operator watching every robot (its takeover budget counts per task stage)"
+    )
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.robots_per_worker < 1:
@@ -97,21 +88,10 @@ class FleetConfig:
     def task_names(self) -> tuple[str, ...]:
         return self.tasks or suite(self.suite).task_names
 
-    def fleet_config(self) -> FleetConfig:
-        """Only the fleet settings, also of a stage config that extends this one."""
-        return narrow(self, FleetConfig)
-
-    def operator_config(self, stages: int = 1) -> OperatorConfig:
+    def operator_for(self, stages: int = 1) -> OperatorConfig:
         """The operator watching a task of `stages` stages: its takeover budget scales with
         them, so it can still step in during the last stage of a long-horizon task."""
-        return OperatorConfig(
-            attention=self.operator_attention,
-            max_takeovers=self.operator_max_takeovers * stages,
-            deviation_threshold=self.operator_deviation,
-            deviation_steps=self.operator_deviation_steps,
-            stall_steps=self.operator_stall_steps,
-            stall_disagreement=self.operator_stall_disagreement,
-        )
+        return replace(self.operator, max_takeovers=self.operator.max_takeovers * stages)
 
 
 @dataclass(frozen=True)
@@ -182,8 +162,10 @@ class RobotWorker:
         source: PolicySource,
         log_dir: str | None = None,
         lease_wait_seconds: float = 0.0,
+        seed: int = 0,
     ):
         self.index, self.config, self.sink, self.source = worker_index, config, sink, source
+        self.seed = seed  # of policy noise and operators; with the robot and episode, it fixes both
         # The robots' side of every upload, one line each, for audits (and the chaos test):
         # acknowledged_episodes.tsv (episode id, snapshot) and rejected_episodes.tsv (id, why).
         self.log_dir = Path(log_dir) if log_dir else None
@@ -208,7 +190,7 @@ class RobotWorker:
                 )
             )
         resume_point = sum(r.seq for r in self.robots)
-        self.generator = torch.Generator().manual_seed(hash((config.seed, worker_index, resume_point)) % 2**63)
+        self.generator = torch.Generator().manual_seed(hash((seed, worker_index, resume_point)) % 2**63)
         self.uploaded = 0
 
     def release(self) -> None:
@@ -237,8 +219,8 @@ class RobotWorker:
         sim, expert = robot.sim(task)
         operator = ScriptedOperator(
             expert,
-            self.config.operator_config(sim.task.num_stages),
-            np.random.default_rng([self.config.seed, spec.index, seq]),
+            self.config.operator_for(sim.task.num_stages),
+            np.random.default_rng([self.seed, spec.index, seq]),
         )
         publication = self.policies[version][2]
         extras = {"worker": self.index, "version_published_at": publication.published_at}
@@ -355,6 +337,7 @@ def worker_main(
     hold_flag=None,
     parent_pid: int | None = None,
     lease_wait_seconds: float = 10.0,
+    seed: int = 0,
 ) -> None:
     """Process entry point. Ctrl-C goes to the whole process group; the worker ignores it
     and stops when the parent sets `stop_flag.value` (a shared boolean), after its robots
@@ -374,7 +357,14 @@ def worker_main(
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index}: %(message)s")
     try:
         worker = RobotWorker(
-            worker_index, specs, config, open_sink(), open_source(), log_dir, lease_wait_seconds=lease_wait_seconds
+            worker_index,
+            specs,
+            config,
+            open_sink(),
+            open_source(),
+            log_dir,
+            lease_wait_seconds=lease_wait_seconds,
+            seed=seed,
         )
     except RobotLeaseError as err:
         log.error("refused: %s", err)

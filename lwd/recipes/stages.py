@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from lwd.algorithms.learner import LearnerConfig
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.collect import (
     CollectConfig,
@@ -14,7 +16,8 @@ from lwd.fleet.collect import (
     build_offline_store,
     collect,
 )
-from lwd.fleet.online import DeployConfig, deploy
+from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
+from lwd.fleet.worker import FleetConfig
 from lwd.policy.checkpoint import read_manifest
 from lwd.recipes.presets import Preset
 from lwd.training.offline import OfflineConfig, train_offline
@@ -128,9 +131,11 @@ def offline_rl_stage(
     quiet: bool,
     stages: dict[str, float],
     label: str = "offline RL",
+    value_kind: str = "categorical",
     **learner: object,
 ) -> Path:
-    """DIVL + QAM on the offline store; `learner` overrides settings (the ablations)."""
+    """DIVL + QAM on the offline store; `value_kind` and `learner` (LearnerConfig fields)
+    override settings (the ablations)."""
     return timed(
         stages,
         label,
@@ -140,15 +145,14 @@ def offline_rl_stage(
                 checkpoint=str(sft_final),
                 out=str(out),
                 steps=preset.offline_steps,
-                policy_warmup=preset.offline_warmup,
                 n_step=preset.offline_n_step,
                 batch_size=preset.batch_size,
-                qam_batch=preset.qam_batch,
                 critic_hidden=preset.critic_hidden,
+                value_kind=value_kind,
                 seed=seed,
                 progress=not quiet,
                 tensorboard=not quiet,
-                **learner,
+                learner=LearnerConfig(policy_warmup=preset.offline_warmup, qam_batch=preset.qam_batch, **learner),
             )
         ),
     )
@@ -172,14 +176,12 @@ def deploy_stage(
         checkpoint=str(checkpoint),
         offline_store=store,
         out=str(out),
-        suite=preset.suite,
-        tasks=preset.tasks,
-        robots_per_worker=preset.robots_per_worker,
+        robots=FleetConfig(suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker),
         env_steps=preset.online_env_steps,
         updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
         n_sync=preset.n_sync,
         batch_size=preset.batch_size,
-        qam_batch=preset.qam_batch,
+        lwd=replace(ONLINE_LEARNER, qam_batch=preset.qam_batch),
         seed=seed,
         progress=not quiet,
         tensorboard=not quiet,

@@ -35,12 +35,14 @@ from lwd.training.resume import ResumeState, find_resume_state, optimizer_state,
 
 
 @dataclass(frozen=True)
-class OfflineConfig(LearnerConfig):
+class OfflineConfig:
+    """Offline RL: the data, the run, and the DIVL + QAM learner (`learner`)."""
+
     store: str = documented("runs/store", "offline store: demos + SFT rollouts + play (`lwd offline-data`)")
     checkpoint: str = documented("runs/sft/final", "SFT checkpoint: start of the policy and the frozen reference")
     out: str = documented("runs/offline", "run directory: checkpoints, metrics.jsonl, tensorboard/")
-    steps: int = documented(4_000, "learner steps (the first --policy-warmup of them train only V and Q)")
-    batch_size: int = documented(256, "chunks per batch (value and critic; QAM uses --qam-batch of them)")
+    steps: int = documented(4_000, "learner steps (the first --learner.policy-warmup of them train only V and Q)")
+    batch_size: int = documented(256, "chunks per batch (value and critic; QAM uses --learner.qam-batch of them)")
     n_step: int = documented(4, "n: chunks per TD backup offline (4 for MT10 at H = 5; 10 for long-horizon tasks)")
     discount: float = documented(0.99, "γ per environment step")
     task_balanced: bool = documented(True, "sample tasks equally often")
@@ -52,6 +54,7 @@ class OfflineConfig(LearnerConfig):
     threads: int = documented(2, "torch CPU threads")
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
+    learner: LearnerConfig = documented(LearnerConfig(), "DIVL + QAM settings (SPEC §4-§5)")
 
 
 def build_learner(
@@ -117,7 +120,7 @@ def train_offline(config: OfflineConfig) -> Path:
             policy,
             FlowChunkPolicy(policy.config),
             critic_config,
-            config.learner_config(),
+            config.learner,
             state=load_learner_state(out / "last"),
         )
         restore_optimizers_from(learner.optimizers, out / "last")
@@ -138,7 +141,7 @@ def train_offline(config: OfflineConfig) -> Path:
             rng.bit_generator.state,
             {
                 "critic": critic_config.to_dict(),
-                "learner": config.learner_config().to_dict(),
+                "learner": config.learner.to_dict(),
                 "start_step": base_step,
                 "base_version": base_version,
                 "store": config.store,
@@ -194,6 +197,4 @@ def _new_learner(
     torch.manual_seed(config.seed)
     reference = copy.deepcopy(policy)  # the SFT policy, frozen
     obs = replay.observation_array
-    return build_learner(
-        policy, reference, critic_config, config.learner_config(), (obs.mean(0), obs.std(0))
-    ), critic_config
+    return build_learner(policy, reference, critic_config, config.learner, (obs.mean(0), obs.std(0))), critic_config

@@ -46,7 +46,6 @@ class MethodSettings:
     learner: LearnerConfig  # lwd
     imitation: ImitationConfig  # hg-dagger
     recap: RecapConfig  # recap
-    value_hidden: int = 256  # recap's value network width
 
 
 class OnlineMethod(Protocol):
@@ -179,7 +178,7 @@ class RecapMethod(_LearnerMethod):
                 obs_dim=self.policy.config.obs_dim,
                 action_dim=self.policy.config.action_dim,
                 chunk_len=self.policy.config.chunk_len,
-                hidden_dim=settings.value_hidden,
+                hidden_dim=settings.recap.value_hidden,
             )
         )
         self.value_config = value_config

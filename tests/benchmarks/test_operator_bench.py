@@ -3,6 +3,8 @@
 import json
 
 from lwd.benchmarks import OperatorBenchConfig, run_operator_bench
+from lwd.envs.operator import OperatorConfig
+from lwd.fleet.worker import FleetConfig
 
 TASKS = ("reach-v3", "drawer-close-v3")
 
@@ -11,23 +13,21 @@ def _run(tiny_pipeline, tmp_path, **gate):
     return run_operator_bench(
         OperatorBenchConfig(
             checkpoint=tiny_pipeline[4],
-            tasks=TASKS,
-            robots_per_worker=2,
             episodes=6,
             out=str(tmp_path / "operator.json"),
-            **gate,
+            robots=FleetConfig(tasks=TASKS, robots_per_worker=2, operator=OperatorConfig(**gate)),
         )
     )
 
 
 def test_an_operator_who_never_watches_never_takes_over(tiny_pipeline, tmp_path):
-    report = _run(tiny_pipeline, tmp_path, operator_attention=0.0)
+    report = _run(tiny_pipeline, tmp_path, attention=0.0)
     assert report["takeover"] == 0.0 and report["success"] == report["autonomous_success"]
     assert set(report["per_task"]) == set(TASKS) and report["episodes"] >= 6
 
 
 def test_an_operator_who_objects_to_everything_takes_over_in_every_episode(tiny_pipeline, tmp_path):
-    report = _run(tiny_pipeline, tmp_path, operator_deviation=0.0, operator_deviation_steps=1)
+    report = _run(tiny_pipeline, tmp_path, deviation_threshold=0.0, deviation_steps=1)
     assert all(row["takeover"] == 1.0 and row["autonomous_success"] == 0.0 for row in report["per_task"].values())
     assert report["takeover"] == 1.0
     assert json.loads((tmp_path / "operator.json").read_text())["per_task"] == report["per_task"]

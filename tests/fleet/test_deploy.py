@@ -14,8 +14,9 @@ from dataclasses import replace
 import pytest
 
 from lwd.data.store import EpisodeStore
-from lwd.fleet.online import DeployConfig, deploy
+from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
+from lwd.fleet.worker import FleetConfig
 from tools.chaos import alive
 from tools.chaos import children as child_processes
 
@@ -30,13 +31,11 @@ def _config(tiny_pipeline, out, env_steps=4_000, **overrides):
         checkpoint=offline,
         offline_store=store,
         out=str(out),
-        tasks=TASKS,
-        workers=2,
-        robots_per_worker=2,
+        robots=FleetConfig(tasks=TASKS, workers=2, robots_per_worker=2),
         env_steps=env_steps,
         n_sync=5,
         batch_size=32,
-        qam_batch=8,
+        lwd=replace(ONLINE_LEARNER, qam_batch=8),
         refresh_seconds=0.2,
         log_seconds=0.5,
         checkpoint_every=20,
@@ -52,15 +51,15 @@ def _deploy_command(config: DeployConfig) -> list[str]:
         "--checkpoint": config.checkpoint,
         "--offline-store": config.offline_store,
         "--out": config.out,
-        "--robots-per-worker": "2",
+        "--robots.robots-per-worker": "2",
         "--env-steps": str(config.env_steps),
         "--n-sync": "5",
         "--batch-size": "32",
-        "--qam-batch": "8",
+        "--lwd.qam-batch": "8",
         "--refresh-seconds": "0.2",
         "--checkpoint-every": "20",
     }
-    args = [sys.executable, "-m", "lwd.cli", "deploy", "--tasks", *TASKS, "--no-progress", "--no-tensorboard"]
+    args = [sys.executable, "-m", "lwd.cli", "deploy", "--robots.tasks", *TASKS, "--no-progress", "--no-tensorboard"]
     return args + [item for pair in settings.items() for item in pair]
 
 
@@ -226,9 +225,7 @@ def _baseline_config(tiny_pipeline, out, method, **overrides):
         checkpoint=sft,
         offline_store=store,
         out=str(out),
-        tasks=TASKS,
-        workers=1,
-        robots_per_worker=2,
+        robots=FleetConfig(tasks=TASKS, workers=1, robots_per_worker=2),
         env_steps=1_200,
         n_sync=5,
         batch_size=32,

@@ -7,6 +7,7 @@ import pytest
 
 from lwd.data.episode import EpisodeValidationError
 from lwd.envs import SEEDS
+from lwd.envs.operator import OperatorConfig
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig, RobotWorker, robot_specs, upload
 
@@ -21,9 +22,9 @@ def test_every_task_gets_robots_and_seeds_are_disjoint_training_seeds():
 
 def test_the_deployment_operator_gets_the_fleets_gate_and_a_budget_per_stage():
     config = FleetConfig(
-        operator_deviation=0.7, operator_stall_steps=45, operator_stall_disagreement=0.5, operator_max_takeovers=2
+        operator=OperatorConfig(deviation_threshold=0.7, stall_steps=45, stall_disagreement=0.5, max_takeovers=2)
     )
-    operator = config.operator_config(stages=4)
+    operator = config.operator_for(stages=4)
     assert (
         operator.deviation_threshold,
         operator.stall_steps,
