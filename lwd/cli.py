@@ -222,9 +222,10 @@ def cmd_train_offline(config) -> int:
 
 
 def cmd_deploy(config) -> int:
+    from lwd.evaluation.gate import make_gate
     from lwd.fleet.online import deploy
 
-    summary = deploy(config)
+    summary = deploy(config, make_gate=make_gate)
     print(
         f"deploy finished ({summary['reason']}): {summary['env_steps']} env steps in {summary['episodes']} episodes, "
         f"{summary['learner_steps']} learner steps, {summary['versions_published']} versions published "
@@ -269,7 +270,13 @@ def cmd_eval(config) -> int:
 
 
 Command = tuple[tuple[str, ...], str, type, Callable[..., int]]  # (path, help, config class, handler)
-GROUPS = {"train": "RL training stages", "store": "inspect an episode store", "bench": "benchmarks"}
+GROUPS = {
+    "train": "RL training stages",
+    "store": "inspect an episode store",
+    "bench": "benchmarks",
+    "registry": "see and change which published version robots run (promote, roll back)",
+    "gateway": "serve robots over the network (episode upload, policies, remote inference) and manage their tokens",
+}
 
 
 def _job_commands() -> list[Command]:
@@ -345,8 +352,16 @@ def _job_commands() -> list[Command]:
 
 def _tool_commands() -> list[Command]:
     from lwd.benchmarks import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
+    from lwd.dashboard.server import DashboardConfig, cmd_dashboard
 
     return [
+        (
+            ("dashboard",),
+            "a live web page about a deploy run: robots, versions and gate decisions, success and "
+            "interventions per task, validation curve, throughput, latencies (reads --run; 127.0.0.1:8050)",
+            DashboardConfig,
+            cmd_dashboard,
+        ),
         (
             ("store", "info"),
             "episodes, steps, success and interventions per task and source",
@@ -387,13 +402,73 @@ def _tool_commands() -> list[Command]:
     ]
 
 
+def _registry_commands() -> list[Command]:
+    from lwd.fleet.registry_commands import (
+        RegistryListConfig,
+        RegistryPromoteConfig,
+        RegistryRollbackConfig,
+        cmd_registry_list,
+        cmd_registry_promote,
+        cmd_registry_rollback,
+    )
+
+    return [
+        (
+            ("registry", "list"),
+            "published versions: deployed, canary, promoted, rejected or candidate, with the gate's evidence",
+            RegistryListConfig,
+            cmd_registry_list,
+        ),
+        (
+            ("registry", "promote"),
+            "deploy a version: every robot runs it from its next episode",
+            RegistryPromoteConfig,
+            cmd_registry_promote,
+        ),
+        (
+            ("registry", "rollback"),
+            "go back to the previously deployed version (or --to N) and pin it until a promote",
+            RegistryRollbackConfig,
+            cmd_registry_rollback,
+        ),
+    ]
+
+
+def _gateway_commands() -> list[Command]:
+    from lwd.gateway.commands import cmd_bench_gateway, cmd_gateway_serve, cmd_gateway_token
+    from lwd.gateway.config import GatewayBenchConfig, GatewayConfig, TokenCommand
+
+    return [
+        (
+            ("gateway", "serve"),
+            "the network gateway: robots upload episodes to the store, fetch policies and ask for "
+            "actions over HTTP(S), with per-robot tokens (docs/connecting-a-robot.md)",
+            GatewayConfig,
+            cmd_gateway_serve,
+        ),
+        (("gateway", "token"), "issue, list or revoke robots' gateway tokens", TokenCommand, cmd_gateway_token),
+        (
+            ("bench", "gateway"),
+            "gateway uploads/s and inference requests/s with P50/P99 at 10/100/1000 simulated robots",
+            GatewayBenchConfig,
+            cmd_bench_gateway,
+        ),
+    ]
+
+
+def all_commands() -> list[Command]:
+    return _job_commands() + _tool_commands() + _registry_commands() + _gateway_commands()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lwd", description="Learning while deploying: robot fleet, episode store, RL learner."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups = {}  # group name -> its sub-command parsers
-    for path, help_text, config_cls, handler in _job_commands() + _tool_commands():
+    for path, help_text, config_cls, handler in (
+        _job_commands() + _tool_commands() + _registry_commands() + _gateway_commands()
+    ):
         parent = commands
         if len(path) == 2:
             if path[0] not in groups:

@@ -110,28 +110,51 @@ def test_store_check_reports_damage_and_repair_quarantines_it(tmp_path, capsys):
 
 
 def _option_names(config_cls: type, prefix: str = "") -> list[str]:
-    """The option tyro should make of every field, nested configs included."""
+    """What tyro should show for every field, nested configs included: `--group.field`, or
+    the field's metavar when it is positional."""
     import dataclasses
+    import typing
+
+    import tyro
 
     names = []
     for field in dataclasses.fields(config_cls):
         name = prefix + field.name.replace("_", "-")
-        if dataclasses.is_dataclass(field.type if isinstance(field.type, type) else field.default):
+        hints = typing.get_type_hints(config_cls, include_extras=True)
+        metadata = typing.get_args(hints[field.name])[1:]
+        if tyro.conf.Positional in metadata:
+            names.append(next(m.metavar for m in metadata if getattr(m, "metavar", None)))
+        elif dataclasses.is_dataclass(field.default):
             names += _option_names(type(field.default), name + ".")
         else:
             names.append("--" + name)
     return names
 
 
-def test_every_field_of_every_command_is_an_option(capsys):
-    from lwd.cli import _job_commands, _tool_commands
+def _leaf_commands(path: tuple[str, ...], config_cls) -> list[tuple[tuple[str, ...], type]]:
+    """(command path, config class) of a command, or of each tyro subcommand of a Union of them."""
+    import typing
 
-    for path, _, config_cls, _ in _job_commands() + _tool_commands():
-        with pytest.raises(SystemExit):
-            main([*path, "--help"])
-        text = capsys.readouterr().out
-        missing = [name for name in _option_names(config_cls) if name not in text]
-        assert not missing, f"lwd {' '.join(path)} --help lacks {missing}"
+    if typing.get_origin(config_cls) is not typing.Union:
+        return [(path, config_cls)]
+    leaves = []
+    for member in typing.get_args(config_cls):
+        cls, *metadata = typing.get_args(member)
+        name = next(m.name for m in metadata if getattr(m, "name", None))
+        leaves.append(((*path, name), cls))
+    return leaves
+
+
+def test_every_field_of_every_command_is_an_option(capsys):
+    from lwd.cli import all_commands
+
+    for command, _, config, _ in all_commands():
+        for path, config_cls in _leaf_commands(command, config):
+            with pytest.raises(SystemExit):
+                main([*path, "--help"])
+            text = capsys.readouterr().out
+            missing = [name for name in _option_names(config_cls) if name not in text]
+            assert not missing, f"lwd {' '.join(path)} --help lacks {missing}"
 
 
 def test_nested_options_reach_each_components_config():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lwd.evaluation.compare import paired_difference
+from lwd.evaluation.gate import validation_curve
 
 
 def pyplot():
@@ -36,7 +37,11 @@ def load_episodes(run: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["ended_at"])
 
 
-def plot_success_over_env_steps(episodes: list[dict], path: Path, window: int = 30) -> None:
+def plot_success_over_env_steps(
+    episodes: list[dict], path: Path, window: int = 30, validation: list[dict] | None = None
+) -> None:
+    """Rolling autonomous success per task, and (with a gate evaluator) the validation
+    success of each scored version at the env steps it was published."""
     plt = pyplot()
     by_task = defaultdict(list)
     for row in episodes:
@@ -55,6 +60,17 @@ def plot_success_over_env_steps(episodes: list[dict], path: Path, window: int = 
         lw=2.5,
         label="all tasks",
     )
+    scored = [row for row in validation or [] if row["env_steps"] is not None]
+    if scored:
+        ax.plot(
+            [row["env_steps"] for row in scored],
+            [row["success"] for row in scored],
+            "o-",
+            color="crimson",
+            lw=2,
+            ms=4,
+            label="published versions, validation seeds, no operator",
+        )
     ax.set_xlabel("online env steps")
     ax.set_ylabel(f"autonomous success (rolling {window} episodes)")
     ax.set_ylim(0, 1.02)
@@ -203,6 +219,18 @@ def paired_table(evals: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _decisions_text(counts: dict | None) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) if counts else "none (ungated)"
+
+
+def _curve_text(validation: list[dict]) -> str:
+    if not validation:
+        return "not scored (no `--gate.mode evaluate`)"
+    first, last = validation[0], validation[-1]
+    span = f"v{first['version']} {first['success']:.3f} → v{last['version']} {last['success']:.3f}"
+    return f"{span} ({len(validation)} versions)"
+
+
 def write_report(
     out: Path,
     evals: dict[str, dict],
@@ -229,7 +257,8 @@ def write_report(
     plot_stage_comparison(evals, out / "stages.png")
     lines += ["", "![stages](stages.png)", ""]
     if episodes:
-        plot_success_over_env_steps(episodes, out / "success_over_env_steps.png")
+        validation = validation_curve(deploy_run)
+        plot_success_over_env_steps(episodes, out / "success_over_env_steps.png", validation=validation)
         plot_interventions_over_time(episodes, out / "interventions.png")
         plot_version_timeline(episodes, history, out / "versions.png")
         plot_latencies(episodes, out / "latency.png")
@@ -252,6 +281,8 @@ def write_report(
             f"| model → robot latency P50 / P99 | {s.get('latency/model_to_robot_p50_s', float('nan')):.2f} / "
             f"{s.get('latency/model_to_robot_p99_s', float('nan')):.2f} s |",
             f"| worker restarts | {s['worker_restarts']} |",
+            f"| gate decisions | {_decisions_text(s.get('gate_decisions'))} |",
+            f"| validation success of scored versions (first → last) | {_curve_text(validation)} |",
             "",
             "![success over env steps](success_over_env_steps.png)",
             "",

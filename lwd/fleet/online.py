@@ -45,13 +45,15 @@ from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.fleet.fleet import Fleet, LocalFleet
+from lwd.fleet.gate import GateConfig, GateFactory, VersionGate, make_fleet_gate
 from lwd.fleet.monitor import FleetMonitor
 from lwd.fleet.registry import PolicyRegistry
-from lwd.fleet.worker import FleetConfig
+from lwd.fleet.worker import FleetConfig, robot_specs
 from lwd.policy.checkpoint import (
     load_trainer_state,
     save_checkpoint,
 )
+from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.training.metrics import MetricsLogger, average_metrics
 from lwd.training.online_methods import (
     METHODS,
@@ -60,6 +62,9 @@ from lwd.training.online_methods import (
     start_method,
 )
 from lwd.training.resume import ResumeState, find_resume_state
+
+# (version, the learner's policy) -> the policy to publish under that version
+PublishHook = Callable[[int, FlowChunkPolicy], FlowChunkPolicy]
 
 # Chunks per online TD backup when --n-step is 0. lwd keeps MT10's offline n (cut at
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
@@ -125,6 +130,7 @@ class DeployConfig:
     progress: bool = documented(True, "show a live progress display")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
     robots: FleetConfig = documented(FleetConfig(), "the simulated robots and the operator watching them")
+    gate: GateConfig = documented(GateConfig(), "which published versions robots run (SPEC §6.4; off: every one)")
     lwd: LearnerConfig = documented(ONLINE_LEARNER, "--method lwd: DIVL + QAM, online values (SPEC §6.3)")
     hg_dagger: ImitationConfig = documented(
         ImitationConfig(), "--method hg-dagger: flow matching on operator segments (SPEC §7)"
@@ -257,9 +263,12 @@ class OnlineLoop:
         fleet: Fleet,
         monitor: FleetMonitor,
         logger: MetricsLogger,
+        gate: VersionGate,
         on_tick: Callable[[DeployState], None] | None = None,
+        publish_hook: PublishHook | None = None,
     ):
         self.config, self.method, self.progress, self.rng = config, method, progress, rng
+        self.gate, self.publish_hook = gate, publish_hook
         self.offline, self.online, self.mix = offline, online, mix
         self.registry, self.fleet, self.monitor, self.logger, self.on_tick = registry, fleet, monitor, logger, on_tick
         self.out = Path(config.out)
@@ -283,20 +292,31 @@ class OnlineLoop:
     # -- the parts of a tick ----------------------------------------------------------
 
     def pull_episodes(self) -> None:
-        self.online.refresh(on_episode=lambda episode: self.monitor.observe(episode, self.progress.step))
+        def observe(episode) -> None:
+            self.monitor.observe(episode, self.progress.step)
+            self.gate.observe(episode)
+
+        self.online.refresh(on_episode=observe)
+        self.gate.poll()
 
     def publish(self) -> None:
         step = self.progress.step
+        version = self.registry.next_version(self.latest.version + 1)
+        policy = self.method.policy
+        if self.publish_hook is not None:  # tests: publish a deliberately broken version
+            policy = self.publish_hook(version, policy)
         self.latest = self.registry.publish(
-            self.method.policy,
+            policy,
             self.method.deployable_encoder(),
-            version=self.registry.next_version(self.latest.version + 1),
+            version=version,
             parent_version=self.latest.version,
             learner_step=step,
             data_snapshot=self.online.snapshot,
             extras={"training_step": self.progress.base_training_step + step},
+            env_steps=self.monitor.env_steps,
         )
         self.version_step[self.latest.version] = step
+        self.gate.published(self.latest)
 
     def save(self, path: Path, deployable: bool = False) -> None:
         method, progress = self.method, self.progress
@@ -470,6 +490,7 @@ class OnlineLoop:
         self.bar.set_description("deploy: stopping robots (they finish their episodes)")
         self.fleet.stop()
         self.pull_episodes()
+        self.gate.close()
         self.log()
         self.bar.close()
         if completed:
@@ -499,6 +520,8 @@ class OnlineLoop:
             "online_wall_seconds": progress.wall_before + wall,
             "versions_published": len(self.registry.history()),
             "latest_version": self.latest.version,
+            "deployed_version": self.registry.deployed().version,
+            "gate_decisions": _count_decisions(self.registry.decisions()),
             "worker_restarts": self.fleet.restarts,
             "wall_seconds": wall,
             "final": str(final) if final.exists() else None,
@@ -506,9 +529,16 @@ class OnlineLoop:
         }
 
 
-def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None = None) -> dict:
+def deploy(
+    config: DeployConfig,
+    on_tick: Callable[[DeployState], None] | None = None,
+    make_gate: GateFactory = make_fleet_gate,
+    publish_hook: PublishHook | None = None,
+) -> dict:
     """Run the online stage until the budget is spent (or Ctrl-C/SIGTERM); resumable.
-    Builds the loop's parts (method, replays, registry, fleet) and hands them to it."""
+    Builds the loop's parts (method, replays, registry, gate, fleet) and hands them to it.
+    `make_gate` builds the version gate (`lwd.evaluation.gate.make_gate` knows every mode;
+    the default, this layer's, knows `off` and `canary`)."""
     out = Path(config.out)
     finished = _finished_summary(out, config)
     if finished is not None:
@@ -541,8 +571,49 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
 
     offline, online = _replays(config, method, progress, fresh=state is None)
     mix = MixedReplay([(offline, 1.0 - config.online_fraction), (online, config.online_fraction)])
-    registry = PolicyRegistry(out / "registry")
-    if registry.latest() is None:  # robots start with the start checkpoint, as its own version
+    registry = _registry_with_start_version(out / "registry", method, config.checkpoint)
+    monitor = FleetMonitor(out)
+    online.refresh(on_episode=lambda episode: monitor.observe(episode, progress.step))
+    logger = MetricsLogger(out, tensorboard=config.tensorboard)
+    gate = make_gate(
+        config.gate,
+        registry,
+        out=out,
+        robot_ids=[spec.robot_id for spec in robot_specs(config.robots)],
+        tasks=config.robots.task_names(),
+        noise_seed=config.seed,
+    )
+    fleet = make_fleet(config.fleet, config.robots, out / "online_store", out / "registry", out, config.seed)
+    loop = OnlineLoop(
+        config,
+        method,
+        progress,
+        rng,
+        offline,
+        online,
+        mix,
+        registry,
+        fleet,
+        monitor,
+        logger,
+        gate,
+        on_tick,
+        publish_hook,
+    )
+    return loop.run()
+
+
+def _count_decisions(decisions: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for decision in decisions:
+        counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
+    return counts
+
+
+def _registry_with_start_version(root: Path, method: OnlineMethod, checkpoint: str) -> PolicyRegistry:
+    """The run's registry; robots start with the start checkpoint, as its own version."""
+    registry = PolicyRegistry(root)
+    if registry.latest() is None:
         registry.publish(
             method.policy,
             method.encoder,
@@ -550,14 +621,10 @@ def deploy(config: DeployConfig, on_tick: Callable[[DeployState], None] | None =
             parent_version=method.manifest.parent_version,
             learner_step=0,
             data_snapshot=0,
-            extras={"source_checkpoint": str(config.checkpoint)},
+            extras={"source_checkpoint": str(checkpoint)},
+            env_steps=0,
         )
-    monitor = FleetMonitor(out)
-    online.refresh(on_episode=lambda episode: monitor.observe(episode, progress.step))
-    logger = MetricsLogger(out, tensorboard=config.tensorboard)
-    fleet = make_fleet(config.fleet, config.robots, out / "online_store", out / "registry", out, config.seed)
-    loop = OnlineLoop(config, method, progress, rng, offline, online, mix, registry, fleet, monitor, logger, on_tick)
-    return loop.run()
+    return registry
 
 
 def _replays(

@@ -11,6 +11,7 @@ so the learner derives every fleet metric from the store and the registry.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -198,20 +199,22 @@ class RobotWorker:
         for lease in self.leases:
             lease.release()
 
-    def _policy(self, published: PublishedVersion) -> int:
-        """The version a robot starting an episode now gets (the newest that loads)."""
+    def _policy(self, robot: _Robot, published: PublishedVersion) -> int:
+        """The version `robot` runs in its next episode: the one the rollout names, or, if
+        that cannot be loaded (pruned, damaged), the one it ran before."""
         if published.version not in self.policies:
             try:
                 self.policies[published.version] = (*self.source.load(published.version), published)
-            except Exception as err:  # a pruned or damaged version: keep what we have
-                if not self.policies:
+            except Exception as err:
+                fallback = robot.version if robot.version in self.policies else max(self.policies, default=None)
+                if fallback is None:
                     raise
                 log.warning("worker %d cannot load version %d: %s", self.index, published.version, err)
-                return max(self.policies)
+                return fallback
         return published.version
 
     def _start(self, robot: _Robot, published: PublishedVersion) -> None:
-        version = self._policy(published)
+        version = self._policy(robot, published)
         switched_from = robot.version if version != robot.version else None
         robot.version = version
         spec, seq = robot.spec, robot.seq
@@ -250,6 +253,30 @@ class RobotWorker:
             log.error("worker %d rejected %s: %s", self.index, episode.episode_id, err)
             self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{err}")
 
+    def _write_status(self) -> None:
+        """What each robot is doing now, for dashboards: `<log_dir>/robots/worker-<i>.json`,
+        replaced atomically at every episode start and end (a status, not a record: no fsync)."""
+        if self.log_dir is None:
+            return
+        robots = []
+        for robot in self.robots:
+            running = robot.run is not None
+            robots.append(
+                {
+                    "robot_id": robot.spec.robot_id,
+                    "state": "running" if running else "idle",
+                    "task": robot.spec.task(robot.seq if not running else robot.run.seq),
+                    "seq": robot.run.seq if running else robot.seq,
+                    "version": int(robot.version) if robot.version != NO_POLICY else None,
+                }
+            )
+        status = {"worker": self.index, "pid": os.getpid(), "updated_at": time.time(), "robots": robots}
+        folder = self.log_dir / "robots"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".worker-{self.index}.json.tmp"
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, folder / f"worker-{self.index}.json")
+
     def _log_line(self, name: str, line: str) -> None:
         if self.log_dir is not None:
             # One O_APPEND write per line: the workers' lines never interleave.
@@ -285,22 +312,28 @@ class RobotWorker:
         episode wait instead of starting the next (the learner is catching up)."""
         while True:
             stopping, holding = should_stop(), should_hold()
-            published = None
+            rollout = None
+            changed = False
             for robot in self.robots:
                 if robot.run is not None and robot.run.finished:
                     self._finish(robot)
+                    changed = True
                 if robot.run is None and not stopping and not holding:
-                    published = published or self.source.latest()  # read once per sweep, at boundaries only
+                    rollout = rollout or self.source.rollout()  # read once per sweep, at boundaries only
+                    published = rollout.version_for(robot.spec.robot_id) if rollout else None
                     if published is None:
                         raise RuntimeError("no policy has been published yet")
                     self._start(robot, published)
+                    changed = True
+            if changed:
+                self._write_status()
             if all(r.run is None for r in self.robots):
                 if stopping:
                     return
                 time.sleep(0.01)  # held: wait for the learner
                 continue
-            in_use = {r.version for r in self.robots if r.run is not None}
-            for version in [v for v in self.policies if v not in in_use and v != max(self.policies)]:
+            in_use = {r.version for r in self.robots}  # running, or the fallback of the next episode
+            for version in [v for v in self.policies if v not in in_use]:
                 del self.policies[version]  # nobody runs it any more
             waiting = self._fill_chunks()
             for robot in self.robots:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from lwd.algorithms.learner import LearnerConfig
 from lwd.evaluation.evaluate import EvalConfig, evaluate
+from lwd.evaluation.gate import make_gate
 from lwd.fleet.collect import (
     CollectConfig,
     OfflineDataConfig,
     build_offline_store,
     collect,
 )
+from lwd.fleet.gate import GateConfig
 from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
 from lwd.fleet.worker import FleetConfig
 from lwd.policy.checkpoint import read_manifest
@@ -182,10 +184,11 @@ def deploy_stage(
         n_sync=preset.n_sync,
         batch_size=preset.batch_size,
         lwd=replace(ONLINE_LEARNER, qam_batch=preset.qam_batch),
+        gate=GateConfig(mode=preset.gate_mode),
         seed=seed,
         progress=not quiet,
         tensorboard=not quiet,
         **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}),
         **overrides,
     )
-    return timed(stages, label, lambda: deploy(config))
+    return timed(stages, label, lambda: deploy(config, make_gate=make_gate))
