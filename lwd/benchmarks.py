@@ -1,7 +1,7 @@
 """The benchmarks behind `lwd bench` (figures in docs/benchmarks.md):
 
     sim       bare Meta-World vs expert collection into the store, same cores
-    policy    chunk latency at batch 1 and 16, SFT and learner updates/s
+    policy    chunk latency at batch 1 and 16, SFT and learner updates/s (reference vs fast step)
     fleet     fleet env steps/s vs the bare simulator on the same episodes
     operator  how often the deployment operator takes over, per task
 
@@ -20,7 +20,7 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,13 +133,38 @@ class PolicyBenchConfig:
     threads: int = documented(2, "torch CPU threads")
     repeats: int = documented(200, "timed calls per latency figure")
     sft_steps: int = documented(100, "timed SFT updates at batch 256")
-    learner_steps: int = documented(30, "timed LWD learner steps at batch 256 per configuration")
+    learner_steps: int = documented(
+        12,
+        "timed LWD learner steps at batch 256 per configuration and round (a multiple of 4: "
+        "every configuration then runs its average share of QAM updates)",
+    )
+    learner_rounds: int = documented(
+        3,
+        "rounds over all learner configurations, interleaved so that each sees the same drift of a "
+        "shared machine; each rate is the median round",
+    )
     device: str = documented("cpu", "torch device of the timed networks: cpu, or cuda on a GPU machine")
+    clock: str = documented(
+        "wall",
+        "clock of the learner rates: 'wall', or 'cpu' (this process's CPU time; with --threads 1 "
+        "close to an idle machine's wall time even while other jobs share the cores)",
+    )
+    keep_freed_memory: bool = documented(
+        True, "keep freed memory in the process (lwd.training.host; as a learner process should)"
+    )
     out: str = documented("runs/bench/policy.json", "where to write the JSON result")
+
+    def __post_init__(self) -> None:
+        if self.learner_steps < 1 or self.learner_rounds < 1:
+            raise ValueError("learner_steps and learner_rounds must be >= 1")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
 
 
 def run_policy_bench(config: PolicyBenchConfig) -> dict:
-    """Chunk-sampling latency (encode + K Euler steps) at batch 1 and 16, SFT updates/s at 256.
+    """Chunk-sampling latency (encode + K Euler steps) at batch 1 and 16, SFT updates/s at 256,
+    and LWD learner steps/s at 256 for each of LEARNER_VARIANTS, the reference and the fast
+    implementation of the default step side by side in interleaved rounds.
 
     Inputs are random tensors of the real shapes: the cost of these dense networks does
     not depend on the values.
@@ -148,9 +173,12 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
 
     from lwd.algorithms.batch import LearnerBatch
     from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+    from lwd.training.host import keep_freed_memory
     from lwd.training.sft import sft_step
 
     torch.set_num_threads(config.threads)
+    if config.keep_freed_memory:
+        keep_freed_memory()
     device = torch.device(config.device)
     policy_config = PolicyConfig(chunk_len=config.chunk_len, hidden_dim=config.hidden_dim, num_layers=config.num_layers)
     policy = FlowChunkPolicy(policy_config).to(device)
@@ -191,7 +219,7 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
         next_obs=torch.randn(256, 39),
         return_to_go=torch.rand(256),
     )
-    batch = LearnerBatch(**{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})
+    batch = batch.to(device)
     for _ in range(5):
         sft_step(policy, optimizer, batch, generator)
     synchronize()
@@ -200,48 +228,75 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
         sft_step(policy, optimizer, batch, generator)
     synchronize()
     report["sft_updates_per_s_batch256"] = config.sft_steps / (time.perf_counter() - began)
-    report["learner_updates_per_s_batch256"] = _learner_rates(policy, batch, config, synchronize)
+    rounds = _learner_rounds(policy_config, batch, config, synchronize)
+    report["learner_updates_per_s_batch256"] = {name: float(np.median(rates)) for name, rates in rounds.items()}
+    report["learner_rounds_updates_per_s"] = rounds
+    # Per round, so that both sides of the ratio saw the same load of a shared machine.
+    speedups = np.array(rounds[FAST_DEFAULT]) / np.array(rounds[REFERENCE_DEFAULT])
+    report["learner_speedup_default"] = float(np.median(speedups))
     return _written(report, config.out)
 
 
-def _learner_rates(policy, batch, config: PolicyBenchConfig, synchronize) -> dict[str, float]:
-    """LWD learner steps/s at batch 256: V + Q only, and with QAM on 64 / 128 (default) /
-    256 states, every step or every 4th step."""
+REFERENCE_DEFAULT = "reference_implementation_qam128_every_step_default"
+FAST_DEFAULT = "qam128_every_step_default"
+# name -> (LearnerConfig overrides, action-expert width as a fraction of --hidden-dim).
+# QAM on 128 states every step is the default LWD step; the first line is the same step
+# in the reference implementation (the step as it was before the fast one;
+# tests/algorithms/test_learner.py checks that they agree). The rest are what one could
+# trade for speed: precision, QAM batch or frequency (algorithm defaults) and a narrower
+# action expert (a model change).
+LEARNER_VARIANTS: dict[str, tuple[dict, float]] = {
+    REFERENCE_DEFAULT: ({"implementation": "reference"}, 1.0),
+    FAST_DEFAULT: ({}, 1.0),
+    "value_and_critic_only": ({"policy_warmup": 10**9}, 1.0),
+    "bfloat16_qam128_every_step": ({"qam_dtype": "bfloat16"}, 1.0),
+    "qam32_every_step": ({"qam_batch": 32}, 1.0),
+    "qam64_every_step": ({"qam_batch": 64}, 1.0),
+    "qam256_every_step": ({"qam_batch": 256}, 1.0),
+    "qam64_every_4th_step": ({"qam_batch": 64, "policy_every": 4}, 1.0),
+    "bfloat16_qam64_every_2nd_step": ({"qam_dtype": "bfloat16", "qam_batch": 64, "policy_every": 2}, 1.0),
+    "half_width_expert_qam128_every_step": ({}, 0.5),
+}
+
+
+def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize) -> dict[str, list[float]]:
+    """LWD learner steps/s at batch 256 for each of LEARNER_VARIANTS, measured in
+    `learner_rounds` interleaved rounds: name -> one rate per round."""
     import copy
 
     import torch
 
     from lwd.algorithms.learner import LearnerConfig, LWDLearner
     from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
+    from lwd.policy.flow_policy import FlowChunkPolicy
 
     device = batch.obs.device
     critic_config = CriticConfig(chunk_len=config.chunk_len)
-    variants = {
-        "value_and_critic_only": dict(policy_warmup=10**9),
-        "qam64_every_step": dict(qam_batch=64),
-        "qam128_every_step_default": dict(qam_batch=128),
-        "qam256_every_step": dict(qam_batch=256),
-        "qam64_every_4th_step": dict(qam_batch=64, policy_every=4),
-    }
-    rates = {}
     generator = torch.Generator().manual_seed(0)
-    for name, overrides in variants.items():
-        learner = LWDLearner(
+    learners = {}
+    for name, (overrides, width) in LEARNER_VARIANTS.items():
+        hidden_dim = max(1, round(width * policy_config.hidden_dim))
+        policy = FlowChunkPolicy(replace(policy_config, hidden_dim=hidden_dim)).to(device)
+        learners[name] = LWDLearner(
             policy,
             copy.deepcopy(policy),
             ChunkCritic(critic_config).to(device),
             StateValue(critic_config).to(device),
             LearnerConfig(**{"policy_warmup": 0, **overrides}),
         )
-        for _ in range(4):
-            learner.step(batch, generator)
-        synchronize()
-        began = time.perf_counter()
-        for _ in range(config.learner_steps):
-            learner.step(batch, generator)
-        synchronize()
-        rates[name] = config.learner_steps / (time.perf_counter() - began)
-    return rates
+        for _ in range(3):  # warm-up: allocator, first-call dispatch
+            learners[name].step(batch, generator)
+    clock = time.process_time if config.clock == "cpu" else time.perf_counter
+    rounds: dict[str, list[float]] = {name: [] for name in learners}
+    for _ in range(config.learner_rounds):
+        for name, learner in learners.items():
+            synchronize()
+            began = clock()
+            for _ in range(config.learner_steps):
+                learner.step(batch, generator)
+            synchronize()
+            rounds[name].append(config.learner_steps / (clock() - began))
+    return rounds
 
 
 @dataclass(frozen=True)

@@ -437,8 +437,16 @@ def _registry_commands() -> list[Command]:
 def _gateway_commands() -> list[Command]:
     from lwd.gateway.commands import cmd_bench_gateway, cmd_gateway_serve, cmd_gateway_token
     from lwd.gateway.config import GatewayBenchConfig, GatewayConfig, TokenCommand
+    from lwd.gateway.robots import RobotProcessConfig, cmd_robot
 
     return [
+        (
+            ("robot",),
+            "run simulated robots (Meta-World + scripted operator) that reach the learner only through a gateway: "
+            "uploads via a durable spool, policies and the fleet's hold from the gateway",
+            RobotProcessConfig,
+            cmd_robot,
+        ),
         (
             ("gateway", "serve"),
             "the network gateway: robots upload episodes to the store, fetch policies and ask for "

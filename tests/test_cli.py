@@ -65,19 +65,32 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
 
     report = run_policy_bench(
         PolicyBenchConfig(
-            hidden_dim=32, num_layers=1, repeats=3, sft_steps=2, learner_steps=1, out=str(tmp_path / "p.json")
+            hidden_dim=32,
+            num_layers=1,
+            repeats=3,
+            sft_steps=2,
+            learner_steps=1,
+            learner_rounds=1,
+            out=str(tmp_path / "p.json"),
         )
     )
     assert report["latency_ms_batch1"]["p50"] > 0 and report["latency_ms_batch16"]["p99"] > 0
     assert report["sft_updates_per_s_batch256"] > 0
     assert set(report["learner_updates_per_s_batch256"]) == {
-        "value_and_critic_only",
-        "qam64_every_step",
+        "reference_implementation_qam128_every_step_default",
         "qam128_every_step_default",
+        "value_and_critic_only",
+        "bfloat16_qam128_every_step",
+        "qam32_every_step",
+        "qam64_every_step",
         "qam256_every_step",
         "qam64_every_4th_step",
+        "bfloat16_qam64_every_2nd_step",
+        "half_width_expert_qam128_every_step",
     }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
+    assert all(len(rates) == 1 for rates in report["learner_rounds_updates_per_s"].values())
+    assert report["learner_speedup_default"] > 0
 
 
 def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():

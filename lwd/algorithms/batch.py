@@ -4,7 +4,8 @@ H = chunk length, A = action size."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Self
 
 import torch
 
@@ -26,6 +27,11 @@ class LearnerBatch:
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Self:
+        """The same batch (of the same class, extra fields included) on `device`."""
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
+        return replace(self, **moved)
 
 
 @dataclass(frozen=True)

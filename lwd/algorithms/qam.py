@@ -18,6 +18,12 @@ Two discretisations of the lean adjoint (`adjoint_time`):
   the step's end time (also tested against autograd). On the 1-D bandit it reaches
   more of the exp(Q/λ) tilt at K = 10 (right-mode weight 0.81 vs 0.74, target 0.88),
   because the step-start adjoint vanishes at the first steps (x/(w+h) cancels x_0).
+
+Two implementations of the same objective: `qam_loss` (used for training) evaluates the
+reference once at all K rollout states and runs the K vector-Jacobian products of the
+lean adjoint from that one evaluation (`Linearization`); `reference_qam_loss` composes the
+step-by-step functions below literally, as SPEC §5 reads, and is what `qam_loss` is tested
+against (tests/algorithms/test_qam.py) and timed against (`lwd bench policy`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from dataclasses import dataclass
 import torch
 
 ADJOINT_TIMES = ("step_start", "step_end")
+# f(x, w): x (N, D), w (N,) -> (N, D). QAM calls it on n stacked blocks of the B states,
+# N = n·B, with one flow time per block (a field may rely on that).
 VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BlockVJP = Callable[[int, torch.Tensor], torch.Tensor]
+# A field evaluated at n stacked blocks of B states, x (n·B, D), w (n·B,), returning the
+# velocities (n·B, D) and `vjp(k, a)` = J_kᵀa (B, D) for block k, J_k = ∂f/∂x there.
+Linearization = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, BlockVJP]]
 
 
 def memoryless_schedule(steps: int, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,11 +56,9 @@ def _full(batch: int, value: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def memoryless_rollout(
-    policy: VelocityField, reference: VelocityField, x_0: torch.Tensor, noise: torch.Tensor, steps: int
-) -> torch.Tensor:
-    """States x_0..x_K of the memoryless SDE of the current policy; the last step is a
-    plain ODE step of the reference. x_0 (B, D); noise (K−1, B, D). Returns (K+1, B, D)."""
+def policy_rollout(policy: VelocityField, x_0: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """States x_0..x_{K−1} of the memoryless SDE of the current policy, i.e. every state at
+    which QAM evaluates the fields. x_0 (B, D); noise (K−1, B, D). Returns (K, B, D)."""
     w, sigma = memoryless_schedule(steps, x_0.dtype, x_0.device)
     h = 1.0 / steps
     batch = x_0.shape[0]
@@ -58,8 +68,20 @@ def memoryless_rollout(
         drift = 2.0 * policy(x, _full(batch, w[k])) - x / (w[k] + h)
         x = x + h * drift + (h**0.5) * sigma[k] * noise[k]
         xs.append(x)
-    xs.append(x + h * reference(x, _full(batch, w[steps - 1])))
     return torch.stack(xs)
+
+
+@torch.no_grad()
+def memoryless_rollout(
+    policy: VelocityField, reference: VelocityField, x_0: torch.Tensor, noise: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """States x_0..x_K of the memoryless SDE of the current policy; the last step is a
+    plain ODE step of the reference. x_0 (B, D); noise (K−1, B, D). Returns (K+1, B, D)."""
+    xs = policy_rollout(policy, x_0, noise, steps)
+    w, _ = memoryless_schedule(steps, x_0.dtype, x_0.device)
+    h = 1.0 / steps
+    x_final = xs[-1] + h * reference(xs[-1], _full(x_0.shape[0], w[steps - 1]))
+    return torch.cat([xs, x_final[None]])
 
 
 def terminal_adjoint(
@@ -136,6 +158,25 @@ class QAMOutput:
     kl_proxy: torch.Tensor  # (B,) Σ_k ‖f_θ − f_β‖²
 
 
+def linearize_by_autograd(field: VelocityField, batch: int) -> Linearization:
+    """A `Linearization` of any velocity field: one autograd graph per block of `batch`
+    rows, kept until its VJP is asked for. Networks that know their own layers provide a
+    cheaper one (`FlowChunkPolicy.velocity_linearization`: one batched call, no graphs)."""
+
+    def linearize(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, BlockVJP]:
+        inputs = [block.detach().requires_grad_(True) for block in x.split(batch)]
+        with torch.enable_grad():
+            outputs = [field(block, times) for block, times in zip(inputs, w.split(batch))]
+
+        def vjp(k: int, cotangent: torch.Tensor) -> torch.Tensor:
+            (grad,) = torch.autograd.grad(outputs[k], inputs[k], grad_outputs=cotangent)
+            return grad
+
+        return torch.cat([out.detach() for out in outputs]), vjp
+
+    return linearize
+
+
 def qam_loss(
     policy: VelocityField,
     reference: VelocityField,
@@ -145,8 +186,60 @@ def qam_loss(
     steps: int,
     lam: float,
     adjoint_time: str = "step_start",
+    linearize: Linearization | None = None,
 ) -> QAMOutput:
     """One QAM objective: rollout (no grad) → terminal adjoint → lean adjoint → regression.
+
+    The same objective as `reference_qam_loss`, ordered so that every network call after
+    the rollout is batched over all K steps: the policy rollout gives x_0..x_{K−1}; the
+    reference is evaluated and linearised at all of them in one call, which also gives
+    the last, ODE step x_K = x_{K−1} + h·f_β(x_{K−1}, w_{K−1}) and the f_β of the loss,
+    so the lean adjoint's K vector-Jacobian products need no forward pass of their own.
+    `linearize` is a faster `Linearization` of `reference` (default:
+    `linearize_by_autograd(reference)`). Gradient reaches the policy only through its
+    velocities at the (detached) rollout states.
+    """
+    if adjoint_time not in ADJOINT_TIMES:
+        raise ValueError(f"adjoint_time must be one of {ADJOINT_TIMES}, got {adjoint_time!r}")
+    batch, dim = x_0.shape
+    w, _ = memoryless_schedule(steps, x_0.dtype, x_0.device)
+    h = 1.0 / steps
+    xs = policy_rollout(policy, x_0, noise, steps)  # (K, B, D)
+    states, times = xs.reshape(steps * batch, dim), w.repeat_interleave(batch)  # (K·B, D), (K·B,)
+    shifted = adjoint_time == "step_end"
+    linearize = linearize or linearize_by_autograd(reference, batch)
+    jacobian_velocities, vjp = linearize(states, times + h if shifted else times)
+    if shifted:  # J at w_k + h, but the loss and the last step take f_β at w_k
+        with torch.no_grad():
+            reference_velocities = reference(states, times).view(steps, batch, dim)
+    else:
+        reference_velocities = jacobian_velocities.view(steps, batch, dim)
+    adjoint_final = terminal_adjoint(q_value, xs[-1] + h * reference_velocities[-1], lam)
+    adjoint = adjoint_final
+    adjoints = [adjoint] * steps
+    for k in reversed(range(steps)):
+        if k == steps - 1 and not shifted:  # the ODE step: J = ∂f_β/∂x
+            adjoint = adjoint + h * vjp(k, adjoint)
+        else:
+            adjoint = adjoint + h * (2.0 * vjp(k, adjoint) - adjoint / (w[k] + h))
+        adjoints[k] = adjoint
+    policy_velocities = policy(states, times).view(steps, batch, dim)
+    loss, kl = adjoint_matching_loss(policy_velocities, reference_velocities, torch.stack(adjoints))
+    return QAMOutput(loss, adjoint_final.norm(dim=-1).detach(), kl)
+
+
+def reference_qam_loss(
+    policy: VelocityField,
+    reference: VelocityField,
+    q_value: Callable[[torch.Tensor], torch.Tensor],
+    x_0: torch.Tensor,
+    noise: torch.Tensor,
+    steps: int,
+    lam: float,
+    adjoint_time: str = "step_start",
+) -> QAMOutput:
+    """`qam_loss` written as SPEC §5 reads, step by step (rollout → terminal adjoint → lean
+    adjoint → regression): the slow implementation the fast one is tested against.
 
     Gradient reaches the policy only through its velocities at the (detached) rollout
     states, evaluated in one batched call over all K steps.

@@ -103,6 +103,10 @@ class GatewayClient:
                 return None
             raise
 
+    def fleet_control(self) -> dict:
+        """What the fleet asks of robots now: {"hold": bool}."""
+        return self._call("GET", "/v1/fleet/control").json()
+
     def latest(self) -> dict | None:
         """The newest published version with its bundle's sha256, size and architecture;
         None while nothing is published."""

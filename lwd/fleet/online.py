@@ -70,7 +70,7 @@ PublishHook = Callable[[int, FlowChunkPolicy], FlowChunkPolicy]
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
 DEFAULT_N_STEP = {"lwd": 4, "recap": 1}
 
-FLEETS = ("local",)
+FLEETS = ("local", "gateway")
 
 
 # The learner's online settings (SPEC §6.3); the rest as offline.
@@ -232,10 +232,15 @@ class StopConditions:
 
 
 def make_fleet(kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path, seed: int = 0) -> Fleet:
-    """The fleet that runs the robots: `local` processes on this machine (a network gateway
-    and Ray are the next entries here, not edits to the loop)."""
+    """The fleet that runs the robots: `local` processes on this machine or `gateway` (robot
+    processes that reach the learner only through a network gateway it starts); Ray is the
+    next entry here, not an edit to the loop."""
     if kind == "local":
         return LocalFleet(config, store, registry, log_dir=log_dir, seed=seed)
+    if kind == "gateway":
+        from lwd.gateway.fleet import GatewayFleet  # the same layer; loads the web stack only when asked
+
+        return GatewayFleet(config, store, registry, log_dir=log_dir, seed=seed)
     raise ValueError(f"unknown fleet {kind!r} (known: {', '.join(FLEETS)})")
 
 

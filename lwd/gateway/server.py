@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from lwd.data.store import EpisodeConflictError
 from lwd.gateway.config import GatewayConfig
+from lwd.gateway.control import read_fleet_control
 from lwd.gateway.services import ActBatcher, GatewayMetrics, PolicyServer, StoreWriter, WeightBundles
 from lwd.gateway.tokens import TokenBook
 from lwd.gateway.wire import (
@@ -215,6 +216,15 @@ async def policy_rollout(request: Request) -> JSONResponse:
             _, bundle = await run_in_threadpool(gateway.bundles.get, body[key]["version"])
             body[key] = {**body[key], **bundle}
     return JSONResponse(body)
+
+
+@router.get("/v1/fleet/control")
+async def fleet_control(request: Request) -> JSONResponse:
+    """What the fleet's operator (the learner) asks of every robot: {"hold": bool} — while
+    holding, robots finish the episode they are in and start no new one (pacing)."""
+    gateway: Gateway = request.app.state.gateway
+    gateway.robot(request)
+    return JSONResponse(await run_in_threadpool(read_fleet_control, gateway.config.dir))
 
 
 @router.get("/v1/policy/{version}/weights")

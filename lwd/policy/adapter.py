@@ -2,7 +2,9 @@
 
 Not yet the whole seam: the flow-matching losses use only this protocol, but QAM and the
 online methods still reach `velocity_net` (the trainable action expert) and `unnormalize`
-of `FlowChunkPolicy`, so a second policy class needs those too (an open issue)."""
+of `FlowChunkPolicy`, and the fast QAM step its `velocity_field` and
+`velocity_linearization`, so a second policy class needs those too (an open issue; the
+`reference` learner implementation needs only `velocity`)."""
 
 from __future__ import annotations
 

@@ -60,9 +60,10 @@ FULL = Preset(
 
 DEMO_PRESETS = {
     "smoke": SMOKE,
-    # 500 episodes per policy: ±0.03 on the MT10 average; "observe" scores published versions on
-    # validation seeds while the fleet runs (the report's validation curve; cost in docs/benchmarks.md)
-    "small": Preset(eval_episodes_per_task=50, gate_mode="observe"),
+    # 500 episodes per policy: ±0.03 on the MT10 average. Ungated: "observe" (the report's
+    # validation curve) takes one of the two cores while it scores, and its effect on the demo's
+    # 20-minute budget is not measured on an idle machine yet (docs/benchmarks.md).
+    "small": Preset(eval_episodes_per_task=50),
     "full": FULL,
 }
 

@@ -187,8 +187,9 @@ class RecapMethod(_LearnerMethod):
         if saved:
             self._build(StateValue(value_config))
             load_modules(self.learner.modules(), load_learner_state(checkpoint))
-            self.learner.thresholds = torch.tensor(saved["thresholds"], dtype=torch.float32)
-            self.learner.thresholds_seen = torch.tensor(saved["thresholds_seen"], dtype=torch.bool)
+            device = self.learner.thresholds.device  # the value's: the learner may run on a GPU
+            self.learner.thresholds = torch.tensor(saved["thresholds"], dtype=torch.float32, device=device)
+            self.learner.thresholds_seen = torch.tensor(saved["thresholds_seen"], dtype=torch.bool, device=device)
 
     def _build(self, value: StateValue) -> None:
         self.learner = RecapLearner(self.policy, value, self.config, num_tasks=len(self.tasks))

@@ -130,8 +130,16 @@ class BreakUntilJudged(BreakOnce):
 def test_the_evaluator_gate_rejects_a_broken_version_before_any_robot_runs_it(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     hook = BreakUntilJudged(out / "registry")
-    gate = GateConfig(mode="evaluate", episodes_per_task=10, margin=0.05, rollback_episodes=0)
-    deploy(_config(tiny_pipeline, out, gate, 16_000), make_gate=make_gate, publish_hook=hook)
+    gate = GateConfig(mode="evaluate", episodes_per_task=20, margin=0.05, rollback_episodes=0)
+
+    def wait_for_the_evaluator(state):
+        # On a loaded machine the robots could spend the budget before the evaluator has
+        # scored a candidate: hold them at their episode boundaries until it has.
+        judged = any(d["decision"] == "rejected" for d in state.registry.decisions())
+        state.fleet.hold(not judged and state.env_steps > 1_500)
+
+    config = replace(_config(tiny_pipeline, out, gate, 16_000), max_minutes=10.0)  # fail, not hang
+    deploy(config, on_tick=wait_for_the_evaluator, make_gate=make_gate, publish_hook=hook)
     judged = [
         d for d in PolicyRegistry(out / "registry").decisions() if d["by"] == "gate" and d["evidence"].get("mode")
     ]
@@ -139,13 +147,13 @@ def test_the_evaluator_gate_rejects_a_broken_version_before_any_robot_runs_it(ti
     first = judged[0]
     assert first["decision"] == "rejected" and first["version"] in hook.broken_versions
     evidence = first["evidence"]
-    assert evidence["candidate_success"] == 0.0 and evidence["difference"] < -0.05 and evidence["episodes"] == 10
+    assert evidence["candidate_success"] == 0.0 and evidence["difference"] < -0.05 and evidence["episodes"] == 20
     ran = {int(v) for e in _episodes(out) for v in e.policy_version}
     assert not ran & hook.broken_versions  # no robot ran a broken version
     scored = [json.loads(line) for line in (out / "gate" / "evaluations.jsonl").read_text().splitlines()]
     start = PolicyRegistry(out / "registry").history()[0].version
     assert {start, first["version"]} <= {line["version"] for line in scored}
-    assert all(line["episodes"] == 10 and line["env_steps"] is not None for line in scored)
+    assert all(line["episodes"] == 20 and line["env_steps"] is not None for line in scored)
 
 
 def test_observe_scores_published_versions_and_decides_nothing(tiny_pipeline, tmp_path):

@@ -95,6 +95,72 @@ def test_sampling_integrates_the_velocity_field_it_was_trained_as():
         assert torch.allclose(policy.sample_normalized(context, noise), x, atol=1e-5)
 
 
+def _blocks_of_states(policy: FlowChunkPolicy, n: int, batch: int, dtype=torch.float32):
+    """B contexts and n blocks of B states (n·B rows), each block at its own flow time."""
+    context = torch.randn(batch, policy.config.context_dim, dtype=dtype)
+    x = torch.randn(n * batch, policy.config.flat_action_dim, dtype=dtype)
+    w = (torch.arange(n, dtype=dtype) / n).repeat_interleave(batch)
+    return context, x, w
+
+
+def test_velocity_field_is_velocity_with_the_context_bound():
+    """The split first layer and the functional layers compute `velocity` on context.repeat(n, 1)."""
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(SMALL)
+    policy.requires_grad_(False)
+    context, x, w = _blocks_of_states(policy, n=3, batch=5)
+    expected = policy.velocity(context.repeat(3, 1), x, w)
+    torch.testing.assert_close(policy.velocity_field(context)(x, w), expected, rtol=1e-5, atol=1e-6)
+    # bfloat16 hidden layers: ~3 significant digits (stated tolerance 3% of the velocity's norm)
+    low = policy.velocity_field(context, torch.bfloat16)(x, w)
+    assert low.dtype == torch.float32
+    assert float((low - expected).norm() / expected.norm()) < 3e-2
+
+
+def test_velocity_field_gradient_reaches_encoder_and_weights_as_velocity_does():
+    torch.manual_seed(1)
+    policy = FlowChunkPolicy(SMALL)
+    obs, text = torch.randn(4, 39), torch.randn(4, SMALL.text_dim)
+    _, x, w = _blocks_of_states(policy, n=2, batch=4)
+    grads = []
+    for fast in (False, True):
+        policy.zero_grad(set_to_none=True)
+        context = policy.encode(obs, text)
+        out = policy.velocity_field(context)(x, w) if fast else policy.velocity(context.repeat(2, 1), x, w)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in policy.parameters()])
+    for fast_grad, slow_grad in zip(*grads):
+        torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_velocity_linearization_gives_the_velocities_and_the_input_vjp_of_autograd():
+    """`vjp(k, a)` = Jᵀa on block k by hand equals autograd through `velocity` (float64: 1e-10)."""
+    torch.manual_seed(2)
+    policy = FlowChunkPolicy(SMALL).double().requires_grad_(False)
+    n, batch = 3, 4
+    context, x, w = _blocks_of_states(policy, n, batch, torch.float64)
+    velocities, vjp = policy.velocity_linearization(context)(x, w)
+    torch.testing.assert_close(velocities, policy.velocity(context.repeat(n, 1), x, w), rtol=1e-10, atol=1e-12)
+    for k in range(n):
+        rows = slice(k * batch, (k + 1) * batch)
+        block = x[rows].clone().requires_grad_(True)
+        cotangent = torch.randn(batch, SMALL.flat_action_dim, dtype=torch.float64)
+        (expected,) = torch.autograd.grad(policy.velocity(context, block, w[rows]), block, cotangent)
+        torch.testing.assert_close(vjp(k, cotangent), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_velocity_linearization_in_bfloat16_stays_within_its_stated_tolerance():
+    torch.manual_seed(3)
+    policy = FlowChunkPolicy(SMALL).requires_grad_(False)
+    context, x, w = _blocks_of_states(policy, n=2, batch=6)
+    exact_velocities, exact_vjp = policy.velocity_linearization(context)(x, w)
+    velocities, vjp = policy.velocity_linearization(context, torch.bfloat16)(x, w)
+    cotangent = torch.randn(6, SMALL.flat_action_dim)
+    assert velocities.dtype == torch.float32 and vjp(1, cotangent).dtype == torch.float32
+    assert float((velocities - exact_velocities).norm() / exact_velocities.norm()) < 3e-2
+    assert float((vjp(1, cotangent) - exact_vjp(1, cotangent)).norm() / exact_vjp(1, cotangent).norm()) < 3e-2
+
+
 def test_checkpoint_round_trip_gives_identical_actions(tmp_path, encoder):
     torch.manual_seed(1)
     policy = FlowChunkPolicy(SMALL)

@@ -1,0 +1,99 @@
+"""`lwd deploy --fleet gateway`: learner + gateway + `lwd robot` processes on loopback only."""
+
+import os
+import signal
+from collections import defaultdict
+from dataclasses import replace
+
+import pytest
+
+from lwd.data.store import EpisodeStore
+from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
+from lwd.fleet.worker import FleetConfig
+from tools.chaos import alive
+from tools.chaos import children as child_processes
+
+pytestmark = pytest.mark.slow  # real deploy runs with a gateway and robot processes
+
+TASKS = ("reach-v3", "drawer-close-v3")
+
+
+def _config(tiny_pipeline, out, env_steps: int, **overrides) -> DeployConfig:
+    _, store, _, _, offline = tiny_pipeline
+    return DeployConfig(
+        checkpoint=offline,
+        offline_store=store,
+        out=str(out),
+        fleet="gateway",
+        robots=FleetConfig(tasks=TASKS, workers=2, robots_per_worker=2),
+        env_steps=env_steps,
+        n_sync=5,
+        batch_size=32,
+        lwd=replace(ONLINE_LEARNER, qam_batch=8),
+        refresh_seconds=0.2,
+        log_seconds=0.5,
+        checkpoint_every=20,
+        progress=False,
+        tensorboard=False,
+        **overrides,
+    )
+
+
+def _episodes(out):
+    store = EpisodeStore(out / "online_store", create=False)
+    return store, [store.load(record) for record in store.records()]
+
+
+def _spooled(out) -> int:
+    return sum(1 for _ in (out / "robot_spools").glob("worker-*/pending/**/*.safetensors"))
+
+
+def _assert_exactly_once(out) -> list:
+    store, episodes = _episodes(out)
+    by_robot = defaultdict(list)
+    for episode in episodes:
+        by_robot[episode.robot_id].append(episode.seq)
+    for robot, seqs in by_robot.items():  # nothing lost, nothing twice
+        assert sorted(seqs) == list(range(len(seqs))), robot
+    report = store.check()
+    assert not report.missing and not report.corrupt and not report.orphans
+    return episodes
+
+
+def test_robots_reach_the_learner_only_through_the_gateway(tiny_pipeline, tmp_path):
+    out = tmp_path / "run"
+    summary = deploy(_config(tiny_pipeline, out, 3_000))
+    episodes = _assert_exactly_once(out)
+    assert summary["env_steps"] >= 3_000 and _spooled(out) == 0
+    assert {e.robot_id for e in episodes} == {f"robot-{i:03d}" for i in range(4)}
+    for episode in episodes:  # a version is picked up at an episode boundary only
+        assert len(set(episode.policy_version.tolist())) == 1
+    first, last = min(episodes, key=lambda e: e.started_at), max(episodes, key=lambda e: e.started_at)
+    assert last.policy_version[0] > first.policy_version[0]  # robots moved to newer versions
+    assert any(e.intervention.any() for e in episodes)  # the operator's takeovers are recorded
+    assert summary["latency/episode_to_learner_p99_s"] > 0 and summary["latency/model_to_robot_p99_s"] > 0
+    assert (out / "gateway" / "gateway.log").exists() and sorted(p.name for p in (out / "robots").iterdir()) == [
+        "worker-0.json",
+        "worker-1.json",
+    ]
+    assert not [pid for pid in child_processes(os.getpid(), b"lwd.") if alive(pid)]  # gateway and robots are gone
+
+
+def test_a_killed_gateway_and_a_killed_robot_process_lose_nothing(tiny_pipeline, tmp_path):
+    out, killed = tmp_path / "run", {}
+
+    def kill_once(state):
+        fleet = state.fleet
+        if "gateway" not in killed and state.env_steps > 800:
+            killed["gateway"] = fleet.gateway.process.pid
+            os.kill(fleet.gateway.process.pid, signal.SIGKILL)  # uploads spool meanwhile
+        elif "gateway" in killed and "robot" not in killed and state.env_steps > 2_000:
+            killed["robot"] = fleet.processes[0].pid
+            os.kill(fleet.processes[0].pid, signal.SIGKILL)  # mid-episode or mid-upload
+
+    summary = deploy(_config(tiny_pipeline, out, 5_000), on_tick=kill_once)
+    assert set(killed) == {"gateway", "robot"} and summary["worker_restarts"] >= 2
+    assert summary["env_steps"] >= 5_000  # the run finished its budget
+    _assert_exactly_once(out)
+    assert _spooled(out) == 0  # everything spooled was delivered
+    assert not [pid for pid in child_processes(os.getpid(), b"lwd.") if alive(pid)]
