@@ -40,7 +40,7 @@ from pathlib import Path
 
 from lwd.client.http import GatewayClient, GatewayError
 from lwd.data.episode import Episode, content_digest, decode, encode, validate
-from lwd.data.lease import RobotLease
+from lwd.data.lease import RobotLease, pid_alive
 from lwd.data.store import EpisodeConflictError, Receipt
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,6 @@ def _append_line(path: Path, line: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class SpooledEpisode:
     robot_id: str
@@ -101,7 +91,7 @@ class EpisodeSpool:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         for part in (self.root / "tmp").glob("*.part"):  # torn writes of dead processes
             pid = part.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 part.unlink(missing_ok=True)
 
     def _pending_path(self, robot_id: str, seq: int) -> Path:

@@ -75,3 +75,14 @@ class RobotLease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -61,7 +61,7 @@ from lwd.data.episode import (
     validate,
     validated,
 )
-from lwd.data.lease import RobotLease
+from lwd.data.lease import RobotLease, pid_alive
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -259,16 +259,6 @@ def _retry_while_locked(action: Callable[[], _T], *, give_up_after_s: float = _B
         delay = min(2 * delay, 0.25)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class EpisodeStore:
     """Append-only episode store on local disk; safe for several writer processes."""
 
@@ -441,7 +431,7 @@ class EpisodeStore:
     def _remove_dead_writers_tmp(self) -> None:
         for part in (self.root / "tmp").glob("*.part"):
             pid = part.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 part.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------
