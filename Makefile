@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-installed
+RAY_STAMP := $(VENV)/.stamp-ray
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench ray-cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +15,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The `ray` extra, for the Ray fleet's tests (tests/fleet/test_ray_fleet.py): `make test`
+# installs it, `make demo` does not (the embedded default is Ray-free).
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/lwd demo
 
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	$(PY) -m pytest -q
 
 # Lint and format check (CI runs it before the tests); `ruff format .` fixes formatting.
@@ -34,3 +41,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/lwd bench sim
+
+# A local multi-node Ray cluster on this machine (loopback only, in a private network
+# namespace; needs root): `make ray-cluster` runs a shell whose `ray.init("auto")` and
+# `lwd deploy --fleet ray --ray-address auto` see 3 nodes; exiting the shell stops them.
+ray-cluster: $(RAY_STAMP)
+	tools/netns-run $(PY) tools/ray_cluster.py --nodes 3 --cpus-per-node 1 -- bash

@@ -305,6 +305,8 @@ class FleetBenchConfig:
     suite: str = documented("mt10", "task suite")
     workers: int = documented(2, "robot worker processes (use the number of cores; no learner runs)")
     robots_per_worker: int = documented(10, "robots per worker")
+    fleet: str = documented("local", "where the robots run: 'local' processes or 'ray' actors (lwd[ray])")
+    ray_address: str = documented("", "--fleet ray: the cluster to join ('' = a private Ray instance here)")
     seconds: float = documented(60.0, "measured window of fleet time per round")
     warmup_seconds: float = documented(15.0, "fleet time before each window (process start, simulator build)")
     repeats: int = documented(
@@ -322,12 +324,12 @@ class FleetBenchConfig:
 def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path) -> dict:
     """One round: the fleet for warm-up + window, then bare Meta-World on its episodes."""
     from lwd.data.store import EpisodeStore
-    from lwd.fleet.fleet import LocalFleet
+    from lwd.fleet.online import make_fleet
     from lwd.fleet.registry import PolicyRegistry
 
     store_path, registry = tmp / "store", PolicyRegistry(tmp / "registry")
     registry.publish_checkpoint(config.checkpoint, learner_step=0)
-    fleet = LocalFleet(fleet_config, store_path, registry.root)
+    fleet = make_fleet(config.fleet, fleet_config, store_path, registry.root, None, ray_address=config.ray_address)
     fleet.start()
     began = time.time()
     time.sleep(config.warmup_seconds + config.seconds)

@@ -70,7 +70,7 @@ PublishHook = Callable[[int, FlowChunkPolicy], FlowChunkPolicy]
 # takeovers, see DeployConfig.n_step); RECAP keeps the 1-chunk advantage it was measured with.
 DEFAULT_N_STEP = {"lwd": 4, "recap": 1}
 
-FLEETS = ("local", "gateway")
+FLEETS = ("local", "gateway", "ray")
 
 
 # The learner's online settings (SPEC §6.3); the rest as offline.
@@ -97,6 +97,12 @@ class DeployConfig:
         "offline stage; lwd has its own, `lwd train offline`)",
     )
     fleet: str = documented("local", f"where the robots run: {', '.join(FLEETS)}")
+    # Only --fleet ray reads it; the learner stays in this process (docs/architecture.md, "Ray").
+    ray_address: str = documented(
+        "",
+        "--fleet ray: the cluster to join: 'auto' (the one this machine is part of), HOST:PORT of its head, "
+        "or '' to start a private Ray instance on this machine",
+    )
     offline_store: str = documented("runs/store", "offline store sampled next to the online data")
     out: str = documented("runs/deploy", "run directory: online store, registry, learner checkpoints, metrics")
     env_steps: int = documented(100_000, "budget: online env steps in total (across resumes)")
@@ -231,16 +237,24 @@ class StopConditions:
         return None
 
 
-def make_fleet(kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path, seed: int = 0) -> Fleet:
-    """The fleet that runs the robots: `local` processes on this machine or `gateway` (robot
-    processes that reach the learner only through a network gateway it starts); Ray is the
-    next entry here, not an edit to the loop."""
+def make_fleet(
+    kind: str, config: FleetConfig, store: Path, registry: Path, log_dir: Path, seed: int = 0, ray_address: str = ""
+) -> Fleet:
+    """The fleet that runs the robots: `local` processes on this machine, `gateway` (robot
+    processes that reach the learner only through a network gateway it starts) or `ray`
+    actors on a Ray cluster."""
     if kind == "local":
         return LocalFleet(config, store, registry, log_dir=log_dir, seed=seed)
     if kind == "gateway":
         from lwd.gateway.fleet import GatewayFleet  # the same layer; loads the web stack only when asked
 
         return GatewayFleet(config, store, registry, log_dir=log_dir, seed=seed)
+    if kind == "ray":
+        try:  # imported here: the embedded default never loads Ray
+            from lwd.fleet.ray_fleet import RayFleet
+        except ImportError as err:
+            raise RuntimeError(f"--fleet ray needs Ray: pip install 'lwd[ray]' ({err})") from err
+        return RayFleet(config, store, registry, log_dir=log_dir, seed=seed, address=ray_address)
     raise ValueError(f"unknown fleet {kind!r} (known: {', '.join(FLEETS)})")
 
 
@@ -588,7 +602,9 @@ def deploy(
         tasks=config.robots.task_names(),
         noise_seed=config.seed,
     )
-    fleet = make_fleet(config.fleet, config.robots, out / "online_store", out / "registry", out, config.seed)
+    fleet = make_fleet(
+        config.fleet, config.robots, out / "online_store", out / "registry", out, config.seed, config.ray_address
+    )
     loop = OnlineLoop(
         config,
         method,

@@ -32,10 +32,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from lwd.data.group_commit import StoreWriter
 from lwd.data.store import EpisodeConflictError
 from lwd.gateway.config import GatewayConfig
 from lwd.gateway.control import read_fleet_control
-from lwd.gateway.services import ActBatcher, GatewayMetrics, PolicyServer, StoreWriter, WeightBundles
+from lwd.gateway.services import ActBatcher, GatewayMetrics, PolicyServer, WeightBundles
 from lwd.gateway.tokens import TokenBook
 from lwd.gateway.wire import (
     MAX_ACT_BYTES,

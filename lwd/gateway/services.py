@@ -1,9 +1,8 @@
-"""What the gateway's endpoints stand on: group-committed store writes, batched policy
-calls, weight bundles and metrics. No HTTP here; `server.py` maps requests onto these.
+"""What the gateway's endpoints stand on: batched policy calls, weight bundles and
+metrics (store writes are `lwd.data.group_commit.StoreWriter`). No HTTP here; `server.py`
+maps requests onto these.
 
-Blocking work never runs on the event loop. The store's SQLite connection may not cross
-threads, so one thread owns the store and every upload queued while it commits joins the
-next transaction (group commit: one fsync'd snapshot for many robots). The policy runs
+Blocking work never runs on the event loop. The policy runs
 on one thread too (torch parallelises inside a call), fed by a batcher that merges the
 requests waiting at that moment into one call per policy version.
 """
@@ -25,76 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lwd.data.episode import Episode
-from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt
+from lwd.data.group_commit import StoreWriter
 from lwd.gateway.wire import ActRequest, ActResponse, WireError
 
 BUNDLE_MEMBERS = ("manifest.json", "policy.safetensors")
-
-
-class StoreWriter:
-    """The one thread that owns the episode store; uploads are committed in groups."""
-
-    def __init__(self, path: str, *, durable: bool = True, max_batch: int = 64):
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lwd-store")
-        self._store: EpisodeStore = self._executor.submit(EpisodeStore, path, durable=durable).result()
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self.commits = 0  # transactions, for the metrics (uploads / commits = group size)
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run())
-
-    async def append(self, episode: Episode) -> Receipt:
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((episode, future))
-        return await future
-
-    async def committed_ids(self, robot_id: str) -> set[int]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._store.committed_ids, robot_id)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            results = await loop.run_in_executor(self._executor, self._commit, [e for e, _ in batch])
-            for (_, future), result in zip(batch, results):
-                if future.done():  # the uploader went away; the commit stands
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    def _commit(self, episodes: list[Episode]) -> list[Receipt | BaseException]:
-        """One transaction for the group; if any id conflicts, each episode on its own, so
-        one robot's conflict does not refuse the others."""
-        try:
-            receipts = self._store.append_many(episodes)
-            self.commits += 1
-            return receipts
-        except EpisodeConflictError:
-            pass
-        except Exception as err:  # a full disk, an unreadable catalogue: every upload is told
-            return [err] * len(episodes)
-        results: list[Receipt | BaseException] = []
-        for episode in episodes:
-            try:
-                results.append(self._store.append(episode))
-                self.commits += 1
-            except Exception as err:
-                results.append(err)
-        return results
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
-        self._executor.shutdown(wait=True)
 
 
 class PolicyServer:
