@@ -8,12 +8,13 @@ redoes what is missing. Presets: `lwd.recipes.presets.DEMO_PRESETS`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lwd.configargs import documented
 from lwd.evaluation.compare import paired_difference
 from lwd.evaluation.report import write_report
+from lwd.fleet.gate import GATE_MODES
 from lwd.recipes.presets import DEMO_PRESETS
 from lwd.recipes.stages import (
     deploy_stage,
@@ -31,6 +32,11 @@ class DemoConfig:
     workdir: str = documented("runs/demo", "where the demo keeps stores, checkpoints and the report")
     workers: int = documented(2, "parallel simulator processes for collection and evaluation")
     seed: int = documented(0, "training seed (initialisation, sampling, fleet noise)")
+    gate_mode: str = documented(
+        "",
+        "version gate of the deployment stage (lwd.fleet.gate): off, observe (score every published "
+        "version on validation seeds: the report's validation curve), evaluate or canary; empty: the preset's",
+    )
 
 
 def run_demo(config: DemoConfig) -> Path:
@@ -38,6 +44,10 @@ def run_demo(config: DemoConfig) -> Path:
     if config.preset not in DEMO_PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose from {sorted(DEMO_PRESETS)}")
     preset = DEMO_PRESETS[config.preset]
+    if config.gate_mode and config.gate_mode not in GATE_MODES:
+        raise ValueError(f"unknown gate mode {config.gate_mode!r}; choose from {', '.join(GATE_MODES)}")
+    if config.gate_mode:
+        preset = replace(preset, gate_mode=config.gate_mode)
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "demo_config.json").write_text(json.dumps({"demo": asdict(config), "preset": asdict(preset)}, indent=2))
