@@ -98,6 +98,35 @@ def tiny_offline_config(store, checkpoint, out, steps: int, **overrides):
     )
 
 
+def tiny_deploy_config(store, checkpoint, out, env_steps: int, *, robots=None, **overrides):
+    """`lwd deploy` at test size: 2 workers x 2 robots on reach and drawer-close, a version
+    every 5 updates, small batches, quiet. `robots` replaces the FleetConfig; `overrides`
+    name other DeployConfig fields (fleet, method, gate, n_sync, ...)."""
+    from dataclasses import replace
+
+    from lwd.fleet.online import ONLINE_LEARNER, DeployConfig
+    from lwd.fleet.worker import FleetConfig
+
+    settings = dict(
+        robots=robots or FleetConfig(tasks=("reach-v3", "drawer-close-v3"), workers=2, robots_per_worker=2),
+        n_sync=5,
+        batch_size=32,
+        lwd=replace(ONLINE_LEARNER, qam_batch=8),
+        refresh_seconds=0.2,
+        log_seconds=0.5,
+        checkpoint_every=20,
+        progress=False,
+        tensorboard=False,
+    )
+    return DeployConfig(
+        checkpoint=str(checkpoint),
+        offline_store=str(store),
+        out=str(out),
+        env_steps=env_steps,
+        **{**settings, **overrides},
+    )
+
+
 @pytest.fixture
 def episode_factory():
     return make_episode

@@ -24,6 +24,7 @@ from lwd.algorithms.divl import (
     quantile_readout,
     td_target,
 )
+from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.algorithms.qam import ADJOINT_TIMES, VelocityField, qam_loss, reference_qam_loss
 from lwd.configargs import documented
 from lwd.policy.critic import ChunkCritic, StateValue
@@ -31,6 +32,7 @@ from lwd.policy.flow_policy import FlowChunkPolicy
 
 TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
+PRIORS = ("frozen", "learned")
 QAM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
@@ -76,7 +78,20 @@ class LearnerConfig:
         "or 'bfloat16' (bf16 units: AMX CPUs, GPUs; ~3 significant digits; not validated for training)",
     )
 
+    prior: str = documented(
+        "frozen",
+        "QAM's reference π_β: 'frozen' (the SFT policy, SPEC §5) or 'learned' (a behaviour prior "
+        "trained by flow matching on the batch's operator-driven and successful chunks; QAM "
+        "tilts a slowly updated EMA copy of it, so corrections can teach motions SFT lacks)",
+    )
+    prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
+    prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per learner step)")
+
     def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if not 0 < self.prior_ema <= 1:
+            raise ValueError(f"prior_ema must be in (0, 1], got {self.prior_ema}")
         if self.tau_mode not in TAU_MODES:
             raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
         if self.lam <= 0:
@@ -135,6 +150,22 @@ class LWDLearner:
             weight_decay=config.policy_weight_decay,
             **_fused(policy, fast),
         )
+        # The learned behaviour prior (config.prior == "learned") and its optimiser; QAM keeps
+        # tilting `reference`, which follows the prior by EMA. Synced from the reference by
+        # `sync_prior()` once the reference's weights are loaded.
+        self.prior: FlowChunkPolicy | None = None
+        self.prior_optimizer: torch.optim.Optimizer | None = None
+        if config.prior == "learned":
+            self.prior = copy.deepcopy(self.reference).train()
+            self.prior.velocity_net.requires_grad_(True)  # the encoder stays the reference's
+            self.prior_optimizer = torch.optim.AdamW(
+                self.prior.velocity_net.parameters(), lr=config.prior_lr, **_fused(self.prior, fast)
+            )
+
+    def sync_prior(self) -> None:
+        """Start the learned prior from the reference's current weights (a fresh optimiser)."""
+        if self.prior is not None:
+            self.prior.load_state_dict(self.reference.state_dict())
 
     def policy_parameters(self) -> list[torch.nn.Parameter]:
         if not self.config.freeze_policy_encoder:
@@ -143,7 +174,10 @@ class LWDLearner:
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"critic": self.critic_optimizer, "value": self.value_optimizer, "policy": self.policy_optimizer}
+        optimizers = {"critic": self.critic_optimizer, "value": self.value_optimizer, "policy": self.policy_optimizer}
+        if self.prior_optimizer is not None:
+            optimizers["prior"] = self.prior_optimizer
+        return optimizers
 
     # -- the parts of one step ----------------------------------------------------------
 
@@ -242,6 +276,32 @@ class LWDLearner:
 
         return policy_field, reference_field
 
+    def update_prior(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
+        """Flow matching of the behaviour prior on the chunks worth imitating — those the
+        operator drove and those of episodes that went on to succeed (a positive return to
+        go under the sparse terminal reward) — then the reference's EMA step towards it."""
+        imitate = batch.intervention.any(dim=1) | (batch.return_to_go > 0)
+        metrics = {"prior/imitated_fraction": float(imitate.float().mean())}
+        if bool(imitate.any()):
+            rows = imitate.nonzero().squeeze(1)
+            metrics.update(
+                flow_matching_update(
+                    self.prior,
+                    self.prior_optimizer,
+                    list(self.prior.velocity_net.parameters()),
+                    self.config.grad_clip,
+                    batch.obs[rows],
+                    batch.instruction[rows],
+                    batch.actions[rows],
+                    batch.action_mask[rows],
+                    generator,
+                )
+            )
+        with torch.no_grad():
+            ema_update(self.reference, self.prior, self.config.prior_ema)
+        renamed = {"sft/flow_loss": "prior/flow_loss", "policy/grad_norm": "prior/grad_norm"}
+        return {renamed.get(key, key): value for key, value in metrics.items()}
+
     def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         """One learner step on a batch of chunked transitions."""
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
@@ -251,6 +311,8 @@ class LWDLearner:
         target = td_target(batch.reward, batch.discount, batch.done, next_value)
         metrics.update(self.update_critic(obs, instruction, actions, target))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
+        if self.prior is not None:
+            metrics.update(self.update_prior(batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
             metrics.update(self.update_policy(obs, instruction, generator))
         self.step_count += 1

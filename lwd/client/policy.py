@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from lwd.client.http import GatewayClient, GatewayError
-from lwd.data.episode import NO_POLICY
 from lwd.envs.robot import Observation
+from lwd.fleet.chunks import ChunkQueue
 from lwd.gateway.wire import ActRequest
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _unpack(bundle: Path, directory: Path) -> None:
                 shutil.copyfileobj(source, out)
 
 
-class RemotePolicy:
+class RemotePolicy(ChunkQueue):
     """An `Actor` served by the gateway's policy: one `POST /v1/act` per chunk.
 
     `start_episode(version)` pins the version for the episode (None: the newest, pinned
@@ -136,26 +136,14 @@ class RemotePolicy:
     retried `retries` times with backoff, then raised to the robot's loop."""
 
     def __init__(self, client: GatewayClient, *, execute_steps: int = 0, retries: int = 3):
-        self.client, self.execute_steps, self.retries = client, execute_steps, retries
-        self.version = NO_POLICY
+        super().__init__(execute_steps)
+        self.client, self.retries = client, retries
         self._pinned: int | None = None
-        self._queue: list[np.ndarray] = []
         self.last_batch_size = 0
 
     def start_episode(self, version: int | None = None) -> None:
-        self._pinned, self._queue = version, []
-
-    def reset(self) -> None:
-        self._queue = []
-
-    @property
-    def needs_chunk(self) -> bool:
-        return not self._queue
-
-    def fill(self, chunk: np.ndarray, version: int) -> None:
-        steps = self.execute_steps or len(chunk)
-        self._queue = list(chunk[:steps])
-        self.version = version
+        self._pinned = version
+        self.reset()
 
     def request_chunk(self, observation: Observation) -> np.ndarray:
         """(H, A) actions for this observation from the gateway; pins the version."""
@@ -180,6 +168,6 @@ class RemotePolicy:
         return response.actions
 
     def act(self, observation: Observation) -> np.ndarray:
-        if not self._queue:
+        if self.needs_chunk:
             self.request_chunk(observation)
-        return self._queue.pop(0)
+        return self.next_action()

@@ -10,6 +10,7 @@ import torch
 
 from lwd.data.episode import NO_POLICY
 from lwd.envs.robot import Observation
+from lwd.fleet.chunks import ChunkQueue
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 
@@ -98,9 +99,8 @@ def sample_chunks(
     return policy.sample(policy.encode(obs, instruction), noise).numpy()
 
 
-class PolicyActor:
-    """One robot's view of a chunk policy. `reset()` drops the queued chunk, so after an
-    operator hands control back the policy replans from the new state.
+class PolicyActor(ChunkQueue):
+    """One robot's view of a chunk policy.
 
     Standalone it samples its own chunks (batch 1); a fleet worker instead checks
     `needs_chunk` on all its robots and `fill`s them from one batched call. `version`
@@ -115,25 +115,10 @@ class PolicyActor:
         execute_steps: int = 0,
         version: int = NO_POLICY,
     ):
+        super().__init__(execute_steps, version)
         self.policy = policy.eval() if policy is not None else None
         self.encoder = encoder
         self.generator = generator
-        self.execute_steps = execute_steps
-        self.version = version
-        self._queue: list[np.ndarray] = []
-
-    def reset(self) -> None:
-        self._queue = []
-
-    @property
-    def needs_chunk(self) -> bool:
-        return not self._queue
-
-    def fill(self, chunk: np.ndarray, version: int) -> None:
-        """Queue the first `execute_steps` actions (all if 0) of a (H, A) chunk."""
-        steps = self.execute_steps or len(chunk)
-        self._queue = list(chunk[:steps])
-        self.version = version
 
     def act(self, observation: Observation) -> np.ndarray:
         if not self._queue:
@@ -143,4 +128,4 @@ class PolicyActor:
                 self.policy, self.encoder, observation.state[None], [observation.instruction], self.generator
             )[0]
             self.fill(chunk, self.version)
-        return self._queue.pop(0)
+        return self.next_action()

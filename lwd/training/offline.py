@@ -77,16 +77,27 @@ def build_learner(
 
 
 def learner_modules(learner: LWDLearner) -> dict[str, torch.nn.Module]:
-    return {
+    modules = {
         "reference": learner.reference,
         "critic": learner.critic,
         "critic_target": learner.critic_target,
         "value": learner.value,
     }
+    if learner.prior is not None:
+        modules["prior"] = learner.prior
+    return modules
 
 
 def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
-    load_modules(learner_modules(learner), state)
+    """Load a saved learner; a learned prior absent from the state (a run that switched
+    `--prior learned` on, e.g. online from a frozen-prior offline run) starts as the reference."""
+    modules = learner_modules(learner)
+    if learner.prior is not None and not any(key.startswith("prior.") for key in state):
+        modules.pop("prior")
+        load_modules(modules, state)
+        learner.sync_prior()
+        return
+    load_modules(modules, state)
 
 
 def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:

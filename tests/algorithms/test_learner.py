@@ -193,3 +193,65 @@ def test_the_step_runs_on_cuda_and_matches_the_cpu_step(implementation):
     gpu_metrics = gpu.step(batch.to("cuda"), torch.Generator().manual_seed(5))
     for key, value in cpu_metrics.items():
         assert gpu_metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+
+
+def test_the_reference_stays_frozen_by_default():
+    learner = _learner()
+    before = _state(learner.reference)
+    learner.step(_batch(), torch.Generator().manual_seed(3))
+    assert learner.prior is None and not _changed(before, learner.reference)
+
+
+def _with_rows_to_imitate(batch: LearnerBatch, rows: list[int]) -> LearnerBatch:
+    from dataclasses import replace
+
+    intervention = torch.zeros_like(batch.intervention)
+    intervention[rows, 0] = True
+    return replace(batch, intervention=intervention, return_to_go=torch.zeros_like(batch.return_to_go))
+
+
+def test_the_learned_prior_imitates_only_operator_and_successful_chunks():
+    learner = _learner(prior="learned")
+    batch = _with_rows_to_imitate(_batch(), [])  # no intervention, no success: nothing to imitate
+    before = _state(learner.prior)
+    metrics = learner.update_prior(batch, torch.Generator().manual_seed(3))
+    assert metrics["prior/imitated_fraction"] == 0.0 and not _changed(before, learner.prior)
+    metrics = learner.update_prior(_with_rows_to_imitate(batch, [0, 5]), torch.Generator().manual_seed(3))
+    assert metrics["prior/imitated_fraction"] == pytest.approx(2 / BATCH)
+    changed = _changed(before, learner.prior)
+    assert changed and all(name.startswith("velocity_net.") for name in changed)  # the encoder is the reference's
+
+
+def test_the_reference_follows_the_learned_prior_by_its_ema_rate():
+    learner = _learner(prior="learned", prior_ema=0.25)
+    reference_before = _state(learner.reference)
+    learner.update_prior(_with_rows_to_imitate(_batch(), [1, 2, 3]), torch.Generator().manual_seed(3))
+    prior = learner.prior.state_dict()
+    for name, tensor in learner.reference.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        expected = reference_before[name] + 0.25 * (prior[name] - reference_before[name])
+        torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_learned_prior_missing_from_a_saved_state_starts_as_the_reference():
+    from lwd.training.offline import learner_modules, load_learner_modules
+
+    saved = _learner()  # a frozen-prior run, e.g. offline RL before `--lwd.prior learned` online
+    with torch.no_grad():
+        for parameter in saved.reference.parameters():
+            parameter.add_(0.5)
+    state = {
+        f"{name}.{key}": value
+        for name, module in learner_modules(saved).items()
+        for key, value in module.state_dict().items()
+    }
+    learner = _learner(prior="learned")
+    load_learner_modules(learner, state)
+    for name, tensor in learner.prior.state_dict().items():
+        assert torch.equal(tensor, saved.reference.state_dict()[name]), name
+
+
+def test_an_unknown_prior_is_refused():
+    with pytest.raises(ValueError, match="prior"):
+        LearnerConfig(prior="dreamed")

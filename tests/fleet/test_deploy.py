@@ -14,9 +14,10 @@ from dataclasses import replace
 import pytest
 
 from lwd.data.store import EpisodeStore
-from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
+from lwd.fleet.online import DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
+from tests.conftest import tiny_deploy_config
 from tools.chaos import alive
 from tools.chaos import children as child_processes
 
@@ -27,22 +28,7 @@ TASKS = ("reach-v3", "drawer-close-v3")
 
 def _config(tiny_pipeline, out, env_steps=4_000, **overrides):
     _, store, _, _, offline = tiny_pipeline
-    return DeployConfig(
-        checkpoint=offline,
-        offline_store=store,
-        out=str(out),
-        robots=FleetConfig(tasks=TASKS, workers=2, robots_per_worker=2),
-        env_steps=env_steps,
-        n_sync=5,
-        batch_size=32,
-        lwd=replace(ONLINE_LEARNER, qam_batch=8),
-        refresh_seconds=0.2,
-        log_seconds=0.5,
-        checkpoint_every=20,
-        progress=False,
-        tensorboard=False,
-        **overrides,
-    )
+    return tiny_deploy_config(store, offline, out, env_steps, **overrides)
 
 
 def _deploy_command(config: DeployConfig) -> list[str]:
@@ -220,22 +206,9 @@ def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_r
 
 def _baseline_config(tiny_pipeline, out, method, **overrides):
     _, store, sft, _, _ = tiny_pipeline
-    settings = dict(
-        method=method,
-        checkpoint=sft,
-        offline_store=store,
-        out=str(out),
-        robots=FleetConfig(tasks=TASKS, workers=1, robots_per_worker=2),
-        env_steps=1_200,
-        n_sync=5,
-        batch_size=32,
-        refresh_seconds=0.2,
-        log_seconds=0.5,
-        checkpoint_every=20,
-        progress=False,
-        tensorboard=False,
-    )
-    return DeployConfig(**{**settings, **overrides})
+    robots = FleetConfig(tasks=TASKS, workers=1, robots_per_worker=2)
+    env_steps = overrides.pop("env_steps", 1_200)
+    return tiny_deploy_config(store, sft, out, env_steps, robots=robots, method=method, **overrides)
 
 
 def test_hg_dagger_learns_on_the_same_fleet_from_sft(tiny_pipeline, tmp_path):

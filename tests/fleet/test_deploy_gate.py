@@ -13,9 +13,10 @@ from lwd.data.store import EpisodeStore
 from lwd.envs.operator import OperatorConfig
 from lwd.evaluation.gate import make_gate
 from lwd.fleet.gate import GateConfig
-from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
+from lwd.fleet.online import DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.worker import FleetConfig
+from tests.conftest import tiny_deploy_config
 
 pytestmark = pytest.mark.slow  # real deploy runs
 
@@ -45,21 +46,15 @@ class BreakOnce:
 
 def _config(tiny_pipeline, out, gate: GateConfig, env_steps: int) -> DeployConfig:
     _, store, _, _, offline = tiny_pipeline
-    return DeployConfig(
-        checkpoint=offline,
-        offline_store=store,
-        out=str(out),
+    return tiny_deploy_config(
+        store,
+        offline,
+        out,
+        env_steps,
         # No operator: autonomous success is the policy's own, so the comparison is sharp.
         robots=FleetConfig(tasks=TASKS, workers=2, robots_per_worker=2, operator=OperatorConfig(attention=0.0)),
-        env_steps=env_steps,
         n_sync=40,  # one candidate every few seconds: each is tried before the next arrives
-        batch_size=32,
-        lwd=replace(ONLINE_LEARNER, qam_batch=8),
-        refresh_seconds=0.2,
-        log_seconds=0.5,
         checkpoint_every=100,
-        progress=False,
-        tensorboard=False,
         gate=gate,
     )
 

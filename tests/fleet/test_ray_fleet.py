@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,11 @@ ray = pytest.importorskip("ray", reason="the `ray` extra is not installed (pip i
 from lwd.data.episode import encode  # noqa: E402
 from lwd.data.lease import RobotLease, RobotLeaseError  # noqa: E402
 from lwd.data.store import EpisodeStore  # noqa: E402
-from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy  # noqa: E402
+from lwd.fleet.online import DeployConfig, deploy  # noqa: E402
 from lwd.fleet.ray_fleet import IngestActor  # noqa: E402
 from lwd.fleet.registry import PolicyRegistry  # noqa: E402
 from lwd.fleet.worker import FleetConfig  # noqa: E402
-from tests.conftest import make_episode  # noqa: E402
+from tests.conftest import make_episode, tiny_deploy_config  # noqa: E402
 from tools.chaos import alive  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,23 +186,8 @@ def cluster():
 
 def _config(pipeline, out, env_steps, address) -> DeployConfig:
     store, offline = pipeline
-    return DeployConfig(
-        fleet="ray",
-        ray_address=address,
-        checkpoint=offline,
-        offline_store=store,
-        out=str(out),
-        robots=FleetConfig(tasks=TASKS, workers=NODES, robots_per_worker=2),
-        env_steps=env_steps,
-        n_sync=5,
-        batch_size=32,
-        lwd=replace(ONLINE_LEARNER, qam_batch=8),
-        refresh_seconds=0.2,
-        log_seconds=0.5,
-        checkpoint_every=20,
-        progress=False,
-        tensorboard=False,
-    )
+    robots = FleetConfig(tasks=TASKS, workers=NODES, robots_per_worker=2)
+    return tiny_deploy_config(store, offline, out, env_steps, robots=robots, fleet="ray", ray_address=address)
 
 
 def _episodes(out: Path):

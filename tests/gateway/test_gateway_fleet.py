@@ -3,13 +3,12 @@
 import os
 import signal
 from collections import defaultdict
-from dataclasses import replace
 
 import pytest
 
 from lwd.data.store import EpisodeStore
-from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
-from lwd.fleet.worker import FleetConfig
+from lwd.fleet.online import DeployConfig, deploy
+from tests.conftest import tiny_deploy_config
 from tools.chaos import alive
 from tools.chaos import children as child_processes
 
@@ -20,23 +19,7 @@ TASKS = ("reach-v3", "drawer-close-v3")
 
 def _config(tiny_pipeline, out, env_steps: int, **overrides) -> DeployConfig:
     _, store, _, _, offline = tiny_pipeline
-    return DeployConfig(
-        checkpoint=offline,
-        offline_store=store,
-        out=str(out),
-        fleet="gateway",
-        robots=FleetConfig(tasks=TASKS, workers=2, robots_per_worker=2),
-        env_steps=env_steps,
-        n_sync=5,
-        batch_size=32,
-        lwd=replace(ONLINE_LEARNER, qam_batch=8),
-        refresh_seconds=0.2,
-        log_seconds=0.5,
-        checkpoint_every=20,
-        progress=False,
-        tensorboard=False,
-        **overrides,
-    )
+    return tiny_deploy_config(store, offline, out, env_steps, fleet="gateway", **overrides)
 
 
 def _episodes(out):
