@@ -189,6 +189,50 @@ def cmd_bench_policy(config) -> int:
     return 0
 
 
+def cmd_bench_render(config) -> int:
+    from lwd.camera_bench import run_render_bench
+
+    report = run_render_bench(config)
+    print(f"{'path':12s} {'size':>4s} cameras         frames/s  CPU ms/frame")
+    for row in report["render"]:
+        cameras, rate, cpu = "+".join(row["cameras"]), row["frames_per_s"], row["cpu_ms_per_frame"]
+        print(f"{row['path']:12s} {row['size']:4d} {cameras:15s} {rate:8.1f}  {cpu:8.2f}")
+    steps = report["env_steps"]
+    for setting in ("off", "scene", "scene+gripper"):
+        print(
+            f"env steps/s, cameras {setting:13s} at {steps['size']}px: {steps[setting]['steps_per_s']:7.1f} "
+            f"({steps[setting]['cpu_ms_per_step']:.2f} CPU ms/step)"
+        )
+    print(f"written to {config.out}")
+    return 0
+
+
+def cmd_bench_frames(config) -> int:
+    from lwd.camera_bench import run_frame_storage_bench
+
+    report = run_frame_storage_bench(config)
+    print(f"{report['episodes']} episodes, {report['steps']} steps, raw {report['raw_bytes_per_step']:.0f} bytes/step")
+    print(f"{'format':52s} bytes/step  x smaller  encode ms/ep (CPU)  decode ms/ep (CPU)  error: max  p99  mean")
+    for row in report["formats"]:
+        print(
+            f"{row['format']:52s} {row['bytes_per_step']:10.0f}  {row['ratio_to_raw']:9.1f}  "
+            f"{row['encode_ms_per_episode']:7.1f} ({row['encode_cpu_ms_per_episode']:6.1f})  "
+            f"{row['decode_ms_per_episode']:7.1f} ({row['decode_cpu_ms_per_episode']:6.1f})  "
+            f"{row['max_pixel_error']:10d} {row['p99_pixel_error']:4d} {row['mean_pixel_error']:5.2f}"
+        )
+    print(f"written to {config.out}")
+    return 0
+
+
+def cmd_bench_ceiling(config) -> int:
+    from lwd.evaluation.ceiling import ceiling_table, run_ceiling_bench
+
+    report = run_ceiling_bench(config)
+    print(ceiling_table(report), end="")
+    print(f"written to {config.out} (and {Path(config.out).with_suffix('.md')})")
+    return 0
+
+
 def cmd_pretrain(config) -> int:
     from lwd.training.sft import pretrain
 
@@ -261,6 +305,10 @@ def cmd_eval(config) -> int:
     from lwd.evaluation.evaluate import evaluate
 
     summary = evaluate(config)
+    if len(config.phrasings) > 1:  # one report per phrasing set, and the gap between them
+        print(Path(config.out, "phrasings.md").read_text())
+        print(f"reports in {config.out}/{{{','.join(config.phrasings)}}}/ and {config.out}/phrasings.{{json,md}}")
+        return 0
     print(Path(config.out, "eval.md").read_text())
     print(
         f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; "
@@ -352,7 +400,9 @@ def _job_commands() -> list[Command]:
 
 def _tool_commands() -> list[Command]:
     from lwd.benchmarks import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
+    from lwd.camera_bench import FrameStorageBenchConfig, RenderBenchConfig
     from lwd.dashboard.server import DashboardConfig, cmd_dashboard
+    from lwd.evaluation.ceiling import CeilingConfig
 
     return [
         (
@@ -398,6 +448,27 @@ def _tool_commands() -> list[Command]:
             "policy chunk latency (batch 1, 16), SFT and LWD learner updates/s (batch 256)",
             PolicyBenchConfig,
             cmd_bench_policy,
+        ),
+        (
+            ("bench", "render"),
+            "camera frames/s per process (64/96/128 px, 1-2 cameras), lwd's tuned renderer vs gymnasium's "
+            "rgb_array path, and env steps/s with cameras off and on",
+            RenderBenchConfig,
+            cmd_bench_render,
+        ),
+        (
+            ("bench", "frames"),
+            "how to store camera frames: bytes/step, encode/decode ms and pixel error of raw, PNG, JPEG "
+            "and video (PyAV: pip install -e '.[video]') on real expert episodes",
+            FrameStorageBenchConfig,
+            cmd_bench_frames,
+        ),
+        (
+            ("bench", "ceiling"),
+            "best-of-N chunks at every replan, picked by a simulator oracle (restore and roll out) "
+            "or by the learned Q: where the ceiling is for the critic and for extraction",
+            CeilingConfig,
+            cmd_bench_ceiling,
         ),
     ]
 

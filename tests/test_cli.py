@@ -211,5 +211,6 @@ def test_deploy_defaults_are_the_online_learner_settings():
 
     online, offline = DeployConfig().lwd, LearnerConfig()
     changed = {f.name for f in dataclasses.fields(LearnerConfig) if getattr(online, f.name) != getattr(offline, f.name)}
-    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder"}  # SPEC §6.3
+    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder", "prior"}  # SPEC §6.3, + issue 18
     assert (online.tau_base, online.policy_warmup, online.freeze_policy_encoder) == (0.9, 0, True)
+    assert online.prior == "learned" and offline.prior == "frozen"

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from lwd.envs.phrasings import phrasing_owner, task_phrasings
 from lwd.envs.tasks import SEEDS, TaskSpec, UnknownTaskError, task_spec
 
 Source = Literal["demo", "rollout", "play"]
@@ -112,7 +113,36 @@ def _validate_identity(episode: Episode, hint: str) -> TaskSpec:
         _fail(hint, f"source {episode.source!r} is not one of {SOURCES}")
     if not isinstance(episode.instruction, str) or not episode.instruction.strip():
         _fail(hint, "instruction must be a non-empty string")
+    _validate_instruction(episode, hint)
     return spec
+
+
+def _validate_instruction(episode: Episode, hint: str) -> None:
+    """A training phrasing of the episode's task (lwd/envs/phrasings.py); free text only from hardware.
+
+    Held-out phrasings never enter training data, like held-out seeds. A simulated robot
+    (one with a seed) draws its wording from the table, so anything else is a bug. A
+    hardware robot (no seed) carries what a person asked for: any wording is accepted as
+    language to learn from, except a phrasing that belongs to another task (a mislabel).
+    """
+    phrasings = task_phrasings(episode.task)
+    if episode.instruction in phrasings.train:
+        return
+    if episode.instruction in phrasings.held_out:
+        _fail(
+            hint,
+            f"instruction {episode.instruction!r} is a held-out phrasing of {episode.task!r}; "
+            "held-out phrasings never enter training data",
+        )
+    owner = phrasing_owner(episode.instruction)
+    if owner is not None:
+        _fail(hint, f"instruction {episode.instruction!r} is a phrasing of task {owner!r}, not of {episode.task!r}")
+    if episode.seed is not None:
+        _fail(
+            hint,
+            f"instruction {episode.instruction!r} is not a training phrasing of {episode.task!r}; a simulated "
+            f"robot draws one of its {len(phrasings.train)} (lwd/envs/phrasings.py), e.g. {phrasings.train[0]!r}",
+        )
 
 
 def _validate_arrays(episode: Episode, hint: str, spec: TaskSpec) -> None:

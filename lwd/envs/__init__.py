@@ -1,5 +1,6 @@
 """Environments and operators: the robot interface, task suites, experts, the scripted operator."""
 
+from lwd.envs.cameras import SensorConfig
 from lwd.envs.robot import Actor, Expert, Observation, Robot, StepInfo
 from lwd.envs.tasks import (
     SEEDS,
@@ -19,6 +20,7 @@ __all__ = [
     "Observation",
     "Robot",
     "SeedSplit",
+    "SensorConfig",
     "StepInfo",
     "Suite",
     "TaskSpec",
@@ -31,11 +33,13 @@ __all__ = [
 ]
 
 
-def make_robot(task: str | TaskSpec) -> Robot:
-    """A simulated robot for a registered task (MuJoCo is imported on first use)."""
+def make_robot(task: str | TaskSpec, phrasings: str = "train", sensors: SensorConfig | None = None) -> Robot:
+    """A simulated robot for a registered task (MuJoCo is imported on first use); each
+    episode's instruction is drawn from the task's `phrasings` set by its reset seed;
+    `sensors` adds cameras and the proprio-only observation (default: state, no cameras)."""
     from lwd.envs.metaworld_robot import MetaWorldRobot
 
-    return MetaWorldRobot(task)
+    return MetaWorldRobot(task, phrasings, sensors)
 
 
 def make_expert(task: str | TaskSpec) -> Expert:

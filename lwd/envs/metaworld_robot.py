@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
+from lwd.envs.cameras import BadFrameError, FrameMonitor, SceneCameras, SensorConfig, proprio_state
+from lwd.envs.phrasings import episode_instruction
 from lwd.envs.robot import Observation, StepInfo
+from lwd.envs.snapshot import SceneState, capture_scene, restore_scene
 from lwd.envs.tasks import MAX_STAGES, METAWORLD_OBS_DIM, TaskSpec, task_spec
 
 # Meta-World's dense shaped reward lies in [0, 10]; we expose it only as the
@@ -47,6 +52,19 @@ def stage_of(state: np.ndarray) -> int:
     return int(np.argmax(state[METAWORLD_OBS_DIM : METAWORLD_OBS_DIM + MAX_STAGES]))
 
 
+@dataclass(frozen=True)
+class RobotSnapshot:
+    """A `MetaWorldRobot` mid-episode (see `MetaWorldRobot.snapshot`)."""
+
+    task: str
+    scenes: tuple[SceneState, ...]  # one per stage
+    stage: int
+    seed: int | None
+    steps: int
+    instruction: str
+    frame_monitor: FrameMonitor  # the cameras' frame monitor (black/frozen frame detection)
+
+
 class MetaWorldRobot:
     """A simulated Sawyer doing one Meta-World task, or a chain of scenes, one per stage.
 
@@ -56,10 +74,16 @@ class MetaWorldRobot:
     `stage_seed(seed, k)`. When the current scene reports success the robot moves
     ("teleports") to the next scene: the step returns that scene's first observation.
     Only the last stage's success is the task's success (reward 1, terminated).
+
+    Each episode's instruction is a phrasing of the task drawn from `phrasings` ("train",
+    "heldout" or "canonical", lwd/envs/phrasings.py) by the reset seed, as a person
+    would word the same request differently from one day to the next.
     """
 
-    def __init__(self, task: TaskSpec | str):
+    def __init__(self, task: TaskSpec | str, phrasings: str = "train", sensors: SensorConfig | None = None):
         self.task = task_spec(task) if isinstance(task, str) else task
+        self.phrasings = phrasings
+        self._instruction = episode_instruction(self.task.name, None, phrasings)  # fails fast on a bad set
         self._multi_stage = self.task.num_stages > 1
         expected_dim = METAWORLD_OBS_DIM + (MAX_STAGES if self._multi_stage else 0)
         if self.task.num_stages > MAX_STAGES or self.task.obs_dim != expected_dim:
@@ -68,6 +92,15 @@ class MetaWorldRobot:
                 f"and at most {MAX_STAGES} stages, got obs_dim {self.task.obs_dim}"
             )
         self._scenes = [_make_scene(scene, self.task.max_steps) for scene in self.task.stages]
+        # Cameras (if any) see what sensors ask for; built before any reset (see SceneCameras).
+        self.sensors = sensors or SensorConfig()
+        self._cameras = (
+            [SceneCameras(env.model, self.sensors.cameras, self.sensors.image_size) for env in self._scenes]
+            if self.sensors.cameras
+            else []
+        )
+        self._frame_monitor = FrameMonitor(self.sensors.frozen_motion_m)
+        self._bad_frames: dict[str, str] = {}
         self._stage = 0
         self._seed: int | None = None
         self._steps = 0
@@ -92,19 +125,44 @@ class MetaWorldRobot:
         state = raw.astype(np.float32)
         if self._multi_stage:
             state = np.concatenate([state, stage_one_hot(self._stage)])
-        return Observation(state=state, instruction=self.task.instruction)
+        if not self._cameras:
+            return Observation(state=state, instruction=self._instruction)
+        frames = self._frames()
+        if self.sensors.observation == "proprio":
+            return Observation(proprio_state(raw), self._instruction, frames, privileged_state=state)
+        return Observation(state=state, instruction=self._instruction, images=frames)
+
+    def _frames(self) -> dict[str, np.ndarray]:
+        data = self._scenes[self._stage].data
+        frames = self._cameras[self._stage].render(data)
+        self._bad_frames = self._frame_monitor.check(frames, data.xpos)
+        if self._bad_frames and self.sensors.bad_frames == "raise":
+            reasons = "; ".join(f"camera {name!r}: {why}" for name, why in self._bad_frames.items())
+            raise BadFrameError(
+                f"task {self.task.name!r}, step {self._steps}: {reasons} (SensorConfig(bad_frames='flag') keeps going)"
+            )
+        return frames
+
+    def _extras(self) -> dict:
+        extras: dict = {"stage": self._stage}
+        if self._bad_frames:
+            extras["bad_frames"] = dict(self._bad_frames)
+        return extras
 
     def _reset_scene(self, stage: int) -> np.ndarray:
         env = self._scenes[stage]
         if self._seed is not None:
             env.seed(stage_seed(self._seed, stage) if self._multi_stage else self._seed)
         raw, _ = env.reset()
+        self._frame_monitor.reset()  # a new scene: nothing to compare with yet
         return raw
 
     def reset(self, seed: int | None = None) -> tuple[Observation, StepInfo]:
         self._seed, self._stage, self._steps = seed, 0, 0
+        self._instruction = episode_instruction(self.task.name, seed, self.phrasings)
         raw = self._reset_scene(0)
-        return self._observation(raw), StepInfo(success=False, progress=0.0, stage_score=0.0, extras={"stage": 0})
+        observation = self._observation(raw)
+        return observation, StepInfo(success=False, progress=0.0, stage_score=0.0, extras=self._extras())
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, StepInfo]:
         action = np.clip(np.asarray(action, dtype=np.float32), self._action_low, self._action_high)
@@ -118,15 +176,44 @@ class MetaWorldRobot:
             self._stage += 1
             raw = self._reset_scene(self._stage)  # the next scene, with no progress in it yet
         truncated = not success and self._steps >= self.task.max_steps
+        observation = self._observation(raw)
         step_info = StepInfo(
             success=success,
             progress=(stage + stage_progress) / stages,
             stage_score=(stage + stage_done) / stages,
-            extras={"stage": self._stage},
+            extras=self._extras(),
         )
-        return self._observation(raw), float(success), success, truncated, step_info
+        return observation, float(success), success, truncated, step_info
+
+    def snapshot(self) -> RobotSnapshot:
+        """Everything the next `step` depends on (every stage's scene, the stage, the step
+        count, the episode's instruction), to `restore` into this robot or another robot of
+        the same task. Restoring and replaying the same actions gives the same observations
+        bit for bit (tests/envs/test_snapshot.py). The caller keeps the observation it had."""
+        return RobotSnapshot(
+            task=self.task.name,
+            scenes=tuple(capture_scene(env) for env in self._scenes),
+            stage=self._stage,
+            seed=self._seed,
+            steps=self._steps,
+            instruction=self._instruction,
+            frame_monitor=copy.deepcopy(self._frame_monitor),
+        )
+
+    def restore(self, snapshot: RobotSnapshot) -> None:
+        """Return to `snapshot` (taken from any robot of this task); it stays reusable."""
+        if snapshot.task != self.task.name:
+            raise ValueError(f"cannot restore a {snapshot.task!r} snapshot into a {self.task.name!r} robot")
+        for env, state in zip(self._scenes, snapshot.scenes):
+            restore_scene(env, state)
+        self._stage, self._seed, self._steps = snapshot.stage, snapshot.seed, snapshot.steps
+        self._instruction = snapshot.instruction
+        self._frame_monitor = copy.deepcopy(snapshot.frame_monitor)
+        self._bad_frames = {}
 
     def close(self) -> None:
+        for cameras in self._cameras:
+            cameras.close()
         for env in self._scenes:
             env.close()
 
@@ -146,6 +233,11 @@ class MetaWorldExpert:
 
     def act(self, state: np.ndarray) -> np.ndarray:
         state = np.asarray(state, dtype=np.float64)
+        if state.shape[-1] < METAWORLD_OBS_DIM:
+            raise ValueError(
+                f"the scripted expert reads Meta-World's full {METAWORLD_OBS_DIM}-number state, got "
+                f"{state.shape[-1]} numbers (in proprio mode pass lwd.envs.robot.expert_state(observation))"
+            )
         policy = self._policies[stage_of(state) if len(self._policies) > 1 else 0]
         with warnings.catch_warnings():
             # The scripted policies warn when their gains saturate; the clip is intended.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lwd.configargs import documented
-from lwd.envs.robot import Expert, Observation
+from lwd.envs.robot import Expert, Observation, expert_state
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class ScriptedOperator:
             return self._drive(observation), True
         if policy_action is None or self.rng.random() >= cfg.attention:
             return policy_action, False
-        expert_action = self.expert.act(observation.state)
+        expert_action = self.expert.act(expert_state(observation))
         disagreement = float(np.linalg.norm(policy_action - expert_action))
         self._deviating_for = self._deviating_for + 1 if disagreement > cfg.deviation_threshold else 0
         if progress > self._best_progress + cfg.progress_epsilon:
@@ -110,7 +110,7 @@ class ScriptedOperator:
         return policy_action, False
 
     def _drive(self, observation: Observation) -> np.ndarray:
-        return noisy(self.expert.act(observation.state), self.config.action_noise, self.rng)
+        return noisy(self.expert.act(expert_state(observation)), self.config.action_noise, self.rng)
 
 
 class NoisyExpertActor:
@@ -123,7 +123,7 @@ class NoisyExpertActor:
         pass
 
     def act(self, observation: Observation) -> np.ndarray:
-        return noisy(self.expert.act(observation.state), self.noise, self.rng)
+        return noisy(self.expert.act(expert_state(observation)), self.noise, self.rng)
 
 
 class PlayActor:
@@ -148,4 +148,4 @@ class PlayActor:
             step = self.rng.normal(0.0, 0.3, size=self._wander_action.shape)
             self._wander_action = np.clip(0.8 * self._wander_action + step, -1.0, 1.0).astype(np.float32)
             return self._wander_action
-        return noisy(self.expert.act(observation.state), self.noise, self.rng)
+        return noisy(self.expert.act(expert_state(observation)), self.noise, self.rng)

@@ -18,9 +18,17 @@ from lwd.envs.tasks import TaskSpec
 class Observation:
     """What the policy sees at one step."""
 
-    state: np.ndarray  # (obs_dim,) float32, proprioception + object state
+    state: np.ndarray  # (obs_dim,) float32, proprioception + object state (proprioception only in proprio mode)
     instruction: str
     images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (H, W, 3) uint8
+    # The simulator's full state when `state` leaves it out (proprio mode): for scripted
+    # experts and operators only, never for a policy. None on a real robot.
+    privileged_state: np.ndarray | None = None
+
+
+def expert_state(observation: Observation) -> np.ndarray:
+    """What a scripted expert reads: the full simulator state, wherever the observation keeps it."""
+    return observation.state if observation.privileged_state is None else observation.privileged_state
 
 
 @dataclass(frozen=True)

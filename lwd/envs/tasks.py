@@ -190,27 +190,32 @@ def _metaworld_task(name: str) -> TaskSpec:
 MAX_STAGES = 5
 LONG_HORIZON_OBS_DIM = METAWORLD_OBS_DIM + MAX_STAGES
 # The time limit is a pooled budget of this many steps per stage (a stage may use the
-# slack of another). The scenes below were chosen because their zero-noise experts
-# never failed on 20 training seeds; with the demo noise 0.3 a stage takes 38-103
-# steps on average and at most 148 (door-lock), so 150 per stage covers the slowest
-# noisy stage and leaves whole noisy chains (at most 460 steps for lh-lock-up's 750)
-# far inside the limit, while failed evaluations stay shorter than at 200 per stage.
+# slack of another). Zero-noise experts finish a stage of these chains in 60-75 steps on
+# average; with the demo noise 0.3 a finished stage takes 66-93 steps on average and a
+# noisy push now and then far longer, so 150 per stage leaves noisy chains room while
+# failed evaluations stay short.
 LONG_HORIZON_STEPS_PER_STAGE = 150
 
+# The chains put the stages our SFT policies find hard (pick-place, push, reach) between
+# easy ones, so that SFT at the `small` demo budget is clearly imperfect on the suite
+# (0.60 and 0.66 on validation seeds for two training seeds) while the zero-noise experts
+# solve every chain (docs/benchmarks.md, "A long-horizon suite that leaves room").
+# peg-insert-side is left out because its own expert fails 8-12% of episodes.
+# lh-line-up does push twice: two scenes, each with its own seed.
 LONG_HORIZON_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "lh-make-coffee": ("Make a cup of coffee and serve it.", ("coffee-push-v3", "coffee-button-v3", "coffee-pull-v3")),
-    "lh-tidy-desk": (
-        "Tidy up the workstation.",
-        ("plate-slide-v3", "drawer-close-v3", "window-close-v3", "button-press-topdown-v3"),
+    "lh-stock-drawer": (
+        "Open the drawer, put the puck in its place, then close the drawer.",
+        ("drawer-open-v3", "pick-place-v3", "drawer-close-v3"),
     ),
-    "lh-open-up": (
-        "Open up the workshop for the day.",
-        ("door-unlock-v3", "window-open-v3", "drawer-open-v3", "faucet-open-v3"),
+    "lh-clear-bench": (
+        "Clear the bench: push one puck aside, set the other in place, then press the button.",
+        ("push-v3", "pick-place-v3", "button-press-topdown-v3"),
     ),
-    "lh-lock-up": (
-        "Shut everything down and lock up before leaving.",
-        ("faucet-close-v3", "window-close-v3", "button-press-v3", "door-close-v3", "door-lock-v3"),
+    "lh-inspect": (
+        "Check the marked spot, line up both pucks, then close the window.",
+        ("reach-v3", "push-v3", "pick-place-v3", "window-close-v3"),
     ),
+    "lh-line-up": ("Open the window and push both pucks onto their marks.", ("window-open-v3", "push-v3", "push-v3")),
 }
 
 

@@ -13,13 +13,14 @@ import json
 import multiprocessing as mp
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lwd.configargs import documented
 from lwd.envs import SEEDS, make_robot, suite, task_spec
+from lwd.envs.phrasings import PHRASING_SETS
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,34 @@ class EvalConfig:
     seed: int = documented(0, "seed of the policy's sampling noise")
     out: str = documented("runs/eval", "directory for eval.json, eval.md and eval.png")
     tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
+    best_of_n: int = documented(
+        1,
+        "sample N chunks at every replan and execute the one --critic values most (1 = the plain policy; "
+        "`lwd bench ceiling` measured what it buys, docs/benchmarks.md)",
+    )
+    critic: str = documented(
+        "", "LWD learner checkpoint whose Q ensemble (mean of its heads) picks the chunk when --best-of-n > 1"
+    )
     max_live_episodes: int = documented(
         100,
         "episodes a worker steps at once (one simulator each, ~10 MB); more "
         "run in successive batches, with the same outcomes",
     )
+    phrasings: tuple[str, ...] = documented(
+        ("canonical",),
+        "how each task is worded: 'canonical' (its one written sentence), 'train' (a training phrasing "
+        "per episode, drawn by seed) or 'heldout' (a phrasing never trained on); several, e.g. "
+        "'train heldout', evaluate each on the same seeds into OUT/<set> and report the paired gap",
+    )
 
     def __post_init__(self) -> None:
         if self.max_live_episodes < 1 or self.workers < 1 or self.episodes_per_task < 1:
             raise ValueError("max_live_episodes, workers and episodes_per_task must be >= 1")
+        if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
+            raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
+        unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
+        if not self.phrasings or unknown or len(set(self.phrasings)) != len(self.phrasings):
+            raise ValueError(f"phrasings must be distinct names from {PHRASING_SETS}, got {self.phrasings!r}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,7 @@ class EpisodeOutcome:
     success: bool
     steps: int
     stage_score: float  # fraction of the task's stages completed when the episode ended
+    instruction: str = ""  # the wording the policy was given
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -93,9 +114,16 @@ def run_policy_episodes(
     noise_seed: int,
     threads: int = 1,
     max_live: int | None = None,
+    phrasings: str = "canonical",
+    best_of_n: int = 1,
+    critic: str = "",
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
-    `max_live` at a time (one simulator each; all of them when None)."""
+    `max_live` at a time (one simulator each; all of them when None), each task worded by a
+    phrasing of the set `phrasings` drawn by the episode's seed. Wording the checkpoint never
+    saw is embedded by the sentence encoder on the spot. With `best_of_n` > 1 each replan
+    samples that many chunks and executes the one the Q ensemble of the learner checkpoint
+    `critic` values most (mean of its heads); its first candidate is the plain policy's chunk."""
     import torch
 
     from lwd.policy.checkpoint import load_checkpoint
@@ -108,22 +136,36 @@ def run_policy_episodes(
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     generators = episode_generators(noise_seed, jobs)
     batch = max_live or max(len(jobs), 1)
+    if best_of_n > 1:
+        from lwd.evaluation.ceiling import CriticScorer, load_critic, run_best_of_n_episodes  # imports this module
+
+        scorer = CriticScorer(load_critic(critic), encoder)
+        return [
+            result.outcome
+            for start in range(0, len(jobs), batch)
+            for result in run_best_of_n_episodes(
+                policy, encoder, jobs[start : start + batch], best_of_n, scorer, noise_seed, execute_steps, phrasings
+            )
+        ]
     return [
         outcome
         for start in range(0, len(jobs), batch)
         for outcome in _lockstep(
-            policy, encoder, jobs[start : start + batch], generators[start : start + batch], execute
+            policy, encoder, jobs[start : start + batch], generators[start : start + batch], execute, phrasings
         )
     ]
 
 
-def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int) -> list[EpisodeOutcome]:
+def _lockstep(
+    policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int, phrasings: str
+) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks
 
-    robots = [make_robot(task) for task, _ in jobs]
-    instructions = [r.task.instruction for r in robots]
-    states = np.stack([robot.reset(seed)[0].state for robot, (_, seed) in zip(robots, jobs)])
+    robots = [make_robot(task, phrasings) for task, _ in jobs]
+    first = [robot.reset(seed)[0] for robot, (_, seed) in zip(robots, jobs)]
+    instructions = [observation.instruction for observation in first]
+    states = np.stack([observation.state for observation in first])
     steps = np.zeros(len(jobs), dtype=np.int64)
     success = np.zeros(len(jobs), dtype=bool)
     stage_score = np.zeros(len(jobs), dtype=np.float64)
@@ -146,14 +188,23 @@ def _lockstep(policy, encoder, jobs: list[tuple[str, int]], generators: list, ex
     for robot in robots:
         robot.close()
     return [
-        EpisodeOutcome(task, seed, bool(s), int(n), float(g))
-        for (task, seed), s, n, g in zip(jobs, success, steps, stage_score)
+        EpisodeOutcome(task, seed, bool(s), int(n), float(g), text)
+        for (task, seed), s, n, g, text in zip(jobs, success, steps, stage_score, instructions)
     ]
 
 
 def _worker(args) -> list[EpisodeOutcome]:
-    checkpoint, jobs, execute_steps, noise_seed, max_live = args
-    return run_policy_episodes(checkpoint, jobs, execute_steps, noise_seed, max_live=max_live)
+    checkpoint, jobs, execute_steps, noise_seed, max_live, phrasings, best_of_n, critic = args
+    return run_policy_episodes(
+        checkpoint,
+        jobs,
+        execute_steps,
+        noise_seed,
+        max_live=max_live,
+        phrasings=phrasings,
+        best_of_n=best_of_n,
+        critic=critic,
+    )
 
 
 def summarize(outcomes: list[EpisodeOutcome]) -> dict:
@@ -225,9 +276,17 @@ def write_report(summary: dict, out: Path, title: str) -> None:
 
 
 def evaluate(config: EvalConfig) -> dict:
+    """Evaluate `config.checkpoint` and write its report; with several phrasing sets, see
+    `evaluate_phrasings`."""
+    if len(config.phrasings) > 1:
+        return evaluate_phrasings(config)
     from lwd.policy.checkpoint import read_manifest
 
     manifest = read_manifest(config.checkpoint)  # fail fast, before starting workers
+    if config.best_of_n > 1:
+        from lwd.evaluation.ceiling import load_critic  # imports this module
+
+        load_critic(config.critic)
     tasks = config.tasks or suite(config.suite).task_names
     for task in tasks:
         obs_dim = task_spec(task).obs_dim
@@ -240,7 +299,16 @@ def evaluate(config: EvalConfig) -> dict:
     shards = [jobs[i :: config.workers] for i in range(config.workers)]
     began = time.perf_counter()
     args = [
-        (config.checkpoint, shard, config.execute_steps, config.seed, config.max_live_episodes)
+        (
+            config.checkpoint,
+            shard,
+            config.execute_steps,
+            config.seed,
+            config.max_live_episodes,
+            config.phrasings[0],
+            config.best_of_n,
+            config.critic,
+        )
         for shard in shards
         if shard
     ]
@@ -259,6 +327,7 @@ def evaluate(config: EvalConfig) -> dict:
             "env_steps": int(sum(o.steps for o in outcomes)),
             "config": asdict(config),
             "split": config.split,
+            "phrasings": config.phrasings[0],
             "outcomes": [asdict(o) for o in outcomes],
             "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)],
         }
@@ -266,6 +335,56 @@ def evaluate(config: EvalConfig) -> dict:
     write_report(
         summary,
         Path(config.out),
-        f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds)",
+        f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds"
+        + ("" if config.phrasings[0] == "canonical" else f", {config.phrasings[0]} phrasings")
+        + ("" if config.best_of_n == 1 else f", best of {config.best_of_n} by the critic")
+        + ")",
     )
     return summary
+
+
+def evaluate_phrasings(config: EvalConfig) -> dict:
+    """Evaluate each phrasing set of `config` on the same seeds into OUT/<set>/, and write
+    OUT/phrasings.{json,md}: each set's success and its paired difference from the first set
+    (the same episodes with other wording, so the seeds' spread cancels)."""
+    from lwd.evaluation.compare import paired_difference  # compare imports this module
+
+    summaries = {
+        name: evaluate(replace(config, phrasings=(name,), out=str(Path(config.out) / name)))
+        for name in config.phrasings
+    }
+    base_name, base = config.phrasings[0], summaries[config.phrasings[0]]
+    gaps = {name: asdict(paired_difference(base, summaries[name])) for name in config.phrasings[1:]}
+    result = {
+        "checkpoint": config.checkpoint,
+        "split": config.split,
+        "baseline": base_name,
+        "average_success": {name: s["average_success"] for name, s in summaries.items()},
+        "per_task": {
+            task: {name: s["per_task"][task]["success"] for name, s in summaries.items()} for task in base["per_task"]
+        },
+        "paired_difference": gaps,
+    }
+    out = Path(config.out)
+    (out / "phrasings.json").write_text(json.dumps(result, indent=2))
+    names = list(config.phrasings)
+    lines = [
+        f"# {config.checkpoint} on {config.suite} ({config.split} seeds): success by wording",
+        "",
+        "| task | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *(
+            f"| {task.removesuffix('-v3')} | " + " | ".join(f"{rates[n]:.3f}" for n in names) + " |"
+            for task, rates in result["per_task"].items()
+        ),
+        "| **average** | " + " | ".join(f"**{result['average_success'][n]:.3f}**" for n in names) + " |",
+        "",
+        *(
+            f"{name} − {base_name}: {g['mean']:+.3f} (paired 95% CI {g['ci95'][0]:+.3f} … {g['ci95'][1]:+.3f}; "
+            f"{g['gains']} episodes gained, {g['losses']} lost of {g['episodes']}; "
+            f"sign test p = {g['sign_test_p']:.3g})"
+            for name, g in gaps.items()
+        ),
+    ]
+    (out / "phrasings.md").write_text("\n".join(lines) + "\n")
+    return result

@@ -38,8 +38,15 @@ class CollectConfig:
     tasks: tuple[str, ...] = documented((), "restrict to these tasks of the suite (default: all)")
     progress: bool = documented(True, "show a progress bar")
     checkpoint: str = documented("", "policy checkpoint for --source rollout")
+    phrasings: str = documented(
+        "train",
+        "how episodes are worded: 'train' (one of the task's training phrasings, drawn by the episode's "
+        "seed) or 'canonical' (its one written sentence, as before phrasings; for ablations)",
+    )
 
     def __post_init__(self) -> None:
+        if self.phrasings not in ("train", "canonical"):
+            raise ValueError(f"collect words episodes with 'train' or 'canonical' phrasings, not {self.phrasings!r}")
         if self.source not in ("demo", "play", "rollout"):
             raise ValueError(f"collect makes 'demo', 'play' or 'rollout' data, not {self.source!r}")
         if self.source == "rollout" and not self.checkpoint:
@@ -95,11 +102,11 @@ class CollectResult:
 _ROBOTS: dict = {}
 
 
-def cached_robot_and_expert(task: str):
-    """This process's simulator and scripted expert for `task`, built once."""
-    if task not in _ROBOTS:
-        _ROBOTS[task] = (make_robot(task), make_expert(task))
-    return _ROBOTS[task]
+def cached_robot_and_expert(task: str, phrasings: str = "train"):
+    """This process's simulator (wording episodes from `phrasings`) and scripted expert for `task`, built once."""
+    if (task, phrasings) not in _ROBOTS:
+        _ROBOTS[task, phrasings] = (make_robot(task, phrasings), make_expert(task))
+    return _ROBOTS[task, phrasings]
 
 
 _POLICIES: dict = {}
@@ -123,7 +130,7 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     """Run and commit one episode; module-level so worker processes can run it."""
     config, task, seq = job
     began = time.perf_counter()
-    robot, expert = cached_robot_and_expert(task)
+    robot, expert = cached_robot_and_expert(task, config.phrasings)
     seed = SEEDS.train(config.seed_start + seq)
     rng = np.random.default_rng([seed, seq, int(config.noise * 1e6), 0 if config.source == "demo" else 1])
     version = NO_POLICY

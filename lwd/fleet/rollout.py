@@ -45,6 +45,7 @@ class EpisodeRun:
         self.extras = dict(extras or {})
         self.started_at = time.time()
         self.observation, self.info = robot.reset(seed)
+        self.instruction = self.observation.instruction  # the wording this episode was given
         actor.reset()
         if operator is not None:
             operator.begin_episode()
@@ -97,7 +98,7 @@ class EpisodeRun:
             robot_id=self.robot_id,
             seq=self.seq,
             task=self.robot.task.name,
-            instruction=self.robot.task.instruction,
+            instruction=self.instruction,
             source=self.source,
             observations=np.stack(self._states).astype(np.float32),
             actions=np.stack(self._actions).astype(np.float32),

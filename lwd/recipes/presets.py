@@ -76,7 +76,7 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
         "lh": replace(
             SMOKE,
             suite="lh",
-            tasks=("lh-make-coffee",),
+            tasks=("lh-stock-drawer",),
             offline_n_step=10,
             online_env_steps=2_500,
             updates_per_1k_env_steps=20.0,

@@ -20,6 +20,7 @@ from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
+from lwd.envs.phrasings import task_phrasings
 from lwd.policy.checkpoint import (
     load_checkpoint,
     save_checkpoint,
@@ -154,7 +155,11 @@ def _new_policy(config: PretrainConfig, replay: ChunkReplay) -> tuple[FlowChunkP
     )
     policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
     encoder = InstructionEncoder()
-    encoder.embed(list(replay.instruction_vocab))
+    # Every training phrasing of the store's tasks, not only those its episodes drew: robots
+    # word each episode from the same table, and a phrasing missing from the checkpoint's
+    # table would make every robot process load the sentence encoder (seconds, ~90 MB).
+    phrasings = [text for task in replay.task_vocab for text in task_phrasings(task).train]
+    encoder.embed(list(replay.instruction_vocab) + phrasings)
     return policy, encoder
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from lwd.data.episode import EpisodeValidationError, decode, encode
 from lwd.data.store import EpisodeStore
+from lwd.envs.phrasings import task_phrasings
 from lwd.envs.tasks import SEEDS
 from tests.conftest import make_episode
 
@@ -60,6 +61,18 @@ CASES = {
     "successful play": (lambda: make_episode(source="play", success=True), "play data is labelled as a failure"),
     "evaluation seed": (lambda: make_episode(seed=SEEDS.eval(0)), "is an evaluation seed"),
     "validation seed": (lambda: make_episode(seed=SEEDS.validation(0)), "is a validation seed"),
+    "held-out phrasing": (
+        lambda: replace(make_episode(), instruction="Could you touch the target spot?"),
+        "is a held-out phrasing of 'reach-v3'",
+    ),
+    "another task's phrasing": (
+        lambda: replace(make_episode(seed=None), instruction="Open the drawer."),
+        "is a phrasing of task 'drawer-open-v3', not of 'reach-v3'",
+    ),
+    "free text from a simulated robot": (
+        lambda: replace(make_episode(), instruction="reach goal pls"),
+        "is not a training phrasing of 'reach-v3'",
+    ),
     "list instead of array": (
         lambda: replace(make_episode(), timestamps=[0.0] * 7),
         "timestamps must be a numpy array",
@@ -79,6 +92,15 @@ def test_malformed_episode_is_refused_and_store_untouched(tmp_path, case):
     assert store.latest_snapshot() == 1
     after = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "catalogue" not in p.name)
     assert after == before
+
+
+def test_any_training_phrasing_is_accepted_and_hardware_robots_may_word_freely(tmp_path):
+    store = EpisodeStore(tmp_path)
+    for seq, text in enumerate(task_phrasings("reach-v3").train):
+        store.append(replace(make_episode(seq=seq), instruction=text))
+    # No seed: a real robot, worded by a person; the store keeps it as language to learn from.
+    store.append(replace(make_episode(seq=99, seed=None), instruction="Tap the green target with your fingers."))
+    assert len(store.records()) == len(task_phrasings("reach-v3").train) + 1
 
 
 def test_file_without_a_required_tensor_is_refused_with_its_origin():

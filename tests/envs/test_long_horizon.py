@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 
 from lwd.data.episode import EpisodeValidationError, validate
-from lwd.envs import UnknownTaskError, make_expert, make_robot, suite, task_spec
+from lwd.envs import SEEDS, UnknownTaskError, make_expert, make_robot, suite, task_spec
 from lwd.envs.metaworld_robot import stage_of, stage_seed
 from lwd.envs.operator import NoisyExpertActor, OperatorConfig, ScriptedOperator
-from lwd.envs.tasks import LONG_HORIZON_STEPS_PER_STAGE, MAX_STAGES, METAWORLD_OBS_DIM
+from lwd.envs.tasks import (
+    LONG_HORIZON_STEPS_PER_STAGE,
+    MAX_STAGES,
+    METAWORLD_OBS_DIM,
+    long_horizon_task,
+    register_task,
+)
 from lwd.fleet.rollout import run_episode
 
 LH_TASKS = suite("lh").task_names
@@ -39,8 +45,8 @@ def test_lh_suite_shares_one_observation_layout_and_scales_its_time_limit():
         assert all(task_spec(scene).num_stages == 1 for scene in spec.stages)  # every stage is a Meta-World scene
         assert task_spec(spec.name) == spec
     assert all(spec.obs_dim == METAWORLD_OBS_DIM for spec in suite("mt50").tasks)
-    with pytest.raises(UnknownTaskError, match="did you mean 'lh-tidy-desk'"):
-        task_spec("lh-tidy-dsk")
+    with pytest.raises(UnknownTaskError, match="did you mean 'lh-clear-bench'"):
+        task_spec("lh-clear-bnch")
     with pytest.raises(UnknownTaskError, match="did you mean 'lh'"):
         suite("lhh")
 
@@ -75,8 +81,22 @@ def test_expert_completes_every_stage_and_the_stage_advances_exactly_at_stage_su
             start = end + 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("task", LH_TASKS)
+def test_zero_noise_expert_solves_its_chain_on_validation_seeds(task):
+    # The suite's contract: the scripted experts solve every chain (>= 0.95; 50 of 50 validation
+    # seeds each in docs/benchmarks.md), so what a policy fails on it could have learned.
+    robot, expert = make_robot(task), make_expert(task)
+    for k in range(10):
+        observation, _ = robot.reset(SEEDS.validation(k))
+        terminated = truncated = False
+        while not (terminated or truncated):
+            observation, _, terminated, truncated, _ = robot.step(expert.act(observation.state))
+        assert terminated, (task, k)
+
+
 def test_time_limit_is_stages_times_the_stage_budget_and_partial_work_scores_partially():
-    task = "lh-make-coffee"
+    task = "lh-stock-drawer"
     robot, expert = make_robot(task), make_expert(task)
     observation, _ = robot.reset(3)
     steps, truncated, terminated = 0, False, False
@@ -93,8 +113,8 @@ def test_time_limit_is_stages_times_the_stage_budget_and_partial_work_scores_par
 
 
 def test_an_episode_starts_at_stage_zero_and_each_stage_has_its_own_seed():
-    # Seed determinism, size and instruction: tests/envs/test_tasks.py (parametrised over lh-lock-up too).
-    robot = make_robot("lh-lock-up")
+    # Seed determinism, size and instruction: tests/envs/test_tasks.py (parametrised over lh-inspect too).
+    robot = make_robot("lh-inspect")
     robot.reset(seed=5)
     robot.step(np.ones(4, np.float32))
     a, info = robot.reset(seed=5)
@@ -121,7 +141,15 @@ class ExpertThenFrozen:
 
 
 def test_operator_takes_over_in_a_later_stage_and_completes_it():
-    task = "lh-make-coffee"
+    # A chain whose stage 1 (coffee-button) three 25-step takeovers can finish while the frozen
+    # policy holds still in between. In the lh chains stage 1 is pick-place or push, which the
+    # expert did not finish in such pieces (0 of 8 episodes tried), and that is not under test here.
+    task = "test-coffee-chain"
+    register_task(
+        long_horizon_task(
+            task, "Make a cup of coffee and serve it.", ("coffee-push-v3", "coffee-button-v3", "coffee-pull-v3")
+        )
+    )
     expert = make_expert(task)
     operator = ScriptedOperator(expert, OperatorConfig(), np.random.default_rng(0))
     episode = run_episode(
@@ -144,7 +172,7 @@ def test_operator_takes_over_in_a_later_stage_and_completes_it():
 
 
 def test_lh_episodes_enter_the_data_layer_with_the_stage_one_hot():
-    task = "lh-tidy-desk"
+    task = "lh-clear-bench"
     episode = run_episode(
         make_robot(task),
         NoisyExpertActor(make_expert(task), 0.0, np.random.default_rng(0)),

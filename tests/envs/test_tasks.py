@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lwd.envs import SEEDS, UnknownTaskError, make_robot, suite, task_spec
+from lwd.envs.phrasings import episode_instruction
 from lwd.envs.tasks import METAWORLD_INSTRUCTIONS
 
 
@@ -51,7 +52,11 @@ def test_train_validation_and_eval_seeds_are_disjoint():
     ("task", "obs_dim", "instruction"),
     [
         ("pick-place-v3", 39, "Pick up the puck and place it at the goal."),
-        ("lh-lock-up", 44, "Shut everything down and lock up before leaving."),  # 39 + a 5-stage one-hot
+        (
+            "lh-inspect",
+            44,
+            "Check the marked spot, line up both pucks, then close the window.",
+        ),  # 39 + the stage one-hot
     ],
 )
 def test_initial_state_is_a_function_of_the_seed(task, obs_dim, instruction):
@@ -63,7 +68,8 @@ def test_initial_state_is_a_function_of_the_seed(task, obs_dim, instruction):
     np.testing.assert_array_equal(a.state, b.state)
     assert not np.allclose(a.state, c.state)
     assert a.state.shape == (obs_dim,) and a.state.dtype == np.float32
-    assert a.instruction == instruction
+    assert robot.task.instruction == instruction
+    assert a.instruction == b.instruction == episode_instruction(task, 5)  # the wording is a function of the seed
 
 
 def test_episode_is_truncated_at_the_time_limit_and_reward_is_sparse():

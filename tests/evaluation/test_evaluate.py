@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lwd.envs import SEEDS
+from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.evaluation.evaluate import (
     EvalConfig,
     episode_generators,
@@ -89,26 +90,26 @@ def test_evaluating_a_missing_checkpoint_fails_before_any_work(tmp_path):
 def test_evaluation_reports_the_stage_score_of_long_horizon_tasks(tmp_path):
     path = tmp_path / "lh-policy"
     encoder = InstructionEncoder()
-    encoder.embed(["Make a cup of coffee and serve it."])
+    encoder.embed(["Open the drawer, put the puck in its place, then close the drawer."])
     save_checkpoint(path, FlowChunkPolicy(PolicyConfig(obs_dim=44, chunk_len=5, hidden_dim=32, num_layers=1)), encoder)
     summary = evaluate(
         EvalConfig(
             checkpoint=str(path),
             suite="lh",
-            tasks=("lh-make-coffee",),
+            tasks=("lh-stock-drawer",),
             episodes_per_task=1,
             workers=1,
             out=str(tmp_path / "eval"),
         )
     )
-    task = summary["per_task"]["lh-make-coffee"]
+    task = summary["per_task"]["lh-stock-drawer"]
     assert task["stage_score"] in (0.0, 1 / 3, 2 / 3, 1.0) and task["cycle_time_steps"] <= 450
     assert summary["outcomes"][0]["stage_score"] == task["stage_score"]
     assert "| stage score |" in (tmp_path / "eval" / "eval.md").read_text()
 
 
 def test_evaluation_refuses_tasks_whose_state_size_the_policy_does_not_take(tmp_path, untrained_checkpoint):
-    with pytest.raises(ValueError, match="takes 39-number states but task 'lh-make-coffee' has 44"):
+    with pytest.raises(ValueError, match="takes 39-number states but task 'lh-stock-drawer' has 44"):
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, suite="lh", workers=1, out=str(tmp_path)))
 
 
@@ -136,3 +137,33 @@ def test_episodes_run_in_bounded_batches_with_the_same_outcomes(tmp_path, untrai
 def test_a_non_positive_batch_bound_is_refused():
     with pytest.raises(ValueError, match="max_live_episodes"):
         EvalConfig(max_live_episodes=0)
+
+
+def test_held_out_phrasings_are_what_the_policy_is_given_and_the_gap_is_paired(tmp_path, untrained_checkpoint):
+    result = evaluate(
+        EvalConfig(
+            checkpoint=untrained_checkpoint,
+            tasks=("reach-v3",),
+            episodes_per_task=3,
+            workers=1,
+            split="validation",
+            phrasings=("canonical", "heldout"),
+            out=str(tmp_path),
+        )
+    )
+
+    def worded(name: str) -> list[str]:
+        return [o["instruction"] for o in json.loads((tmp_path / name / "eval.json").read_text())["outcomes"]]
+
+    seeds = [SEEDS.validation(k) for k in range(3)]
+    assert worded("canonical") == ["Move your hand to the goal position."] * 3
+    assert worded("heldout") == [episode_instruction("reach-v3", seed, "heldout") for seed in seeds]
+    assert set(worded("heldout")) <= set(task_phrasings("reach-v3").held_out)
+    gap = result["paired_difference"]["heldout"]
+    assert gap["episodes"] == 3 and json.loads((tmp_path / "phrasings.json").read_text())["baseline"] == "canonical"
+    assert "heldout − canonical" in (tmp_path / "phrasings.md").read_text()
+
+
+def test_unknown_phrasing_sets_are_refused():
+    with pytest.raises(ValueError, match="phrasings must be distinct names"):
+        EvalConfig(phrasings=("held-out",))

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from lwd.data.episode import validate
 from lwd.envs import make_expert, make_robot, suite
 from lwd.envs.operator import NoisyExpertActor, OperatorConfig, ScriptedOperator
+from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.fleet.rollout import run_episode
 
 
@@ -79,3 +81,14 @@ def test_operator_actions_carry_its_own_noise():
     driven = np.flatnonzero(episode.intervention)
     expert_actions = np.stack([expert.act(episode.observations[t]) for t in driven])
     assert np.abs(episode.actions[driven] - expert_actions).mean() > 0.1
+
+
+def test_an_episode_records_the_phrasing_its_seed_draws_and_passes_validation():
+    expert = make_expert("reach-v3")
+    episodes = [
+        _rollout("reach-v3", NoisyExpertActor(expert, 0.0, np.random.default_rng(0)), None, seed) for seed in (0, 1, 0)
+    ]
+    assert [e.instruction for e in episodes] == [episode_instruction("reach-v3", s) for s in (0, 1, 0)]
+    assert episodes[0].instruction in task_phrasings("reach-v3").train
+    for episode in episodes:
+        validate(episode)

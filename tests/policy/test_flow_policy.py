@@ -217,3 +217,16 @@ def test_image_flag_adds_a_camera_encoder_that_changes_the_context(encoder):
         assert policy.sample(policy.encode(obs, instructions, dark)).shape == (3, 4, 4)
     with pytest.raises(ValueError, match="needs camera images"):
         policy.encode(obs, instructions)
+
+
+def test_a_checkpoint_embeds_an_instruction_it_was_never_trained_on(tmp_path, encoder):
+    trained_on = InstructionEncoder({"Pull the drawer open.": encoder.embed(["Pull the drawer open."])[0]})
+    save_checkpoint(tmp_path / "ckpt", FlowChunkPolicy(SMALL), trained_on)
+    policy, loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    unseen = "Could you open that drawer?"
+    assert unseen not in loaded.table  # the table is a cache, not a vocabulary
+    vector = loaded.embed([unseen])
+    np.testing.assert_allclose(vector, encoder.embed([unseen]), atol=1e-5)
+    with torch.no_grad():
+        chunk = policy.sample(policy.encode(torch.zeros(1, 39), torch.from_numpy(vector)))
+    assert chunk.shape == (1, SMALL.chunk_len, 4) and torch.isfinite(chunk).all()

@@ -47,10 +47,10 @@ def test_every_method_and_ablation_has_a_number_for_every_suite(smoke_experiment
 
 def test_per_task_tables_cover_every_task_and_the_long_horizon_stage_scores(smoke_experiment):
     work, text = smoke_experiment
-    for task in ("reach", "drawer-close", "lh-make-coffee"):
+    for task in ("reach", "drawer-close", "lh-stock-drawer"):
         assert len(_row(text, task)) == len(METHODS)
     stage_table = text.split("### lh: stage score")[1].split("##")[0]
-    assert all(re.match(r"^\d\.\d{3}$", c) for c in _row(stage_table, "lh-make-coffee"))
+    assert all(re.match(r"^\d\.\d{3}$", c) for c in _row(stage_table, "lh-stock-drawer"))
     for plot in ("methods.png", "ablations.png", "online.png"):
         assert (work / plot).stat().st_size > 0
 
