@@ -41,7 +41,8 @@ class SimBenchConfig:
     out: str = documented("runs/bench/sim.json", "where to write the JSON result")
 
 
-def _written(report: dict, path: str) -> dict:
+def written_report(report: dict, path: str) -> dict:
+    """Write a benchmark's JSON report to `path` (parents created) and return it."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -122,7 +123,7 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    return _written(report, config.out)
+    return written_report(report, config.out)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
     # Per round, so that both sides of the ratio saw the same load of a shared machine.
     speedups = np.array(rounds[FAST_DEFAULT]) / np.array(rounds[REFERENCE_DEFAULT])
     report["learner_speedup_default"] = float(np.median(speedups))
-    return _written(report, config.out)
+    return written_report(report, config.out)
 
 
 REFERENCE_DEFAULT = "reference_implementation_qam128_every_step_default"
@@ -381,7 +382,7 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    return _written(report, config.out)
+    return written_report(report, config.out)
 
 
 @dataclass(frozen=True)
@@ -442,4 +443,4 @@ def run_operator_bench(config: OperatorBenchConfig) -> dict:
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    return _written(report, config.out)
+    return written_report(report, config.out)

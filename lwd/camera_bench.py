@@ -16,30 +16,22 @@ process's CPU time, Mesa's llvmpipe worker threads included.
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
+from lwd.benchmarks import written_report
 from lwd.configargs import documented
 from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite, task_spec
 from lwd.envs.cameras import CAMERA_ALIASES, SceneCameras
 from lwd.envs.robot import expert_state
 
 Frames = dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
-
-
-def _written(report: dict, path: str) -> dict:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return report
 
 
 def _machine() -> str:
@@ -169,7 +161,7 @@ def run_render_bench(config: RenderBenchConfig) -> dict:
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    return _written(report, config.out)
+    return written_report(report, config.out)
 
 
 # --- frame storage ---------------------------------------------------------------------------
@@ -352,4 +344,4 @@ def run_frame_storage_bench(config: FrameStorageBenchConfig) -> dict:
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    return _written(report, config.out)
+    return written_report(report, config.out)

@@ -37,7 +37,13 @@ import torch
 
 from lwd.configargs import documented
 from lwd.envs import make_robot, task_spec
-from lwd.evaluation.evaluate import EpisodeOutcome, check_held_out_seeds, episode_generators, summarize
+from lwd.evaluation.evaluate import (
+    EpisodeOutcome,
+    LockstepEpisodes,
+    check_held_out_seeds,
+    episode_generators,
+    summarize,
+)
 
 SELECTORS = ("oracle", "critic")
 CRITIC_REDUCTIONS = ("mean", "min")
@@ -245,31 +251,25 @@ def run_best_of_n_episodes(
     horizon = policy.config.chunk_len
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     generators = episode_generators(noise_seed, jobs)
-    robots = [make_robot(task, phrasings) for task, _ in jobs]
-    first = [robot.reset(seed)[0] for robot, (_, seed) in zip(robots, jobs)]
-    instructions = [observation.instruction for observation in first]
-    states = np.stack([observation.state for observation in first])
-    steps = np.zeros(len(jobs), dtype=np.int64)
-    success = np.zeros(len(jobs), dtype=bool)
-    stage_score = np.zeros(len(jobs))
+    episodes = LockstepEpisodes(jobs, phrasings)
     replans = np.zeros(len(jobs), dtype=np.int64)
     changed = np.zeros(len(jobs), dtype=np.int64)
     sums = np.zeros((len(jobs), 3))  # first, picked, second's pick
-    live = np.ones(len(jobs), dtype=bool)
-    while live.any():
-        idx = np.flatnonzero(live)
+    while episodes.live.any():
+        idx = np.flatnonzero(episodes.live)
         # Candidate k of an episode is the k-th draw of its own noise stream: candidate 0 is
         # exactly the chunk `lwd eval` would sample.
         candidates = sample_chunks(
             policy,
             encoder,
-            np.repeat(states[idx], n, axis=0),
-            [instructions[i] for i in idx for _ in range(n)],
+            np.repeat(episodes.states[idx], n, axis=0),
+            [episodes.instructions[i] for i in idx for _ in range(n)],
             [generators[i] for i in idx for _ in range(n)],
         ).reshape(len(idx), n, horizon, -1)
         picks = np.zeros(len(idx), dtype=np.int64)
         if n > 1:
-            args = ([robots[i] for i in idx], states[idx], [instructions[i] for i in idx], candidates, execute)
+            robots = [episodes.robots[i] for i in idx]
+            args = (robots, episodes.states[idx], [episodes.instructions[i] for i in idx], candidates, execute)
             scores = scorer.score(*args)
             picks = scores.argmax(axis=1)
             rows = np.arange(len(idx))
@@ -280,21 +280,11 @@ def run_best_of_n_episodes(
         replans[idx] += 1
         changed[idx] += picks != 0
         for row, i in enumerate(idx):
-            robot = robots[i]
-            for k in range(execute):
-                observation, _, terminated, truncated, info = robot.step(candidates[row, picks[row], k])
-                steps[i] += 1
-                states[i] = observation.state
-                if terminated or truncated:
-                    success[i], stage_score[i] = terminated, info.stage_score
-                    live[i] = False
-                    break
-    for robot in robots:
-        robot.close()
+            episodes.execute(i, candidates[row, picks[row], :execute])
+    outcomes = episodes.close()
     results = []
-    for i, ((task, seed), text) in enumerate(zip(jobs, instructions)):
+    for i, outcome in enumerate(outcomes):
         scored = max(int(replans[i]), 1) if n > 1 else 0
-        outcome = EpisodeOutcome(task, seed, bool(success[i]), int(steps[i]), float(stage_score[i]), text)
         results.append(
             BestOfNOutcome(
                 outcome,

@@ -156,41 +156,60 @@ def run_policy_episodes(
     ]
 
 
+class LockstepEpisodes:
+    """(task, seed) episodes stepped together, chunk by chunk: their robots, current states
+    and how each ended. `lwd eval` and the best-of-N runs of `lwd bench ceiling` share it."""
+
+    def __init__(self, jobs: list[tuple[str, int]], phrasings: str):
+        self.jobs = jobs
+        self.robots = [make_robot(task, phrasings) for task, _ in jobs]
+        first = [robot.reset(seed)[0] for robot, (_, seed) in zip(self.robots, jobs)]
+        self.instructions = [observation.instruction for observation in first]
+        self.states = np.stack([observation.state for observation in first])
+        self.steps = np.zeros(len(jobs), dtype=np.int64)
+        self.success = np.zeros(len(jobs), dtype=bool)
+        self.stage_score = np.zeros(len(jobs), dtype=np.float64)
+        self.live = np.ones(len(jobs), dtype=bool)
+
+    def execute(self, i: int, actions: np.ndarray) -> None:
+        """Episode `i` runs the (K, A) `actions` in order until they run out or it ends."""
+        robot = self.robots[i]
+        for action in actions:
+            observation, _, terminated, truncated, info = robot.step(action)
+            self.steps[i] += 1
+            self.states[i] = observation.state
+            if terminated or truncated:
+                self.success[i], self.stage_score[i] = terminated, info.stage_score
+                self.live[i] = False
+                return
+
+    def close(self) -> list[EpisodeOutcome]:
+        """Close the robots; one outcome per job, in order."""
+        for robot in self.robots:
+            robot.close()
+        return [
+            EpisodeOutcome(task, seed, bool(s), int(n), float(g), text)
+            for (task, seed), s, n, g, text in zip(
+                self.jobs, self.success, self.steps, self.stage_score, self.instructions
+            )
+        ]
+
+
 def _lockstep(
     policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int, phrasings: str
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks
 
-    robots = [make_robot(task, phrasings) for task, _ in jobs]
-    first = [robot.reset(seed)[0] for robot, (_, seed) in zip(robots, jobs)]
-    instructions = [observation.instruction for observation in first]
-    states = np.stack([observation.state for observation in first])
-    steps = np.zeros(len(jobs), dtype=np.int64)
-    success = np.zeros(len(jobs), dtype=bool)
-    stage_score = np.zeros(len(jobs), dtype=np.float64)
-    live = np.ones(len(jobs), dtype=bool)
-    while live.any():
-        idx = np.flatnonzero(live)
+    episodes = LockstepEpisodes(jobs, phrasings)
+    while episodes.live.any():
+        idx = np.flatnonzero(episodes.live)
         chunks = sample_chunks(
-            policy, encoder, states[idx], [instructions[i] for i in idx], [generators[i] for i in idx]
+            policy, encoder, episodes.states[idx], [episodes.instructions[i] for i in idx], [generators[i] for i in idx]
         )
         for row, i in enumerate(idx):
-            robot = robots[i]
-            for k in range(execute):
-                observation, _, terminated, truncated, info = robot.step(chunks[row, k])
-                steps[i] += 1
-                states[i] = observation.state
-                if terminated or truncated:
-                    success[i], stage_score[i] = terminated, info.stage_score
-                    live[i] = False
-                    break
-    for robot in robots:
-        robot.close()
-    return [
-        EpisodeOutcome(task, seed, bool(s), int(n), float(g), text)
-        for (task, seed), s, n, g, text in zip(jobs, success, steps, stage_score, instructions)
-    ]
+            episodes.execute(i, chunks[row, :execute])
+    return episodes.close()
 
 
 def _worker(args) -> list[EpisodeOutcome]:
