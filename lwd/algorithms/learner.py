@@ -297,8 +297,8 @@ class LWDLearner:
                     generator,
                 )
             )
-        with torch.no_grad():
-            ema_update(self.reference, self.prior, self.config.prior_ema)
+        with torch.no_grad():  # only the action expert learns: the encoders stay equal, nothing to average
+            ema_update(self.reference.velocity_net, self.prior.velocity_net, self.config.prior_ema)
         renamed = {"sft/flow_loss": "prior/flow_loss", "policy/grad_norm": "prior/grad_norm"}
         return {renamed.get(key, key): value for key, value in metrics.items()}
 
