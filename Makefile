@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-installed
 RAY_STAMP := $(VENV)/.stamp-ray
+LEROBOT_STAMP := $(VENV)/.stamp-lerobot
 
 .PHONY: setup demo test test-fast lint bench ray-cluster
 
@@ -21,12 +22,18 @@ $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
+# The `lerobot` extra (pyarrow, av), for LeRobot dataset export/import and its tests
+# (tests/data/test_lerobot.py): `make test` installs it, `make demo` does not.
+$(LEROBOT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,lerobot]'
+	touch $(LEROBOT_STAMP)
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/lwd demo
 
-test: $(STAMP) $(RAY_STAMP)
+test: $(STAMP) $(RAY_STAMP) $(LEROBOT_STAMP)
 	$(PY) -m pytest -q
 
 # Lint and format check (CI runs it before the tests); `ruff format .` fixes formatting.

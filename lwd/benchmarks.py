@@ -2,7 +2,7 @@
 
     sim       bare Meta-World vs expert collection into the store, same cores
     policy    chunk latency at batch 1 and 16, SFT and learner updates/s (reference vs fast step)
-    fleet     fleet env steps/s vs the bare simulator on the same episodes
+    fleet     fleet env steps/s vs the bare simulator on the same episodes (wall clock and CPU time)
     operator  how often the deployment operator takes over, per task
 
 Simulator throughput: both phases run in the same pool of worker processes (one per core), on the same
@@ -17,6 +17,7 @@ episode's actions back (one small file, well under 1 ms) is inside the bare timi
 from __future__ import annotations
 
 import json
+import os
 import platform
 import tempfile
 import time
@@ -164,7 +165,8 @@ class PolicyBenchConfig:
 
 def run_policy_bench(config: PolicyBenchConfig) -> dict:
     """Chunk-sampling latency (encode + K Euler steps) at batch 1 and 16, SFT updates/s at 256,
-    and LWD learner steps/s at 256 for each of LEARNER_VARIANTS, the reference and the fast
+    and LWD learner steps/s at 256 for each of LEARNER_VARIANTS and the online learner's
+    variants (`online_learner_variants`), the reference and the fast
     implementation of the default step side by side in interleaved rounds.
 
     Inputs are random tensors of the real shapes: the cost of these dense networks does
@@ -218,7 +220,9 @@ def run_policy_bench(config: PolicyBenchConfig) -> dict:
         discount=torch.full((256,), 0.95),
         done=torch.zeros(256),
         next_obs=torch.randn(256, 39),
-        return_to_go=torch.rand(256),
+        # 70% of rows worth imitating for the learned prior: about what the online runs of
+        # docs/benchmarks.md ended with (prior/imitated_fraction)
+        return_to_go=(torch.rand(256) < 0.7).float(),
     )
     batch = batch.to(device)
     for _ in range(5):
@@ -260,6 +264,21 @@ LEARNER_VARIANTS: dict[str, tuple[dict, float]] = {
 }
 
 
+def online_learner_variants() -> dict:
+    """name -> LearnerConfig of the online learner as `lwd deploy` runs it (ONLINE_LEARNER:
+    learned behaviour prior, frozen policy encoder) at the presets' QAM batch of 64, with
+    QAM every step, every 4th step, and QAM and the prior's update every 4th step."""
+    from lwd.fleet.online import ONLINE_LEARNER
+
+    return {
+        "online_learned_prior_qam64_every_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=1),
+        "online_learned_prior_qam64_every_4th_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=4),
+        "online_learned_prior_qam64_and_prior_every_4th_step": replace(
+            ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_every=4
+        ),
+    }
+
+
 def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize) -> dict[str, list[float]]:
     """LWD learner steps/s at batch 256 for each of LEARNER_VARIANTS, measured in
     `learner_rounds` interleaved rounds: name -> one rate per round."""
@@ -274,8 +293,13 @@ def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize
     device = batch.obs.device
     critic_config = CriticConfig(chunk_len=config.chunk_len)
     generator = torch.Generator().manual_seed(0)
+    configs = {
+        name: (LearnerConfig(**{"policy_warmup": 0, **overrides}), width)
+        for name, (overrides, width) in LEARNER_VARIANTS.items()
+    }
+    configs.update({name: (learner_config, 1.0) for name, learner_config in online_learner_variants().items()})
     learners = {}
-    for name, (overrides, width) in LEARNER_VARIANTS.items():
+    for name, (learner_config, width) in configs.items():
         hidden_dim = max(1, round(width * policy_config.hidden_dim))
         policy = FlowChunkPolicy(replace(policy_config, hidden_dim=hidden_dim)).to(device)
         learners[name] = LWDLearner(
@@ -283,7 +307,7 @@ def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize
             copy.deepcopy(policy),
             ChunkCritic(critic_config).to(device),
             StateValue(critic_config).to(device),
-            LearnerConfig(**{"policy_warmup": 0, **overrides}),
+            learner_config,
         )
         for _ in range(3):  # warm-up: allocator, first-call dispatch
             learners[name].step(batch, generator)
@@ -305,15 +329,17 @@ class FleetBenchConfig:
     checkpoint: str = documented("runs/offline/final", "policy the fleet runs")
     suite: str = documented("mt10", "task suite")
     workers: int = documented(2, "robot worker processes (use the number of cores; no learner runs)")
-    robots_per_worker: int = documented(10, "robots per worker")
+    robots_per_worker: int = documented(
+        10, "robots per worker: more robots share each batched policy call (docs/benchmarks.md)"
+    )
     fleet: str = documented("local", "where the robots run: 'local' processes or 'ray' actors (lwd[ray])")
     ray_address: str = documented("", "--fleet ray: the cluster to join ('' = a private Ray instance here)")
     seconds: float = documented(60.0, "measured window of fleet time per round")
     warmup_seconds: float = documented(15.0, "fleet time before each window (process start, simulator build)")
     repeats: int = documented(
         3,
-        "rounds of fleet then bare replay; the report takes the median ratio (one round "
-        "on a shared VM varies by ±0.05)",
+        "rounds of fleet then bare replay; the report takes the median of the rounds' ratios "
+        "(one round's wall-clock ratio on a shared VM varies by ±0.05 and more)",
     )
     out: str = documented("runs/bench/fleet.json", "where to write the JSON result")
 
@@ -322,8 +348,50 @@ class FleetBenchConfig:
             raise ValueError("repeats must be >= 1, seconds > 0 and warmup_seconds >= 0")
 
 
+CPU_ROLES = ("robots", "ingest", "other")
+
+
+def process_tree_cpu_seconds() -> dict[str, float] | None:
+    """CPU seconds (user + system) spent so far by every live process below this one, from
+    Linux's /proc, by role: "robots" (robot worker processes, Ray robot actors, and the
+    spawned pool that replays episodes bare), "ingest" (the Ray fleet's ingest actor) and
+    "other" (Ray's daemons, multiprocessing's helpers). None without /proc."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+        cpu[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    mine = {os.getpid()}
+    for _ in range(8):  # depth: this process -> raylet -> Ray workers ...
+        mine |= {pid for pid, parent in parents.items() if parent in mine}
+    roles = dict.fromkeys(CPU_ROLES, 0.0)
+    for pid in mine - {os.getpid()}:
+        try:
+            command = (proc / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        role = "ingest" if b"IngestActor" in command else "other"
+        if b"RobotActor" in command or b"spawn_main" in command:
+            role = "robots"
+        roles[role] += cpu[pid]
+    return roles
+
+
+def _cpu_since(before: dict[str, float] | None) -> dict[str, float] | None:
+    now = process_tree_cpu_seconds()
+    return None if before is None or now is None else {role: now[role] - before[role] for role in CPU_ROLES}
+
+
 def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path) -> dict:
-    """One round: the fleet for warm-up + window, then bare Meta-World on its episodes."""
+    """One round: the fleet for warm-up + window, then bare Meta-World on its episodes; env
+    steps per wall second and CPU seconds per env step of each."""
     from lwd.data.store import EpisodeStore
     from lwd.fleet.online import make_fleet
     from lwd.fleet.registry import PolicyRegistry
@@ -333,30 +401,52 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
     fleet = make_fleet(config.fleet, fleet_config, store_path, registry.root, None, ray_address=config.ray_address)
     fleet.start()
     began = time.time()
-    time.sleep(config.warmup_seconds + config.seconds)
+    time.sleep(config.warmup_seconds)
+    cpu_before = process_tree_cpu_seconds()
+    time.sleep(max(0.0, began + config.warmup_seconds + config.seconds - time.time()))
+    fleet_cpu = _cpu_since(cpu_before)
     window = (began + config.warmup_seconds, began + config.warmup_seconds + config.seconds)
     fleet.stop()
     store = EpisodeStore(store_path)
     records = store.records()
     episodes = [store.load(r) for r in records]
     in_window = sum(int(((e.timestamps >= window[0]) & (e.timestamps < window[1])).sum()) for e in episodes)
+    if not in_window:
+        raise RuntimeError(
+            f"the fleet made no env step in the {config.seconds:g} s window after {config.warmup_seconds:g} s of "
+            f"warm-up ({len(episodes)} episodes committed): give it more --warmup-seconds (each robot builds its "
+            "simulator first) or a less loaded machine"
+        )
     fleet_rate = in_window / config.seconds
     pool = _ready_pool(config.workers, fleet_config.task_names())
     try:
         jobs = [(str(store_path), r.robot_id, r.seq, r.seed) for r in records]
-        replay_began = time.perf_counter()
+        cpu_before, replay_began = process_tree_cpu_seconds(), time.perf_counter()
         bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
         bare_rate = bare_steps / (time.perf_counter() - replay_began)
+        bare_cpu = _cpu_since(cpu_before)
     finally:
         pool.close()
         pool.join()
-    return {
+    round_figures = {
         "fleet_steps_per_s": fleet_rate,
         "bare_steps_per_s": bare_rate,
         "ratio": fleet_rate / bare_rate,
         "episodes": len(episodes),
         "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
     }
+    if fleet_cpu is not None and bare_cpu is not None and in_window and bare_steps:
+        # Bare: the replay pool's processes only (a Ray instance may still be winding down).
+        bare_us = 1e6 * bare_cpu["robots"] / bare_steps
+        fleet_us = {role: 1e6 * seconds / in_window for role, seconds in fleet_cpu.items()}
+        round_figures.update(
+            fleet_cpu_us_per_step=sum(fleet_us.values()),
+            fleet_cpu_us_per_step_by_role=fleet_us,
+            bare_cpu_us_per_step=bare_us,
+            cpu_ratio=bare_us / sum(fleet_us.values()),
+            cpu_ratio_robots=bare_us / fleet_us["robots"],
+        )
+    return round_figures
 
 
 def run_fleet_bench(config: FleetBenchConfig) -> dict:
@@ -365,8 +455,14 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
 
     Fleet throughput counts the per-step timestamps that fall inside the measured window,
     so episodes cut by the window edges count for the steps they ran inside it. Rounds
-    alternate fleet and bare phases so that both see the same drift of a shared machine;
-    the reported figures are the round with the median ratio.
+    alternate fleet and bare phases so that both see the same drift of a shared machine.
+    Two ratios per round: wall clock (`ratio`: env steps/s, fleet ÷ bare) and CPU time
+    (`cpu_ratio`: bare CPU seconds per env step ÷ the fleet's, every process under this
+    one counted; `cpu_ratio_robots`: the robot processes alone, what a robot node of a
+    cluster spends, whose ingest runs on the learner's node). Other jobs on a shared
+    machine move the wall-clock ratio a lot and the CPU-time ratio little. The report
+    gives the median of the rounds for each ratio and the other figures of the round
+    with the median wall-clock ratio.
     """
     single_stage_tasks(config.suite)  # before starting a fleet whose episodes could not be replayed bare
     fleet_config = FleetConfig(suite=config.suite, workers=config.workers, robots_per_worker=config.robots_per_worker)
@@ -374,10 +470,16 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
     for _ in range(config.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             rounds.append(_fleet_round(config, fleet_config, Path(tmp)))
-    median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    median_round = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    medians = {
+        key: float(np.median([r[key] for r in rounds]))
+        for key in ("ratio", "cpu_ratio", "cpu_ratio_robots")
+        if all(key in r for r in rounds)
+    }
     report = {
         "config": asdict(config),
-        **median,
+        **median_round,
+        **medians,
         "rounds": rounds,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
@@ -390,6 +492,11 @@ class OperatorBenchConfig:
     checkpoint: str = documented("runs/offline/final", "policy the robots run (no learner)")
     episodes: int = documented(300, "episodes to run in all (each robot runs its assigned task)")
     seed: int = documented(0, "seed of the robots' policy noise and operators")
+    counterfactual: bool = documented(
+        True,
+        "at each episode's first takeover, also run the policy alone from that state (then restore "
+        "the simulator): was the takeover needed?",
+    )
     out: str = documented("runs/bench/operator.json", "where to write the JSON result")
     robots: FleetConfig = documented(
         FleetConfig(), "the robots and their operator (tune the gate: --robots.operator.*)"
@@ -400,46 +507,89 @@ class OperatorBenchConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
 
 
+def _share(flags: list[bool]) -> float | None:
+    """The fraction of true flags; None for no flags (a rate of nothing is not 0)."""
+    return float(np.mean(flags)) if flags else None
+
+
+def gate_figures(rows: list[tuple[bool, bool, bool | None]]) -> dict:
+    """Takeover figures of one task from (success, takeover, policy alone succeeded) per
+    episode; the last is None where the probe did not run (no takeover: the episode itself
+    is the policy alone, so its success is the answer).
+
+    unneeded_takeover: share of episodes with a takeover the policy would have done without.
+    unneeded_share_of_takeovers: of the episodes with a takeover, the share the policy would
+    have completed alone. needed_takeover_recall: of the episodes the policy alone would
+    have failed, the share the operator took over."""
+    figures: dict = {
+        "episodes": len(rows),
+        "takeover": float(np.mean([t for _, t, _ in rows])),
+        "success": float(np.mean([s for s, _, _ in rows])),
+        "autonomous_success": float(np.mean([s and not t for s, t, _ in rows])),
+    }
+    if any(t and alone is None for _, t, alone in rows):
+        return figures  # no counterfactual
+    alone = [bool(a) if t else s for s, t, a in rows]
+    taken = [t for _, t, _ in rows]
+    figures.update(
+        policy_alone_success=float(np.mean(alone)),
+        unneeded_takeover=float(np.mean([t and a for t, a in zip(taken, alone)])),
+        unneeded_share_of_takeovers=_share([a for t, a in zip(taken, alone) if t]),
+        needed_takeover_recall=_share([t for t, a in zip(taken, alone) if not a]),
+        takeover_episodes=int(sum(taken)),
+        unneeded_takeover_episodes=int(sum(t and a for t, a in zip(taken, alone))),
+        policy_alone_failures=int(sum(not a for a in alone)),
+    )
+    return figures
+
+
 def run_operator_bench(config: OperatorBenchConfig) -> dict:
     """How often the deployment operator takes over, per task, from a fixed policy: the share
-    of episodes with a takeover, success with the operator, and success without any takeover
-    (one worker process; the gate is `--robots.operator.*`). The overall figures
-    average the tasks."""
+    of episodes with a takeover, success with the operator, success without any takeover
+    and, with `counterfactual`, whether each takeover was needed: at the first takeover the
+    simulator is snapshotted, the policy runs alone to the step limit, and the simulator is
+    restored, so the episode goes on as it would have (lwd.fleet.counterfactual). One worker
+    process; the gate is `--robots.operator.*`. The overall figures average the tasks
+    (skipping tasks where a figure is undefined, e.g. recall without any failure)."""
     from lwd.data.store import EpisodeStore
+    from lwd.fleet.counterfactual import PolicyAloneProbe
     from lwd.fleet.registry import PolicyRegistry
     from lwd.fleet.worker import RobotWorker, robot_specs
 
     fleet_config = config.robots
+    probe = PolicyAloneProbe(config.seed) if config.counterfactual else None
     with tempfile.TemporaryDirectory() as tmp:
         registry = PolicyRegistry(Path(tmp) / "registry")
         registry.publish_checkpoint(config.checkpoint, learner_step=0)
         store = EpisodeStore(Path(tmp) / "store")
         specs = robot_specs(replace(fleet_config, workers=1, robots_per_worker=fleet_config.num_robots))
-        worker = RobotWorker(0, specs, fleet_config, store, registry, seed=config.seed)
+        worker = RobotWorker(0, specs, fleet_config, store, registry, seed=config.seed, takeover_probe=probe)
+        began = time.perf_counter()
         worker.run(lambda: worker.uploaded >= config.episodes)
+        wall_seconds = time.perf_counter() - began
         worker.release()
-        rows: dict[str, list[tuple[bool, bool]]] = {}
+        rows: dict[str, list[tuple[bool, bool, bool | None]]] = {}
         for record in store.records():
             episode = store.load(record)
-            rows.setdefault(episode.task, []).append((bool(episode.success), bool(episode.intervention.any())))
-    per_task = {
-        task: {
-            "episodes": len(r),
-            "takeover": float(np.mean([t for _, t in r])),
-            "success": float(np.mean([s for s, _ in r])),
-            "autonomous_success": float(np.mean([s and not t for s, t in r])),
-        }
-        for task, r in sorted(rows.items())
-    }
+            outcome = probe.outcomes.get((episode.robot_id, episode.seq)) if probe else None
+            rows.setdefault(episode.task, []).append(
+                (bool(episode.success), bool(episode.intervention.any()), outcome.success if outcome else None)
+            )
+    per_task = {task: gate_figures(r) for task, r in sorted(rows.items())}
     # Averages over tasks, not episodes: tasks with short episodes finish more of them.
+    keys = ["takeover", "success", "autonomous_success"]
+    if config.counterfactual:
+        keys += ["policy_alone_success", "unneeded_takeover", "unneeded_share_of_takeovers", "needed_takeover_recall"]
+    overall = {}
+    for key in keys:
+        values = [row[key] for row in per_task.values() if row.get(key) is not None]
+        overall[key] = float(np.mean(values)) if values else None
     report = {
         "config": asdict(config),
         "per_task": per_task,
         "episodes": sum(len(r) for r in rows.values()),
-        **{
-            key: float(np.mean([row[key] for row in per_task.values()]))
-            for key in ("takeover", "success", "autonomous_success")
-        },
+        **overall,
+        "wall_seconds": wall_seconds,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -22,16 +22,24 @@ def make_episode(
     rng_seed: int | None = None,
     intervention: np.ndarray | None = None,
     version: int = NO_POLICY,
+    cameras: tuple[str, ...] = (),
+    image_size: int = 8,
+    obs_dim: int | None = None,
 ) -> Episode:
+    """`cameras` adds random uint8 frames of `image_size`^2 per camera; `obs_dim` overrides the
+    task's observation width (PROPRIO_DIM for a proprio-only robot with cameras)."""
     spec = task_spec(task)
     rng = np.random.default_rng(seq if rng_seed is None else rng_seed)
+    frames = {
+        camera: rng.integers(0, 256, size=(steps + 1, image_size, image_size, 3), dtype=np.uint8) for camera in cameras
+    }
     return Episode(
         robot_id=robot_id,
         seq=seq,
         task=task,
         instruction=spec.instruction,
         source=source,
-        observations=rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
+        observations=rng.normal(size=(steps + 1, obs_dim or spec.obs_dim)).astype(np.float32),
         actions=rng.uniform(-1, 1, size=(steps, spec.action_dim)).astype(np.float32),
         intervention=np.zeros(steps, bool) if intervention is None else intervention,
         policy_version=np.full(steps, version, np.int64),
@@ -41,6 +49,7 @@ def make_episode(
         seed=seed,
         started_at=1.7e9,
         ended_at=1.7e9 + steps,
+        frames=frames,
     )
 
 

@@ -87,6 +87,9 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
         "qam64_every_4th_step",
         "bfloat16_qam64_every_2nd_step",
         "half_width_expert_qam128_every_step",
+        "online_learned_prior_qam64_every_step",
+        "online_learned_prior_qam64_every_4th_step",
+        "online_learned_prior_qam64_and_prior_every_4th_step",
     }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
     assert all(len(rates) == 1 for rates in report["learner_rounds_updates_per_s"].values())
@@ -211,6 +214,7 @@ def test_deploy_defaults_are_the_online_learner_settings():
 
     online, offline = DeployConfig().lwd, LearnerConfig()
     changed = {f.name for f in dataclasses.fields(LearnerConfig) if getattr(online, f.name) != getattr(offline, f.name)}
-    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder", "prior"}  # SPEC §6.3, + issue 18
+    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder", "prior", "policy_every"}  # + issue 18
+    assert online.policy_every == 4 and offline.policy_every == 1
     assert (online.tau_base, online.policy_warmup, online.freeze_policy_encoder) == (0.9, 0, True)
     assert online.prior == "learned" and offline.prior == "frozen"

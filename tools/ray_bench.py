@@ -6,7 +6,8 @@
     # the ingest path's capacity: lightweight robots (no physics) that upload ready-made episodes
     tools/netns-run .venv/bin/python tools/ray_bench.py ingest --robots 100 1000
     # fleet ÷ bare in CPU seconds per env step, for a machine shared with other jobs
-    tools/netns-run .venv/bin/python tools/ray_bench.py cpu-ratio --checkpoint CKPT --fleet local ray
+    tools/netns-run .venv/bin/python tools/ray_bench.py cpu-ratio --checkpoint CKPT --fleet local ray \\
+        --robots-per-worker 10 40
 
 `scaling` starts, per layout NODESxACTORS, a local cluster of NODES nodes offering ACTORS CPUs
 in all, runs a RayFleet of ACTORS robot actors (10 robots each) with the policy and the
@@ -16,10 +17,11 @@ node and N robots spread over a few uploader actors; each robot uploads its next
 soon as the last one is acknowledged (one in flight per robot, as the robot loop's
 background upload does), so the figures are the ingest's capacity, not the robots'. The
 episodes are generated and encoded before the clock starts. Both print JSON lines.
-`cpu-ratio` is `lwd bench fleet`'s ratio counted in CPU time instead of wall time: the CPU
+`cpu-ratio` runs single rounds of `lwd bench fleet`, the fleets interleaved, and prints each
+round's figures, among them the ratio counted in CPU time instead of wall time: the CPU
 seconds all processes under this one spent per env step (robot workers or actors, the
 ingest, Ray's own daemons), fleet against bare replay of the same episodes. Other jobs on a
-shared machine then cannot move it; waits (an fsync, a round trip) do not count in it.
+shared machine move it far less; waits (an fsync, a round trip) do not count in it.
 Run them in a private network namespace (tools/netns-run); they are not part of the tests.
 """
 
@@ -40,6 +42,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lwd.benchmarks import FleetBenchConfig, run_fleet_bench  # noqa: E402
 from lwd.data.episode import Episode, encode  # noqa: E402
 from lwd.data.store import EpisodeStore  # noqa: E402
 from lwd.envs.tasks import task_spec  # noqa: E402
@@ -81,83 +84,23 @@ def scaling_round(checkpoint: str, nodes: int, actors: int, robots: int, warmup:
     }
 
 
-def _descendants_cpu_seconds() -> dict[str, float]:
-    """utime + stime of every live process below this one (from /proc), by role: the robots
-    (worker processes, robot actors), the ingest actor, and the rest (Ray's daemons, idle
-    Ray workers, multiprocessing's helpers)."""
-    parents, cpu = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-        cpu[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    mine = {os.getpid()}
-    for _ in range(8):  # depth: driver -> raylet -> workers ...
-        mine |= {pid for pid, parent in parents.items() if parent in mine}
-    roles = {"robots": 0.0, "ingest": 0.0, "other": 0.0}
-    for pid in mine - {os.getpid()}:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        role = "ingest" if b"IngestActor" in command else "other"
-        if b"RobotActor" in command or b"spawn_main" in command:
-            role = "robots"
-        roles[role] += cpu[pid]
-    return roles
-
-
-def _cpu_since(before: dict[str, float]) -> dict[str, float]:
-    now = _descendants_cpu_seconds()
-    return {role: now[role] - before[role] for role in now}
-
-
 def cpu_ratio_round(checkpoint: str, fleet_kind: str, workers: int, robots: int, warmup: float, seconds: float):
-    """Fleet and bare replay of the same episodes: env steps per wall second and CPU seconds
-    per env step (by role)."""
-    from lwd.benchmarks import _ready_pool, bare_episode
-    from lwd.fleet.online import make_fleet
-
+    """One round of `lwd bench fleet` (fleet, then bare replay of the same episodes): env steps
+    per wall second and CPU seconds per env step, by role (lwd.benchmarks._fleet_round)."""
     with tempfile.TemporaryDirectory() as tmp:
-        registry = PolicyRegistry(Path(tmp) / "registry")
-        registry.publish_checkpoint(checkpoint, learner_step=0)
-        config = FleetConfig(workers=workers, robots_per_worker=robots)
-        fleet = make_fleet(fleet_kind, config, Path(tmp) / "store", registry.root, None)
-        fleet.start()
-        began = time.time()
-        time.sleep(warmup)
-        before = _descendants_cpu_seconds()
-        time.sleep(seconds)
-        cpu_fleet = _cpu_since(before)
-        fleet.stop()
-        store = EpisodeStore(Path(tmp) / "store")
-        records, steps = store.records(), 0
-        for record in records:
-            stamps = store.load(record).timestamps
-            steps += int(((stamps >= began + warmup) & (stamps < began + warmup + seconds)).sum())
-        jobs = [(str(Path(tmp) / "store"), r.robot_id, r.seq, r.seed) for r in records]
-        pool = _ready_pool(workers, config.task_names())
-        try:
-            before, wall = _descendants_cpu_seconds(), time.perf_counter()
-            bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
-            wall, cpu_bare = time.perf_counter() - wall, sum(_cpu_since(before).values())
-        finally:
-            pool.close()
-            pool.join()
-    fleet_us = {role: 1e6 * value / steps for role, value in cpu_fleet.items()}
-    bare_us = 1e6 * cpu_bare / bare_steps
-    return {
-        "fleet": fleet_kind,
-        "fleet_steps_per_s": steps / seconds,
-        "bare_steps_per_s": bare_steps / wall,
-        "wall_ratio": steps / seconds / (bare_steps / wall),
-        "fleet_cpu_us_per_step": sum(fleet_us.values()),
-        "fleet_cpu_us_per_step_by_role": fleet_us,
-        "bare_cpu_us_per_step": bare_us,
-        "cpu_ratio": bare_us / sum(fleet_us.values()),
-    }
+        report = run_fleet_bench(
+            FleetBenchConfig(
+                checkpoint=checkpoint,
+                workers=workers,
+                robots_per_worker=robots,
+                fleet=fleet_kind,
+                seconds=seconds,
+                warmup_seconds=warmup,
+                repeats=1,
+                out=str(Path(tmp) / "fleet.json"),
+            )
+        )
+    return {"fleet": fleet_kind, "robots_per_worker": robots, **report["rounds"][0]}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -284,7 +227,7 @@ def main() -> int:
     ratio.add_argument("--checkpoint", required=True)
     ratio.add_argument("--fleet", nargs="+", default=["local", "ray"])
     ratio.add_argument("--workers", type=int, default=2)
-    ratio.add_argument("--robots-per-worker", type=int, default=10)
+    ratio.add_argument("--robots-per-worker", type=int, nargs="+", default=[10])
     ratio.add_argument("--warmup", type=float, default=30.0)
     ratio.add_argument("--seconds", type=float, default=40.0)
     ratio.add_argument("--repeats", type=int, default=3, help="rounds per fleet, interleaved")
@@ -292,10 +235,9 @@ def main() -> int:
     if args.command == "cpu-ratio":
         for _ in range(args.repeats):
             for kind in args.fleet:
-                row = cpu_ratio_round(
-                    args.checkpoint, kind, args.workers, args.robots_per_worker, args.warmup, args.seconds
-                )
-                print(json.dumps(row), flush=True)
+                for robots in args.robots_per_worker:
+                    row = cpu_ratio_round(args.checkpoint, kind, args.workers, robots, args.warmup, args.seconds)
+                    print(json.dumps(row), flush=True)
         return 0
     if args.command == "scaling":
         for layout in args.layouts:

@@ -24,17 +24,25 @@ class LearnerBatch:
     done: torch.Tensor  # (B,) 1 = no bootstrap
     next_obs: torch.Tensor  # (B, D) s_{t+nH} (or s_T)
     return_to_go: torch.Tensor  # (B,) Monte-Carlo return to the episode's end
+    # Camera input of a policy with images: (B, S, W, 3) uint8, the cameras side by side
+    # (lwd.envs.cameras.side_by_side), at s_t and at next_obs; None without cameras.
+    images: torch.Tensor | None = None
+    next_images: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Self:
         """The same batch (of the same class, extra fields included) on `device`."""
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
         return replace(self, **moved)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RecapBatch(LearnerBatch):
     """What RECAP adds: each row's task (for its per-task threshold) and the instruction
     embedded with the positive and the negative improvement indicator."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from lwd.policy.adapter import PolicyAdapter
-from lwd.policy.flow_policy import FlowChunkPolicy
 
 
 def flow_matching_loss(
@@ -32,7 +31,7 @@ def flow_matching_loss(
 
 
 def flow_matching_update(
-    policy: FlowChunkPolicy,
+    policy: PolicyAdapter,
     optimizer: torch.optim.Optimizer,
     parameters: list[torch.nn.Parameter],
     grad_clip: float,
@@ -41,13 +40,16 @@ def flow_matching_update(
     actions: torch.Tensor,
     action_mask: torch.Tensor,
     generator: torch.Generator | None,
+    images: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One supervised flow-matching step (SFT, HG-DAgger, RECAP); obs (B, D), instruction (B, E),
-    actions (B, H, A). Noise is drawn on `generator` (CPU) and moved to the networks' device."""
+    actions (B, H, A), images (B, S, W, 3) uint8 for a policy with a camera. Noise is drawn on
+    `generator` (CPU) and moved to the networks' device."""
     batch = obs.shape[0]
-    x_0 = torch.randn(batch, policy.config.flat_action_dim, generator=generator).to(obs.device)
+    x_0 = torch.randn(batch, policy.flat_action_dim, generator=generator).to(obs.device)
     w = torch.rand(batch, generator=generator).to(obs.device)
-    loss, metrics = flow_matching_loss(policy, policy.encode(obs, instruction), actions, action_mask, x_0, w)
+    context = policy.encode(obs, instruction, images)
+    loss, metrics = flow_matching_loss(policy, context, actions, action_mask, x_0, w)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))

@@ -15,7 +15,7 @@ import torch
 from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
-from lwd.policy.flow_policy import FlowChunkPolicy
+from lwd.policy.adapter import PolicyAdapter
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,14 @@ class ImitationConfig:
         return asdict(self)
 
 
-def trainable_parameters(policy: FlowChunkPolicy, freeze_encoder: bool) -> list[torch.nn.Parameter]:
-    return list(policy.velocity_net.parameters() if freeze_encoder else policy.parameters())
+def trainable_parameters(policy: PolicyAdapter, freeze_encoder: bool) -> list[torch.nn.Parameter]:
+    return policy.action_expert_parameters() if freeze_encoder else list(policy.parameters())
 
 
 class HGDaggerLearner:
     """The policy and its optimiser; `step(batch)` is one update on imitable chunks."""
 
-    def __init__(self, policy: FlowChunkPolicy, config: ImitationConfig):
+    def __init__(self, policy: PolicyAdapter, config: ImitationConfig):
         self.config = config
         self.policy = policy
         self.step_count = 0
@@ -65,6 +65,7 @@ class HGDaggerLearner:
             batch.actions,
             batch.action_mask,
             generator,
+            batch.images,
         )
         metrics["hg_dagger/operator_share"] = float(batch.intervention.any(dim=1).float().mean())
         self.step_count += 1

@@ -27,8 +27,8 @@ from lwd.algorithms.divl import (
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.algorithms.qam import ADJOINT_TIMES, VelocityField, qam_loss, reference_qam_loss
 from lwd.configargs import documented
+from lwd.policy.adapter import PolicyAdapter
 from lwd.policy.critic import ChunkCritic, StateValue
-from lwd.policy.flow_policy import FlowChunkPolicy
 
 TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
@@ -85,7 +85,10 @@ class LearnerConfig:
         "tilts a slowly updated EMA copy of it, so corrections can teach motions SFT lacks)",
     )
     prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
-    prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per learner step)")
+    prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per prior update)")
+    prior_every: int = documented(
+        1, "learned prior: a flow-matching update (and the reference's EMA step) every N learner steps"
+    )
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
@@ -98,8 +101,8 @@ class LearnerConfig:
             raise ValueError(f"lam must be > 0, got {self.lam}")
         if self.adjoint_time not in ADJOINT_TIMES:
             raise ValueError(f"adjoint_time must be one of {ADJOINT_TIMES}, got {self.adjoint_time!r}")
-        if self.policy_every < 1 or self.policy_warmup < 0:
-            raise ValueError("need policy_every >= 1 and policy_warmup >= 0")
+        if self.policy_every < 1 or self.policy_warmup < 0 or self.prior_every < 1:
+            raise ValueError("need policy_every >= 1, prior_every >= 1 and policy_warmup >= 0")
         if not 0 < self.tau_min <= self.tau_max < 1:
             raise ValueError("need 0 < tau_min <= tau_max < 1")
         if self.implementation not in IMPLEMENTATIONS:
@@ -127,8 +130,8 @@ class LWDLearner:
 
     def __init__(
         self,
-        policy: FlowChunkPolicy,
-        reference: FlowChunkPolicy,
+        policy: PolicyAdapter,
+        reference: PolicyAdapter,
         critic: ChunkCritic,
         value: StateValue,
         config: LearnerConfig,
@@ -153,13 +156,14 @@ class LWDLearner:
         # The learned behaviour prior (config.prior == "learned") and its optimiser; QAM keeps
         # tilting `reference`, which follows the prior by EMA. Synced from the reference by
         # `sync_prior()` once the reference's weights are loaded.
-        self.prior: FlowChunkPolicy | None = None
+        self.prior: PolicyAdapter | None = None
         self.prior_optimizer: torch.optim.Optimizer | None = None
         if config.prior == "learned":
             self.prior = copy.deepcopy(self.reference).train()
-            self.prior.velocity_net.requires_grad_(True)  # the encoder stays the reference's
+            for parameter in self.prior.action_expert_parameters():  # the encoder stays the reference's
+                parameter.requires_grad_(True)
             self.prior_optimizer = torch.optim.AdamW(
-                self.prior.velocity_net.parameters(), lr=config.prior_lr, **_fused(self.prior, fast)
+                self.prior.action_expert_parameters(), lr=config.prior_lr, **_fused(self.prior, fast)
             )
 
     def sync_prior(self) -> None:
@@ -170,7 +174,7 @@ class LWDLearner:
     def policy_parameters(self) -> list[torch.nn.Parameter]:
         if not self.config.freeze_policy_encoder:
             return list(self.policy.parameters())
-        return list(self.policy.velocity_net.parameters())
+        return self.policy.action_expert_parameters()
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -181,10 +185,13 @@ class LWDLearner:
 
     # -- the parts of one step ----------------------------------------------------------
 
-    def value_readout(self, obs: torch.Tensor, instruction: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """V at s' for the critic target: Quant_τ(s') (categorical) or the scalar (ablation)."""
+    def value_readout(
+        self, obs: torch.Tensor, instruction: torch.Tensor, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """V at s' for the critic target: Quant_τ(s') (categorical) or the scalar (ablation);
+        `images` are the camera input at s' for networks that see."""
         with torch.no_grad():
-            out = self.value(obs, instruction)
+            out = self.value(obs, instruction, images)
             if self.value.config.value_kind != "categorical":
                 return out, {}
             probs = out.softmax(-1)
@@ -200,10 +207,10 @@ class LWDLearner:
                 "value/quantile_mean": float(quantile.mean()),
             }
 
-    def update_value(self, obs, instruction, actions) -> dict[str, float]:
+    def update_value(self, obs, instruction, actions, images: torch.Tensor | None = None) -> dict[str, float]:
         with torch.no_grad():
-            data_action_values = self.critic_target(obs, instruction, actions).min(dim=0).values
-        out = self.value(obs, instruction)
+            data_action_values = self.critic_target(obs, instruction, actions, images).min(dim=0).values
+        out = self.value(obs, instruction, images)
         if self.value.config.value_kind == "categorical":
             loss = categorical_value_loss(out, data_action_values, self.value.atoms)
         else:
@@ -213,8 +220,8 @@ class LWDLearner:
         self.value_optimizer.step()
         return {"value/loss": float(loss.detach()), "value/data_q_mean": float(data_action_values.mean())}
 
-    def update_critic(self, obs, instruction, actions, target) -> dict[str, float]:
-        q_values = self.critic(obs, instruction, actions)
+    def update_critic(self, obs, instruction, actions, target, images: torch.Tensor | None = None) -> dict[str, float]:
+        q_values = self.critic(obs, instruction, actions, images)
         loss = critic_loss(q_values, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,17 +233,23 @@ class LWDLearner:
             "critic/target_mean": float(target.mean()),
         }
 
-    def update_policy(self, obs, instruction, generator: torch.Generator | None) -> dict[str, float]:
+    def update_policy(
+        self, obs, instruction, generator: torch.Generator | None, images: torch.Tensor | None = None
+    ) -> dict[str, float]:
         cfg = self.config
         if cfg.qam_batch and obs.shape[0] > cfg.qam_batch:
             obs, instruction = obs[: cfg.qam_batch], instruction[: cfg.qam_batch]
-        batch, dim, steps = obs.shape[0], self.policy.config.flat_action_dim, self.policy.config.sample_steps
-        context = self.policy.encode(obs, instruction)
+            images = None if images is None else images[: cfg.qam_batch]
+        batch, dim, steps = obs.shape[0], self.policy.flat_action_dim, self.policy.sample_steps
+        context = self.policy.encode(obs, instruction, images)
         with torch.no_grad():
-            reference_context = self.reference.encode(obs, instruction)
+            reference_context = self.reference.encode(obs, instruction, images)
+            # The critic's CNN once per update, not at every one of QAM's ~K evaluations of Q.
+            critic_image_features = self.critic.encode_images(images)
 
         def q_value(x: torch.Tensor) -> torch.Tensor:
-            return self.critic(obs, instruction, self.policy.unnormalize(x)).mean(dim=0)
+            actions = self.policy.unnormalize(x)
+            return self.critic(obs, instruction, actions, image_features=critic_image_features).mean(dim=0)
 
         # Drawn on the generator (CPU), then moved: the same numbers whatever device the learner uses.
         x_0 = torch.randn(batch, dim, generator=generator).to(obs.device)
@@ -288,32 +301,35 @@ class LWDLearner:
                 flow_matching_update(
                     self.prior,
                     self.prior_optimizer,
-                    list(self.prior.velocity_net.parameters()),
+                    self.prior.action_expert_parameters(),
                     self.config.grad_clip,
                     batch.obs[rows],
                     batch.instruction[rows],
                     batch.actions[rows],
                     batch.action_mask[rows],
                     generator,
+                    None if batch.images is None else batch.images[rows],
                 )
             )
         with torch.no_grad():  # only the action expert learns: the encoders stay equal, nothing to average
-            ema_update(self.reference.velocity_net, self.prior.velocity_net, self.config.prior_ema)
+            torch._foreach_lerp_(
+                self.reference.action_expert_parameters(), self.prior.action_expert_parameters(), self.config.prior_ema
+            )
         renamed = {"sft/flow_loss": "prior/flow_loss", "policy/grad_norm": "prior/grad_norm"}
         return {renamed.get(key, key): value for key, value in metrics.items()}
 
     def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         """One learner step on a batch of chunked transitions."""
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
-        metrics = self.update_value(obs, instruction, actions)
-        next_value, readout = self.value_readout(batch.next_obs, instruction)
+        metrics = self.update_value(obs, instruction, actions, batch.images)
+        next_value, readout = self.value_readout(batch.next_obs, instruction, batch.next_images)
         metrics.update(readout)
         target = td_target(batch.reward, batch.discount, batch.done, next_value)
-        metrics.update(self.update_critic(obs, instruction, actions, target))
+        metrics.update(self.update_critic(obs, instruction, actions, target, batch.images))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
-        if self.prior is not None:
+        if self.prior is not None and self.step_count % self.config.prior_every == 0:
             metrics.update(self.update_prior(batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
-            metrics.update(self.update_policy(obs, instruction, generator))
+            metrics.update(self.update_policy(obs, instruction, generator, batch.images))
         self.step_count += 1
         return metrics

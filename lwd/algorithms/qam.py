@@ -33,14 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
+# The field types and the generic linearisation live with the policy adapter, which gives
+# every policy class the same QAM interface.
+from lwd.policy.adapter import Linearization, VelocityField, linearize_by_autograd
+
 ADJOINT_TIMES = ("step_start", "step_end")
-# f(x, w): x (N, D), w (N,) -> (N, D). QAM calls it on n stacked blocks of the B states,
-# N = n·B, with one flow time per block (a field may rely on that).
-VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-BlockVJP = Callable[[int, torch.Tensor], torch.Tensor]
-# A field evaluated at n stacked blocks of B states, x (n·B, D), w (n·B,), returning the
-# velocities (n·B, D) and `vjp(k, a)` = J_kᵀa (B, D) for block k, J_k = ∂f/∂x there.
-Linearization = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, BlockVJP]]
 
 
 def memoryless_schedule(steps: int, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,25 +153,6 @@ class QAMOutput:
     loss: torch.Tensor
     terminal_adjoint_norm: torch.Tensor  # (B,) ‖ã_K‖
     kl_proxy: torch.Tensor  # (B,) Σ_k ‖f_θ − f_β‖²
-
-
-def linearize_by_autograd(field: VelocityField, batch: int) -> Linearization:
-    """A `Linearization` of any velocity field: one autograd graph per block of `batch`
-    rows, kept until its VJP is asked for. Networks that know their own layers provide a
-    cheaper one (`FlowChunkPolicy.velocity_linearization`: one batched call, no graphs)."""
-
-    def linearize(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, BlockVJP]:
-        inputs = [block.detach().requires_grad_(True) for block in x.split(batch)]
-        with torch.enable_grad():
-            outputs = [field(block, times) for block, times in zip(inputs, w.split(batch))]
-
-        def vjp(k: int, cotangent: torch.Tensor) -> torch.Tensor:
-            (grad,) = torch.autograd.grad(outputs[k], inputs[k], grad_outputs=cotangent)
-            return grad
-
-        return torch.cat([out.detach() for out in outputs]), vjp
-
-    return linearize
 
 
 def qam_loss(

@@ -26,8 +26,8 @@ from lwd.algorithms.divl import categorical_value_loss
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.algorithms.hg_dagger import trainable_parameters
 from lwd.configargs import documented
+from lwd.policy.adapter import PolicyAdapter
 from lwd.policy.critic import StateValue
-from lwd.policy.flow_policy import FlowChunkPolicy
 
 POSITIVE_PROMPT = "{instruction} Advantage: positive."
 NEGATIVE_PROMPT = "{instruction} Advantage: negative."
@@ -72,11 +72,14 @@ def advantages(
     discount: torch.Tensor,
     done: torch.Tensor,
     next_obs: torch.Tensor,
+    images: torch.Tensor | None = None,
+    next_images: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A = R_t + γ^L (1 − done) V(s_{t+L}) − V(s_t): (B,)."""
+    """A = R_t + γ^L (1 − done) V(s_{t+L}) − V(s_t): (B,); `images`/`next_images` are the
+    camera input at s_t and s_{t+L} for a value that sees."""
     with torch.no_grad():
-        v = expected_value(value(obs, instruction), value.atoms)
-        v_next = expected_value(value(next_obs, instruction), value.atoms)
+        v = expected_value(value(obs, instruction, images), value.atoms)
+        v_next = expected_value(value(next_obs, instruction, next_images), value.atoms)
         return reward + discount * (1.0 - done) * v_next - v
 
 
@@ -112,7 +115,7 @@ class RecapLearner:
     into a fixed task list of length `num_tasks`.
     """
 
-    def __init__(self, policy: FlowChunkPolicy, value: StateValue, config: RecapConfig, num_tasks: int):
+    def __init__(self, policy: PolicyAdapter, value: StateValue, config: RecapConfig, num_tasks: int):
         if value.config.value_kind != "categorical":
             raise ValueError("RECAP's value is categorical (SPEC §7)")
         self.config = config
@@ -133,8 +136,8 @@ class RecapLearner:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"value": self.value}
 
-    def update_value(self, obs, instruction, return_to_go) -> dict[str, float]:
-        loss = categorical_value_loss(self.value(obs, instruction), return_to_go, self.value.atoms)
+    def update_value(self, obs, instruction, return_to_go, images: torch.Tensor | None = None) -> dict[str, float]:
+        loss = categorical_value_loss(self.value(obs, instruction, images), return_to_go, self.value.atoms)
         self.value_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.value_optimizer.step()
@@ -143,8 +146,18 @@ class RecapLearner:
     def step(self, batch: RecapBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         cfg = self.config
         obs, instruction = batch.obs, batch.instruction
-        metrics = self.update_value(obs, instruction, batch.return_to_go)
-        advantage = advantages(self.value, obs, instruction, batch.reward, batch.discount, batch.done, batch.next_obs)
+        metrics = self.update_value(obs, instruction, batch.return_to_go, batch.images)
+        advantage = advantages(
+            self.value,
+            obs,
+            instruction,
+            batch.reward,
+            batch.discount,
+            batch.done,
+            batch.next_obs,
+            batch.images,
+            batch.next_images,
+        )
         update_thresholds(
             self.thresholds, self.thresholds_seen, advantage, batch.task, cfg.positive_fraction, cfg.threshold_rate
         )
@@ -164,6 +177,7 @@ class RecapLearner:
                 batch.actions,
                 batch.action_mask,
                 generator,
+                batch.images,
             )
         )
         metrics.update(

@@ -3,6 +3,15 @@
 An episode file is a safetensors file: the per-step arrays below as tensors, and the
 episode-level fields as JSON under the metadata key "lwd_episode". Anything that can
 read safetensors can read our data; nothing is pickled.
+
+Camera frames (when the robot has cameras) are one uint8 tensor per camera,
+"frames.<camera>", holding the zlib-compressed (level 1) bytes of the raw (T+1, H, W, 3)
+uint8 frames; the metadata's "frames" entry gives the codec and each camera's shape.
+Lossless zlib level 1 was the smallest and fastest lossless format measured
+(docs/benchmarks.md, "Storing camera frames": 3.9x smaller than raw, ~13 ms to decode an
+80-step episode of two 64x64 cameras); lossy video damages the 1-2 pixel features a
+policy must see at 64x64. Frame-less episodes are written exactly as before the field
+existed (same bytes, same digest), so old files and catalogues stay valid.
 """
 
 from __future__ import annotations
@@ -10,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from lwd.envs.cameras import PROPRIO_DIM
 from lwd.envs.phrasings import phrasing_owner, task_phrasings
 from lwd.envs.tasks import SEEDS, TaskSpec, UnknownTaskError, task_spec
 
@@ -24,6 +35,17 @@ FORMAT_VERSION = 1
 NO_POLICY = -1  # policy_version of steps no learned policy produced (demos, play)
 
 _ROBOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_CAMERAS = 8
+MAX_FRAME_SIDE = 1024
+# Decoded frame bytes one episode may hold: 500 steps of four 128x128 cameras are 98 MiB.
+# A decompressed blob is never allowed to grow past its declared size, so this also bounds
+# what a hostile file can make a reader allocate.
+MAX_FRAME_BYTES_PER_EPISODE = 256 * 2**20
+FRAME_CODEC = "zlib"
+FRAME_COMPRESSION_LEVEL = 1  # docs/benchmarks.md, "Storing camera frames"
+FRAME_TENSOR_PREFIX = "frames."
 
 
 class EpisodeValidationError(ValueError):
@@ -50,6 +72,8 @@ class Episode:
     started_at: float = 0.0
     ended_at: float = 0.0
     extras: dict = field(default_factory=dict)  # JSON-serialisable notes (noise level, ...)
+    # camera -> (T+1, H, W, 3) uint8, aligned with observations; empty without cameras
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def episode_id(self) -> str:
@@ -77,6 +101,7 @@ def validate(episode: Episode) -> None:
     hint = f"{getattr(episode, 'robot_id', '?')}/{getattr(episode, 'seq', '?')}"
     spec = _validate_identity(episode, hint)
     _validate_arrays(episode, hint, spec)
+    _validate_frames(episode, hint)
     _validate_labels(episode, hint)
 
 
@@ -159,7 +184,7 @@ def _validate_arrays(episode: Episode, hint: str, spec: TaskSpec) -> None:
             _fail(hint, f"{name} must be a numpy array, got {type(value).__name__}")
     steps = episode.actions.shape[0] if episode.actions.ndim == 2 else -1
     expected = {
-        "observations": (steps + 1, spec.obs_dim),
+        "observations": (steps + 1, observation_dim(episode, spec)),
         "actions": (steps, spec.action_dim),
         "intervention": (steps,),
         "policy_version": (steps,),
@@ -189,6 +214,52 @@ def _validate_arrays(episode: Episode, hint: str, spec: TaskSpec) -> None:
         _fail(hint, "policy_version must be integers >= -1")
 
 
+def observation_dim(episode: Episode, spec: TaskSpec) -> int:
+    """The observation width an episode must have: the task's state, or PROPRIO_DIM for a
+    robot that sees (frames) and observes only its own hand in numbers (proprio mode)."""
+    frames = getattr(episode, "frames", None)
+    observations = getattr(episode, "observations", None)
+    if frames and isinstance(observations, np.ndarray) and observations.ndim == 2:
+        if observations.shape[1] == PROPRIO_DIM:
+            return PROPRIO_DIM
+    return spec.obs_dim
+
+
+def _validate_frames(episode: Episode, hint: str) -> None:
+    """camera -> (T+1, H, W, 3) uint8, well-named cameras, within the per-episode size limit."""
+    frames = episode.frames
+    if not isinstance(frames, dict):
+        _fail(hint, f"frames must be a dict camera -> array, got {type(frames).__name__}")
+    if len(frames) > MAX_CAMERAS:
+        _fail(hint, f"frames has {len(frames)} cameras, at most {MAX_CAMERAS} are accepted")
+    rows = episode.observations.shape[0]
+    total = 0
+    for camera, array in frames.items():
+        if not isinstance(camera, str) or not CAMERA_NAME.match(camera):
+            _fail(hint, f"camera name {camera!r} must match {CAMERA_NAME.pattern}")
+        if not isinstance(array, np.ndarray):
+            _fail(hint, f"frames[{camera!r}] must be a numpy array, got {type(array).__name__}")
+        if array.dtype != np.uint8:
+            _fail(hint, f"frames[{camera!r}] must be uint8, got {array.dtype}")
+        if array.ndim != 4 or array.shape[3] != 3 or array.shape[0] != rows:
+            _fail(
+                hint,
+                f"frames[{camera!r}] has shape {array.shape}, expected ({rows}, H, W, 3): a frame per observation",
+            )
+        if not (1 <= array.shape[1] <= MAX_FRAME_SIDE and 1 <= array.shape[2] <= MAX_FRAME_SIDE):
+            _fail(
+                hint,
+                f"frames[{camera!r}] has {array.shape[1]}x{array.shape[2]} pixels; sides must be 1..{MAX_FRAME_SIDE}",
+            )
+        total += array.nbytes
+    if total > MAX_FRAME_BYTES_PER_EPISODE:
+        _fail(
+            hint,
+            f"frames hold {total / 2**20:.1f} MiB decoded, more than the {MAX_FRAME_BYTES_PER_EPISODE // 2**20} MiB "
+            "an episode may hold; split the episode or use fewer or smaller cameras",
+        )
+
+
 def _validate_labels(episode: Episode, hint: str) -> None:
     """Source, success and stage score consistent; no held-out seed; JSON extras."""
     if episode.intervention.any() and episode.source != "rollout":
@@ -208,7 +279,7 @@ def _validate_labels(episode: Episode, hint: str) -> None:
 
 
 def episode_metadata(episode: Episode) -> dict:
-    return {
+    meta = {
         "format_version": FORMAT_VERSION,
         "robot_id": episode.robot_id,
         "seq": int(episode.seq),
@@ -222,9 +293,16 @@ def episode_metadata(episode: Episode) -> dict:
         "ended_at": float(episode.ended_at),
         "extras": episode.extras,
     }
+    if episode.frames:  # absent for frame-less episodes: their files and digests stay as they were
+        meta["frames"] = {
+            "codec": FRAME_CODEC,
+            "shapes": {camera: [int(n) for n in array.shape] for camera, array in episode.frames.items()},
+        }
+    return meta
 
 
 def episode_tensors(episode: Episode) -> dict[str, np.ndarray]:
+    """The per-step numeric arrays as written (frames are encoded separately, compressed)."""
     return {
         "observations": np.ascontiguousarray(episode.observations, dtype=np.float32),
         "actions": np.ascontiguousarray(episode.actions, dtype=np.float32),
@@ -234,26 +312,91 @@ def episode_tensors(episode: Episode) -> dict[str, np.ndarray]:
     }
 
 
+def _frame_arrays(episode: Episode) -> dict[str, np.ndarray]:
+    return {FRAME_TENSOR_PREFIX + camera: np.ascontiguousarray(array) for camera, array in episode.frames.items()}
+
+
 def encode(episode: Episode) -> tuple[bytes, str]:
-    """The safetensors bytes of an episode and a content digest independent of byte layout."""
+    """The safetensors bytes of an episode and a content digest independent of byte layout
+    (the digest covers the decoded frames, not their compressed bytes)."""
     from safetensors.numpy import save
 
     tensors = episode_tensors(episode)
     meta_json = json.dumps(episode_metadata(episode), sort_keys=True)
-    return save(tensors, metadata={"lwd_episode": meta_json}), _digest(tensors, meta_json)
+    frames = _frame_arrays(episode)
+    written = dict(tensors)
+    for name, array in frames.items():
+        written[name] = np.frombuffer(zlib.compress(array.data, FRAME_COMPRESSION_LEVEL), dtype=np.uint8)
+    return save(written, metadata={"lwd_episode": meta_json}), _digest({**tensors, **frames}, meta_json)
 
 
 def content_digest(episode: Episode) -> str:
     """sha256 over the canonical content: equal for a retried upload of the same episode."""
-    return _digest(episode_tensors(episode), json.dumps(episode_metadata(episode), sort_keys=True))
+    tensors = {**episode_tensors(episode), **_frame_arrays(episode)}
+    return _digest(tensors, json.dumps(episode_metadata(episode), sort_keys=True))
 
 
 def _digest(tensors: dict[str, np.ndarray], meta_json: str) -> str:
     digest = hashlib.sha256(meta_json.encode())
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].tobytes())
+        digest.update(memoryview(tensors[name]).cast("B"))
     return digest.hexdigest()
+
+
+def decode_frames(meta: dict, tensors: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+    """camera -> (T+1, H, W, 3) uint8 from an episode file's compressed frame tensors.
+
+    Every blob must inflate to exactly its declared shape: decompression stops at the
+    declared size, so a blob that would grow further (a zip bomb) costs no more memory.
+    """
+    described = meta.get("frames")
+    blobs = {name[len(FRAME_TENSOR_PREFIX) :]: t for name, t in tensors.items() if name.startswith(FRAME_TENSOR_PREFIX)}
+    if described is None:
+        if blobs:
+            raise EpisodeValidationError(f"{origin}: frame tensors {sorted(blobs)} without a 'frames' description")
+        return {}
+    if not isinstance(described, dict) or described.get("codec") != FRAME_CODEC:
+        raise EpisodeValidationError(
+            f"{origin}: frames must be described as {{'codec': {FRAME_CODEC!r}, 'shapes': ...}}"
+        )
+    shapes = described.get("shapes")
+    if not isinstance(shapes, dict) or set(shapes) != set(blobs) or len(shapes) > MAX_CAMERAS:
+        raise EpisodeValidationError(
+            f"{origin}: frame shapes for {sorted(shapes) if isinstance(shapes, dict) else shapes!r} but frame tensors "
+            f"for {sorted(blobs)} (at most {MAX_CAMERAS} cameras)"
+        )
+    frames: dict[str, np.ndarray] = {}
+    total = 0
+    for camera, shape in shapes.items():
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+            and shape[3] == 3
+            and max(shape[1], shape[2]) <= MAX_FRAME_SIDE
+        ):
+            raise EpisodeValidationError(f"{origin}: camera {camera!r} has frame shape {shape!r}, not [T+1, H, W, 3]")
+        size = int(np.prod(shape))
+        total += size
+        if total > MAX_FRAME_BYTES_PER_EPISODE:
+            raise EpisodeValidationError(
+                f"{origin}: frames declare more than the {MAX_FRAME_BYTES_PER_EPISODE // 2**20} MiB an episode may hold"
+            )
+        blob = blobs[camera]
+        if blob.dtype != np.uint8 or blob.ndim != 1:
+            raise EpisodeValidationError(f"{origin}: frame tensor of {camera!r} must be 1-D uint8 (compressed bytes)")
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(blob.tobytes(), size)
+        except zlib.error as err:
+            raise EpisodeValidationError(f"{origin}: frames of camera {camera!r} do not decompress ({err})") from None
+        if len(raw) != size or inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+            raise EpisodeValidationError(
+                f"{origin}: frames of camera {camera!r} do not inflate to exactly their declared shape {shape}"
+            )
+        frames[camera] = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    return frames
 
 
 def decode(data: bytes, origin: str, *, check: bool = True) -> Episode:
@@ -286,6 +429,7 @@ def decode(data: bytes, origin: str, *, check: bool = True) -> Episode:
             started_at=meta["started_at"],
             ended_at=meta["ended_at"],
             extras=meta["extras"],
+            frames=decode_frames(meta, tensors, origin),
         )
     except KeyError as err:
         raise EpisodeValidationError(f"{origin}: episode file lacks {err}") from err

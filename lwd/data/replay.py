@@ -18,10 +18,17 @@ of a demonstration or of a success without takeovers, and the operator's steps o
 rollout; action_mask is False on the non-imitable actions of a chunk.
 With `bootstrap_at_time_limit`, failures that hit the time limit are not terminal:
 done = 0 there and the target bootstraps from s_T with discount gamma^{T-t}.
+With `image_cameras`, the decoded frames live in a ring of at most `image_memory_mb`: when
+it is full, new frames overwrite the oldest episodes' and those episodes are evicted whole
+(first in, first out): their steps are never sampled again. A row without its frames
+cannot train a network that sees (a blank image would be wrong data, not missing data), so
+eviction drops transitions instead of sampling them without images; their observations
+stay (a few hundred bytes a step) for normalisation statistics.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +37,9 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.data.episode import Episode
 from lwd.data.store import DamagedEpisode, EpisodeStore
+from lwd.envs.cameras import side_by_side
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,10 +59,21 @@ class ReplayConfig:
     imitation_only: bool = documented(
         False, "sample only demos, takeover-free successes and operator steps (HG-DAgger)"
     )
+    image_cameras: tuple[str, ...] = documented(
+        (), "cameras whose frames batches carry (side by side, in this order); empty: no images"
+    )
+    image_memory_mb: float = documented(
+        4096.0,
+        "most decoded frame memory the replay may hold (MiB); at 2 x 64x64 cameras a step takes 24 KiB, "
+        "so 4096 MiB hold ~170k steps; beyond it the oldest episodes are evicted whole (never sampled again)",
+    )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_cameras", tuple(self.image_cameras))
         if self.chunk_len < 1 or self.n_step < 1:
             raise ValueError("chunk_len and n_step must be >= 1")
+        if self.image_memory_mb <= 0:
+            raise ValueError(f"image_memory_mb must be positive, got {self.image_memory_mb}")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"discount must be in (0, 1], got {self.discount}")
 
@@ -75,6 +96,8 @@ class ChunkBatch:
     policy_version: np.ndarray  # (B,) int64, version that acted at s_t (-1: none)
     task_vocab: tuple[str, ...]
     instruction_vocab: tuple[str, ...]
+    images: np.ndarray | None = None  # (B, S, S * cameras, 3) uint8 at s_t, when the replay holds frames
+    next_images: np.ndarray | None = None  # (B, S, S * cameras, 3) uint8 at next_obs
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -101,6 +124,42 @@ class _Growable:
         return self._data[: self.size]
 
 
+class _FrameRing:
+    """Rows of decoded frames by observation row, at most `capacity` of them: row r lives in
+    slot r % capacity, so once full the newest rows overwrite the oldest. Memory grows with
+    the rows written, never past `capacity` rows."""
+
+    def __init__(self, row_shape: tuple[int, ...], capacity: int):
+        self.capacity = capacity
+        self.rows = 0  # rows ever written
+        self._data = np.zeros((min(1024, capacity), *row_shape), dtype=np.uint8)
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self._data.shape[1:]
+
+    @property
+    def nbytes(self) -> int:
+        return self._data.nbytes
+
+    @property
+    def oldest_row(self) -> int:
+        """The first row still held."""
+        return max(0, self.rows - self.capacity)
+
+    def extend(self, rows: np.ndarray) -> None:
+        needed = min(self.rows + len(rows), self.capacity)
+        if needed > len(self._data):  # still below capacity, so nothing has wrapped yet
+            grown = np.zeros((min(max(needed, 2 * len(self._data)), self.capacity), *self.row_shape), np.uint8)
+            grown[: self.rows] = self._data[: self.rows]
+            self._data = grown
+        self._data[(self.rows + np.arange(len(rows))) % self.capacity] = rows
+        self.rows += len(rows)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return self._data[rows % self.capacity]
+
+
 class ChunkReplay:
     """In-memory index over one store's committed episodes (optionally one source)."""
 
@@ -110,8 +169,13 @@ class ChunkReplay:
         self.snapshot = 0
         self.num_episodes = 0
         self.skipped_episodes = 0  # damaged episodes refresh() could not load
+        self._pulled: set[str] = set()  # ids taken in (or skipped as damaged) from snapshots after self.snapshot
         self._obs: _Growable | None = None
         self._actions: _Growable | None = None
+        self._images: _FrameRing | None = None  # obs row -> the cameras' frames side by side, decoded
+        self._episode_start = _Growable((2,), np.int64)  # episode -> (first step, first obs row)
+        self._first_live_step = 0  # steps before it belong to episodes whose frames were evicted
+        self._evicted_episodes = 0
         self._intervention = _Growable((), np.bool_)
         self._version = _Growable((), np.int64)
         self._reward = _Growable((), np.float32)
@@ -137,6 +201,26 @@ class ChunkReplay:
         return self._obs.view if self._obs is not None else np.zeros((0, 0), np.float32)
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(S, S * cameras, 3): the shape of one row of batch images; () while none are held."""
+        return self._images.row_shape if self._images is not None else ()
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of decoded frames held (what `ReplayConfig.image_memory_mb` bounds)."""
+        return self._images.nbytes if self._images is not None else 0
+
+    @property
+    def evicted_episodes(self) -> int:
+        """Oldest episodes whose frames the memory budget evicted; their steps are not sampled."""
+        return self._evicted_episodes
+
+    @property
+    def first_live_step(self) -> int:
+        """The first step a batch may start at: earlier ones lost their frames to the budget."""
+        return self._first_live_step
+
+    @property
     def action_array(self) -> np.ndarray:
         """(sum of T, A) every stored action."""
         return self._actions.view if self._actions is not None else np.zeros((0, 0), np.float32)
@@ -149,16 +233,29 @@ class ChunkReplay:
         target = self.store.latest_snapshot() if up_to is None else up_to
         if target <= self.snapshot:
             return 0
-        records = self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
+        # A refresh that raised part-way (a refused episode, a failing `on_episode`) is retried
+        # by calling it again: what it already took in is remembered, so nothing is added twice.
+        records = [
+            record
+            for record in self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
+            if record.episode_id not in self._pulled
+        ]
         damaged: list[DamagedEpisode] = []
-        for episode in self.store.load_many(records, damaged):
-            self.add(episode)
-            if on_episode is not None:
-                on_episode(episode)
-        # Skipped for good: the store is append-only, so a damaged episode never heals.
-        self.skipped_episodes += len(damaged)
+        added = 0
+        try:
+            for episode in self.store.load_many(records, damaged):
+                self.add(episode)
+                self._pulled.add(episode.episode_id)
+                added += 1
+                if on_episode is not None:
+                    on_episode(episode)
+        finally:
+            # Skipped for good: the store is append-only, so a damaged episode never heals.
+            self.skipped_episodes += len(damaged)
+            self._pulled.update(d.record.episode_id for d in damaged)
         self.snapshot = target
-        return len(records) - len(damaged)
+        self._pulled.clear()
+        return added
 
     def add(self, episode: Episode) -> None:
         steps = episode.num_steps
@@ -175,7 +272,24 @@ class ChunkReplay:
                 f"{self._obs.view.shape[1:]}/{self._actions.view.shape[1:]}: keep suites with different "
                 "observation sizes (e.g. mt10 and lh) in separate stores"
             )
+        images = self._episode_images(episode)
         start_step, start_row = self._reward.size, self._obs.size
+        if images is not None:
+            if self._images is None:
+                capacity = int(self.config.image_memory_mb * 2**20) // images[0].nbytes
+                self._images = _FrameRing(images.shape[1:], capacity)
+            elif images.shape[1:] != self._images.row_shape:
+                raise ValueError(
+                    f"episode {episode.episode_id} has frames of {images.shape[1:]} side by side, this replay "
+                    f"holds {self._images.row_shape}: one replay takes one camera setup"
+                )
+            if len(images) > self._images.capacity:
+                raise ValueError(
+                    f"episode {episode.episode_id} alone has {images.nbytes / 2**20:.1f} MiB of frames, over the "
+                    f"replay's image_memory_mb={self.config.image_memory_mb:g}: raise the budget"
+                )
+            self._images.extend(images)
+        self._episode_start.extend(np.array([[start_step, start_row]], np.int64))
         self._obs.extend(episode.observations)
         self._actions.extend(episode.actions)
         self._intervention.extend(episode.intervention)
@@ -198,6 +312,37 @@ class ChunkReplay:
         self._instruction.extend(np.full(steps, self._vocab_index(self.instruction_vocab, episode.instruction)))
         self.num_episodes += 1
         self._by_task = None
+        if self._images is not None:
+            self._evict_before(self._images.oldest_row)
+
+    def _evict_before(self, row: int) -> None:
+        """Stop sampling every episode with an observation row before `row` (its frames were overwritten)."""
+        starts = self._episode_start.view
+        first_live = int(np.searchsorted(starts[:, 1], row, side="left"))
+        if first_live <= self._evicted_episodes:
+            return
+        if self._evicted_episodes == 0:
+            _log.warning(
+                "the replay's frames reached image_memory_mb=%g: evicting the oldest episodes (their steps are "
+                "no longer sampled)",
+                self.config.image_memory_mb,
+            )
+        step = int(starts[first_live, 0]) if first_live < len(starts) else self.num_steps
+        self._num_imitable -= int(self._imitable.view[self._first_live_step : step].sum())
+        self._first_live_step, self._evicted_episodes = step, first_live
+        self._by_task = None
+
+    def _episode_images(self, episode: Episode) -> np.ndarray | None:
+        """The episode's frames as the batches carry them, checked against the memory budget."""
+        cameras = self.config.image_cameras
+        if not cameras:
+            return None
+        if any(name not in episode.frames for name in cameras):
+            raise ValueError(
+                f"episode {episode.episode_id} ({episode.task}) has frames of {sorted(episode.frames)} but this "
+                f"replay needs cameras {list(cameras)}: collect with the same --sensors.cameras"
+            )
+        return side_by_side(episode.frames, cameras)
 
     @staticmethod
     def _vocab_index(vocab: list[str], item: str) -> int:
@@ -207,14 +352,15 @@ class ChunkReplay:
 
     @property
     def num_sampleable(self) -> int:
-        """Steps a batch can start at (all, or the imitable ones under `imitation_only`)."""
-        return self._num_imitable if self.config.imitation_only else self.num_steps
+        """Steps a batch can start at (all not evicted, or the imitable ones under `imitation_only`)."""
+        return self._num_imitable if self.config.imitation_only else self.num_steps - self._first_live_step
 
     def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         if not self.config.task_balanced and not self.config.imitation_only:
-            return rng.integers(0, self.num_steps, size=batch_size)
+            return rng.integers(self._first_live_step, self.num_steps, size=batch_size)
         if self._by_task is None:
-            allowed = self._imitable.view if self.config.imitation_only else np.ones(self.num_steps, bool)
+            allowed = self._imitable.view.copy() if self.config.imitation_only else np.ones(self.num_steps, bool)
+            allowed[: self._first_live_step] = False
             if not self.config.task_balanced:
                 self._by_task = [np.flatnonzero(allowed)]
             else:
@@ -237,6 +383,11 @@ class ChunkReplay:
     def gather(self, steps: np.ndarray) -> ChunkBatch:
         """The chunked transitions that start at the given global step indices."""
         cfg = self.config
+        if len(steps) and int(steps.min()) < self._first_live_step:
+            raise ValueError(
+                f"step {int(steps.min())} belongs to an episode evicted by the image budget "
+                f"(steps from {self._first_live_step} are held)"
+            )
         horizon = cfg.chunk_len
         window = cfg.chunk_len * cfg.n_step
         end = self._episode_end.view[steps]  # (B,)
@@ -265,6 +416,8 @@ class ChunkReplay:
         reaches_end = steps + covered >= end
         done = reaches_end & self._terminal.view[steps]
         obs_rows = self._obs_row.view[steps]
+        images = None if self._images is None else self._images[obs_rows]
+        next_images = None if self._images is None else self._images[obs_rows + covered]
         return ChunkBatch(
             obs=self._obs.view[obs_rows],
             actions=self._actions.view[action_idx],
@@ -280,6 +433,8 @@ class ChunkReplay:
             policy_version=self._version.view[steps],
             task_vocab=tuple(self.task_vocab),
             instruction_vocab=tuple(self.instruction_vocab),
+            images=images,
+            next_images=next_images,
         )
 
 
@@ -312,6 +467,11 @@ def concat_batches(batches: list[ChunkBatch]) -> ChunkBatch:
             "policy_version",
         )
     }
+    for name in ("images", "next_images"):
+        parts = [getattr(b, name) for b in batches]
+        if any(p is None for p in parts) and not all(p is None for p in parts):
+            raise ValueError(f"cannot mix batches with and without {name}: give every replay the same image_cameras")
+        arrays[name] = None if parts[0] is None else np.concatenate(parts)
     return ChunkBatch(
         **arrays,
         task_ids=np.concatenate(task_ids),

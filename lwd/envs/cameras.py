@@ -116,6 +116,18 @@ def proprio_state(state: np.ndarray) -> np.ndarray:
     return np.asarray(state, dtype=np.float32)[PROPRIO_INDICES]
 
 
+def side_by_side(frames: dict[str, np.ndarray], cameras: tuple[str, ...]) -> np.ndarray:
+    """The cameras' frames as one image, left to right in `cameras` order: (..., H, W, 3) each ->
+    (..., H, W * len(cameras), 3) uint8. What a policy with images sees (its CNN pools over
+    the whole width), for one frame or a batch; a missing camera is named."""
+    missing = [name for name in cameras if name not in frames]
+    if missing:
+        raise ValueError(f"the policy sees cameras {list(cameras)} but {missing} sent no frame (got {sorted(frames)})")
+    if len(cameras) == 1:
+        return np.asarray(frames[cameras[0]], dtype=np.uint8)
+    return np.concatenate([np.asarray(frames[name], dtype=np.uint8) for name in cameras], axis=-2)
+
+
 def is_black(frame: np.ndarray) -> bool:
     """True if no pixel of the (H, W, 3) uint8 frame is brighter than BLACK_LEVEL."""
     return int(frame.max()) <= BLACK_LEVEL

@@ -165,13 +165,15 @@ class MetaWorldRobot:
         return observation, StepInfo(success=False, progress=0.0, stage_score=0.0, extras=self._extras())
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, StepInfo]:
-        action = np.clip(np.asarray(action, dtype=np.float32), self._action_low, self._action_high)
+        # np.minimum/np.maximum, not np.clip: the same numbers without np.clip's Python
+        # dispatch, a few µs per call on a 4-number action at every step of every robot
+        action = np.minimum(np.maximum(np.asarray(action, dtype=np.float32), self._action_low), self._action_high)
         stage, stages = self._stage, self.task.num_stages
         raw, dense, _, _, info = self._scenes[stage].step(action)
         self._steps += 1
         stage_done = bool(info["success"])
         success = stage_done and stage == stages - 1
-        stage_progress = 1.0 if stage_done else float(np.clip(dense / _DENSE_REWARD_SCALE, 0.0, 1.0))
+        stage_progress = 1.0 if stage_done else min(max(float(dense) / _DENSE_REWARD_SCALE, 0.0), 1.0)
         if stage_done and not success:
             self._stage += 1
             raw = self._reset_scene(self._stage)  # the next scene, with no progress in it yet
@@ -243,4 +245,4 @@ class MetaWorldExpert:
             # The scripted policies warn when their gains saturate; the clip is intended.
             warnings.simplefilter("ignore", UserWarning)
             action = policy.get_action(state[:METAWORLD_OBS_DIM])
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return np.minimum(np.maximum(action, -1.0), 1.0).astype(np.float32)  # np.clip, without its dispatch

@@ -59,7 +59,10 @@ class Robot(Protocol):
 
 
 class Expert(Protocol):
-    """A scripted (or human) controller that knows how to do the robot's current task."""
+    """A scripted (or human) controller that knows how to do the robot's current task.
+
+    An expert that a `ScriptedOperator` watches through must act as a function of `state`
+    alone: the operator may ask about a step after later steps ran (lwd/envs/operator.py)."""
 
     def act(self, state: np.ndarray) -> np.ndarray: ...
 

@@ -310,7 +310,13 @@ def load_critic(checkpoint: str | Path):
             f"{checkpoint}: no critic config in its manifest; the critic selector needs an LWD learner "
             "checkpoint (`lwd train offline` or `lwd deploy --method lwd` output), not an SFT one"
         )
-    critic = ChunkCritic(CriticConfig(**stage["critic"]))
+    config = CriticConfig(**stage["critic"])
+    if config.use_images:
+        raise CheckpointError(
+            f"{checkpoint}: its critic sees cameras {list(config.cameras)}; choosing chunks by the critic "
+            "is built for state-only critics (the scorer does not render frames)"
+        )
+    critic = ChunkCritic(config)
     state = load_learner_state(checkpoint)
     critic.load_state_dict({k.removeprefix("critic."): v for k, v in state.items() if k.startswith("critic.")})
     return critic.eval()

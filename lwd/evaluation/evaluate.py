@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from lwd.configargs import documented
-from lwd.envs import SEEDS, make_robot, suite, task_spec
+from lwd.envs import SEEDS, SensorConfig, make_robot, suite, task_spec
+from lwd.envs.cameras import PROPRIO_DIM
 from lwd.envs.phrasings import PHRASING_SETS
 
 
@@ -160,12 +161,13 @@ class LockstepEpisodes:
     """(task, seed) episodes stepped together, chunk by chunk: their robots, current states
     and how each ended. `lwd eval` and the best-of-N runs of `lwd bench ceiling` share it."""
 
-    def __init__(self, jobs: list[tuple[str, int]], phrasings: str):
+    def __init__(self, jobs: list[tuple[str, int]], phrasings: str, sensors: SensorConfig | None = None):
         self.jobs = jobs
-        self.robots = [make_robot(task, phrasings) for task, _ in jobs]
+        self.robots = [make_robot(task, phrasings, sensors) for task, _ in jobs]
         first = [robot.reset(seed)[0] for robot, (_, seed) in zip(self.robots, jobs)]
         self.instructions = [observation.instruction for observation in first]
         self.states = np.stack([observation.state for observation in first])
+        self.frames = [observation.images for observation in first]  # camera -> frame, per episode
         self.steps = np.zeros(len(jobs), dtype=np.int64)
         self.success = np.zeros(len(jobs), dtype=bool)
         self.stage_score = np.zeros(len(jobs), dtype=np.float64)
@@ -178,6 +180,7 @@ class LockstepEpisodes:
             observation, _, terminated, truncated, info = robot.step(action)
             self.steps[i] += 1
             self.states[i] = observation.state
+            self.frames[i] = observation.images
             if terminated or truncated:
                 self.success[i], self.stage_score[i] = terminated, info.stage_score
                 self.live[i] = False
@@ -200,12 +203,18 @@ def _lockstep(
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks
+    from lwd.fleet.sensing import policy_images, policy_sensors
 
-    episodes = LockstepEpisodes(jobs, phrasings)
+    episodes = LockstepEpisodes(jobs, phrasings, policy_sensors(policy.config))
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
         chunks = sample_chunks(
-            policy, encoder, episodes.states[idx], [episodes.instructions[i] for i in idx], [generators[i] for i in idx]
+            policy,
+            encoder,
+            episodes.states[idx],
+            [episodes.instructions[i] for i in idx],
+            [generators[i] for i in idx],
+            images=policy_images(policy.config, [episodes.frames[i] for i in idx]),
         )
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])
@@ -309,6 +318,8 @@ def evaluate(config: EvalConfig) -> dict:
     tasks = config.tasks or suite(config.suite).task_names
     for task in tasks:
         obs_dim = task_spec(task).obs_dim
+        if manifest.config.get("use_images") and manifest.config.get("obs_dim") == PROPRIO_DIM:
+            obs_dim = PROPRIO_DIM  # a policy that sees: its robots report only hand and gripper in numbers
         if manifest.config.get("obs_dim", obs_dim) != obs_dim:
             raise ValueError(
                 f"{config.checkpoint} takes {manifest.config['obs_dim']}-number states but task {task!r} "

@@ -178,6 +178,9 @@ class EvaluatorGate:
         candidate = self.scores[version]
         paired = paired_difference(baseline, candidate)
         promote = paired.mean >= -self.config.margin
+        self.decided.add(version)
+        if promote and not self.registry.path(version).exists():
+            return  # pruned while it was scored (a fast learner publishes many): a newer one comes
         self.registry.decide(
             version,
             "promoted" if promote else "rejected",

@@ -34,3 +34,7 @@ class ChunkQueue:
 
     def next_action(self) -> np.ndarray:
         return self._queue.pop(0)
+
+    def queued_actions(self) -> list[np.ndarray]:
+        """The actions still to execute of the current chunk (a copy of the list)."""
+        return list(self._queue)

@@ -14,7 +14,7 @@ import torch
 from lwd.configargs import documented
 from lwd.data.episode import NO_POLICY
 from lwd.data.store import EpisodeStore
-from lwd.envs import SEEDS, make_expert, make_robot, suite
+from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite
 from lwd.envs.operator import NoisyExpertActor, PlayActor
 from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.rollout import run_episode
@@ -38,6 +38,9 @@ class CollectConfig:
     tasks: tuple[str, ...] = documented((), "restrict to these tasks of the suite (default: all)")
     progress: bool = documented(True, "show a progress bar")
     checkpoint: str = documented("", "policy checkpoint for --source rollout")
+    sensors: SensorConfig = documented(
+        SensorConfig(), "what the robots sense: cameras (frames recorded in every episode), proprio-only state"
+    )
     phrasings: str = documented(
         "train",
         "how episodes are worded: 'train' (one of the task's training phrasings, drawn by the episode's "
@@ -102,11 +105,13 @@ class CollectResult:
 _ROBOTS: dict = {}
 
 
-def cached_robot_and_expert(task: str, phrasings: str = "train"):
-    """This process's simulator (wording episodes from `phrasings`) and scripted expert for `task`, built once."""
-    if (task, phrasings) not in _ROBOTS:
-        _ROBOTS[task, phrasings] = (make_robot(task, phrasings), make_expert(task))
-    return _ROBOTS[task, phrasings]
+def cached_robot_and_expert(task: str, phrasings: str = "train", sensors: SensorConfig | None = None):
+    """This process's simulator (wording episodes from `phrasings`, sensing `sensors`) and
+    scripted expert for `task`, built once."""
+    key = (task, phrasings, sensors or SensorConfig())
+    if key not in _ROBOTS:
+        _ROBOTS[key] = (make_robot(task, phrasings, sensors), make_expert(task))
+    return _ROBOTS[key]
 
 
 _POLICIES: dict = {}
@@ -130,7 +135,7 @@ def collect_one(job: tuple[CollectConfig, str, int]) -> EpisodeStat:
     """Run and commit one episode; module-level so worker processes can run it."""
     config, task, seq = job
     began = time.perf_counter()
-    robot, expert = cached_robot_and_expert(task, config.phrasings)
+    robot, expert = cached_robot_and_expert(task, config.phrasings, config.sensors)
     seed = SEEDS.train(config.seed_start + seq)
     rng = np.random.default_rng([seed, seq, int(config.noise * 1e6), 0 if config.source == "demo" else 1])
     version = NO_POLICY
@@ -233,6 +238,11 @@ class OfflineDataConfig:
     workers: int = documented(2, "parallel worker processes")
     tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
     progress: bool = documented(True, "show progress bars")
+    sensors: SensorConfig = documented(
+        SensorConfig(),
+        "what the robots sense (frames recorded in every episode); without cameras, those the checkpoint's "
+        "policy reads, if any",
+    )
 
 
 # Disjoint training-seed blocks per kind of data, so rollouts and play start from
@@ -243,12 +253,24 @@ PLAY_SEED_START = 200_000
 
 def build_offline_store(config: OfflineDataConfig) -> dict[str, CollectResult]:
     """Demos + SFT rollouts + play in one store (SPEC §6.2); resumable like `collect`."""
+    sensors = config.sensors
+    from lwd.policy.checkpoint import has_checkpoint
+
+    if not sensors.cameras and has_checkpoint(config.checkpoint):
+        # A policy that sees rolls out on robots that render its cameras, and one store holds one
+        # camera setup: every part of the data is recorded with them.
+        from lwd.fleet.sensing import policy_sensors
+        from lwd.policy.checkpoint import read_manifest
+        from lwd.policy.flow_policy import PolicyConfig
+
+        sensors = policy_sensors(PolicyConfig(**read_manifest(config.checkpoint).config)) or sensors
     common = {
         "store": config.store,
         "suite": config.suite,
         "workers": config.workers,
         "tasks": config.tasks,
         "progress": config.progress,
+        "sensors": sensors,
     }
     parts = {
         "demo": CollectConfig(

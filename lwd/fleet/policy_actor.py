@@ -11,6 +11,7 @@ import torch
 from lwd.data.episode import NO_POLICY
 from lwd.envs.robot import Observation
 from lwd.fleet.chunks import ChunkQueue
+from lwd.fleet.sensing import policy_images
 from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 
@@ -83,10 +84,12 @@ def sample_chunks(
     instructions: list[str],
     generator: torch.Generator | list[torch.Generator],
     sampler: FrozenSampler | None = None,
+    images: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call. With one generator
     per row, each row's noise depends only on its own generator, not on its batch-mates.
-    `sampler` (a `FrozenSampler` of `policy`) computes the same chunks faster."""
+    `sampler` (a `FrozenSampler` of `policy`) computes the same chunks faster; `images`
+    (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those)."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     instruction = torch.from_numpy(encoder.embed(instructions))
     width = policy.config.flat_action_dim
@@ -94,6 +97,8 @@ def sample_chunks(
         noise = torch.randn(len(obs), width, generator=generator)
     else:
         noise = torch.stack([torch.randn(width, generator=g) for g in generator])
+    if images is not None:
+        return policy.sample(policy.encode(obs, instruction, torch.from_numpy(images)), noise).numpy()
     if sampler is not None:
         return sampler(obs, instruction, noise).numpy()
     return policy.sample(policy.encode(obs, instruction), noise).numpy()
@@ -124,8 +129,14 @@ class PolicyActor(ChunkQueue):
         if not self._queue:
             if self.policy is None:
                 raise RuntimeError("this PolicyActor is filled by a fleet worker and has no chunk queued")
+            images = policy_images(self.policy.config, [observation.images])
             chunk = sample_chunks(
-                self.policy, self.encoder, observation.state[None], [observation.instruction], self.generator
+                self.policy,
+                self.encoder,
+                observation.state[None],
+                [observation.instruction],
+                self.generator,
+                images=images,
             )[0]
             self.fill(chunk, self.version)
         return self.next_action()

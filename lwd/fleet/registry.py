@@ -224,7 +224,7 @@ class PolicyRegistry:
         if decision not in DECISIONS:
             raise ValueError(f"unknown decision {decision!r} (known: {', '.join(DECISIONS)})")
         target = self.published(version)
-        if not self.path(version).exists():
+        if decision != "rejected" and not self.path(version).exists():  # a rejection needs no weights
             raise CheckpointError(f"registry {self.root}: version {version} was pruned, it cannot be deployed")
         current = self.rollout() or Rollout(None)
         if decision == "promoted":

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -33,11 +34,12 @@ from lwd.configargs import documented
 from lwd.data.episode import NO_POLICY, Episode, EpisodeValidationError
 from lwd.data.lease import RobotLease, RobotLeaseError
 from lwd.data.store import EpisodeConflictError, Receipt, StoreError
-from lwd.envs import SEEDS, make_expert, make_robot, suite
+from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
 from lwd.fleet.policy_actor import FrozenSampler, PolicyActor, sample_chunks
 from lwd.fleet.registry import PolicySource, PublishedVersion
 from lwd.fleet.rollout import EpisodeRun
+from lwd.fleet.sensing import policy_images
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class FleetConfig:
     execute_steps: int = documented(0, "actions executed per chunk before replanning (0 = the whole chunk)")
     operator: OperatorConfig = documented(
         OperatorConfig(), "the scripted operator watching every robot (its takeover budget counts per task stage)"
+    )
+    sensors: SensorConfig = documented(
+        SensorConfig(), "what every robot senses: cameras (their frames are recorded in episodes), proprio-only state"
     )
 
     def __post_init__(self) -> None:
@@ -192,10 +197,11 @@ class _Robot:
     version: int = NO_POLICY
     run: EpisodeRun | None = None
     sims: dict = field(default_factory=dict)  # task -> (robot, expert)
+    sensors: SensorConfig | None = None
 
     def sim(self, task: str):
         if task not in self.sims:
-            self.sims[task] = (make_robot(task), make_expert(task))
+            self.sims[task] = (make_robot(task, sensors=self.sensors), make_expert(task))
         return self.sims[task]
 
 
@@ -214,9 +220,13 @@ class RobotWorker:
         lease_wait_seconds: float = 0.0,
         seed: int = 0,
         upload_sink: Callable[[], EpisodeSink] | None = None,
+        takeover_probe: Callable[..., None] | None = None,
     ):
         """`upload_sink` opens a second sink for uploads on a background thread (one per
-        thread: a store's connection may not cross threads); None: `sink` uploads inline."""
+        thread: a store's connection may not cross threads); None: `sink` uploads inline.
+        `takeover_probe(run, policy_action, policy, encoder)` is called at each episode's
+        first takeover with the episode's policy (`lwd bench operator`'s counterfactual)."""
+        self.takeover_probe = takeover_probe
         self.index, self.config, self.sink, self.source = worker_index, config, sink, source
         self.seed = seed  # of policy noise and operators; with the robot and episode, it fixes both
         # The robots' side of every upload, one line each, for audits (and the chaos test):
@@ -241,6 +251,7 @@ class RobotWorker:
                     spec,
                     max(committed, default=-1) + 1,
                     PolicyActor(None, None, None, execute_steps=config.execute_steps),
+                    sensors=config.sensors,
                 )
             )
         resume_point = sum(r.seq for r in self.robots)
@@ -286,6 +297,10 @@ class RobotWorker:
         extras = {"worker": self.index, "version_published_at": publication.published_at}
         if switched_from is not None and switched_from != NO_POLICY:  # a pickup, not this process's first load
             extras["model_to_robot_s"] = time.time() - publication.published_at
+        on_first_takeover = None
+        if self.takeover_probe is not None:
+            policy, encoder = self.policies[version][:2]
+            on_first_takeover = partial(self.takeover_probe, policy=policy, encoder=encoder)
         robot.run = EpisodeRun(
             sim,
             robot.actor,
@@ -296,6 +311,7 @@ class RobotWorker:
             operator=operator,
             policy_version=version,
             extras=extras,
+            on_first_takeover=on_first_takeover,
         )
 
     def _finish(self, robot: _Robot) -> None:
@@ -366,6 +382,7 @@ class RobotWorker:
                 [r.run.observation.instruction for r in group],
                 self.generator,
                 sampler=self.samplers.get(version),
+                images=policy_images(policy.config, [r.run.observation.images for r in group]),
             )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)
@@ -387,19 +404,10 @@ class RobotWorker:
             if self.uploads is not None:
                 self.uploads.check()
             stopping, holding = should_stop(), should_hold()
-            rollout = None
+            rollout: list = []  # the registry's rollout, read once per sweep, at boundaries only
             changed = False
             for robot in self.robots:
-                if robot.run is not None and robot.run.finished:
-                    self._finish(robot)
-                    changed = True
-                if robot.run is None and not stopping and not holding:
-                    rollout = rollout or self.source.rollout()  # read once per sweep, at boundaries only
-                    published = rollout.version_for(robot.spec.robot_id) if rollout else None
-                    if published is None:
-                        raise RuntimeError("no policy has been published yet")
-                    self._start(robot, published)
-                    changed = True
+                changed |= self._boundary(robot, stopping, holding, rollout)
             if changed:
                 self._write_status()
             if all(r.run is None for r in self.robots):
@@ -411,10 +419,62 @@ class RobotWorker:
             for version in [v for v in self.policies if v not in in_use]:
                 del self.policies[version]  # nobody runs it any more
                 self.samplers.pop(version, None)
-            waiting = self._fill_chunks()
-            for robot in self.robots:
-                if robot.run is not None and robot.spec.index not in waiting:
-                    robot.run.step()
+            if self._run_to_next_policy_call(self._fill_chunks(), stopping, holding, rollout):
+                self._write_status()
+
+    def _boundary(self, robot: _Robot, stopping: bool, holding: bool, rollout: list) -> bool:
+        """Upload the episode `robot` has finished and start its next one (unless stopping or
+        holding); returns whether it did either. `rollout` keeps the registry's rollout once read."""
+        changed = False
+        if robot.run is not None and robot.run.finished:
+            self._finish(robot)
+            changed = True
+        if robot.run is None and not stopping and not holding:
+            if not rollout:
+                rollout.append(self.source.rollout())
+            published = rollout[0].version_for(robot.spec.robot_id) if rollout[0] else None
+            if published is None:
+                raise RuntimeError("no policy has been published yet")
+            self._start(robot, published)
+            changed = True
+        return changed
+
+    def _run_to_next_policy_call(self, waiting: set[int], stopping: bool, holding: bool, rollout: list) -> bool:
+        """Run every robot from this sweep (robots in `waiting` sit it out) up to the sweep at
+        which the next batched policy call is due, one robot after the other: the steps each
+        robot would take sweep by sweep, in an order that keeps one simulator in the cache for
+        a whole chunk (stepping ten simulators in turn costs ~20% more CPU per step than
+        stepping one, docs/benchmarks.md). Returns whether an episode ended or started.
+
+        Between policy calls robots are independent; what couples them is when the next call
+        happens: at the first sweep where no robot is still executing a chunk. So each robot
+        executing a chunk runs first, to the sweep where its chunk has run out (or the operator
+        took over, or its episode ended); then robots the operator drives catch up to the
+        latest of those sweeps, one step per sweep, as they would have stepped in turn."""
+        changed = False
+
+        def step(robot: _Robot) -> None:
+            nonlocal changed
+            robot.run.step()
+            if robot.run.finished:  # the boundary at the start of its next sweep
+                changed |= self._boundary(robot, stopping, holding, rollout)
+
+        reached = []  # per robot: the sweep (this one is 0) at which it stopped executing a chunk
+        for robot in self.robots:
+            if robot.run is not None and robot.spec.index not in waiting:
+                step(robot)
+            sweeps = 1
+            while robot.run is not None and robot.run.policy_in_control and not robot.actor.needs_chunk:
+                step(robot)
+                sweeps += 1
+            reached.append(sweeps)
+        due = max(reached)
+        for robot, sweeps in zip(self.robots, reached):
+            for _ in range(sweeps, due):
+                if robot.run is None or robot.run.policy_in_control:
+                    break  # control came back to the policy, or the episode ended: it waits for the call
+                step(robot)
+        return changed
 
 
 def die_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:

@@ -58,6 +58,7 @@ class PolicyServer:
         """One policy call per version among the (robot, request) pairs (runs on the policy
         thread). A request without a version gets the one the rollout names for its robot."""
         from lwd.fleet.policy_actor import sample_chunks
+        from lwd.fleet.sensing import policy_images
 
         rollout = self.registry.rollout()
         results: list[ActResponse | WireError | None] = [None] * len(requests)
@@ -78,7 +79,8 @@ class PolicyServer:
                     continue
                 states = np.stack([requests[i][1].state for i in rows])
                 instructions = [requests[i][1].instruction for i in rows]
-                chunks = sample_chunks(policy, encoder, states, instructions, self._generator)
+                images = policy_images(policy.config, [requests[i][1].frames for i in rows])
+                chunks = sample_chunks(policy, encoder, states, instructions, self._generator, images=images)
                 for i, chunk in zip(rows, chunks):
                     results[i] = ActResponse(requests[i][1].request_id, version, chunk.astype(np.float32), len(rows))
             except WireError as err:
@@ -92,18 +94,35 @@ class PolicyServer:
         config = policy.config
         kept = []
         for i in rows:
-            if config.use_images:
-                results[i] = WireError(
-                    "frames_not_supported",
-                    "this policy reads a camera; the gateway does not feed frames to policies yet",
-                )
-            elif requests[i].state.shape != (config.obs_dim,):
+            if requests[i].state.shape != (config.obs_dim,):
                 results[i] = WireError(
                     "bad_shape", f"state has shape {requests[i].state.shape}; the policy takes ({config.obs_dim},)"
                 )
+            elif config.use_images and (refusal := _frames_refusal(config, requests[i].frames)) is not None:
+                results[i] = refusal
             else:
                 kept.append(i)
         return kept
+
+
+def _frames_refusal(config, frames: dict[str, np.ndarray]) -> WireError | None:
+    """Why `frames` cannot feed a policy that sees (`config.use_images`), or None: every
+    camera the policy reads, each (image_size, image_size, 3) uint8; other cameras are ignored."""
+    missing = [camera for camera in config.cameras if camera not in frames]
+    if missing:
+        return WireError(
+            "missing_frames",
+            f"this policy reads cameras {list(config.cameras)}; the request has no frames of {missing} "
+            f"(it has {sorted(frames)})",
+        )
+    side = config.image_size
+    for camera in config.cameras:
+        if frames[camera].shape != (side, side, 3):
+            return WireError(
+                "bad_shape",
+                f"frames[{camera!r}] has shape {frames[camera].shape}; the policy takes ({side}, {side}, 3)",
+            )
+    return None
 
 
 class ActBatcher:

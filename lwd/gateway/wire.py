@@ -13,10 +13,11 @@ float32, intervention (T,) uint8 in {0, 1}, policy_version (T,) int64, timestamp
 float64, and the episode-level fields as JSON under the metadata key "lwd_episode". The
 gateway validates it exactly as `EpisodeStore.append` does (same function), after
 stricter checks of the file's framing and of the metadata's JSON types, which a Python
-caller of the store cannot get wrong but a remote one can. Episodes carry no camera
-frames yet: the store re-encodes what it commits and has no place for them, so frames
-would be dropped silently; they travel in inference requests only, and episodes get
-them with the store format that holds them (a later issue).
+caller of the store cannot get wrong but a remote one can. An episode of a robot with
+cameras also holds one tensor "frames.<camera>" per camera (uint8, 1-D: the zlib-compressed
+(T+1, H, W, 3) frames, shapes in the metadata); the upload cap (`max_upload_mb`) bounds
+the compressed bytes and `decode` refuses a blob that would inflate past its declared
+shape or past `MAX_FRAME_BYTES_PER_EPISODE` (256 MiB) decoded.
 
 **Inference** (`POST /v1/act`): a msgpack map, the versioned envelope
 
@@ -40,7 +41,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lwd.data.episode import Episode, EpisodeValidationError, decode, encode, validated
+from lwd.data.episode import (
+    FRAME_TENSOR_PREFIX,
+    Episode,
+    EpisodeValidationError,
+    decode,
+    encode,
+    observation_dim,
+    validated,
+)
 from lwd.envs.tasks import UnknownTaskError, task_spec
 
 WIRE_VERSION = 1
@@ -69,7 +78,7 @@ ERROR_STATUS: dict[str, int] = {
     "unknown_task": 422,
     "bad_shape": 422,
     "non_finite": 422,  # NaN or inf in a float array
-    "frames_not_supported": 422,  # the policy needs camera input the server cannot feed yet
+    "missing_frames": 422,  # the policy reads cameras the request has no frames of
     "internal": 500,  # a bug or a failing policy: retry, and report it
     "overloaded": 503,  # the inference queue is full: retry later
     "store_unavailable": 503,  # the store could not commit (disk full, catalogue locked): retry later
@@ -163,13 +172,15 @@ def _episode_header(data: bytes) -> dict:
     if not isinstance(header, dict):
         raise WireError("bad_episode", "the safetensors header is not a JSON object")
     names = set(header) - {"__metadata__"}
-    if names != set(EPISODE_TENSORS):
+    frame_names = {name for name in names if name.startswith(FRAME_TENSOR_PREFIX)}
+    if names - frame_names != set(EPISODE_TENSORS) or len(frame_names) > MAX_CAMERAS:
         raise WireError(
             "bad_episode",
-            f"an episode file holds exactly the tensors {sorted(EPISODE_TENSORS)}; this one has {sorted(names)}",
+            f"an episode file holds exactly the tensors {sorted(EPISODE_TENSORS)} and up to {MAX_CAMERAS} "
+            f"'{FRAME_TENSOR_PREFIX}<camera>' tensors; this one has {sorted(names)}",
         )
     end = 0
-    for name, dtype in EPISODE_TENSORS.items():
+    for name, dtype in {**EPISODE_TENSORS, **dict.fromkeys(sorted(frame_names), "U8")}.items():
         info = header[name]
         if not isinstance(info, dict) or info.get("dtype") != dtype:
             got = info.get("dtype") if isinstance(info, dict) else info
@@ -226,7 +237,7 @@ def _validation_code(episode: Episode) -> str:
         return "unknown_task"
     steps = episode.actions.shape[0] if episode.actions.ndim == 2 else -1
     shapes = {
-        "observations": (steps + 1, spec.obs_dim),
+        "observations": (steps + 1, observation_dim(episode, spec)),
         "actions": (steps, spec.action_dim),
         "intervention": (steps,),
         "policy_version": (steps,),

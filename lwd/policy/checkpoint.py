@@ -23,12 +23,15 @@ import numpy as np
 import torch
 
 import lwd
-from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.adapter import FlowPolicyBase
+from lwd.policy.architectures import POLICY_CLASSES, build_policy
+from lwd.policy.flow_policy import PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 
 FORMAT = "lwd-policy-checkpoint"
 FORMAT_VERSION = 1
-ARCHITECTURE = "FlowChunkPolicy"
+# Checkpoints written before the manifest named the policy class by architecture.
+LEGACY_ARCHITECTURES = {"FlowChunkPolicy": "flow_mlp"}
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +49,7 @@ class Manifest:
     instructions: list[str]
     created_at: float
     extras: dict
+    architecture: str = "flow_mlp"  # a key of lwd.policy.architectures.POLICY_CLASSES
 
 
 def code_version() -> str:
@@ -64,7 +68,7 @@ def code_version() -> str:
 
 def save_checkpoint(
     directory: str | os.PathLike,
-    policy: FlowChunkPolicy,
+    policy: FlowPolicyBase,
     encoder: InstructionEncoder,
     *,
     version: int = 0,
@@ -106,7 +110,7 @@ def save_checkpoint(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
+        "architecture": policy.config.architecture,
         "config": policy.config.to_dict(),
         "version": version,
         "parent_version": parent_version,
@@ -161,15 +165,20 @@ def read_manifest(directory: str | os.PathLike) -> Manifest:
         raise CheckpointError(
             f"{path}: format {raw.get('format')!r} v{raw.get('format_version')} is not {FORMAT!r} v{FORMAT_VERSION}"
         )
-    if raw.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"{path}: architecture {raw.get('architecture')!r}; this build loads {ARCHITECTURE!r}")
-    return Manifest(**{f.name: raw[f.name] for f in fields(Manifest)})
+    architecture = raw.get("architecture", "flow_mlp")
+    architecture = LEGACY_ARCHITECTURES.get(architecture, architecture)
+    if architecture not in POLICY_CLASSES:
+        raise CheckpointError(f"{path}: architecture {architecture!r}; this build loads {sorted(POLICY_CLASSES)}")
+    return Manifest(
+        **{f.name: raw[f.name] for f in fields(Manifest) if f.name != "architecture"}, architecture=architecture
+    )
 
 
 def load_checkpoint(
     directory: str | os.PathLike, expect: PolicyConfig | None = None
-) -> tuple[FlowChunkPolicy, InstructionEncoder, Manifest]:
-    """Load policy, its instruction cache and manifest; `expect` guards the architecture."""
+) -> tuple[FlowPolicyBase, InstructionEncoder, Manifest]:
+    """Load policy (of the class the manifest's architecture names), its instruction cache
+    and manifest; `expect` guards the architecture and sizes."""
     from safetensors.torch import load_file
 
     manifest = read_manifest(directory)
@@ -177,7 +186,12 @@ def load_checkpoint(
     unknown = set(manifest.config) - known
     if unknown:
         raise CheckpointError(f"{directory}: config has fields this build does not know: {sorted(unknown)}")
-    config = PolicyConfig(**manifest.config)
+    recorded = manifest.config.get("architecture", manifest.architecture)
+    if recorded != manifest.architecture:
+        raise CheckpointError(
+            f"{directory}: manifest names architecture {manifest.architecture!r} but its config {recorded!r}"
+        )
+    config = PolicyConfig(**{**manifest.config, "architecture": manifest.architecture})
     if expect is not None and expect != config:
         diff = {k: (v, getattr(expect, k)) for k, v in config.to_dict().items() if getattr(expect, k) != v}
         raise CheckpointError(
@@ -192,7 +206,7 @@ def load_checkpoint(
     except Exception as err:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{weights}: unreadable ({err})") from err
     table = tensors.pop("instruction_table", None)
-    policy = FlowChunkPolicy(config)
+    policy = build_policy(config)
     expected = policy.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

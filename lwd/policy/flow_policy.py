@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwd.configargs import documented
+from lwd.policy.adapter import FlowPolicyBase
 from lwd.policy.instructions import EMBEDDING_DIM
+
+ARCHITECTURES = ("flow_mlp", "token_transformer")
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,26 @@ class PolicyConfig:
     sample_steps: int = documented(10, "K: Euler steps when sampling")
     use_images: bool = documented(False, "add a small CNN over a camera image (64x64 RGB)")
     image_size: int = documented(64, "camera image side in pixels when use_images")
+    cameras: tuple[str, ...] = documented(
+        (), "cameras the CNN sees when use_images, side by side in this order (lwd.envs.cameras.side_by_side)"
+    )
+    architecture: str = documented(
+        "flow_mlp",
+        "'flow_mlp' (FlowChunkPolicy: an MLP velocity network) or 'token_transformer' (TokenFlowPolicy: "
+        "a transformer action expert over context, time and action tokens; context_dim is its width, "
+        "hidden_dim its feed-forward width, num_layers its depth)",
+    )
+    num_heads: int = documented(4, "attention heads of the token_transformer (must divide context_dim)")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))  # a list when read back from JSON
         for name in ("obs_dim", "action_dim", "chunk_len", "context_dim", "hidden_dim", "num_layers", "sample_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PolicyConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"PolicyConfig.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "token_transformer" and (self.num_heads < 1 or self.context_dim % self.num_heads):
+            raise ValueError(f"num_heads={self.num_heads} must be >= 1 and divide context_dim={self.context_dim}")
 
     @property
     def flat_action_dim(self) -> int:
@@ -131,18 +149,13 @@ class ImageEncoder(nn.Module):
         return self.net(images.permute(0, 3, 1, 2).float() / 255.0)
 
 
-class FlowChunkPolicy(nn.Module):
-    """Implements the policy adapter interface: encode / velocity / sample."""
+class FlowChunkPolicy(FlowPolicyBase):
+    """The policy adapter (`lwd.policy.adapter`) with an MLP velocity network (the action
+    expert) and its own fast sampler and QAM fields."""
 
     def __init__(self, config: PolicyConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
-        # Normalisation statistics are computed from data and saved with the weights.
-        self.register_buffer("obs_mean", torch.zeros(c.obs_dim))
-        self.register_buffer("obs_std", torch.ones(c.obs_dim))
-        self.register_buffer("action_mean", torch.zeros(c.action_dim))
-        self.register_buffer("action_std", torch.ones(c.action_dim))
         self.state_encoder = mlp([c.obs_dim, c.hidden_dim, c.context_dim], final_activation=True)
         self.instruction_proj = nn.Linear(c.text_dim, c.context_dim)
         self.image_encoder = ImageEncoder(c.context_dim) if c.use_images else None
@@ -151,19 +164,10 @@ class FlowChunkPolicy(nn.Module):
             [c.context_dim + c.flat_action_dim + c.time_dim] + [c.hidden_dim] * c.num_layers + [c.flat_action_dim]
         )
 
-    def set_normalization(self, obs_mean, obs_std, action_mean, action_std) -> None:
-        for name, value in (
-            ("obs_mean", obs_mean),
-            ("obs_std", obs_std),
-            ("action_mean", action_mean),
-            ("action_std", action_std),
-        ):
-            tensor = torch.as_tensor(value, dtype=torch.float32)
-            if name.endswith("std"):
-                tensor = tensor.clamp_min(1e-3)  # constant dimensions must not blow up
-            getattr(self, name).copy_(tensor)
-
     # -- policy adapter interface -----------------------------------------------------
+
+    def action_expert_parameters(self) -> list[nn.Parameter]:
+        return list(self.velocity_net.parameters())
 
     def encode(self, obs: torch.Tensor, instruction: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """(B, obs_dim), (B, text_dim)[, (B, S, S, 3) uint8] -> context (B, C)."""
@@ -177,13 +181,6 @@ class FlowChunkPolicy(nn.Module):
     def velocity(self, context: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Velocity of the flow in normalised action space: (B, C), (B, H*A), (B,) -> (B, H*A)."""
         return self.velocity_net(torch.cat([context, x, time_features(w, self.config.time_dim)], dim=-1))
-
-    def sample(
-        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
-    ) -> torch.Tensor:
-        """K Euler steps from x_0 = noise; returns clipped actions (B, H, A) in env units."""
-        x = self.sample_normalized(context, noise, steps)
-        return self.unnormalize(x)
 
     def sample_normalized(
         self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
@@ -304,12 +301,3 @@ class FlowChunkPolicy(nn.Module):
         c, a = self.config.context_dim, self.config.flat_action_dim
         context_part = F.linear(context, first.weight[:, :c], first.bias)
         return context_part, first.weight[:, c : c + a], first.weight[:, c + a :]
-
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """(B, H, A) env units -> (B, H*A) normalised."""
-        return ((actions - self.action_mean) / self.action_std).reshape(actions.shape[0], -1)
-
-    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H*A) normalised -> (B, H, A) env units, clipped to the action range."""
-        actions = x.reshape(x.shape[0], self.config.chunk_len, self.config.action_dim)
-        return (actions * self.action_std + self.action_mean).clamp(-1.0, 1.0)

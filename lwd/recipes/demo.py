@@ -28,7 +28,11 @@ from lwd.recipes.stages import (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    preset: str = documented("small", "smoke (CI, two tasks), small (MT10, ≤ 20 min on 2 cores) or full")
+    preset: str = documented(
+        "small",
+        "smoke (CI, two tasks), small (MT10, ≤ 20 min on 2 cores), full, or from pixels (two cameras, "
+        "proprio only): smoke-image, small-image (MT10, ~1 hour on 2 cores)",
+    )
     workdir: str = documented("runs/demo", "where the demo keeps stores, checkpoints and the report")
     workers: int = documented(2, "parallel simulator processes for collection and evaluation")
     seed: int = documented(0, "training seed (initialisation, sampling, fleet noise)")

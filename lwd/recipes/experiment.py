@@ -46,7 +46,11 @@ ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    preset: str = documented("small", "smoke (CI, minutes), small (≤ 1 hour per suite on 2 cores) or full (a GPU box)")
+    preset: str = documented(
+        "small",
+        "smoke (CI, minutes), small (≤ 1 hour per suite on 2 cores), full (a GPU box), or from pixels "
+        "smoke-image, small-image (mt10 only: --suites mt10)",
+    )
     suites: tuple[str, ...] = documented(("mt10", "lh"), "suites to run")
     seeds: tuple[int, ...] = documented((0, 1, 2), "training seeds")
     workdir: str = documented("runs/experiment", "where runs, evaluations, tables and plots go")

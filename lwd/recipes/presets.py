@@ -5,11 +5,16 @@ small   MT10 on this 2-core machine: the demo in ≤ 20 minutes, each experiment
         in ≤ 1 hour for three seeds
 full    the offline and online budgets of docs/benchmarks.md (hours on 2 cores;
         meant for a bigger machine)
+smoke-image, small-image
+        the same loop from pixels: two 64² cameras (32² at smoke), proprio-only state
+        (no privileged object state); every stage sees the frames
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from lwd.envs.cameras import SensorConfig
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,15 @@ class Preset:
     n_sync: int = 50
     gate_mode: str = "off"  # lwd.fleet.gate modes; "observe" adds the validation curve of published versions
     eval_episodes_per_task: int = 20
+    # Cameras the robots render and every policy sees (a CNN over them side by side); () = state only.
+    cameras: tuple[str, ...] = ()
+    image_size: int = 64
+    observation: str = "state"  # "proprio": no privileged object state (lwd.envs.cameras)
+
+    @property
+    def sensors(self) -> SensorConfig:
+        """What the robots of collection sense (deploy and evaluation take it from the checkpoint)."""
+        return SensorConfig(cameras=self.cameras, image_size=self.image_size, observation=self.observation)
 
 
 SMOKE = Preset(
@@ -54,6 +68,30 @@ SMOKE = Preset(
     n_sync=5,
     eval_episodes_per_task=2,
 )
+# From pixels: what the robots' two cameras show replaces the object and goal positions.
+SMOKE_IMAGE = replace(SMOKE, cameras=("scene", "gripper"), image_size=32, observation="proprio")
+# MT10 from pixels in about an hour on this 2-core machine. Chosen from what it measured
+# (docs/benchmarks.md, "Frames through the loop", a loaded machine): ~28-34 env steps/s per
+# robot process with two 64² cameras, SFT 1.0-1.7 and the LWD step ~0.4 updates/s (wall) at
+# batch 256; so batch 128, a tenth of `small`'s learner steps and a fifth of its env steps.
+SMALL_IMAGE = Preset(
+    demos_per_task=10,
+    rollouts_per_task=10,
+    play_per_task=3,
+    sft_steps=1_500,
+    batch_size=128,
+    offline_steps=400,
+    offline_warmup=200,
+    qam_batch=32,
+    robots_per_worker=5,
+    online_env_steps=20_000,
+    updates_per_1k_env_steps=10.0,
+    n_sync=25,
+    eval_episodes_per_task=10,
+    cameras=("scene", "gripper"),
+    image_size=64,
+    observation="proprio",
+)
 FULL = Preset(
     offline_steps=4_000, offline_warmup=2_000, qam_batch=128, online_env_steps=1_000_000, eval_episodes_per_task=50
 )
@@ -66,6 +104,8 @@ DEMO_PRESETS = {
     # from ~4.6 to ~6.1 min and the demo stays ~12 min (docs/benchmarks.md, issue 21).
     "small": Preset(eval_episodes_per_task=50, gate_mode="observe"),
     "full": FULL,
+    "smoke-image": SMOKE_IMAGE,
+    "small-image": SMALL_IMAGE,
 }
 
 
@@ -82,12 +122,13 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
             updates_per_1k_env_steps=20.0,
         ),
     },
-    # Online learners paced at 10 updates per 1,000 env steps in small and full: every method gets
+    # Online learners paced (30 updates per 1,000 env steps in small, chosen on validation seeds
+    # with the online learner's QAM every 4th step; 10 in full): every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
     # small: three seeds took 52 min (mt10) and 40 min (lh) on 2 cores (docs/benchmarks.md).
     "small": {
-        "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=10.0),
+        "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=30.0),
         # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
         "lh": Preset(
             suite="lh",
@@ -99,9 +140,12 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
             offline_warmup=600,
             offline_n_step=10,
             online_env_steps=60_000,
-            updates_per_1k_env_steps=10.0,
+            updates_per_1k_env_steps=30.0,
         ),
     },
+    # From pixels: defined for MT10 only (`lwd experiment --preset small-image --suites mt10`).
+    "smoke-image": {"mt10": SMOKE_IMAGE},
+    "small-image": {"mt10": SMALL_IMAGE},
     "full": {
         "mt10": replace(FULL, updates_per_1k_env_steps=10.0),
         "lh": Preset(

@@ -76,6 +76,7 @@ def sft_stage(
                 episodes_per_task=preset.demos_per_task,
                 workers=workers,
                 progress=not quiet,
+                sensors=preset.sensors,
             )
         ),
     )
@@ -92,6 +93,7 @@ def sft_stage(
                     batch_size=preset.batch_size,
                     hidden_dim=preset.hidden_dim,
                     num_layers=preset.num_layers,
+                    cameras=preset.cameras,
                     seed=seed,
                     progress=not quiet,
                     tensorboard=not quiet,
@@ -119,6 +121,7 @@ def offline_data_stage(
                 play_per_task=preset.play_per_task,
                 workers=workers,
                 progress=not quiet,
+                sensors=preset.sensors,
             )
         ),
     )

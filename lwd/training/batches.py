@@ -23,4 +23,6 @@ def learner_batch(batch: ChunkBatch, encoder: InstructionEncoder) -> LearnerBatc
         done=torch.from_numpy(batch.done),
         next_obs=torch.from_numpy(batch.next_obs),
         return_to_go=torch.from_numpy(batch.return_to_go),
+        images=None if batch.images is None else torch.from_numpy(batch.images),
+        next_images=None if batch.next_images is None else torch.from_numpy(batch.next_images),
     )

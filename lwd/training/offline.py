@@ -20,15 +20,17 @@ from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
+from lwd.policy.adapter import PolicyAdapter
+from lwd.policy.architectures import build_policy
 from lwd.policy.checkpoint import (
     load_checkpoint,
     load_learner_state,
     save_checkpoint,
 )
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
-from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
+from lwd.training.host import DEVICE_HELP, keep_freed_memory, training_device
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
@@ -52,25 +54,31 @@ class OfflineConfig:
     log_every: int = documented(100, "steps between metric records")
     checkpoint_every: int = documented(500, "steps between resumable checkpoints")
     threads: int = documented(2, "torch CPU threads")
+    device: str = documented(DEVICE_HELP[0], DEVICE_HELP[1])
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
     learner: LearnerConfig = documented(LearnerConfig(), "DIVL + QAM settings (SPEC §4-§5)")
 
 
 def build_learner(
-    policy: FlowChunkPolicy,
-    reference: FlowChunkPolicy,
+    policy: PolicyAdapter,
+    reference: PolicyAdapter,
     critic_config: CriticConfig,
     learner_config: LearnerConfig,
     obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
     state: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
 ) -> LWDLearner:
-    """New networks normalised by `obs_stats`, or restored from a saved learner `state`."""
+    """New networks normalised by `obs_stats`, or restored from a saved learner `state`;
+    every network on `device` (the policy and reference are moved there)."""
     critic, value = ChunkCritic(critic_config), StateValue(critic_config)
     if obs_stats is not None:
         critic.set_normalization(*obs_stats)
         value.set_normalization(*obs_stats)
-    learner = LWDLearner(policy, reference, critic, value, learner_config)
+    networks = (policy, reference, critic, value)
+    for network in networks:
+        network.to(device)
+    learner = LWDLearner(*networks, learner_config)
     if state is not None:
         load_learner_modules(learner, state)
     return learner
@@ -109,7 +117,9 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
 
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
+    device = training_device(config.device)
     torch.set_num_threads(config.threads)
+    keep_freed_memory()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resume = find_resume_state(out / "last", "offline")
@@ -117,10 +127,11 @@ def train_offline(config: OfflineConfig) -> Path:
     replay = ChunkReplay(
         EpisodeStore(config.store, create=False),
         ReplayConfig(
-            chunk_len=policy.config.chunk_len,
+            chunk_len=policy.chunk_len,
             discount=config.discount,
             n_step=config.n_step,
             task_balanced=config.task_balanced,
+            image_cameras=policy.cameras,
         ),
     )
     if resume is not None:
@@ -129,16 +140,17 @@ def train_offline(config: OfflineConfig) -> Path:
         replay.refresh(up_to=manifest.data_snapshot)
         learner = build_learner(
             policy,
-            FlowChunkPolicy(policy.config),
+            build_policy(policy.config),
             critic_config,
             config.learner,
             state=load_learner_state(out / "last"),
+            device=device,
         )
         restore_optimizers_from(learner.optimizers, out / "last")
         base_step, base_version = state.extras["start_step"], state.extras["base_version"]
     else:
         state = None
-        learner, critic_config = _new_learner(config, policy, encoder, replay)
+        learner, critic_config = _new_learner(config, policy, encoder, replay, device)
         base_step, base_version = manifest.training_step, manifest.version
     start = learner.step_count = state.step if state else 0
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -173,7 +185,7 @@ def train_offline(config: OfflineConfig) -> Path:
         )
 
     def step() -> dict[str, float]:
-        return learner.step(learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
+        return learner.step(learner_batch(replay.sample(config.batch_size, rng), encoder).to(device), generator)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:
         return {
@@ -189,7 +201,11 @@ def train_offline(config: OfflineConfig) -> Path:
 
 
 def _new_learner(
-    config: OfflineConfig, policy: FlowChunkPolicy, encoder: InstructionEncoder, replay: ChunkReplay
+    config: OfflineConfig,
+    policy: PolicyAdapter,
+    encoder: InstructionEncoder,
+    replay: ChunkReplay,
+    device: torch.device,
 ) -> tuple[LWDLearner, CriticConfig]:
     """A learner around the SFT policy: its frozen copy as reference, fresh critic and value
     normalised on the offline store."""
@@ -198,14 +214,11 @@ def _new_learner(
         raise ValueError(f"store {config.store} is empty; build it with `lwd offline-data`")
     missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
     encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
-    critic_config = CriticConfig(
-        obs_dim=policy.config.obs_dim,
-        action_dim=policy.config.action_dim,
-        chunk_len=policy.config.chunk_len,
-        hidden_dim=config.critic_hidden,
-        value_kind=config.value_kind,
+    critic_config = CriticConfig.for_policy(
+        policy.config, hidden_dim=config.critic_hidden, value_kind=config.value_kind
     )
     torch.manual_seed(config.seed)
     reference = copy.deepcopy(policy)  # the SFT policy, frozen
     obs = replay.observation_array
-    return build_learner(policy, reference, critic_config, config.learner, (obs.mean(0), obs.std(0))), critic_config
+    stats = (obs.mean(0), obs.std(0))
+    return build_learner(policy, reference, critic_config, config.learner, stats, device=device), critic_config

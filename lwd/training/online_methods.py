@@ -24,9 +24,10 @@ from lwd.algorithms.hg_dagger import HGDaggerLearner, ImitationConfig
 from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import POSITIVE_PROMPT, RecapConfig, RecapLearner, conditioned
 from lwd.data.replay import ChunkBatch, ChunkReplay, ReplayConfig
+from lwd.policy.adapter import PolicyAdapter
+from lwd.policy.architectures import build_policy
 from lwd.policy.checkpoint import Manifest, load_checkpoint, load_learner_state
 from lwd.policy.critic import CriticConfig, StateValue
-from lwd.policy.flow_policy import FlowChunkPolicy
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
 from lwd.training.offline import (
@@ -50,7 +51,7 @@ class MethodSettings:
 
 class OnlineMethod(Protocol):
     name: str
-    policy: FlowChunkPolicy
+    policy: PolicyAdapter
     encoder: InstructionEncoder  # the training encoder (plain instructions)
     manifest: Manifest  # of the checkpoint the method started or resumed from
 
@@ -78,13 +79,19 @@ class OnlineMethod(Protocol):
 
 
 def start_method(
-    name: str, checkpoint: str | Path, settings: MethodSettings, saved: dict | None = None
+    name: str,
+    checkpoint: str | Path,
+    settings: MethodSettings,
+    saved: dict | None = None,
+    device: torch.device | str = "cpu",
 ) -> OnlineMethod:
     """Build `name` from a checkpoint: the start checkpoint, or the run's own `last`
-    checkpoint with `saved` = the state() it wrote."""
+    checkpoint with `saved` = the state() it wrote. Its networks train on `device`; `step`
+    takes CPU batches and moves them there."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
-    return {"lwd": LWDMethod, "hg-dagger": HGDaggerMethod, "recap": RecapMethod}[name](checkpoint, settings, saved)
+    method_class = {"lwd": LWDMethod, "hg-dagger": HGDaggerMethod, "recap": RecapMethod}[name]
+    return method_class(checkpoint, settings, saved, torch.device(device))
 
 
 class _LearnerMethod:
@@ -93,6 +100,7 @@ class _LearnerMethod:
 
     learner: object
     encoder: InstructionEncoder
+    device: torch.device
 
     def replay_config(self, base: ReplayConfig) -> ReplayConfig:
         return base
@@ -119,7 +127,8 @@ class _LearnerMethod:
 class LWDMethod(_LearnerMethod):
     name = "lwd"
 
-    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None, device: torch.device):
+        self.device = device
         self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
         state = load_learner_state(checkpoint)  # names the problem if given an SFT checkpoint
         stage = saved or self.manifest.extras.get("offline")
@@ -131,13 +140,18 @@ class LWDMethod(_LearnerMethod):
         self.critic_config = CriticConfig(**stage["critic"])
         self.learner_config = settings.learner
         self.learner = build_learner(
-            self.policy, FlowChunkPolicy(self.policy.config), self.critic_config, settings.learner, state=state
+            self.policy,
+            build_policy(self.policy.config),
+            self.critic_config,
+            settings.learner,
+            state=state,
+            device=device,
         )
 
     # prepare: nothing; critic, value and reference come trained from offline RL.
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        return self.learner.step(learner_batch(batch, self.encoder), generator)
+        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return learner_modules(self.learner)
@@ -149,16 +163,17 @@ class LWDMethod(_LearnerMethod):
 class HGDaggerMethod(_LearnerMethod):
     name = "hg-dagger"
 
-    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None, device: torch.device):
+        self.device = device
         self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
         self.config = settings.imitation
-        self.learner = HGDaggerLearner(self.policy, self.config)
+        self.learner = HGDaggerLearner(self.policy.to(device), self.config)
 
     def replay_config(self, base: ReplayConfig) -> ReplayConfig:
         return replace(base, imitation_only=True)
 
     def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        return self.learner.step(learner_batch(batch, self.encoder), generator)
+        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator)
 
     def state(self) -> dict:
         return {"imitation": self.config.to_dict()}
@@ -167,19 +182,16 @@ class HGDaggerMethod(_LearnerMethod):
 class RecapMethod(_LearnerMethod):
     name = "recap"
 
-    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None):
+    def __init__(self, checkpoint: str | Path, settings: MethodSettings, saved: dict | None, device: torch.device):
+        self.device = device
         self.policy, self.encoder, self.manifest = load_checkpoint(checkpoint)
+        self.policy.to(device)
         self.encoder = self.encoder.with_prompt(None)  # train on plain and conditioned text alike
         self.config = settings.recap
         value_config = (
             CriticConfig(**saved["value"])
             if saved
-            else CriticConfig(
-                obs_dim=self.policy.config.obs_dim,
-                action_dim=self.policy.config.action_dim,
-                chunk_len=self.policy.config.chunk_len,
-                hidden_dim=settings.recap.value_hidden,
-            )
+            else CriticConfig.for_policy(self.policy.config, hidden_dim=settings.recap.value_hidden)
         )
         self.value_config = value_config
         self.tasks: list[str] = list(saved["tasks"]) if saved else []
@@ -192,7 +204,7 @@ class RecapMethod(_LearnerMethod):
             self.learner.thresholds_seen = torch.tensor(saved["thresholds_seen"], dtype=torch.bool, device=device)
 
     def _build(self, value: StateValue) -> None:
-        self.learner = RecapLearner(self.policy, value, self.config, num_tasks=len(self.tasks))
+        self.learner = RecapLearner(self.policy, value.to(self.device), self.config, num_tasks=len(self.tasks))
 
     def prepare(self, offline: ChunkReplay, tasks: Sequence[str]) -> None:
         self.tasks = sorted(set(offline.task_vocab) | set(tasks))
@@ -219,7 +231,7 @@ class RecapMethod(_LearnerMethod):
             instruction_positive=positive,
             instruction_negative=negative,
         )
-        return self.learner.step(recap_batch, generator)
+        return self.learner.step(recap_batch.to(self.device), generator)
 
     def deployable_encoder(self) -> InstructionEncoder:
         return self.encoder.with_prompt(POSITIVE_PROMPT)

@@ -9,7 +9,7 @@ def flatten_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str = "") 
     flat = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            flat[f"{prefix}state.{index}.{key}"] = torch.as_tensor(value).detach().clone()
+            flat[f"{prefix}state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
     return flat
 
 

@@ -21,13 +21,16 @@ from lwd.configargs import documented
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.envs.phrasings import task_phrasings
+from lwd.policy.adapter import PolicyAdapter
+from lwd.policy.architectures import build_policy
 from lwd.policy.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
+from lwd.policy.flow_policy import ARCHITECTURES, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
+from lwd.training.host import DEVICE_HELP, keep_freed_memory, training_device
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
@@ -41,19 +44,30 @@ class PretrainConfig:
     batch_size: int = documented(256, "chunks per batch")
     lr: float = documented(3e-4, "Adam learning rate (cosine-decayed to a tenth of it)")
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
-    hidden_dim: int = documented(512, "velocity network width")
-    num_layers: int = documented(4, "velocity network depth")
+    hidden_dim: int = documented(512, "velocity network width (token_transformer: feed-forward width)")
+    num_layers: int = documented(4, "velocity network depth (token_transformer: transformer layers)")
+    architecture: str = documented(
+        "flow_mlp", f"policy class, one of {ARCHITECTURES} (PolicyConfig.architecture; the checkpoint names it)"
+    )
+    context_dim: int = documented(256, "context size (token_transformer: token width)")
     sources: tuple[str, ...] = documented(("demo",), "episode sources to imitate")
+    cameras: tuple[str, ...] = documented(
+        (),
+        "cameras the policy sees (a CNN over their frames side by side; the store's episodes must have them); "
+        "empty: no images",
+    )
+    image_memory_mb: float = documented(4096.0, "most decoded camera frames the replay holds in memory (MiB)")
     seed: int = documented(0, "seed for initialisation and sampling")
     log_every: int = documented(100, "steps between metric records")
     checkpoint_every: int = documented(1_000, "steps between resumable checkpoints")
     threads: int = documented(2, "torch CPU threads")
+    device: str = documented(DEVICE_HELP[0], DEVICE_HELP[1])
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
 
 
 def sft_step(
-    policy: FlowChunkPolicy, optimizer: torch.optim.Optimizer, batch: LearnerBatch, generator: torch.Generator
+    policy: PolicyAdapter, optimizer: torch.optim.Optimizer, batch: LearnerBatch, generator: torch.Generator
 ) -> dict[str, float]:
     metrics = flow_matching_update(
         policy,
@@ -65,6 +79,7 @@ def sft_step(
         batch.actions,
         batch.action_mask,
         generator,
+        batch.images,
     )
     metrics["sft/grad_norm"] = metrics.pop("policy/grad_norm")
     return metrics
@@ -72,24 +87,33 @@ def sft_step(
 
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
+    device = training_device(config.device)
     torch.set_num_threads(config.threads)
+    keep_freed_memory()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     replay = ChunkReplay(
-        EpisodeStore(config.store, create=False), ReplayConfig(chunk_len=config.chunk_len, sources=config.sources)
+        EpisodeStore(config.store, create=False),
+        ReplayConfig(
+            chunk_len=config.chunk_len,
+            sources=config.sources,
+            image_cameras=config.cameras,
+            image_memory_mb=config.image_memory_mb,
+        ),
     )
     resume = find_resume_state(out / "last", "sft")
     if resume is not None:
         state, manifest = resume
         policy, encoder, _ = load_checkpoint(out / "last")
-        if policy.config.chunk_len != config.chunk_len:
+        if policy.chunk_len != config.chunk_len:
             raise ValueError(
-                f"{out / 'last'} was trained with chunk_len={policy.config.chunk_len}; pass the same value to resume"
+                f"{out / 'last'} was trained with chunk_len={policy.chunk_len}; pass the same value to resume"
             )
         replay.refresh(up_to=manifest.data_snapshot)
     else:
         state = None
         policy, encoder = _new_policy(config, replay)
+    policy.to(device)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     start = state.step if state else 0
     optimizer, schedule = _optimizer_and_schedule(policy, config, start)
@@ -118,7 +142,9 @@ def pretrain(config: PretrainConfig) -> Path:
         )
 
     def step() -> dict[str, float]:
-        metrics = sft_step(policy, optimizer, learner_batch(replay.sample(config.batch_size, rng), encoder), generator)
+        metrics = sft_step(
+            policy, optimizer, learner_batch(replay.sample(config.batch_size, rng), encoder).to(device), generator
+        )
         schedule.step()
         return metrics
 
@@ -137,20 +163,25 @@ def pretrain(config: PretrainConfig) -> Path:
     )
 
 
-def _new_policy(config: PretrainConfig, replay: ChunkReplay) -> tuple[FlowChunkPolicy, InstructionEncoder]:
+def _new_policy(config: PretrainConfig, replay: ChunkReplay) -> tuple[PolicyAdapter, InstructionEncoder]:
     """A fresh policy normalised on the store's data, and the embeddings of its instructions."""
     replay.refresh()
     if replay.num_steps == 0:
         raise ValueError(f"store {config.store} has no episodes from sources {config.sources}; run `lwd collect` first")
     torch.manual_seed(config.seed)
     obs, act = replay.observation_array, replay.action_array  # (N, obs_dim), (M, action_dim)
-    policy = FlowChunkPolicy(
+    policy = build_policy(
         PolicyConfig(
             obs_dim=obs.shape[1],
             action_dim=act.shape[1],
             chunk_len=config.chunk_len,
+            context_dim=config.context_dim,
             hidden_dim=config.hidden_dim,
             num_layers=config.num_layers,
+            architecture=config.architecture,
+            use_images=bool(config.cameras),
+            image_size=replay.image_shape[0] if config.cameras else PolicyConfig.image_size,
+            cameras=config.cameras,
         )
     )
     policy.set_normalization(obs.mean(0), obs.std(0), act.mean(0), act.std(0))
@@ -163,7 +194,7 @@ def _new_policy(config: PretrainConfig, replay: ChunkReplay) -> tuple[FlowChunkP
     return policy, encoder
 
 
-def _optimizer_and_schedule(policy: FlowChunkPolicy, config: PretrainConfig, start: int):
+def _optimizer_and_schedule(policy: PolicyAdapter, config: PretrainConfig, start: int):
     """Adam with a cosine schedule down to 10% of `lr`, fast-forwarded to `start`."""
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(

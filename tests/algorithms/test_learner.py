@@ -255,3 +255,16 @@ def test_a_learned_prior_missing_from_a_saved_state_starts_as_the_reference():
 def test_an_unknown_prior_is_refused():
     with pytest.raises(ValueError, match="prior"):
         LearnerConfig(prior="dreamed")
+
+
+def test_the_learned_prior_updates_only_every_prior_every_steps():
+    learner = _learner(prior="learned", prior_every=3, policy_warmup=10**6)
+    batch = _with_rows_to_imitate(_batch(), [0, 1, 2])
+    generator = torch.Generator().manual_seed(3)
+    updated = []
+    for _ in range(6):
+        before = _state(learner.prior)
+        metrics = learner.step(batch, generator)
+        updated.append(bool(_changed(before, learner.prior)))
+        assert ("prior/imitated_fraction" in metrics) == updated[-1]
+    assert updated == [True, False, False, True, False, False]

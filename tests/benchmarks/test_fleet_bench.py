@@ -26,6 +26,11 @@ def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, 
     assert len(ratios) == 3 and report["ratio"] == ratios[1]
     assert all(r["fleet_steps_per_s"] > 0 and r["bare_steps_per_s"] > 0 and r["episodes"] > 0 for r in report["rounds"])
     assert json.loads(out.read_text())["ratio"] == report["ratio"]
+    # The same in CPU time: the worker process's CPU seconds per env step against the replay pool's.
+    assert report["cpu_ratio"] == sorted(r["cpu_ratio"] for r in report["rounds"])[1]
+    for r in report["rounds"]:
+        assert r["fleet_cpu_us_per_step_by_role"]["robots"] > 0 and r["bare_cpu_us_per_step"] > 0
+        assert r["cpu_ratio"] == pytest.approx(r["bare_cpu_us_per_step"] / r["fleet_cpu_us_per_step"], rel=1e-12)
 
 
 def test_a_bench_without_rounds_is_refused():

@@ -123,3 +123,16 @@ def test_with_a_certificate_the_gateway_speaks_tls_only(site, tmp_path):
         with pytest.raises(httpx.TransportError):  # plain HTTP: the connection is dropped
             httpx.get(gateway.url.replace("https://", "http://") + "/healthz", timeout=10)
     assert receipt.snapshot == 1
+
+
+def test_an_episode_with_camera_frames_is_committed_with_its_frames(site):
+    from lwd.envs.cameras import PROPRIO_DIM
+
+    episode = make_episode("robot-a", 0, cameras=("scene", "gripper"), obs_dim=PROPRIO_DIM)
+    with gateway_thread(site) as gateway, client(gateway.url, site.tokens["robot-a"]) as http:
+        response = http.put("/v1/episodes/robot-a/0", content=encode_episode(episode))
+    assert response.status_code == 200
+    store = site.store()
+    loaded = store.load(store.records()[0])
+    for camera in ("scene", "gripper"):
+        np.testing.assert_array_equal(loaded.frames[camera], episode.frames[camera])

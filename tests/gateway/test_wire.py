@@ -27,6 +27,45 @@ def test_an_episode_round_trips_through_its_upload_body():
     assert content_digest(decode_episode(encode_episode(episode))) == content_digest(episode)
 
 
+def test_an_episode_with_frames_round_trips_through_its_upload_body():
+    from lwd.envs.cameras import PROPRIO_DIM
+
+    episode = make_episode("robot-a", 3, cameras=("scene", "gripper"), obs_dim=PROPRIO_DIM)
+    back = decode_episode(encode_episode(episode))
+    assert content_digest(back) == content_digest(episode)
+    np.testing.assert_array_equal(back.frames["gripper"], episode.frames["gripper"])
+
+
+def _with_tensor(body: bytes, name: str, array: np.ndarray) -> bytes:
+    import json
+
+    from safetensors.numpy import load, save
+
+    header_len = int.from_bytes(body[:8], "little")
+    metadata = json.loads(body[8 : 8 + header_len])["__metadata__"]
+    return save({**load(body), name: array}, metadata=metadata)
+
+
+def test_frame_tensors_of_the_wrong_dtype_or_undescribed_are_bad_episodes():
+    body = encode_episode(make_episode("robot-a", 3, cameras=("scene",)))
+    with pytest.raises(WireError, match="tensor frames.scene must have dtype U8") as err:
+        decode_episode(_with_tensor(body, "frames.scene", np.zeros(10, np.float32)))
+    assert err.value.code == "bad_episode"
+    with pytest.raises(WireError, match="without a 'frames' description") as err:
+        decode_episode(_with_tensor(encode_episode(make_episode("robot-a", 3)), "frames.top", np.zeros(10, np.uint8)))
+    assert err.value.code == "bad_episode"
+
+
+def test_a_frame_blob_that_inflates_past_its_shape_is_refused():
+    import zlib
+
+    body = encode_episode(make_episode("robot-a", 3, cameras=("scene",)))
+    bomb = np.frombuffer(zlib.compress(bytes(32 * 2**20), 9), np.uint8)
+    with pytest.raises(WireError, match="do not inflate to exactly their declared shape") as err:
+        decode_episode(_with_tensor(body, "frames.scene", bomb))
+    assert err.value.code == "bad_episode"
+
+
 def test_act_messages_round_trip_with_frames_and_a_pinned_version():
     frames = {"wrist": np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)}
     request = decode_act_request(encode_act_request(ActRequest("id-1", np.arange(39.0), "do it", frames, version=4)))

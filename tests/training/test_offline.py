@@ -74,3 +74,13 @@ def test_ablations_train(offline_setup, ablation):
 def test_sft_checkpoint_has_no_learner_state(offline_setup):
     with pytest.raises(CheckpointError, match="policy-only checkpoint"):
         load_learner_state(offline_setup[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offline_rl_trains_on_cuda_resumes_there_and_saves_cpu_checkpoints(offline_setup):
+    root, store, sft, _ = offline_setup
+    first = train_offline(_offline_config(root, store, sft, 4, name="rl-cuda", device="cuda"))
+    policy, _, manifest = load_checkpoint(first)  # loads on the CPU
+    assert next(policy.parameters()).device.type == "cpu"
+    resumed = train_offline(_offline_config(root, store, sft, 6, name="rl-cuda", device="cuda"))
+    assert load_checkpoint(resumed)[2].training_step == manifest.training_step + 2

@@ -1,0 +1,111 @@
+"""The scripted operator consults its expert only when a decision needs it, and decides
+exactly as the gate's rules read with the expert consulted at every watched step."""
+
+import numpy as np
+import pytest
+
+from lwd.envs import make_expert, make_robot
+from lwd.envs.operator import OperatorConfig, ScriptedOperator, noisy
+from lwd.envs.robot import expert_state
+
+
+class EveryStepGate:
+    """The gate as OperatorConfig documents it, with the expert consulted at every watched
+    step (how ScriptedOperator decided before it asked lazily): the reference."""
+
+    def __init__(self, expert, config: OperatorConfig, rng: np.random.Generator):
+        self.expert, self.config, self.rng = expert, config, rng
+        self.takeovers, self.driving_left, self.deviating_for, self.stalled_for = 0, 0, 0, 0
+        self.best_progress = -np.inf
+
+    def decide(self, observation, policy_action, progress):
+        cfg = self.config
+        if self.driving_left > 0:
+            self.driving_left -= 1
+            return noisy(self.expert.act(expert_state(observation)), cfg.action_noise, self.rng), True
+        if self.rng.random() >= cfg.attention:
+            return policy_action, False
+        expert_action = self.expert.act(expert_state(observation))
+        disagreement = float(np.linalg.norm(policy_action - expert_action))
+        self.deviating_for = self.deviating_for + 1 if disagreement > cfg.deviation_threshold else 0
+        if progress > self.best_progress + cfg.progress_epsilon:
+            self.best_progress, self.stalled_for = progress, 0
+        else:
+            self.stalled_for += 1
+        stalled = self.stalled_for >= cfg.stall_steps and disagreement > cfg.stall_disagreement
+        if (self.deviating_for >= cfg.deviation_steps or stalled) and self.takeovers < cfg.max_takeovers:
+            self.takeovers += 1
+            self.driving_left = cfg.takeover_steps - 1
+            self.deviating_for = self.stalled_for = 0
+            return noisy(expert_action, cfg.action_noise, self.rng), True
+        return policy_action, False
+
+
+class CountingExpert:
+    """A real scripted expert that counts how often it is asked."""
+
+    def __init__(self, task: str):
+        self.expert, self.calls = make_expert(task), 0
+
+    def act(self, state):
+        self.calls += 1
+        return self.expert.act(state)
+
+
+def wandering_policy_action(expert_action: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+    """A policy that follows the expert closely in some stretches and wanders off in others
+    (stretches of 4-24 steps), so that runs of disagreement of every length occur."""
+    if (step // 8 + step // 13) % 3 == 0:
+        return rng.uniform(-1, 1, 4).astype(np.float32)
+    return np.clip(expert_action + rng.normal(0, 0.05, 4), -1, 1).astype(np.float32)
+
+
+GATES = {
+    "default": OperatorConfig(),
+    "short runs, short takeovers": OperatorConfig(deviation_steps=3, takeover_steps=4, max_takeovers=6),
+    "stall rule": OperatorConfig(stall_steps=5, stall_disagreement=0.3, progress_epsilon=0.05),
+    "half attention, noisy driving": OperatorConfig(attention=0.5, deviation_steps=4, action_noise=0.2),
+    "budget of one": OperatorConfig(deviation_steps=3, takeover_steps=5, max_takeovers=1),
+}
+
+
+@pytest.mark.parametrize("gate", GATES, ids=list(GATES))
+@pytest.mark.parametrize("task", ["pick-place-v3", "drawer-close-v3"])
+def test_lazy_gate_decides_as_the_every_step_gate_with_fewer_expert_calls(task, gate):
+    config = GATES[gate]
+    lazy_expert, reference_expert, policy_expert = CountingExpert(task), CountingExpert(task), make_expert(task)
+    takeovers, steps = 0, 0
+    for seed in range(3):
+        operator = ScriptedOperator(lazy_expert, config, np.random.default_rng([seed, 1]))
+        reference = EveryStepGate(reference_expert, config, np.random.default_rng([seed, 1]))
+        robot, policy_rng = make_robot(task), np.random.default_rng([seed, 2])
+        observation, info = robot.reset(seed)
+        for step in range(robot.task.max_steps):
+            policy_action = None
+            if not operator.driving:
+                policy_action = wandering_policy_action(policy_expert.act(observation.state), step, policy_rng)
+            action, by_operator = operator.decide(observation, policy_action, info.progress)
+            expected, expected_by_operator = reference.decide(observation, policy_action, info.progress)
+            assert by_operator == expected_by_operator, (seed, step)
+            np.testing.assert_array_equal(action, expected, err_msg=f"seed {seed}, step {step}")
+            observation, _, terminated, truncated, info = robot.step(action)
+            steps += 1
+            if terminated or truncated:
+                break
+        assert operator.takeovers == reference.takeovers
+        takeovers += operator.takeovers
+    assert takeovers > 0, "the wandering policy must make the operator take over"
+    assert lazy_expert.calls < reference_expert.calls
+
+
+def test_a_policy_that_agrees_costs_one_expert_call_per_deviation_run():
+    task, config = "reach-v3", OperatorConfig()
+    expert = CountingExpert(task)
+    operator = ScriptedOperator(expert, config, np.random.default_rng(0))
+    robot = make_robot(task)
+    observation, info = robot.reset(3)
+    for _ in range(100):
+        action, by_operator = operator.decide(observation, expert.expert.act(observation.state), info.progress)
+        assert not by_operator
+        observation, *_, info = robot.step(action)
+    assert expert.calls == 100 // config.deviation_steps
