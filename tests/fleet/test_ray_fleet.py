@@ -199,7 +199,11 @@ def _learner_step(out: Path) -> int:
     return json.loads((out / "learner" / "last" / "manifest.json").read_text())["extras"]["online"]["step"]
 
 
-def _assert_nothing_lost_or_twice(out: Path, robots: int) -> list:
+def _assert_nothing_lost_or_twice(out: Path, robots: int, crash_debris_allowed: bool = False) -> list:
+    """Every robot's episodes committed once each; no damaged or unexpected files. With
+    `crash_debris_allowed` (a killed ingest), an orphan file — written and renamed, the catalogue
+    commit killed; by design invisible and removed by `check(repair=True)` — may remain, but only
+    for an episode that was committed again after the restart."""
     episodes = _episodes(out)
     by_robot = defaultdict(list)
     for episode in episodes:
@@ -209,7 +213,14 @@ def _assert_nothing_lost_or_twice(out: Path, robots: int) -> list:
         assert sorted(seqs) == list(range(len(seqs))), robot
     assert len({(e.robot_id, e.seed) for e in episodes}) == len(episodes)
     report = EpisodeStore(out / "online_store").check()
-    assert not report.missing and not report.corrupt and not report.orphans and not report.unexpected
+    assert not report.missing and not report.corrupt and not report.unexpected
+    if crash_debris_allowed:
+        committed = {(e.robot_id, e.seq) for e in episodes}
+        for orphan in report.orphans:  # episodes/<robot>/<seq>-<digest>.safetensors
+            _, robot, name = orphan.split("/")
+            assert (robot, int(name.split("-")[0])) in committed, orphan
+    else:
+        assert not report.orphans
     return episodes
 
 
@@ -322,4 +333,4 @@ def test_a_killed_learner_takes_its_robot_actors_with_it_and_the_run_resumes(clu
     assert summary["learner_steps"] == _learner_step(out) > saved_step > 0
     resumed = [v.learner_step for v in PolicyRegistry(out / "registry").history() if v.published_at > killed_at]
     assert resumed and min(resumed) > saved_step  # it went on from where it was saved, not from step 0
-    assert len(_assert_nothing_lost_or_twice(out, NODES * 2)) >= committed
+    assert len(_assert_nothing_lost_or_twice(out, NODES * 2, crash_debris_allowed=True)) >= committed
