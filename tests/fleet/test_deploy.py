@@ -201,7 +201,14 @@ def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_r
     for robot, seqs in by_robot.items():  # nothing interleaved, lost or twice
         assert sorted(seqs) == list(range(len(seqs))), robot
     report = EpisodeStore(out / "online_store").check()
-    assert not report.missing and not report.corrupt and not report.orphans
+    assert not report.missing and not report.corrupt and not report.unexpected
+    # A writer killed between rename and catalogue commit leaves crash debris by design (an
+    # invisible orphan `check(repair=True)` removes); it may only belong to an episode the
+    # resumed run committed again.
+    committed_ids = {(e.robot_id, e.seq) for e in episodes}
+    for orphan in report.orphans:  # episodes/<robot>/<seq>-<digest>.safetensors
+        _, robot, name = orphan.split("/")
+        assert (robot, int(name.split("-")[0])) in committed_ids, orphan
 
 
 def _baseline_config(tiny_pipeline, out, method, **overrides):
