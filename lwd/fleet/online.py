@@ -55,7 +55,7 @@ from lwd.policy.checkpoint import (
     save_checkpoint,
 )
 from lwd.policy.flow_policy import FlowChunkPolicy
-from lwd.training.host import DEVICE_HELP, keep_freed_memory, training_device
+from lwd.training.host import DEVICE_HELP, prepare_learner_process
 from lwd.training.metrics import MetricsLogger, average_metrics
 from lwd.training.online_methods import (
     METHODS,
@@ -574,9 +574,7 @@ def deploy(
     finished = _finished_summary(out, config)
     if finished is not None:
         return finished
-    device = training_device(config.device)
-    torch.set_num_threads(config.threads)
-    keep_freed_memory()
+    device = prepare_learner_process(config.device, config.threads)
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
     resume = find_resume_state(last, "online")

@@ -41,6 +41,15 @@ DEVICE_HELP = (
 )
 
 
+def prepare_learner_process(device: str, threads: int) -> torch.device:
+    """What every training loop does first: check the device (before any work starts), set
+    torch's CPU threads, and keep freed memory in the process. Returns the device."""
+    checked = training_device(device)
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+    return checked
+
+
 def training_device(name: str) -> torch.device:
     """The torch device a training loop runs its networks on, checked before any work starts:
     'cpu', 'cuda' or 'cuda:N' (a GPU this torch build can use). Data, sampling noise and

@@ -30,7 +30,7 @@ from lwd.policy.checkpoint import (
 from lwd.policy.critic import ChunkCritic, CriticConfig, StateValue
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
-from lwd.training.host import DEVICE_HELP, keep_freed_memory, training_device
+from lwd.training.host import DEVICE_HELP, prepare_learner_process
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
@@ -117,9 +117,7 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
 
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-    device = training_device(config.device)
-    torch.set_num_threads(config.threads)
-    keep_freed_memory()
+    device = prepare_learner_process(config.device, config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resume = find_resume_state(out / "last", "offline")

@@ -30,7 +30,7 @@ from lwd.policy.checkpoint import (
 from lwd.policy.flow_policy import ARCHITECTURES, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 from lwd.training.batches import learner_batch
-from lwd.training.host import DEVICE_HELP, keep_freed_memory, training_device
+from lwd.training.host import DEVICE_HELP, prepare_learner_process
 from lwd.training.loop import LoopSettings, run_steps
 from lwd.training.metrics import MetricsLogger
 from lwd.training.resume import ResumeState, find_resume_state, optimizer_state, restore_optimizers_from
@@ -87,9 +87,7 @@ def sft_step(
 
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
-    device = training_device(config.device)
-    torch.set_num_threads(config.threads)
-    keep_freed_memory()
+    device = prepare_learner_process(config.device, config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     replay = ChunkReplay(
