@@ -154,11 +154,20 @@ class PolicyBenchConfig:
     keep_freed_memory: bool = documented(
         True, "keep freed memory in the process (lwd.training.host; as a learner process should)"
     )
+    variants: tuple[str, ...] = documented(
+        (),
+        "time only these learner variants (names as in the JSON) next to the reference and fast "
+        "default steps, which always run; empty = all",
+    )
     out: str = documented("runs/bench/policy.json", "where to write the JSON result")
 
     def __post_init__(self) -> None:
         if self.learner_steps < 1 or self.learner_rounds < 1:
             raise ValueError("learner_steps and learner_rounds must be >= 1")
+        known = set(LEARNER_VARIANTS) | set(online_learner_variants())
+        unknown = sorted(set(self.variants) - known)
+        if unknown:
+            raise ValueError(f"unknown learner variants {unknown}; known: {', '.join(sorted(known))}")
         if self.clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
 
@@ -267,12 +276,16 @@ LEARNER_VARIANTS: dict[str, tuple[dict, float]] = {
 def online_learner_variants() -> dict:
     """name -> LearnerConfig of the online learner as `lwd deploy` runs it (ONLINE_LEARNER:
     learned behaviour prior, frozen policy encoder) at the presets' QAM batch of 64, with
-    QAM every step, every 4th step, and QAM and the prior's update every 4th step."""
+    QAM every step, every 4th step (with the prior's update every step or every 2nd), and QAM
+    and the prior's update every 4th step."""
     from lwd.fleet.online import ONLINE_LEARNER
 
     return {
         "online_learned_prior_qam64_every_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=1),
         "online_learned_prior_qam64_every_4th_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=4),
+        "online_learned_prior_qam64_every_4th_step_prior_every_2nd": replace(
+            ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_every=2
+        ),
         "online_learned_prior_qam64_and_prior_every_4th_step": replace(
             ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_every=4
         ),
@@ -298,6 +311,9 @@ def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize
         for name, (overrides, width) in LEARNER_VARIANTS.items()
     }
     configs.update({name: (learner_config, 1.0) for name, learner_config in online_learner_variants().items()})
+    if config.variants:
+        wanted = {REFERENCE_DEFAULT, FAST_DEFAULT, *config.variants}
+        configs = {name: value for name, value in configs.items() if name in wanted}
     learners = {}
     for name, (learner_config, width) in configs.items():
         hidden_dim = max(1, round(width * policy_config.hidden_dim))

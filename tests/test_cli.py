@@ -89,11 +89,34 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
         "half_width_expert_qam128_every_step",
         "online_learned_prior_qam64_every_step",
         "online_learned_prior_qam64_every_4th_step",
+        "online_learned_prior_qam64_every_4th_step_prior_every_2nd",
         "online_learned_prior_qam64_and_prior_every_4th_step",
     }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
     assert all(len(rates) == 1 for rates in report["learner_rounds_updates_per_s"].values())
     assert report["learner_speedup_default"] > 0
+
+
+def test_policy_bench_times_only_the_chosen_variants_next_to_the_defaults(tmp_path):
+    from lwd.benchmarks import PolicyBenchConfig, run_policy_bench
+
+    config = PolicyBenchConfig(
+        hidden_dim=32,
+        num_layers=1,
+        repeats=3,
+        sft_steps=2,
+        learner_steps=1,
+        learner_rounds=1,
+        variants=("qam64_every_4th_step",),
+        out=str(tmp_path / "p.json"),
+    )
+    assert set(run_policy_bench(config)["learner_updates_per_s_batch256"]) == {
+        "reference_implementation_qam128_every_step_default",
+        "qam128_every_step_default",
+        "qam64_every_4th_step",
+    }
+    with pytest.raises(ValueError, match="unknown learner variants"):
+        PolicyBenchConfig(variants=("qam65",))
 
 
 def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():

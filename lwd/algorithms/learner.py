@@ -34,11 +34,17 @@ TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
 PRIORS = ("frozen", "learned")
 QAM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+LAM_SCALES = ("absolute", "gradient")
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
     lam: float = documented(0.03, "λ: temperature of π_β·exp(Q/λ); smaller trusts Q more (λ sweep, docs/benchmarks.md)")
+    lam_scale: str = documented(
+        "absolute",
+        "'absolute' (λ as given, SPEC §5) or 'gradient' (λ in units of the batch's mean ‖∇_A Q‖, so the "
+        "tilt keeps its strength as Q's scale changes; there λ ≈ 0.7 gives today's ‖ã_K‖ ≈ 1.4)",
+    )
     tau_mode: str = documented("adaptive", "'adaptive' (entropy-adaptive τ) or 'constant' (ablation: τ = τ_base)")
     tau_base: float = documented(0.6, "τ_base: 0.6 offline, 0.9 online")
     tau_alpha: float = documented(0.3, "α: how much the value's entropy lowers τ")
@@ -99,6 +105,8 @@ class LearnerConfig:
             raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
         if self.lam <= 0:
             raise ValueError(f"lam must be > 0, got {self.lam}")
+        if self.lam_scale not in LAM_SCALES:
+            raise ValueError(f"lam_scale must be one of {LAM_SCALES}, got {self.lam_scale!r}")
         if self.adjoint_time not in ADJOINT_TIMES:
             raise ValueError(f"adjoint_time must be one of {ADJOINT_TIMES}, got {self.adjoint_time!r}")
         if self.policy_every < 1 or self.policy_warmup < 0 or self.prior_every < 1:
@@ -255,14 +263,17 @@ class LWDLearner:
         x_0 = torch.randn(batch, dim, generator=generator).to(obs.device)
         noise = torch.randn(steps - 1, batch, dim, generator=generator).to(obs.device)
         args = (q_value, x_0, noise, steps, cfg.lam, cfg.adjoint_time)
+        relative_lam = cfg.lam_scale == "gradient"
         if cfg.implementation == "fast":
             dtype = QAM_DTYPES[cfg.qam_dtype]
             policy_field = self.policy.velocity_field(context, dtype)
             reference_field = self.reference.velocity_field(reference_context, dtype)
             linearize = self.reference.velocity_linearization(reference_context, dtype)
-            out = qam_loss(policy_field, reference_field, *args, linearize=linearize)
+            out = qam_loss(policy_field, reference_field, *args, linearize=linearize, relative_lam=relative_lam)
         else:
-            out = reference_qam_loss(*self._reference_fields(context, reference_context), *args)
+            out = reference_qam_loss(
+                *self._reference_fields(context, reference_context), *args, relative_lam=relative_lam
+            )
         self.policy_optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy_parameters(), cfg.grad_clip)

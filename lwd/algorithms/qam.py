@@ -82,13 +82,19 @@ def memoryless_rollout(
 
 
 def terminal_adjoint(
-    q_value: Callable[[torch.Tensor], torch.Tensor], x_final: torch.Tensor, lam: float
+    q_value: Callable[[torch.Tensor], torch.Tensor], x_final: torch.Tensor, lam: float, relative_lam: bool = False
 ) -> torch.Tensor:
     """ã_K = −(1/λ)·∇_x Q(x_K). `q_value` maps the normalised chunk to (B,) values and
-    includes un-normalising and clipping, so clipped coordinates get zero gradient."""
+    includes un-normalising and clipping, so clipped coordinates get zero gradient.
+
+    `relative_lam`: λ counts in units of the batch's mean ‖∇_x Q‖ (so the mean ‖ã_K‖ is 1/λ
+    whatever Q's scale): the tilt stays as strong while the critic's values grow or shrink
+    (issue 18, 3b)."""
     x = x_final.detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(q_value(x).sum(), x)
+    if relative_lam:
+        lam = lam * grad.norm(dim=-1).mean().clamp_min(1e-8)
     return -grad / lam
 
 
@@ -165,6 +171,7 @@ def qam_loss(
     lam: float,
     adjoint_time: str = "step_start",
     linearize: Linearization | None = None,
+    relative_lam: bool = False,
 ) -> QAMOutput:
     """One QAM objective: rollout (no grad) → terminal adjoint → lean adjoint → regression.
 
@@ -192,7 +199,7 @@ def qam_loss(
             reference_velocities = reference(states, times).view(steps, batch, dim)
     else:
         reference_velocities = jacobian_velocities.view(steps, batch, dim)
-    adjoint_final = terminal_adjoint(q_value, xs[-1] + h * reference_velocities[-1], lam)
+    adjoint_final = terminal_adjoint(q_value, xs[-1] + h * reference_velocities[-1], lam, relative_lam)
     adjoint = adjoint_final
     adjoints = [adjoint] * steps
     for k in reversed(range(steps)):
@@ -215,6 +222,7 @@ def reference_qam_loss(
     steps: int,
     lam: float,
     adjoint_time: str = "step_start",
+    relative_lam: bool = False,
 ) -> QAMOutput:
     """`qam_loss` written as SPEC §5 reads, step by step (rollout → terminal adjoint → lean
     adjoint → regression): the slow implementation the fast one is tested against.
@@ -223,7 +231,7 @@ def reference_qam_loss(
     states, evaluated in one batched call over all K steps.
     """
     xs = memoryless_rollout(policy, reference, x_0, noise, steps)
-    adjoint_final = terminal_adjoint(q_value, xs[-1], lam)
+    adjoint_final = terminal_adjoint(q_value, xs[-1], lam, relative_lam)
     adjoints, reference_velocities = lean_adjoint(reference, xs, adjoint_final, adjoint_time)
     batch, dim = x_0.shape
     w, _ = memoryless_schedule(steps, x_0.dtype, x_0.device)

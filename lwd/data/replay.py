@@ -67,6 +67,12 @@ class ReplayConfig:
         "most decoded frame memory the replay may hold (MiB); at 2 x 64x64 cameras a step takes 24 KiB, "
         "so 4096 MiB hold ~170k steps; beyond it the oldest episodes are evicted whole (never sampled again)",
     )
+    recent_fraction: float = documented(
+        0.0,
+        "recency weighting: this share of each batch starts in the newest `recent_steps` steps "
+        "(uniformly there), the rest is drawn as usual; 0 = no weighting",
+    )
+    recent_steps: int = documented(20_000, "the window of newest steps that `recent_fraction` draws from")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_cameras", tuple(self.image_cameras))
@@ -76,6 +82,12 @@ class ReplayConfig:
             raise ValueError(f"image_memory_mb must be positive, got {self.image_memory_mb}")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"discount must be in (0, 1], got {self.discount}")
+        if not 0.0 <= self.recent_fraction <= 1.0 or self.recent_steps < 1:
+            raise ValueError(
+                f"need 0 <= recent_fraction <= 1 and recent_steps >= 1, got {self.recent_fraction}, {self.recent_steps}"
+            )
+        if self.recent_fraction and self.imitation_only:
+            raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 
 
 @dataclass(frozen=True)
@@ -356,6 +368,16 @@ class ChunkReplay:
         return self._num_imitable if self.config.imitation_only else self.num_steps - self._first_live_step
 
     def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        steps = self._sample_steps_evenly(batch_size, rng)
+        if self.config.recent_fraction > 0:
+            # Draws for the recent rows come after the usual ones, so with no weighting the
+            # random stream (and every batch) is what it always was.
+            recent = rng.random(batch_size) < self.config.recent_fraction
+            window_start = max(self._first_live_step, self.num_steps - self.config.recent_steps)
+            steps[recent] = rng.integers(window_start, self.num_steps, size=int(recent.sum()))
+        return steps
+
+    def _sample_steps_evenly(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         if not self.config.task_balanced and not self.config.imitation_only:
             return rng.integers(self._first_live_step, self.num_steps, size=batch_size)
         if self._by_task is None:

@@ -127,6 +127,12 @@ class DeployConfig:
     )
     n_sync: int = documented(50, "N_sync: learner steps between published versions")
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
+    online_recent_fraction: float = documented(
+        0.0,
+        "recency weighting of the online share (issue 18, 3c): this fraction of it starts in the newest "
+        "`online_recent_steps` online steps; 0 = uniform over the whole online store",
+    )
+    online_recent_steps: int = documented(20_000, "the window of newest online steps the recent draws come from")
     batch_size: int = documented(256, "chunks per learner batch")
     # The SPEC's n = 1 online keeps a backup from straddling policy and intervention
     # segments; cutting longer backups at each switch keeps that, and on validation seeds
@@ -686,7 +692,10 @@ def _replays(
     if fresh:
         method.prepare(offline, config.robots.task_names())
     method.set_step(progress.step)
-    online = ChunkReplay(EpisodeStore(Path(config.out) / "online_store"), replay_config)
+    online_config = replace(
+        replay_config, recent_fraction=config.online_recent_fraction, recent_steps=config.online_recent_steps
+    )
+    online = ChunkReplay(EpisodeStore(Path(config.out) / "online_store"), online_config)
     method.encoder.embed(sorted(set(offline.instruction_vocab) - set(method.encoder.table)))
     return offline, online
 

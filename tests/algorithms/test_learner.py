@@ -170,6 +170,19 @@ def test_bfloat16_qam_stays_within_its_stated_tolerance_of_float32():
     assert float((low_grad - grad).norm() / grad.norm()) < 5e-2
 
 
+@pytest.mark.parametrize("implementation", ["fast", "reference"])
+def test_a_gradient_scaled_lam_sets_the_mean_terminal_adjoint_to_its_inverse(implementation):
+    learner = _learner(lam_scale="gradient", lam=0.5, implementation=implementation)
+    batch = _batch()
+    metrics = learner.update_policy(batch.obs, batch.instruction, torch.Generator().manual_seed(2))
+    assert metrics["qam/terminal_adjoint_norm"] == pytest.approx(2.0, rel=1e-5)
+
+
+def test_an_unknown_lam_scale_is_refused():
+    with pytest.raises(ValueError, match="lam_scale"):
+        LearnerConfig(lam_scale="relative")
+
+
 def test_unknown_implementation_or_dtype_is_refused():
     with pytest.raises(ValueError, match="implementation"):
         LearnerConfig(implementation="turbo")

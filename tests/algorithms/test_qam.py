@@ -104,6 +104,22 @@ def test_terminal_adjoint_is_zero_on_clipped_coordinates():
     assert (adjoint[x_final.abs() > 1.0] == 0).all()
 
 
+def test_relative_lam_makes_the_terminal_adjoint_independent_of_q_scale():
+    torch.manual_seed(0)
+    direction = torch.randn(6)
+    x_final = torch.randn(32, 6) * 0.3
+
+    def q_of_scale(scale):
+        return lambda x: scale * (torch.sin(x) * direction).sum(-1)
+
+    small = terminal_adjoint(q_of_scale(0.01), x_final, lam=0.5, relative_lam=True)
+    large = terminal_adjoint(q_of_scale(100.0), x_final, lam=0.5, relative_lam=True)
+    torch.testing.assert_close(small, large)
+    torch.testing.assert_close(small.norm(dim=-1).mean(), torch.tensor(1 / 0.5))
+    absolute = terminal_adjoint(q_of_scale(100.0), x_final, lam=0.5)
+    assert absolute.norm(dim=-1).mean() > 100 * small.norm(dim=-1).mean()
+
+
 # ---------------------------------------------------------------- the regression loss
 
 

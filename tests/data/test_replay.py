@@ -197,6 +197,27 @@ def test_task_balanced_sampling_equalises_tasks(tmp_path):
     assert push_plain < 0.08 and 0.45 < push_balanced < 0.55
 
 
+def test_recency_weighting_draws_its_share_from_the_newest_steps(tmp_path):
+    episodes = [indexed_episode(100, True, seq=i, offset=1000.0 * i) for i in range(10)]  # 1,000 steps
+    batch = replay_of(tmp_path, episodes, recent_fraction=0.5, recent_steps=100).sample(4000, np.random.default_rng(0))
+    newest = batch.obs[:, 0] >= 9000.0  # observations of the last episode, the newest 100 steps
+    # half drawn from the window, the other half uniformly (a tenth of which lands there too)
+    assert 0.5 + 0.5 * 0.1 - 0.03 < newest.mean() < 0.5 + 0.5 * 0.1 + 0.03
+
+
+def test_no_recency_weighting_leaves_batches_as_they_were(tmp_path):
+    episodes = [indexed_episode(50, True, seq=i, task=("reach-v3", "push-v3")[i % 2]) for i in range(4)]
+    plain = replay_of(tmp_path / "a", episodes, task_balanced=True).sample(64, np.random.default_rng(3))
+    weighted_off = replay_of(tmp_path / "b", episodes, task_balanced=True, recent_fraction=0.0)
+    np.testing.assert_array_equal(plain.obs, weighted_off.sample(64, np.random.default_rng(3)).obs)
+
+
+@pytest.mark.parametrize("fraction, steps", [(-0.1, 10), (1.5, 10), (0.5, 0)])
+def test_recency_weighting_refuses_impossible_settings(fraction, steps):
+    with pytest.raises(ValueError, match="recent_fraction"):
+        ReplayConfig(recent_fraction=fraction, recent_steps=steps)
+
+
 def _imitation_store(tmp_path):
     takeover = np.zeros(10, bool)
     takeover[4:7] = True
