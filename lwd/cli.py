@@ -112,7 +112,7 @@ def cmd_store_check(config: StoreCheckConfig) -> int:
 
 
 def cmd_bench_sim(config) -> int:
-    from lwd.benchmarks import run_sim_bench
+    from lwd.benchmarks.sim import run_sim_bench
 
     report = run_sim_bench(config)
     print(f"bare simulator      {report['bare_steps_per_s']:8.0f} env steps/s")
@@ -141,7 +141,7 @@ def cmd_experiment(config) -> int:
 
 
 def cmd_bench_fleet(config) -> int:
-    from lwd.benchmarks import run_fleet_bench
+    from lwd.benchmarks.fleet import run_fleet_bench
 
     report = run_fleet_bench(config)
     print(
@@ -165,7 +165,7 @@ def cmd_bench_fleet(config) -> int:
 
 
 def cmd_bench_operator(config) -> int:
-    from lwd.benchmarks import run_operator_bench
+    from lwd.benchmarks.operator import run_operator_bench
 
     report = run_operator_bench(config)
 
@@ -194,7 +194,7 @@ def cmd_bench_operator(config) -> int:
 
 
 def cmd_bench_gates(config) -> int:
-    from lwd.gate_sweep import run_gate_sweep
+    from lwd.benchmarks.gates import run_gate_sweep
 
     report = run_gate_sweep(config)
     print(f"{report['episodes']} policy-alone episodes; success per task: {report['policy_alone_success']}")
@@ -216,7 +216,7 @@ def cmd_bench_gates(config) -> int:
 
 
 def cmd_bench_policy(config) -> int:
-    from lwd.benchmarks import run_policy_bench
+    from lwd.benchmarks.policy import run_policy_bench
 
     report = run_policy_bench(config)
     for batch in (1, 16):
@@ -229,7 +229,7 @@ def cmd_bench_policy(config) -> int:
 
 
 def cmd_bench_render(config) -> int:
-    from lwd.camera_bench import run_render_bench
+    from lwd.benchmarks.cameras import run_render_bench
 
     report = run_render_bench(config)
     print(f"{'path':12s} {'size':>4s} cameras         frames/s  CPU ms/frame")
@@ -247,7 +247,7 @@ def cmd_bench_render(config) -> int:
 
 
 def cmd_bench_frames(config) -> int:
-    from lwd.camera_bench import run_frame_storage_bench
+    from lwd.benchmarks.cameras import run_frame_storage_bench
 
     report = run_frame_storage_bench(config)
     print(f"{report['episodes']} episodes, {report['steps']} steps, raw {report['raw_bytes_per_step']:.0f} bytes/step")
@@ -439,11 +439,14 @@ def _job_commands() -> list[Command]:
 
 
 def _tool_commands() -> list[Command]:
-    from lwd.benchmarks import FleetBenchConfig, OperatorBenchConfig, PolicyBenchConfig, SimBenchConfig
-    from lwd.camera_bench import FrameStorageBenchConfig, RenderBenchConfig
+    from lwd.benchmarks.cameras import FrameStorageBenchConfig, RenderBenchConfig
+    from lwd.benchmarks.fleet import FleetBenchConfig
+    from lwd.benchmarks.gates import GateSweepConfig
+    from lwd.benchmarks.operator import OperatorBenchConfig
+    from lwd.benchmarks.policy import PolicyBenchConfig
+    from lwd.benchmarks.sim import SimBenchConfig
     from lwd.dashboard.server import DashboardConfig, cmd_dashboard
     from lwd.evaluation.ceiling import CeilingConfig
-    from lwd.gate_sweep import GateSweepConfig
 
     return [
         (

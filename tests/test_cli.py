@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lwd.benchmarks import SimBenchConfig, run_sim_bench
+from lwd.benchmarks.sim import SimBenchConfig, run_sim_bench
 from lwd.cli import main
 
 
@@ -61,7 +61,7 @@ def test_sim_bench_replays_exactly_the_collected_workload(tmp_path):
 
 
 def test_policy_bench_reports_latency_and_update_rate(tmp_path):
-    from lwd.benchmarks import PolicyBenchConfig, run_policy_bench
+    from lwd.benchmarks.policy import PolicyBenchConfig, run_policy_bench
 
     report = run_policy_bench(
         PolicyBenchConfig(
@@ -98,7 +98,7 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
 
 
 def test_policy_bench_times_only_the_chosen_variants_next_to_the_defaults(tmp_path):
-    from lwd.benchmarks import PolicyBenchConfig, run_policy_bench
+    from lwd.benchmarks.policy import PolicyBenchConfig, run_policy_bench
 
     config = PolicyBenchConfig(
         hidden_dim=32,
@@ -120,7 +120,7 @@ def test_policy_bench_times_only_the_chosen_variants_next_to_the_defaults(tmp_pa
 
 
 def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():
-    from lwd.benchmarks import single_stage_tasks
+    from lwd.benchmarks.sim import single_stage_tasks
 
     assert "reach-v3" in single_stage_tasks("mt10")
     with pytest.raises(ValueError, match="multi-stage"):

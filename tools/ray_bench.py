@@ -42,7 +42,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lwd.benchmarks import FleetBenchConfig, run_fleet_bench  # noqa: E402
+from lwd.benchmarks.fleet import FleetBenchConfig, run_fleet_bench  # noqa: E402
 from lwd.data.episode import Episode, encode  # noqa: E402
 from lwd.data.store import EpisodeStore  # noqa: E402
 from lwd.envs.tasks import task_spec  # noqa: E402
@@ -86,7 +86,7 @@ def scaling_round(checkpoint: str, nodes: int, actors: int, robots: int, warmup:
 
 def cpu_ratio_round(checkpoint: str, fleet_kind: str, workers: int, robots: int, warmup: float, seconds: float):
     """One round of `lwd bench fleet` (fleet, then bare replay of the same episodes): env steps
-    per wall second and CPU seconds per env step, by role (lwd.benchmarks._fleet_round)."""
+    per wall second and CPU seconds per env step, by role (lwd.benchmarks.fleet._fleet_round)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = run_fleet_bench(
             FleetBenchConfig(

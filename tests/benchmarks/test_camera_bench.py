@@ -2,7 +2,7 @@
 
 import pytest
 
-from lwd.camera_bench import (
+from lwd.benchmarks.cameras import (
     FrameStorageBenchConfig,
     RenderBenchConfig,
     run_frame_storage_bench,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lwd.benchmarks import FleetBenchConfig, run_fleet_bench
+from lwd.benchmarks.fleet import FleetBenchConfig, run_fleet_bench
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 

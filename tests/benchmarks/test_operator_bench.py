@@ -2,7 +2,7 @@
 
 import json
 
-from lwd.benchmarks import OperatorBenchConfig, run_operator_bench
+from lwd.benchmarks.operator import OperatorBenchConfig, run_operator_bench
 from lwd.envs.operator import OperatorConfig
 from lwd.fleet.worker import FleetConfig
 
@@ -65,7 +65,7 @@ def test_a_bench_without_episodes_is_refused(tiny_pipeline):
 
 
 def test_the_gate_sweep_scores_each_gate_on_the_same_policy_alone_episodes(tiny_pipeline, tmp_path):
-    from lwd.gate_sweep import GateSweepConfig, run_gate_sweep
+    from lwd.benchmarks.gates import GateSweepConfig, run_gate_sweep
 
     report = run_gate_sweep(
         GateSweepConfig(

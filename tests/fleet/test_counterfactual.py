@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from lwd.benchmarks.gates import shadow_gates
 from lwd.data.store import EpisodeStore
 from lwd.envs import make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
@@ -11,7 +12,6 @@ from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.registry import PolicyRegistry
 from lwd.fleet.rollout import EpisodeRun, run_episode
 from lwd.fleet.worker import FleetConfig, RobotWorker, robot_specs
-from lwd.gate_sweep import shadow_gates
 
 TASKS = ("reach-v3", "drawer-close-v3")
 # Takes over after 6 watched steps of any disagreement: mid-chunk (H = 5), in every episode

@@ -128,7 +128,7 @@ def test_an_ingest_that_restarted_accepts_the_live_incarnations_token(tmp_path):
 
 def test_the_embedded_default_never_imports_ray():
     code = (
-        "import sys, lwd.cli, lwd.fleet.online, lwd.fleet.fleet, lwd.recipes.demo, lwd.benchmarks; "
+        "import sys, lwd.cli, lwd.fleet.online, lwd.fleet.fleet, lwd.recipes.demo, lwd.benchmarks.fleet; "
         "from lwd.fleet.online import make_fleet; "
         "print('ray' in sys.modules)"
     )

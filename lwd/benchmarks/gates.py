@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lwd.benchmarks import written_report
 from lwd.configargs import documented
 from lwd.envs import make_expert, make_robot
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
@@ -154,7 +155,6 @@ def _gate_row(gate: OperatorConfig, results: list[ShadowResult], index: int) -> 
 
 
 def run_gate_sweep(config: GateSweepConfig) -> dict:
-    from lwd.benchmarks import written_report
     from lwd.data.store import EpisodeStore
     from lwd.fleet.registry import PolicyRegistry
     from lwd.fleet.worker import RobotWorker, robot_specs
