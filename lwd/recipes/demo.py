@@ -31,7 +31,7 @@ class DemoConfig:
     preset: str = documented(
         "small",
         "smoke (CI, two tasks), small (MT10, ≤ 20 min on 2 cores), full, or from pixels (two cameras, "
-        "proprio only): smoke-image, small-image (MT10, ~1 hour on 2 cores)",
+        "proprio only): smoke-image, small-image (MT10, ~21 min on an idle 2-core machine)",
     )
     workdir: str = documented("runs/demo", "where the demo keeps stores, checkpoints and the report")
     workers: int = documented(2, "parallel simulator processes for collection and evaluation")

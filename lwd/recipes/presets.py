@@ -70,7 +70,8 @@ SMOKE = Preset(
 )
 # From pixels: what the robots' two cameras show replaces the object and goal positions.
 SMOKE_IMAGE = replace(SMOKE, cameras=("scene", "gripper"), image_size=32, observation="proprio")
-# MT10 from pixels in about an hour on this 2-core machine. Chosen from what it measured
+# MT10 from pixels: 21 min on an idle 2-core machine (2026-12-01; SFT 0.33 -> online 0.32, no
+# gain at this budget: docs/benchmarks.md). Sized for about an hour from what a loaded machine measured
 # (docs/benchmarks.md, "Frames through the loop", a loaded machine): ~28-34 env steps/s per
 # robot process with two 64² cameras, SFT 1.0-1.7 and the LWD step ~0.4 updates/s (wall) at
 # batch 256; so batch 128, a tenth of `small`'s learner steps and a fifth of its env steps.
