@@ -182,7 +182,7 @@ class OracleScorer:
         row_states = np.repeat(np.asarray(states, np.float32), n, axis=0)
         row_instructions = [text for text in instructions for _ in range(n)]
         chunks = candidates.reshape(rows, horizon, -1)
-        width = self.policy.config.flat_action_dim
+        width = self.policy.flat_action_dim
         while True:
             for row in np.flatnonzero(live):
                 robot = scratch[row]
@@ -248,7 +248,7 @@ def run_best_of_n_episodes(
     if n > 1 and scorer is None:
         raise ValueError("best-of-N with n > 1 needs a scorer")
     check_held_out_seeds([seed for _, seed in jobs])
-    horizon = policy.config.chunk_len
+    horizon = policy.chunk_len
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     generators = episode_generators(noise_seed, jobs)
     episodes = LockstepEpisodes(jobs, phrasings)

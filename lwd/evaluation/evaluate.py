@@ -133,7 +133,7 @@ def run_policy_episodes(
     torch.set_num_threads(threads)
     policy, encoder, _ = load_checkpoint(checkpoint)
     policy.eval()
-    horizon = policy.config.chunk_len
+    horizon = policy.chunk_len
     execute = horizon if execute_steps <= 0 else min(execute_steps, horizon)
     generators = episode_generators(noise_seed, jobs)
     batch = max_live or max(len(jobs), 1)
@@ -214,7 +214,7 @@ def _lockstep(
             episodes.states[idx],
             [episodes.instructions[i] for i in idx],
             [generators[i] for i in idx],
-            images=policy_images(policy.config, [episodes.frames[i] for i in idx]),
+            images=policy_images(policy.cameras, [episodes.frames[i] for i in idx]),
         )
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])

@@ -622,7 +622,7 @@ def deploy(
         noise_seed=config.seed,
     )
     robots = config.robots
-    if method.policy.config.use_images and not robots.sensors.cameras:
+    if method.policy.cameras and not robots.sensors.cameras:
         # A policy that sees needs robots that render its cameras: derived from the policy,
         # so no --robots.sensors flags have to repeat what the checkpoint already says.
         robots = replace(robots, sensors=policy_sensors(method.policy.config))
@@ -678,11 +678,11 @@ def _replays(
     """The offline replay (pinned to the snapshot the run started with) and the online one."""
     replay_config = method.replay_config(
         ReplayConfig(
-            chunk_len=method.policy.config.chunk_len,
+            chunk_len=method.policy.chunk_len,
             discount=config.discount,
             n_step=config.resolved_n_step(),
             task_balanced=config.task_balanced,
-            image_cameras=method.policy.config.cameras if method.policy.config.use_images else (),
+            image_cameras=method.policy.cameras,
         )
     )
     offline = ChunkReplay(EpisodeStore(config.offline_store, create=False), replay_config)

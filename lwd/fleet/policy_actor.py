@@ -92,7 +92,7 @@ def sample_chunks(
     (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those)."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     instruction = torch.from_numpy(encoder.embed(instructions))
-    width = policy.config.flat_action_dim
+    width = policy.flat_action_dim
     if isinstance(generator, torch.Generator):
         noise = torch.randn(len(obs), width, generator=generator)
     else:
@@ -129,7 +129,7 @@ class PolicyActor(ChunkQueue):
         if not self._queue:
             if self.policy is None:
                 raise RuntimeError("this PolicyActor is filled by a fleet worker and has no chunk queued")
-            images = policy_images(self.policy.config, [observation.images])
+            images = policy_images(self.policy.cameras, [observation.images])
             chunk = sample_chunks(
                 self.policy,
                 self.encoder,

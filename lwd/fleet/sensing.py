@@ -28,9 +28,9 @@ def policy_sensors(config: PolicyConfig, bad_frames: str = "raise") -> SensorCon
     )
 
 
-def policy_images(config: PolicyConfig, frames: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
-    """(B, S, S * cameras, 3) uint8: each observation's frames side by side, or None for a
-    policy without images."""
-    if not config.use_images:
+def policy_images(cameras: tuple[str, ...], frames: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
+    """(B, S, S * cameras, 3) uint8: each observation's frames of a policy's `cameras`
+    (`PolicyAdapter.cameras`) side by side, or None for a policy without cameras."""
+    if not cameras:
         return None
-    return np.stack([side_by_side(f, config.cameras) for f in frames])
+    return np.stack([side_by_side(f, cameras) for f in frames])

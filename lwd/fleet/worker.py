@@ -382,7 +382,7 @@ class RobotWorker:
                 [r.run.observation.instruction for r in group],
                 self.generator,
                 sampler=self.samplers.get(version),
-                images=policy_images(policy.config, [r.run.observation.images for r in group]),
+                images=policy_images(policy.cameras, [r.run.observation.images for r in group]),
             )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)

@@ -79,7 +79,7 @@ class PolicyServer:
                     continue
                 states = np.stack([requests[i][1].state for i in rows])
                 instructions = [requests[i][1].instruction for i in rows]
-                images = policy_images(policy.config, [requests[i][1].frames for i in rows])
+                images = policy_images(policy.cameras, [requests[i][1].frames for i in rows])
                 chunks = sample_chunks(policy, encoder, states, instructions, self._generator, images=images)
                 for i, chunk in zip(rows, chunks):
                     results[i] = ActResponse(requests[i][1].request_id, version, chunk.astype(np.float32), len(rows))
