@@ -91,6 +91,7 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
         "online_learned_prior_qam64_every_4th_step",
         "online_learned_prior_qam64_every_4th_step_prior_every_2nd",
         "online_learned_prior_qam64_and_prior_every_4th_step",
+        "online_learned_prior_bfloat16_qam64_every_4th_step",
     }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
     assert all(len(rates) == 1 for rates in report["learner_rounds_updates_per_s"].values())
@@ -117,6 +118,8 @@ def test_policy_bench_times_only_the_chosen_variants_next_to_the_defaults(tmp_pa
     }
     with pytest.raises(ValueError, match="unknown learner variants"):
         PolicyBenchConfig(variants=("qam65",))
+    with pytest.raises(ValueError, match="tuple of names"):
+        PolicyBenchConfig(variants="qam64_every_4th_step")
 
 
 def test_simulator_benchmarks_refuse_multi_stage_suites_they_cannot_replay():

@@ -50,6 +50,9 @@ class PolicyBenchConfig:
     def __post_init__(self) -> None:
         if self.learner_steps < 1 or self.learner_rounds < 1:
             raise ValueError("learner_steps and learner_rounds must be >= 1")
+        if isinstance(self.variants, str):
+            raise ValueError(f"variants is a tuple of names, got the string {self.variants!r}")
+        object.__setattr__(self, "variants", tuple(self.variants))
         known = set(LEARNER_VARIANTS) | set(online_learner_variants())
         unknown = sorted(set(self.variants) - known)
         if unknown:
@@ -162,8 +165,8 @@ LEARNER_VARIANTS: dict[str, tuple[dict, float]] = {
 def online_learner_variants() -> dict:
     """name -> LearnerConfig of the online learner as `lwd deploy` runs it (ONLINE_LEARNER:
     learned behaviour prior, frozen policy encoder) at the presets' QAM batch of 64, with
-    QAM every step, every 4th step (with the prior's update every step or every 2nd), and QAM
-    and the prior's update every 4th step."""
+    QAM every step, every 4th step (with the prior's update every step or every 2nd; or QAM in
+    bfloat16), and QAM and the prior's update every 4th step."""
     from lwd.fleet.online import ONLINE_LEARNER
 
     return {
@@ -174,6 +177,9 @@ def online_learner_variants() -> dict:
         ),
         "online_learned_prior_qam64_and_prior_every_4th_step": replace(
             ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_every=4
+        ),
+        "online_learned_prior_bfloat16_qam64_every_4th_step": replace(
+            ONLINE_LEARNER, qam_batch=64, policy_every=4, qam_dtype="bfloat16"
         ),
     }
 

@@ -69,8 +69,9 @@ class ReplayConfig:
     )
     recent_fraction: float = documented(
         0.0,
-        "recency weighting: this share of each batch starts in the newest `recent_steps` steps "
-        "(uniformly there), the rest is drawn as usual; 0 = no weighting",
+        "recency weighting: this share of each batch is drawn uniformly from the newest `recent_steps` "
+        "live steps (ignoring task balance), the rest as usual (so at least this share lands there); "
+        "0 = no weighting",
     )
     recent_steps: int = documented(20_000, "the window of newest steps that `recent_fraction` draws from")
 

@@ -129,8 +129,9 @@ class DeployConfig:
     online_fraction: float = documented(0.5, "share of each batch from the online store (0.5 = 1:1)")
     online_recent_fraction: float = documented(
         0.0,
-        "recency weighting of the online share (issue 18, 3c): this fraction of it starts in the newest "
-        "`online_recent_steps` online steps; 0 = uniform over the whole online store",
+        "recency weighting of the online share (issue 18, 3c): this fraction of its rows is drawn "
+        "uniformly from the newest `online_recent_steps` online steps (ignoring task balance), the rest "
+        "as usual; 0 = off (the usual sampling, task-balanced by default)",
     )
     online_recent_steps: int = documented(20_000, "the window of newest online steps the recent draws come from")
     batch_size: int = documented(256, "chunks per learner batch")
@@ -170,6 +171,13 @@ class DeployConfig:
             raise ValueError("n_sync and env_steps must be >= 1")
         if self.updates_per_1k_env_steps < 0:
             raise ValueError(f"updates_per_1k_env_steps must be >= 0, got {self.updates_per_1k_env_steps}")
+        if not 0.0 <= self.online_recent_fraction <= 1.0 or self.online_recent_steps < 1:
+            raise ValueError(
+                "need 0 <= online_recent_fraction <= 1 and online_recent_steps >= 1, got "
+                f"{self.online_recent_fraction} and {self.online_recent_steps}"
+            )
+        if self.online_recent_fraction and self.method == "hg-dagger":
+            raise ValueError("--online-recent-fraction does not apply to hg-dagger (it samples only imitable steps)")
         if self.fleet not in FLEETS:
             raise ValueError(f"unknown fleet {self.fleet!r} (known: {', '.join(FLEETS)})")
         if self.method not in METHODS:

@@ -98,25 +98,24 @@ class PolicyServer:
                 results[i] = WireError(
                     "bad_shape", f"state has shape {requests[i].state.shape}; the policy takes ({config.obs_dim},)"
                 )
-            elif config.use_images and (refusal := _frames_refusal(config, requests[i].frames)) is not None:
+            elif (refusal := _frames_refusal(policy.cameras, config.image_size, requests[i].frames)) is not None:
                 results[i] = refusal
             else:
                 kept.append(i)
         return kept
 
 
-def _frames_refusal(config, frames: dict[str, np.ndarray]) -> WireError | None:
-    """Why `frames` cannot feed a policy that sees (`config.use_images`), or None: every
-    camera the policy reads, each (image_size, image_size, 3) uint8; other cameras are ignored."""
-    missing = [camera for camera in config.cameras if camera not in frames]
+def _frames_refusal(cameras: tuple[str, ...], side: int, frames: dict[str, np.ndarray]) -> WireError | None:
+    """Why `frames` cannot feed a policy that reads `cameras` (`PolicyAdapter.cameras`), or
+    None: every one of them, each (side, side, 3) uint8; other cameras are ignored."""
+    missing = [camera for camera in cameras if camera not in frames]
     if missing:
         return WireError(
             "missing_frames",
-            f"this policy reads cameras {list(config.cameras)}; the request has no frames of {missing} "
+            f"this policy reads cameras {list(cameras)}; the request has no frames of {missing} "
             f"(it has {sorted(frames)})",
         )
-    side = config.image_size
-    for camera in config.cameras:
+    for camera in cameras:
         if frames[camera].shape != (side, side, 3):
             return WireError(
                 "bad_shape",

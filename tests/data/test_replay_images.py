@@ -103,6 +103,15 @@ def test_evicted_steps_leave_the_imitable_and_task_balanced_sampling(tmp_path):
         assert 0 not in seq.astype(int).tolist()
 
 
+def test_recency_weighting_never_draws_an_evicted_step(tmp_path):
+    # A window (1,000 steps) larger than what the budget keeps live (the newest 100 steps).
+    episodes = [framed_episode(i, 50, side=64) for i in range(3)]
+    replay = image_replay(tmp_path, episodes, image_memory_mb=2.5, recent_fraction=1.0, recent_steps=1_000)
+    assert replay.evicted_episodes == 1
+    seq = replay.sample(512, np.random.default_rng(0)).obs[:, 0] // 1000
+    assert set(seq.astype(int).tolist()) == {1, 2}
+
+
 def test_gathering_an_evicted_step_is_refused(tmp_path):
     replay = image_replay(tmp_path, [framed_episode(i, 50, side=64) for i in range(3)], image_memory_mb=2.5)
     with pytest.raises(ValueError, match="evicted by the image budget"):

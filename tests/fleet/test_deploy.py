@@ -318,6 +318,19 @@ def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
         _config(tiny_pipeline, tmp_path / "run", 100, n_step=-1)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"online_recent_fraction": 1.5}, "online_recent_fraction"),
+        ({"online_recent_fraction": 0.5, "online_recent_steps": 0}, "online_recent_steps"),
+        ({"online_recent_fraction": 0.5, "method": "hg-dagger"}, "hg-dagger"),
+    ],
+)
+def test_impossible_recency_settings_are_refused_before_anything_runs(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DeployConfig(**settings)
+
+
 def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pipeline, tmp_path):
     import shutil
 

@@ -1,0 +1,38 @@
+#!/bin/bash
+# Online-learner arms on validation seeds (issue 18): each arm deploys from the same offline
+# checkpoint for 100k env steps on deploy seeds 0-2, then scores the final policy on 20
+# validation episodes per task. Resumable (finished arm/seed pairs are skipped).
+#
+#   tools/online_arms.sh DEMO_DIR OUT_DIR ARM...      e.g. tools/online_arms.sh runs/demo runs/arms default prior2
+#
+# DEMO_DIR is a finished `lwd demo` workdir (its offline/final checkpoint and store). Compare
+# two arms, paired per episode: `.venv/bin/python tools/online_arms_compare.py OUT_DIR default prior2`.
+set -eu
+demo=$1 out=$2; shift 2
+PY=${PY:-.venv/bin/python}
+run() {  # arm seed extra-args...
+  local arm=$1 seed=$2; shift 2
+  local dir=$out/${arm}_s${seed}
+  if [ ! -f "$dir/eval/eval.json" ]; then
+    $PY -m lwd.cli deploy --checkpoint "$demo/offline/final" --offline-store "$demo/store" --out "$dir" \
+      --env-steps 100000 --lwd.qam-batch 64 --updates-per-1k-env-steps 30 --seed "$seed" \
+      --no-progress --no-tensorboard "$@" > "$dir.deploy.log" 2>&1
+    $PY -m lwd.cli eval --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
+      --out "$dir/eval" > "$dir.eval.log" 2>&1
+  fi
+  echo "$(date +%T) $arm s$seed $($PY -c "import json; print(json.load(open('$dir/eval/eval.json'))['average_success'])")"
+}
+mkdir -p "$out"
+for seed in 0 1 2; do
+  for arm in "$@"; do
+    case $arm in
+      default) run default $seed ;;                        # the online default (QAM every 4th step)
+      prior2) run prior2 $seed --lwd.prior-every 2 ;;
+      prior4) run prior4 $seed --lwd.prior-every 4 ;;
+      recent) run recent $seed --online-recent-fraction 0.5 --online-recent-steps 20000 ;;
+      lamrel) run lamrel $seed --lwd.lam-scale gradient --lwd.lam 0.7 ;;
+      qam-every-step) run qam-every-step $seed --lwd.policy-every 1 ;;
+      *) echo "unknown arm $arm" >&2; exit 2 ;;
+    esac
+  done
+done
