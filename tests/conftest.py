@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lwd.data.episode import NO_POLICY, Episode
+from lwd.envs.cameras import SensorConfig
 from lwd.envs.tasks import task_spec
 
 
@@ -186,3 +187,36 @@ def tiny_pipeline(tmp_path_factory):
     )
     offline = train_offline(tiny_offline_config(store, str(sft), root / "offline", steps=4))
     return root, store, str(sft), results, str(offline)
+
+
+# What the robots of the image tests sense: two 32² cameras and proprio only.
+IMAGE_SENSORS = SensorConfig(cameras=("scene", "gripper"), image_size=32, observation="proprio")
+
+
+@pytest.fixture(scope="session")
+def tiny_image_sft(tmp_path_factory):
+    """Two reach-v3 demos recorded with two 32² cameras and proprio only, and a tiny SFT
+    policy with a CNN trained on them. Returns (store, sft checkpoint); both read only."""
+    from lwd.fleet.collect import CollectConfig, collect
+    from lwd.training.sft import PretrainConfig, pretrain
+
+    sensors = IMAGE_SENSORS
+    root = tmp_path_factory.mktemp("image_sft")
+    store = str(root / "store")
+    collect(
+        CollectConfig(store=store, tasks=("reach-v3",), episodes_per_task=2, workers=1, progress=False, sensors=sensors)
+    )
+    sft = pretrain(
+        PretrainConfig(
+            store=store,
+            out=str(root / "sft"),
+            steps=3,
+            batch_size=16,
+            hidden_dim=32,
+            num_layers=1,
+            cameras=sensors.cameras,
+            progress=False,
+            tensorboard=False,
+        )
+    )
+    return store, sft

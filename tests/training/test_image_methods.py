@@ -11,40 +11,13 @@ from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import RecapConfig
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
-from lwd.envs import SensorConfig
-from lwd.fleet.collect import CollectConfig, collect
 from lwd.training.online_methods import MethodSettings, start_method
-from lwd.training.sft import PretrainConfig, pretrain
-
-SENSORS = SensorConfig(cameras=("scene", "gripper"), image_size=32, observation="proprio")
-
-
-@pytest.fixture(scope="module")
-def image_sft(tmp_path_factory):
-    root = tmp_path_factory.mktemp("image_methods")
-    store = str(root / "store")
-    collect(
-        CollectConfig(store=store, tasks=("reach-v3",), episodes_per_task=2, workers=1, progress=False, sensors=SENSORS)
-    )
-    sft = pretrain(
-        PretrainConfig(
-            store=store,
-            out=str(root / "sft"),
-            steps=2,
-            batch_size=8,
-            hidden_dim=32,
-            num_layers=1,
-            cameras=SENSORS.cameras,
-            progress=False,
-            tensorboard=False,
-        )
-    )
-    return store, sft
+from tests.conftest import IMAGE_SENSORS
 
 
 @pytest.mark.parametrize("name", ["hg-dagger", "recap"])
-def test_a_baseline_trains_an_image_policy_through_its_cnn(image_sft, name):
-    store, sft = image_sft
+def test_a_baseline_trains_an_image_policy_through_its_cnn(tiny_image_sft, name):
+    store, sft = tiny_image_sft
     settings = MethodSettings(
         LearnerConfig(), ImitationConfig(freeze_encoder=False), RecapConfig(freeze_encoder=False, value_hidden=32)
     )
@@ -59,4 +32,4 @@ def test_a_baseline_trains_an_image_policy_through_its_cnn(image_sft, name):
     moved = [n for n, p in method.policy.image_encoder.named_parameters() if not torch.equal(p, before[n])]
     assert moved, f"{name}'s update never reached the policy's CNN"
     if name == "recap":
-        assert method.learner.value.config.cameras == SENSORS.cameras  # RECAP's value sees the frames too
+        assert method.learner.value.config.cameras == IMAGE_SENSORS.cameras  # RECAP's value sees the frames too

@@ -4,11 +4,12 @@ store, SFT trains a policy with a CNN over them, evaluation runs it with rendere
 import numpy as np
 
 from lwd.data.store import EpisodeStore
-from lwd.envs import SensorConfig, make_robot
+from lwd.envs import make_robot
 from lwd.envs.cameras import PROPRIO_DIM, BadFrameError
 from lwd.fleet.collect import CollectConfig, collect
+from tests.conftest import IMAGE_SENSORS
 
-SENSORS = SensorConfig(cameras=("scene", "gripper"), image_size=32, observation="proprio")
+SENSORS = IMAGE_SENSORS
 
 
 def test_collected_episodes_carry_the_frames_the_robot_rendered(tmp_path):
@@ -51,28 +52,11 @@ def test_a_camera_going_black_mid_episode_stops_the_recording_with_the_camera_na
     robot.close()
 
 
-def test_sft_evaluation_and_offline_rl_run_with_images(tmp_path):
+def test_sft_evaluation_and_offline_rl_run_with_images(tiny_image_sft, tmp_path):
     from lwd.evaluation.evaluate import EvalConfig, evaluate
     from lwd.policy.checkpoint import load_checkpoint
-    from lwd.training.sft import PretrainConfig, pretrain
 
-    store = str(tmp_path / "store")
-    collect(
-        CollectConfig(store=store, tasks=("reach-v3",), episodes_per_task=2, workers=1, progress=False, sensors=SENSORS)
-    )
-    sft = pretrain(
-        PretrainConfig(
-            store=store,
-            out=str(tmp_path / "sft"),
-            steps=3,
-            batch_size=16,
-            hidden_dim=32,
-            num_layers=1,
-            cameras=("scene", "gripper"),
-            progress=False,
-            tensorboard=False,
-        )
-    )
+    store, sft = tiny_image_sft
     policy, _, _ = load_checkpoint(sft)
     assert policy.config.use_images and policy.config.cameras == ("scene", "gripper")
     assert policy.config.obs_dim == PROPRIO_DIM and policy.config.image_size == 32
