@@ -92,6 +92,7 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
         "online_learned_prior_qam64_every_4th_step_prior_every_2nd",
         "online_learned_prior_qam64_and_prior_every_4th_step",
         "online_learned_prior_bfloat16_qam64_every_4th_step",
+        "online_learned_prior_bfloat16_qam64_every_4th_step_prior_every_2nd",
     }
     assert all(rate > 0 for rate in report["learner_updates_per_s_batch256"].values())
     assert all(len(rates) == 1 for rates in report["learner_rounds_updates_per_s"].values())

@@ -32,6 +32,8 @@ for seed in 0 1 2; do
       recent) run recent $seed --online-recent-fraction 0.5 --online-recent-steps 20000 ;;
       lamrel) run lamrel $seed --lwd.lam-scale gradient --lwd.lam 0.7 ;;
       qam-every-step) run qam-every-step $seed --lwd.policy-every 1 ;;
+      bf16) run bf16 $seed --lwd.qam-dtype bfloat16 ;;
+      bf16prior2) run bf16prior2 $seed --lwd.qam-dtype bfloat16 --lwd.prior-every 2 ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

@@ -166,7 +166,7 @@ def online_learner_variants() -> dict:
     """name -> LearnerConfig of the online learner as `lwd deploy` runs it (ONLINE_LEARNER:
     learned behaviour prior, frozen policy encoder) at the presets' QAM batch of 64, with
     QAM every step, every 4th step (with the prior's update every step or every 2nd; or QAM in
-    bfloat16), and QAM and the prior's update every 4th step."""
+    bfloat16, with the prior every step or every 2nd), and QAM and the prior's update every 4th step."""
     from lwd.fleet.online import ONLINE_LEARNER
 
     return {
@@ -180,6 +180,9 @@ def online_learner_variants() -> dict:
         ),
         "online_learned_prior_bfloat16_qam64_every_4th_step": replace(
             ONLINE_LEARNER, qam_batch=64, policy_every=4, qam_dtype="bfloat16"
+        ),
+        "online_learned_prior_bfloat16_qam64_every_4th_step_prior_every_2nd": replace(
+            ONLINE_LEARNER, qam_batch=64, policy_every=4, qam_dtype="bfloat16", prior_every=2
         ),
     }
 
