@@ -144,8 +144,8 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # with the online learner's QAM every 4th step; 10 in full): every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
-    # small: three seeds took 52 min (mt10, at 10 updates/1k; not re-timed at 30/1k) and
-    # 46 min (the redesigned lh, at 30/1k, 2026-12-01) on 2 cores (docs/benchmarks.md).
+    # small: three seeds took 33 min (mt10, 2026-12-01 afternoon VM) and 46 min (the
+    # redesigned lh, the morning's slower VM), both at 30/1k on 2 cores (docs/benchmarks.md).
     "small": {
         "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=30.0),
         # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
