@@ -31,7 +31,7 @@ class DemoConfig:
     preset: str = documented(
         "small",
         "smoke (CI, two tasks), small (MT10, ≤ 20 min on 2 cores), full, mt50 (all 50 Meta-World tasks, one "
-        "policy, ~30 min), or from pixels (two cameras, "
+        "policy, ~20 min), or from pixels (two cameras, "
         "proprio only): smoke-image, small-image (MT10, ~21 min on an idle 2-core machine)",
     )
     workdir: str = documented("runs/demo", "where the demo keeps stores, checkpoints and the report")
