@@ -3,6 +3,7 @@ episodes on the same cores (wall clock and CPU time)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -29,7 +30,12 @@ class FleetBenchConfig:
     fleet: str = documented("local", "where the robots run: 'local' processes or 'ray' actors (lwd[ray])")
     ray_address: str = documented("", "--fleet ray: the cluster to join ('' = a private Ray instance here)")
     seconds: float = documented(60.0, "measured window of fleet time per round")
-    warmup_seconds: float = documented(15.0, "fleet time before each window (process start, simulator build)")
+    warmup_seconds: float = documented(
+        15.0, "fleet time before each window, counted from when every robot runs its first episode"
+    )
+    start_timeout_seconds: float = documented(
+        300.0, "how long the robots may take to start (processes, simulators, first policy load)"
+    )
     repeats: int = documented(
         3,
         "rounds of fleet then bare replay; the report takes the median of the rounds' ratios "
@@ -38,8 +44,8 @@ class FleetBenchConfig:
     out: str = documented("runs/bench/fleet.json", "where to write the JSON result")
 
     def __post_init__(self) -> None:
-        if self.repeats < 1 or self.seconds <= 0 or self.warmup_seconds < 0:
-            raise ValueError("repeats must be >= 1, seconds > 0 and warmup_seconds >= 0")
+        if self.repeats < 1 or self.seconds <= 0 or self.warmup_seconds < 0 or self.start_timeout_seconds <= 0:
+            raise ValueError("repeats must be >= 1, seconds > 0, warmup_seconds >= 0 and start_timeout_seconds > 0")
 
 
 CPU_ROLES = ("robots", "ingest", "other")
@@ -83,6 +89,30 @@ def _cpu_since(before: dict[str, float] | None) -> dict[str, float] | None:
     return None if before is None or now is None else {role: now[role] - before[role] for role in CPU_ROLES}
 
 
+def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -> float:
+    """Poll the workers' status files (`<status_dir>/worker-<i>.json`, written at every episode
+    start and end) until `robots` robots have been seen running an episode; returns that time.
+    A fixed warm-up from the fleet's start is not enough: on a loaded machine starting the
+    processes and building the simulators alone can take longer than any fixed guess."""
+    deadline = time.time() + timeout
+    started: set[str] = set()
+    while True:
+        for path in status_dir.glob("worker-*.json"):
+            try:
+                status = json.loads(path.read_text())
+            except (OSError, ValueError):  # replaced while read: the next poll sees the new one
+                continue
+            started |= {r["robot_id"] for r in status.get("robots", []) if r.get("state") == "running"}
+        if len(started) >= robots:
+            return time.time()
+        if time.time() > deadline:
+            raise RuntimeError(
+                f"only {len(started)} of {robots} robots started an episode within {timeout:g} s: "
+                "see the worker logs, or give a loaded machine more --start-timeout-seconds"
+            )
+        time.sleep(0.1)
+
+
 def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path) -> dict:
     """One round: the fleet for warm-up + window, then bare Meta-World on its episodes; env
     steps per wall second and CPU seconds per env step of each."""
@@ -92,9 +122,17 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
 
     store_path, registry = tmp / "store", PolicyRegistry(tmp / "registry")
     registry.publish_checkpoint(config.checkpoint, learner_step=0)
-    fleet = make_fleet(config.fleet, fleet_config, store_path, registry.root, None, ray_address=config.ray_address)
+    logs = tmp / "logs"
+    logs.mkdir()
+    fleet = make_fleet(config.fleet, fleet_config, store_path, registry.root, logs, ray_address=config.ray_address)
     fleet.start()
-    began = time.time()
+    try:
+        began = wait_until_every_robot_runs(
+            logs / "robots", fleet_config.workers * fleet_config.robots_per_worker, config.start_timeout_seconds
+        )
+    except RuntimeError:
+        fleet.stop()
+        raise
     time.sleep(config.warmup_seconds)
     cpu_before = process_tree_cpu_seconds()
     time.sleep(max(0.0, began + config.warmup_seconds + config.seconds - time.time()))
@@ -108,8 +146,7 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
     if not in_window:
         raise RuntimeError(
             f"the fleet made no env step in the {config.seconds:g} s window after {config.warmup_seconds:g} s of "
-            f"warm-up ({len(episodes)} episodes committed): give it more --warmup-seconds (each robot builds its "
-            "simulator first) or a less loaded machine"
+            f"warm-up ({len(episodes)} episodes committed)"
         )
     fleet_rate = in_window / config.seconds
     pool = ready_pool(config.workers, fleet_config.task_names())

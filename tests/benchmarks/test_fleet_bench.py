@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lwd.benchmarks.fleet import FleetBenchConfig, run_fleet_bench
+from lwd.benchmarks.fleet import FleetBenchConfig, run_fleet_bench, wait_until_every_robot_runs
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -16,7 +16,7 @@ def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, 
             checkpoint=tiny_pipeline[4],
             workers=1,
             robots_per_worker=2,
-            warmup_seconds=8.0,
+            warmup_seconds=2.0,
             seconds=3.0,
             repeats=3,
             out=str(out),
@@ -36,3 +36,19 @@ def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, 
 def test_a_bench_without_rounds_is_refused():
     with pytest.raises(ValueError, match="repeats"):
         FleetBenchConfig(repeats=0)
+
+
+def _status(folder, worker, states):
+    robots = [{"robot_id": f"w{worker}r{i}", "state": state} for i, state in enumerate(states)]
+    (folder / f"worker-{worker}.json").write_text(json.dumps({"worker": worker, "robots": robots}))
+
+
+def test_the_window_waits_for_every_robot_to_have_started_an_episode(tmp_path):
+    # A fixed warm-up from the fleet's start failed in CI: the robots had not yet made a
+    # step when the window closed. The window now counts from their first episode.
+    _status(tmp_path, 0, ["running", "running"])
+    _status(tmp_path, 1, ["running", "idle"])
+    with pytest.raises(RuntimeError, match="3 of 4 robots"):
+        wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3)
+    _status(tmp_path, 1, ["running", "running"])
+    assert wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3) > 0
