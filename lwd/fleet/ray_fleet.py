@@ -10,7 +10,8 @@
     RobotActor × workers (SPREAD over nodes, num_cpus=1 each, restarted by Ray):
       the same RobotWorker loop as LocalFleet's processes, handed
         RayEpisodeSink    append: episode bytes (safetensors) ─► Receipt (JSON)
-        RayPolicySource   rollout (JSON), load: weights bytes via an ObjectRef
+        RayPolicySource   rollout (JSON, with the stop/hold poll), load: weights bytes
+                          via an ObjectRef
 
 Only bytes in documented formats and small JSON-able dicts cross a process boundary: an
 episode travels as its store file (safetensors), a version as its checkpoint files, the
@@ -58,7 +59,10 @@ from lwd.policy.instructions import InstructionEncoder
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("manifest.json", "policy.safetensors")  # what a robot needs of a checkpoint
-FLAG_POLL_SECONDS = 0.2  # robots read stop/hold this often (they matter only at episode boundaries)
+# Robots read stop, hold and the rollout this often (they matter only at episode boundaries):
+# one call per 0.2 s instead of one per boundary, at the price of a new version or a rollback
+# reaching a robot up to 0.2 s later.
+POLL_SECONDS = 0.2
 ALIVE_SECONDS = 15.0  # a robot actor silent for longer is not counted in fleet/workers_alive
 WEIGHT_CACHE = 4  # versions whose weights the ingest actor keeps in the object store
 CALL_TIMEOUT_S = 120.0  # a robot's call to the ingest actor; longer means it is gone
@@ -197,10 +201,10 @@ class IngestActor:
     async def set_flags(self, stop: bool, hold: bool) -> None:
         self.flags = (stop, hold)
 
-    async def poll(self, slot: int) -> tuple[bool, bool]:
-        """(stop, hold) for a robot actor; also its heartbeat."""
+    async def poll(self, slot: int) -> tuple[bool, bool, dict | None]:
+        """(stop, hold, the rollout as JSON) for a robot actor; also its heartbeat."""
         self.seen[slot] = time.time()
-        return self.flags
+        return (*self.flags, await self.rollout())
 
     async def status(self) -> dict:
         now = time.time()
@@ -280,14 +284,14 @@ class RayEpisodeSink:
 
 
 class RayPolicySource:
-    """`PolicySource` through the ingest actor; read only at episode boundaries."""
+    """`PolicySource` through the ingest actor: the rollout as of the last poll (at most
+    POLL_SECONDS old), a version's weights through the object store when first needed."""
 
-    def __init__(self, ingest):
-        self.ingest = ingest
+    def __init__(self, ingest, poll: IngestPoll):
+        self.ingest, self.poll = ingest, poll
 
     def rollout(self) -> Rollout | None:
-        data = _ingest_call(self.ingest.rollout.remote())
-        return Rollout.from_json(data) if data else None
+        return self.poll.rollout()
 
     def load(self, version: int) -> tuple[FlowChunkPolicy, InstructionEncoder]:
         reply = _ingest_call(self.ingest.weights.remote(version))
@@ -302,28 +306,36 @@ class RayPolicySource:
         return policy.eval(), encoder
 
 
-class _Flags:
-    """Stop and hold as the robot loop reads them every sweep: a cached copy of the ingest
-    actor's flags, refreshed (and the heartbeat sent) at most every FLAG_POLL_SECONDS."""
+class IngestPoll:
+    """Stop, hold and the rollout as the robot loop reads them every sweep: a cached copy of
+    the ingest actor's, refreshed (and the heartbeat sent) at most every POLL_SECONDS."""
 
     def __init__(self, ingest, slot: int):
         self.ingest, self.slot = ingest, slot
-        self.values, self.read_at = (False, False), 0.0
+        self.flags, self.read_at = (False, False), 0.0
+        self._rollout: Rollout | None = None
 
-    def _read(self) -> tuple[bool, bool]:
-        if time.monotonic() - self.read_at >= FLAG_POLL_SECONDS:
+    def _read(self) -> None:
+        if time.monotonic() - self.read_at >= POLL_SECONDS:
             try:
-                self.values = tuple(ray.get(self.ingest.poll.remote(self.slot), timeout=CALL_TIMEOUT_S))
+                stop, hold, rollout = ray.get(self.ingest.poll.remote(self.slot), timeout=CALL_TIMEOUT_S)
+                self.flags = (stop, hold)
+                self._rollout = Rollout.from_json(rollout) if rollout else None
             except (RayActorError, GetTimeoutError):
-                self.values = (True, self.values[1])  # the run is gone: finish the episodes and stop
+                self.flags = (True, self.flags[1])  # the run is gone: finish the episodes and stop
             self.read_at = time.monotonic()
-        return self.values
 
     def stopping(self) -> bool:
-        return self._read()[0]
+        self._read()
+        return self.flags[0]
 
     def holding(self) -> bool:
-        return self._read()[1]
+        self._read()
+        return self.flags[1]
+
+    def rollout(self) -> Rollout | None:
+        self._read()
+        return self._rollout
 
 
 class RobotActor:
@@ -353,20 +365,20 @@ class RobotActor:
         """Run the robots until the fleet stops; returns the episodes this call uploaded."""
         specs = robot_specs(self.config)[self.slot :: self.config.workers]
         sink = RayEpisodeSink(self.ingest, self.slot)
+        poll = IngestPoll(self.ingest, self.slot)
         worker = RobotWorker(
             self.slot,
             specs,
             self.config,
             sink,
-            RayPolicySource(self.ingest),
+            RayPolicySource(self.ingest, poll),
             self.log_dir,
             lease_wait_seconds=self.lease_wait_seconds,
             seed=self.seed,
             upload_sink=lambda: sink,  # thread-safe: uploads wait for the ingest off the robots' loop
         )
-        flags = _Flags(self.ingest, self.slot)
         try:
-            worker.run(flags.stopping, flags.holding)
+            worker.run(poll.stopping, poll.holding)
         finally:
             worker.release()
         return worker.uploaded
