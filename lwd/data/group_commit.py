@@ -31,8 +31,17 @@ class StoreWriter:
         self._task = asyncio.create_task(self._run())
 
     async def append(self, episode: Episode) -> Receipt:
+        result = (await self.append_many([episode]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def append_many(self, episodes: list[Episode]) -> list[Receipt | BaseException]:
+        """Commit `episodes` in one transaction (never split between two, so a robot's
+        episodes land in order), possibly with other callers' uploads; each one's receipt
+        or error."""
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((episode, future))
+        await self._queue.put((episodes, future))
         return await future
 
     async def committed_ids(self, robot_id: str) -> set[int]:
@@ -42,16 +51,15 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
+            size = len(batch[0][0])
+            while size < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            results = await loop.run_in_executor(self._executor, self._commit, [e for e, _ in batch])
-            for (_, future), result in zip(batch, results):
-                if future.done():  # the uploader went away; the commit stands
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                size += len(batch[-1][0])
+            results = await loop.run_in_executor(self._executor, self._commit, [e for group, _ in batch for e in group])
+            for group, future in batch:
+                mine, results = results[: len(group)], results[len(group) :]
+                if not future.done():  # else the uploader went away; the commit stands
+                    future.set_result(mine)
 
     def _commit(self, episodes: list[Episode]) -> list[Receipt | BaseException]:
         """One transaction for the group; if any id conflicts, each episode on its own, so

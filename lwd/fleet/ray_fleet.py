@@ -9,7 +9,8 @@
                                                                stop / hold flags, heartbeats
     RobotActor × workers (SPREAD over nodes, num_cpus=1 each, restarted by Ray):
       the same RobotWorker loop as LocalFleet's processes, handed
-        RayEpisodeSink    append: episode bytes (safetensors) ─► Receipt (JSON)
+        RayEpisodeSink    append_batch: the episodes finished in the last 0.2 s, as
+                          bytes (safetensors) ─► Receipts (JSON), one call
         RayPolicySource   rollout (JSON, with the stop/hold poll), load: weights bytes
                           via an ObjectRef
 
@@ -63,6 +64,9 @@ WEIGHT_FILES = ("manifest.json", "policy.safetensors")  # what a robot needs of 
 # one call per 0.2 s instead of one per boundary, at the price of a new version or a rollback
 # reaching a robot up to 0.2 s later.
 POLL_SECONDS = 0.2
+# Robot actors send the episodes finished in this long in one call: one round trip and one
+# store transaction for several episodes (fleet section of docs/benchmarks.md).
+UPLOAD_INTERVAL_SECONDS = 0.2
 ALIVE_SECONDS = 15.0  # a robot actor silent for longer is not counted in fleet/workers_alive
 WEIGHT_CACHE = 4  # versions whose weights the ingest actor keeps in the object store
 CALL_TIMEOUT_S = 120.0  # a robot's call to the ingest actor; longer means it is gone
@@ -154,23 +158,45 @@ class IngestActor:
 
     async def append(self, data: bytes, slot: int, token: int) -> dict:
         """Commit one episode (its store file's bytes); a Receipt as a dict, or an error."""
-        try:
-            episode = decode(data, f"episode from robot actor {slot}")
-        except EpisodeValidationError as err:
-            return {"error": "invalid", "message": str(err)}
-        refused = await self._fence(episode.robot_id, slot, token)
-        if refused:
-            return {"error": "lease", "message": refused}
-        try:
-            receipt = await (await self._store()).append(episode)
-        except EpisodeConflictError as err:
-            return {"error": "conflict", "message": str(err)}
-        except EpisodeValidationError as err:
-            return {"error": "invalid", "message": str(err)}
-        except Exception as err:  # a full disk, a locked catalogue: the robot retries
-            return {"error": "store", "message": f"{type(err).__name__}: {err}"}
+        return (await self.append_batch([data], slot, {}, default_token=token))[0]
+
+    async def append_batch(
+        self, datas: list[bytes], slot: int, tokens: dict[str, int], default_token: int = 0
+    ) -> list[dict]:
+        """Commit episodes (their store files' bytes) in one transaction, in order; for each a
+        Receipt as a dict, or an error. `tokens`: the caller's fencing token per robot id."""
+        replies: list[dict | None] = [None] * len(datas)
+        episodes, places = [], []
+        for i, data in enumerate(datas):
+            try:
+                episode = decode(data, f"episode from robot actor {slot}")
+            except EpisodeValidationError as err:
+                replies[i] = {"error": "invalid", "message": str(err)}
+                continue
+            refused = await self._fence(episode.robot_id, slot, tokens.get(episode.robot_id, default_token))
+            if refused:
+                replies[i] = {"error": "lease", "message": refused}
+                continue
+            episodes.append(episode)
+            places.append(i)
+        if episodes:
+            try:
+                results = await (await self._store()).append_many(episodes)
+            except Exception as err:  # the writer itself failed: the robot retries
+                results = [err] * len(episodes)
+            for i, result in zip(places, results):
+                replies[i] = self._reply(result)
+        return replies
+
+    def _reply(self, result: Receipt | BaseException) -> dict:
+        if isinstance(result, EpisodeConflictError):
+            return {"error": "conflict", "message": str(result)}
+        if isinstance(result, EpisodeValidationError):
+            return {"error": "invalid", "message": str(result)}
+        if isinstance(result, BaseException):  # a full disk, a locked catalogue: the robot retries
+            return {"error": "store", "message": f"{type(result).__name__}: {result}"}
         self.appended += 1
-        return asdict(receipt)
+        return asdict(result)
 
     async def committed_ids(self, robot_id: str) -> list[int]:
         return sorted(await (await self._store()).committed_ids(robot_id))
@@ -250,6 +276,19 @@ def _ingest_call(ref):
         raise StoreError(f"the ingest actor on the learner's node is unreachable ({type(err).__name__})") from err
 
 
+_ERRORS = {
+    "invalid": EpisodeValidationError,
+    "conflict": EpisodeConflictError,
+    "lease": RobotLeaseError,
+    "store": StoreError,
+}
+
+
+def _receipt_or_error(reply: dict) -> Receipt | Exception:
+    error = reply.get("error")
+    return Receipt(**reply) if error is None else _ERRORS[error](reply["message"])
+
+
 class RayEpisodeSink:
     """`EpisodeSink` through the ingest actor: episodes as safetensors bytes, receipts back."""
 
@@ -258,19 +297,16 @@ class RayEpisodeSink:
         self.tokens: dict[str, int] = {}
 
     def append(self, episode: Episode) -> Receipt:
-        data, _ = encode(episode)
-        token = self.tokens.get(episode.robot_id, 0)
-        reply = _ingest_call(self.ingest.append.remote(data, self.slot, token))
-        error = reply.get("error")
-        if error is None:
-            return Receipt(**reply)
-        errors = {
-            "invalid": EpisodeValidationError,
-            "conflict": EpisodeConflictError,
-            "lease": RobotLeaseError,
-            "store": StoreError,
-        }
-        raise errors[error](reply["message"])
+        result = self.append_batch([episode])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def append_batch(self, episodes: list[Episode]) -> list[Receipt | Exception]:
+        datas = [encode(episode)[0] for episode in episodes]
+        tokens = {e.robot_id: self.tokens.get(e.robot_id, 0) for e in episodes}
+        replies = _ingest_call(self.ingest.append_batch.remote(datas, self.slot, tokens))
+        return [_receipt_or_error(reply) for reply in replies]
 
     def committed_ids(self, robot_id: str) -> set[int]:
         return set(_ingest_call(self.ingest.committed_ids.remote(robot_id)))
@@ -376,6 +412,7 @@ class RobotActor:
             lease_wait_seconds=self.lease_wait_seconds,
             seed=self.seed,
             upload_sink=lambda: sink,  # thread-safe: uploads wait for the ingest off the robots' loop
+            upload_interval_s=UPLOAD_INTERVAL_SECONDS,
         )
         try:
             worker.run(poll.stopping, poll.holding)

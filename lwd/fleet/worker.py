@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -62,6 +62,14 @@ class EpisodeSink(Protocol):
 
     def lease(self, robot_id: str, wait_seconds: float = 0.0) -> RobotLease:
         """Claim the robot id for this process (RobotLeaseError while another holds it)."""
+
+
+@runtime_checkable
+class BatchEpisodeSink(Protocol):
+    """A sink that takes several episodes in one call (a remote ingest, where each call costs
+    a round trip); they commit together, in order, or each gets its own error."""
+
+    def append_batch(self, episodes: list[Episode]) -> list[Receipt | Exception]: ...
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,28 @@ def upload(sink: EpisodeSink, episode: Episode, attempts: int = 8) -> Receipt:
     raise AssertionError("unreachable")
 
 
+def upload_batch(sink: BatchEpisodeSink, episodes: list[Episode], attempts: int = 8) -> list[Receipt | Exception]:
+    """`upload` for a batch: transient failures retry the whole batch (what committed before
+    is acknowledged as a duplicate); each episode's receipt, or its validation error; a
+    conflict or a lost lease is raised."""
+    for attempt in range(attempts):
+        try:
+            results = sink.append_batch(episodes)
+        except (sqlite3.OperationalError, OSError, StoreError) as err:
+            results = [err] * len(episodes)
+        for result in results:
+            if isinstance(result, (EpisodeConflictError, RobotLeaseError)):
+                raise result
+        transient = [r for r in results if isinstance(r, Exception) and not isinstance(r, EpisodeValidationError)]
+        if not transient:
+            return results
+        if attempt == attempts - 1:
+            raise transient[0]
+        log.warning("upload of %d episodes failed (%s); retrying", len(episodes), transient[0])
+        time.sleep(min(0.05 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
 class _BackgroundUploads:
     """Uploads on a thread of their own, in the order episodes finished, so robots step on
     while an upload's fsyncs (or a remote ingest's round trip) are in flight: they were ~5%
@@ -150,28 +180,55 @@ class _BackgroundUploads:
     The order is what keeps a crash safe: a robot's episode k+1 is never committed before its
     episode k, so every robot's committed episodes stay 0..n-1 and a restart resumes after
     the last one. After a failed upload nothing later is committed, and the failure is raised
-    in the robot loop, as an inline upload's would be."""
+    in the robot loop, as an inline upload's would be.
 
-    def __init__(self, open_sink: Callable[[], EpisodeSink], upload_one, max_pending: int):
+    Each upload takes every episode finished by then (`upload_batch(sink, episodes)`), and
+    with `interval_s` > 0 an upload waits until that long after the previous one, so that
+    episodes gather: a remote ingest then pays one round trip and one transaction for
+    several episodes instead of one each."""
+
+    def __init__(
+        self,
+        open_sink: Callable[[], EpisodeSink],
+        upload_batch: Callable[[EpisodeSink, list[Episode]], None],
+        max_pending: int,
+        interval_s: float = 0.0,
+    ):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lwd-upload")
         # Opened on the thread that uses it: an SQLite connection may not cross threads.
         self._sink = self._thread.submit(open_sink).result()
-        self._upload_one, self._max_pending = upload_one, max_pending
-        self._pending: deque[Future] = deque()
+        self._upload_batch, self._max_pending, self._interval_s = upload_batch, max_pending, interval_s
+        self._queue: deque[Episode] = deque()  # finished, not yet taken by an upload
+        self._lock = threading.Lock()
+        self._last_upload = 0.0
+        self._draining = threading.Event()  # a stopping loop does not wait out the interval
+        self._pending: deque[Future] = deque()  # one per submitted episode, done once it is uploaded
         self.failure: BaseException | None = None
 
-    def _run(self, episode: Episode) -> None:
-        if self.failure is None:
-            try:
-                self._upload_one(self._sink, episode)
-            except BaseException as err:  # raised in the robot loop by check()
-                self.failure = err
+    def _run(self) -> None:
+        if self.failure is not None:
+            return
+        wait = self._last_upload + self._interval_s - time.monotonic()
+        if wait > 0:
+            self._draining.wait(wait)
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+        if not batch:
+            return  # an earlier run took this submit's episode
+        self._last_upload = time.monotonic()
+        try:
+            self._upload_batch(self._sink, batch)
+        except BaseException as err:  # raised in the robot loop by check()
+            self.failure = err
 
     def submit(self, episode: Episode) -> None:
         self.check()
         while len(self._pending) >= self._max_pending:  # back-pressure: a slow store slows the robots
             self._pending.popleft().result()
-        self._pending.append(self._thread.submit(self._run, episode))
+        with self._lock:
+            self._queue.append(episode)
+        self._pending.append(self._thread.submit(self._run))
 
     def check(self) -> None:
         while self._pending and self._pending[0].done():
@@ -181,6 +238,7 @@ class _BackgroundUploads:
 
     def drain(self) -> None:
         """Wait until every finished episode is uploaded; raise a failure."""
+        self._draining.set()
         while self._pending:
             self._pending.popleft().result()
         self.check()
@@ -221,9 +279,12 @@ class RobotWorker:
         seed: int = 0,
         upload_sink: Callable[[], EpisodeSink] | None = None,
         takeover_probe: Callable[..., None] | None = None,
+        upload_interval_s: float = 0.0,
     ):
         """`upload_sink` opens a second sink for uploads on a background thread (one per
         thread: a store's connection may not cross threads); None: `sink` uploads inline.
+        `upload_interval_s`: the least time between two background uploads, so that a sink
+        taking batches (`BatchEpisodeSink`) gets several episodes per call.
         `takeover_probe(run, policy_action, policy, encoder)` is called at each episode's
         first takeover with the episode's policy (`lwd bench operator`'s counterfactual)."""
         self.takeover_probe = takeover_probe
@@ -258,7 +319,11 @@ class RobotWorker:
         self.generator = torch.Generator().manual_seed(hash((seed, worker_index, resume_point)) % 2**63)
         self.uploaded = 0
         self.uploads = (
-            _BackgroundUploads(upload_sink, self._upload, max_pending=2 * len(specs)) if upload_sink else None
+            _BackgroundUploads(
+                upload_sink, self._upload_batch, max_pending=2 * len(specs), interval_s=upload_interval_s
+            )
+            if upload_sink
+            else None
         )
 
     def release(self) -> None:
@@ -331,6 +396,19 @@ class RobotWorker:
         except EpisodeValidationError as err:  # e.g. a simulator that produced NaN: report, keep running
             log.error("worker %d rejected %s: %s", self.index, episode.episode_id, err)
             self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{err}")
+
+    def _upload_batch(self, sink: EpisodeSink, episodes: list[Episode]) -> None:
+        if len(episodes) == 1 or not isinstance(sink, BatchEpisodeSink):
+            for episode in episodes:
+                self._upload(sink, episode)
+            return
+        for episode, result in zip(episodes, upload_batch(sink, episodes)):
+            if isinstance(result, EpisodeValidationError):
+                log.error("worker %d rejected %s: %s", self.index, episode.episode_id, result)
+                self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{result}")
+            else:
+                self.uploaded += 1
+                self._log_line("acknowledged_episodes.tsv", f"{result.episode_id}\t{result.snapshot}")
 
     def _write_status(self) -> None:
         """What each robot is doing now, for dashboards: `<log_dir>/robots/worker-<i>.json`,

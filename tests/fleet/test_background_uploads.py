@@ -3,12 +3,13 @@ they finished, a clean stop returns only when every finished episode is in the s
 after a failed upload nothing later commits (so every robot's episodes stay 0..n-1)."""
 
 import threading
+import time
 
 import pytest
 
 from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt
 from lwd.fleet.registry import PolicyRegistry
-from lwd.fleet.worker import FleetConfig, RobotWorker, _BackgroundUploads, robot_specs, upload
+from lwd.fleet.worker import FleetConfig, RobotWorker, _BackgroundUploads, robot_specs, upload, upload_batch
 from tests.conftest import make_episode
 
 
@@ -28,12 +29,58 @@ class RecordingSink:
         return Receipt(episode.episode_id, len(self.appended), duplicate=False)
 
 
+class BatchRecordingSink(RecordingSink):
+    """Also takes several episodes per call, as the Ray fleet's sink does; records each call."""
+
+    def __init__(self, refuse=()):
+        super().__init__(refuse)
+        self.calls = []
+
+    def append_batch(self, episodes):
+        self.calls.append([e.episode_id for e in episodes])
+        results = []
+        for episode in episodes:
+            try:
+                results.append(self.append(episode))
+            except EpisodeConflictError as err:
+                results.append(err)
+        return results
+
+
+def _one_by_one(sink, episodes):
+    for episode in episodes:
+        upload(sink, episode)
+
+
 def _uploads(sink_holder: dict, refuse=(), max_pending=8) -> _BackgroundUploads:
     def open_sink():
         sink_holder["sink"] = RecordingSink(refuse)
         return sink_holder["sink"]
 
-    return _BackgroundUploads(open_sink, upload, max_pending)
+    return _BackgroundUploads(open_sink, _one_by_one, max_pending)
+
+
+def test_with_an_interval_an_upload_takes_every_episode_finished_since_the_last_one():
+    held: dict = {}
+
+    def open_sink():
+        held["sink"] = BatchRecordingSink()
+        return held["sink"]
+
+    uploads = _BackgroundUploads(open_sink, lambda sink, batch: upload_batch(sink, batch), 16, interval_s=60.0)
+    first = make_episode("robot-000", 0, source="rollout")
+    uploads.submit(first)
+    deadline = time.monotonic() + 30
+    while not held["sink"].calls and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first upload leaves at once: nothing was uploaded before it
+    later = [make_episode(f"robot-00{r}", k, source="rollout") for k in (1, 2) for r in (0, 1)]
+    for episode in later:
+        uploads.submit(episode)  # within the interval: they wait for the next upload
+    began = time.monotonic()
+    uploads.drain()  # a stopping worker does not wait out the interval
+    uploads.close()
+    assert time.monotonic() - began < 30
+    assert held["sink"].calls == [[first.episode_id], [e.episode_id for e in later]]  # in the order they finished
 
 
 def test_episodes_upload_in_the_order_they_finished_on_the_sinks_own_thread():

@@ -96,6 +96,22 @@ def test_episodes_that_fail_validation_or_conflict_are_refused_with_the_reason(t
     asyncio.run(scenario())
 
 
+def test_a_batch_commits_in_one_snapshot_and_an_invalid_episode_refuses_only_itself(tmp_path):
+    async def scenario():
+        ingest = _ingest(tmp_path)
+        tokens = {"robot-000": (await ingest.lease("robot-000", 0, 0.0))["token"]}
+        datas = [encode(make_episode("robot-000", k, source="rollout"))[0] for k in range(3)]
+        replies = await ingest.append_batch([datas[0], b"not an episode", datas[1], datas[2]], 0, tokens)
+        assert replies[1]["error"] == "invalid"
+        assert len({replies[i]["snapshot"] for i in (0, 2, 3)}) == 1  # one transaction, in order
+        assert await ingest.committed_ids("robot-000") == [0, 1, 2]
+        stale = await ingest.append_batch(datas[:1], 0, {"robot-000": tokens["robot-000"] - 1})
+        assert stale[0]["error"] == "lease"
+        await ingest.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_store_lease_keeps_another_run_off_the_robots_until_the_ingest_lets_go(tmp_path):
     async def scenario():
         ingest = _ingest(tmp_path)
