@@ -206,16 +206,14 @@ class _BackgroundUploads:
         self.failure: BaseException | None = None
 
     def _run(self) -> None:
-        if self.failure is not None:
-            return
+        if self.failure is not None or not self._queue:
+            return  # an earlier upload took this submit's episode: done, at once
         wait = self._last_upload + self._interval_s - time.monotonic()
         if wait > 0:
             self._draining.wait(wait)
         with self._lock:
             batch = list(self._queue)
             self._queue.clear()
-        if not batch:
-            return  # an earlier run took this submit's episode
         self._last_upload = time.monotonic()
         try:
             self._upload_batch(self._sink, batch)

@@ -139,3 +139,29 @@ def test_a_worker_uploading_in_the_background_stops_with_every_finished_episode_
         assert seqs == list(range(len(seqs)))
     acknowledged = (tmp_path / "acknowledged_episodes.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in acknowledged) == sorted(r.episode_id for r in records)
+
+
+def test_episodes_an_upload_carried_free_their_place_at_once_not_an_interval_later():
+    # Back-pressure counts submitted episodes not yet uploaded. Each submit queues a run; a
+    # run whose episode an earlier upload carried must end at once, or the robots block.
+    held: dict = {}
+
+    def open_sink():
+        held["sink"] = BatchRecordingSink()
+        return held["sink"]
+
+    uploads = _BackgroundUploads(open_sink, lambda sink, batch: upload_batch(sink, batch), 3, interval_s=2.0)
+    episodes = [make_episode("robot-000", k, source="rollout") for k in range(6)]
+    uploads.submit(episodes[0])
+    for episode in episodes[1:4]:
+        uploads.submit(episode)  # the third waits for the first upload's place (max_pending 3)
+    deadline = time.monotonic() + 30
+    while len(held["sink"].calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began = time.monotonic()
+    for episode in episodes[4:]:
+        uploads.submit(episode)  # places free since the second upload carried episodes 1-3
+    assert time.monotonic() - began < 1.0
+    uploads.drain()
+    uploads.close()
+    assert [e for call in held["sink"].calls for e in call] == [e.episode_id for e in episodes]
