@@ -34,6 +34,8 @@ for seed in 0 1 2; do
       qam-every-step) run qam-every-step $seed --lwd.policy-every 1 ;;
       bf16) run bf16 $seed --lwd.qam-dtype bfloat16 ;;
       bf16prior2) run bf16prior2 $seed --lwd.qam-dtype bfloat16 --lwd.prior-every 2 ;;
+      priorlr3) run priorlr3 $seed --lwd.prior-lr 3e-4 ;;  # the learned prior learns 3x faster
+      ema05) run ema05 $seed --lwd.prior-ema 0.05 ;;       # QAM's reference follows it 5x faster
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done
