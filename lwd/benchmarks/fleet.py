@@ -108,7 +108,8 @@ def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -
         if time.time() > deadline:
             raise RuntimeError(
                 f"only {len(started)} of {robots} robots started an episode within {timeout:g} s: "
-                "see the worker logs, or give a loaded machine more --start-timeout-seconds"
+                "see the worker logs, or give a loaded machine more --start-timeout-seconds (on a cluster, "
+                "robots on other nodes report here only through a directory every node shares)"
             )
         time.sleep(0.1)
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from lwd.data.episode import Episode
-from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt
+from lwd.data.episode import Episode, EpisodeValidationError
+from lwd.data.store import EpisodeConflictError, EpisodeStore, Receipt, StoreError
+
+
+class NotCommittedError(StoreError):
+    """An episode of a caller's batch left out because an earlier one of the batch failed:
+    committing it would put a robot's episode k+1 in the store without its episode k."""
 
 
 class StoreWriter:
@@ -55,30 +60,41 @@ class StoreWriter:
             while size < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 size += len(batch[-1][0])
-            results = await loop.run_in_executor(self._executor, self._commit, [e for group, _ in batch for e in group])
-            for group, future in batch:
-                mine, results = results[: len(group)], results[len(group) :]
+            results = await loop.run_in_executor(self._executor, self._commit, [group for group, _ in batch])
+            for (_, future), mine in zip(batch, results):
                 if not future.done():  # else the uploader went away; the commit stands
                     future.set_result(mine)
 
-    def _commit(self, episodes: list[Episode]) -> list[Receipt | BaseException]:
-        """One transaction for the group; if any id conflicts, each episode on its own, so
-        one robot's conflict does not refuse the others."""
+    def _commit(self, groups: list[list[Episode]]) -> list[list[Receipt | BaseException]]:
+        """One transaction for all callers' batches; if any id conflicts, each caller's batch
+        on its own, so one robot's conflict does not refuse the others."""
         try:
-            receipts = self._store.append_many(episodes)
+            receipts = self._store.append_many([e for group in groups for e in group])
             self.commits += 1
-            return receipts
         except EpisodeConflictError:
-            pass
+            return [self._commit_in_order(group) for group in groups]
         except Exception as err:  # a full disk, an unreadable catalogue: every upload is told
-            return [err] * len(episodes)
+            return [[err] * len(group) for group in groups]
+        out = []
+        for group in groups:
+            out.append(receipts[: len(group)])
+            receipts = receipts[len(group) :]
+        return out
+
+    def _commit_in_order(self, group: list[Episode]) -> list[Receipt | BaseException]:
+        """A caller's batch, episode by episode in its order; after the first failure nothing
+        more of it is committed, so a robot's episodes stay 0..n-1 in the store (an invalid
+        episode is refused for good, as on its own, and does not hold back the rest)."""
         results: list[Receipt | BaseException] = []
-        for episode in episodes:
+        for i, episode in enumerate(group):
             try:
                 results.append(self._store.append(episode))
                 self.commits += 1
-            except Exception as err:
+            except EpisodeValidationError as err:
                 results.append(err)
+            except Exception as err:
+                left = f"not committed: episode {group[i].episode_id} before it in the batch failed ({err})"
+                return results + [err] + [NotCommittedError(left) for _ in group[i + 1 :]]
         return results
 
     async def close(self) -> None:

@@ -151,23 +151,22 @@ def upload(sink: EpisodeSink, episode: Episode, attempts: int = 8) -> Receipt:
 
 
 def upload_batch(sink: BatchEpisodeSink, episodes: list[Episode], attempts: int = 8) -> list[Receipt | Exception]:
-    """`upload` for a batch: transient failures retry the whole batch (what committed before
-    is acknowledged as a duplicate); each episode's receipt, or its validation error; a
-    conflict or a lost lease is raised."""
+    """`upload` for a batch: each episode's receipt or error, in order. Transient failures
+    retry the whole batch (what committed before is acknowledged as a duplicate) until
+    none is left or the attempts run out; a conflict or a lost lease is not retried."""
     for attempt in range(attempts):
         try:
             results = sink.append_batch(episodes)
+        except (EpisodeValidationError, EpisodeConflictError, RobotLeaseError):
+            raise
         except (sqlite3.OperationalError, OSError, StoreError) as err:
             results = [err] * len(episodes)
-        for result in results:
-            if isinstance(result, (EpisodeConflictError, RobotLeaseError)):
-                raise result
-        transient = [r for r in results if isinstance(r, Exception) and not isinstance(r, EpisodeValidationError)]
-        if not transient:
+        failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, EpisodeValidationError)]
+        if not failures or any(isinstance(r, (EpisodeConflictError, RobotLeaseError)) for r in failures):
             return results
         if attempt == attempts - 1:
-            raise transient[0]
-        log.warning("upload of %d episodes failed (%s); retrying", len(episodes), transient[0])
+            return results
+        log.warning("upload of %d episodes failed (%s); retrying", len(episodes), failures[0])
         time.sleep(min(0.05 * 2**attempt, 2.0))
     raise AssertionError("unreachable")
 
@@ -404,6 +403,8 @@ class RobotWorker:
             if isinstance(result, EpisodeValidationError):
                 log.error("worker %d rejected %s: %s", self.index, episode.episode_id, result)
                 self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{result}")
+            elif isinstance(result, Exception):
+                raise result  # after the receipts before it are logged; nothing after it committed
             else:
                 self.uploaded += 1
                 self._log_line("acknowledged_episodes.tsv", f"{result.episode_id}\t{result.snapshot}")
