@@ -156,13 +156,7 @@ class IngestActor:
             self.tokens[robot_id] = token
         return None
 
-    async def append(self, data: bytes, slot: int, token: int) -> dict:
-        """Commit one episode (its store file's bytes); a Receipt as a dict, or an error."""
-        return (await self.append_batch([data], slot, {}, default_token=token))[0]
-
-    async def append_batch(
-        self, datas: list[bytes], slot: int, tokens: dict[str, int], default_token: int = 0
-    ) -> list[dict]:
+    async def append_batch(self, datas: list[bytes], slot: int, tokens: dict[str, int]) -> list[dict]:
         """Commit episodes (their store files' bytes) in one transaction, in order; for each a
         Receipt as a dict, or an error. `tokens`: the caller's fencing token per robot id."""
         replies: list[dict | None] = [None] * len(datas)
@@ -173,7 +167,7 @@ class IngestActor:
             except EpisodeValidationError as err:
                 replies[i] = {"error": "invalid", "message": str(err)}
                 continue
-            refused = await self._fence(episode.robot_id, slot, tokens.get(episode.robot_id, default_token))
+            refused = await self._fence(episode.robot_id, slot, tokens.get(episode.robot_id, 0))
             if refused:
                 replies[i] = {"error": "lease", "message": refused}
                 continue

@@ -162,9 +162,8 @@ def upload_batch(sink: BatchEpisodeSink, episodes: list[Episode], attempts: int 
         except (sqlite3.OperationalError, OSError, StoreError) as err:
             results = [err] * len(episodes)
         failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, EpisodeValidationError)]
-        if not failures or any(isinstance(r, (EpisodeConflictError, RobotLeaseError)) for r in failures):
-            return results
-        if attempt == attempts - 1:
+        final = any(isinstance(r, (EpisodeConflictError, RobotLeaseError)) for r in failures)
+        if not failures or final or attempt == attempts - 1:
             return results
         log.warning("upload of %d episodes failed (%s); retrying", len(episodes), failures[0])
         time.sleep(min(0.05 * 2**attempt, 2.0))
@@ -387,12 +386,9 @@ class RobotWorker:
 
     def _upload(self, sink: EpisodeSink, episode: Episode) -> None:
         try:
-            receipt = upload(sink, episode)
-            self.uploaded += 1
-            self._log_line("acknowledged_episodes.tsv", f"{receipt.episode_id}\t{receipt.snapshot}")
+            self._account(episode, upload(sink, episode))
         except EpisodeValidationError as err:  # e.g. a simulator that produced NaN: report, keep running
-            log.error("worker %d rejected %s: %s", self.index, episode.episode_id, err)
-            self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{err}")
+            self._account(episode, err)
 
     def _upload_batch(self, sink: EpisodeSink, episodes: list[Episode]) -> None:
         if len(episodes) == 1 or not isinstance(sink, BatchEpisodeSink):
@@ -400,14 +396,19 @@ class RobotWorker:
                 self._upload(sink, episode)
             return
         for episode, result in zip(episodes, upload_batch(sink, episodes)):
-            if isinstance(result, EpisodeValidationError):
-                log.error("worker %d rejected %s: %s", self.index, episode.episode_id, result)
-                self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{result}")
-            elif isinstance(result, Exception):
-                raise result  # after the receipts before it are logged; nothing after it committed
-            else:
-                self.uploaded += 1
-                self._log_line("acknowledged_episodes.tsv", f"{result.episode_id}\t{result.snapshot}")
+            self._account(episode, result)  # raises at a failure, after the receipts before it
+
+    def _account(self, episode: Episode, result: Receipt | Exception) -> None:
+        """Log an upload's outcome: acknowledged, or rejected as invalid; any other failure
+        is raised (nothing after it was committed)."""
+        if isinstance(result, EpisodeValidationError):
+            log.error("worker %d rejected %s: %s", self.index, episode.episode_id, result)
+            self._log_line("rejected_episodes.tsv", f"{episode.episode_id}\t{result}")
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            self.uploaded += 1
+            self._log_line("acknowledged_episodes.tsv", f"{result.episode_id}\t{result.snapshot}")
 
     def _write_status(self) -> None:
         """What each robot is doing now, for dashboards: `<log_dir>/robots/worker-<i>.json`,

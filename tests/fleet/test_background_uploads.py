@@ -60,14 +60,17 @@ def _uploads(sink_holder: dict, refuse=(), max_pending=8) -> _BackgroundUploads:
     return _BackgroundUploads(open_sink, _one_by_one, max_pending)
 
 
+def _batch_uploads(sink_holder: dict, max_pending: int, interval_s: float) -> _BackgroundUploads:
+    def open_sink():
+        sink_holder["sink"] = BatchRecordingSink()
+        return sink_holder["sink"]
+
+    return _BackgroundUploads(open_sink, upload_batch, max_pending, interval_s=interval_s)
+
+
 def test_with_an_interval_an_upload_takes_every_episode_finished_since_the_last_one():
     held: dict = {}
-
-    def open_sink():
-        held["sink"] = BatchRecordingSink()
-        return held["sink"]
-
-    uploads = _BackgroundUploads(open_sink, lambda sink, batch: upload_batch(sink, batch), 16, interval_s=60.0)
+    uploads = _batch_uploads(held, max_pending=16, interval_s=60.0)
     first = make_episode("robot-000", 0, source="rollout")
     uploads.submit(first)
     deadline = time.monotonic() + 30
@@ -145,12 +148,7 @@ def test_episodes_an_upload_carried_free_their_place_at_once_not_an_interval_lat
     # Back-pressure counts submitted episodes not yet uploaded. Each submit queues a run; a
     # run whose episode an earlier upload carried must end at once, or the robots block.
     held: dict = {}
-
-    def open_sink():
-        held["sink"] = BatchRecordingSink()
-        return held["sink"]
-
-    uploads = _BackgroundUploads(open_sink, lambda sink, batch: upload_batch(sink, batch), 3, interval_s=2.0)
+    uploads = _batch_uploads(held, max_pending=3, interval_s=2.0)
     episodes = [make_episode("robot-000", k, source="rollout") for k in range(6)]
     uploads.submit(episodes[0])
     for episode in episodes[1:4]:

@@ -61,21 +61,26 @@ def _ingest(tmp_path, owners=None) -> IngestActor:
     return IngestActor(str(tmp_path / "store"), str(registry.root), owners or {"robot-000": 0, "robot-001": 1})
 
 
+async def _append(ingest: IngestActor, data: bytes, slot: int, token: int) -> dict:
+    """One episode through `append_batch`, the caller holding `token` for every robot."""
+    return (await ingest.append_batch([data], slot, dict.fromkeys(ingest.owners, token)))[0]
+
+
 def test_a_robot_is_leased_to_its_slot_and_a_stale_incarnation_cannot_commit(tmp_path):
     async def scenario():
         ingest = _ingest(tmp_path)
         assert (await ingest.lease("robot-000", 1, 0.0))["error"] == "lease"  # robot-000 belongs to slot 0
         first = (await ingest.lease("robot-000", 0, 0.0))["token"]
         data, _ = encode(make_episode("robot-000", 0, source="rollout", version=3))
-        receipt = await ingest.append(data, 0, first)
+        receipt = await _append(ingest, data, 0, first)
         assert receipt["episode_id"].startswith("robot-000/") and not receipt["duplicate"]
         second = (await ingest.lease("robot-000", 0, 0.0))["token"]  # slot 0 restarted elsewhere
         assert second > first
         data, _ = encode(make_episode("robot-000", 1, source="rollout", version=3))
-        stale = await ingest.append(data, 0, first)
+        stale = await _append(ingest, data, 0, first)
         assert stale["error"] == "lease" and "stale" in stale["message"]
-        assert (await ingest.append(data, 0, second))["snapshot"] > receipt["snapshot"]
-        again = await ingest.append(data, 0, second)  # an at-least-once retry
+        assert (await _append(ingest, data, 0, second))["snapshot"] > receipt["snapshot"]
+        again = await _append(ingest, data, 0, second)  # an at-least-once retry
         assert again["duplicate"] and await ingest.committed_ids("robot-000") == [0, 1]
         await ingest.close()
 
@@ -86,11 +91,11 @@ def test_episodes_that_fail_validation_or_conflict_are_refused_with_the_reason(t
     async def scenario():
         ingest = _ingest(tmp_path)
         token = (await ingest.lease("robot-000", 0, 0.0))["token"]
-        assert (await ingest.append(b"not an episode", 0, token))["error"] == "invalid"
+        assert (await _append(ingest, b"not an episode", 0, token))["error"] == "invalid"
         data, _ = encode(make_episode("robot-000", 0, source="rollout", rng_seed=1))
-        assert "episode_id" in await ingest.append(data, 0, token)
+        assert "episode_id" in await _append(ingest, data, 0, token)
         other, _ = encode(make_episode("robot-000", 0, source="rollout", rng_seed=2))
-        assert (await ingest.append(other, 0, token))["error"] == "conflict"
+        assert (await _append(ingest, other, 0, token))["error"] == "conflict"
         await ingest.close()
 
     asyncio.run(scenario())
@@ -134,9 +139,9 @@ def test_an_ingest_that_restarted_accepts_the_live_incarnations_token(tmp_path):
         await ingest.close()  # the actor died; Ray restarts it with empty state
         restarted = _ingest(tmp_path)
         data, _ = encode(make_episode("robot-001", 0, source="rollout"))
-        assert "episode_id" in await restarted.append(data, 1, token)
+        assert "episode_id" in await _append(restarted, data, 1, token)
         data, _ = encode(make_episode("robot-001", 1, source="rollout"))
-        assert (await restarted.append(data, 1, token - 1))["error"] == "lease"
+        assert (await _append(restarted, data, 1, token - 1))["error"] == "lease"
         await restarted.close()
 
     asyncio.run(scenario())
