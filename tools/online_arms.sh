@@ -37,6 +37,7 @@ for seed in 0 1 2; do
       priorlr3) run priorlr3 $seed --lwd.prior-lr 3e-4 ;;  # the learned prior learns 3x faster
       ema05) run ema05 $seed --lwd.prior-ema 0.05 ;;       # QAM's reference follows it 5x faster
       upd60) run upd60 $seed --updates-per-1k-env-steps 60 ;;  # twice the learner updates per env step
+      demo) run demo $seed --env-steps 250000 --updates-per-1k-env-steps 0 ;;  # the demo's online stage: unpaced (run alone)
       lam01) run lam01 $seed --lwd.lam 0.01 ;;             # trust Q 3x more
       plr1e4) run plr1e4 $seed --lwd.policy-lr 1e-4 ;;     # the policy (QAM) learns 3.3x faster
       *) echo "unknown arm $arm" >&2; exit 2 ;;
