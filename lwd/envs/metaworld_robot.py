@@ -43,9 +43,9 @@ def _touching_object(env, object_geom_id: int) -> bool:
 
     Meta-World's version iterates `data.contact` in Python, and the iteration ends in an
     IndexError thrown as a C++ exception inside the bindings; unwinding it costs ~60 µs in a
-    plain process and 2-3× that in one that has loaded many shared libraries (torch, Ray),
-    twice per step of every task whose reward asks whether the gripper holds its object
-    (pick-place, push and 12 more of MT50): up to a quarter of such a step (docs/benchmarks.md).
+    plain process, ~70 with torch or Ray loaded and ~180 with sentence_transformers, twice per
+    step of every task whose reward asks whether the gripper holds its object (pick-place, push
+    and 12 more of MT50): a third of such a step or more (docs/benchmarks.md).
     """
     contact, data = env.data.contact, env.data
     geom1, geom2 = contact.geom1, contact.geom2
