@@ -1,12 +1,12 @@
-"""What one batched chunk call of the fleet costs, float32 vs a bfloat16 velocity network.
+"""What one batched chunk call of the fleet costs, float32 vs bfloat16 (`--fleet.inference-dtype`).
 
-    .venv/bin/python tools/chunk_call_probe.py --batch 10 [--rounds 2]
+    .venv/bin/python tools/chunk_call_probe.py --batch 10 [--rounds 2] [--checkpoint CKPT]
 
-Times `FrozenSampler` (the fleet's traced float32 graph) and the same encode + K-step
-sampler with the velocity network's hidden layers in bfloat16 (traced and frozen too),
-on one thread, by thread CPU time, warm and "cold" (64 MiB touched before each call, as the
-robots' simulators evict the caches between two policy calls). Default-size policy with
-random weights; prints µs per call and per env step (batch × chunk length).
+Times the fleet's `FrozenSampler` (traced, frozen) at float32 and with the velocity network's
+hidden layers in bfloat16, on one thread, by thread CPU time, warm and "cold" (64 MiB touched
+before each call, as the robots' simulators evict the caches between two policy calls).
+Default-size policy with random weights, or `--checkpoint`'s; prints µs per call and per env
+step (batch × chunk length), and how far the bfloat16 chunks are from the float32 ones.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lwd.fleet.policy_actor import FrozenSampler  # noqa: E402
+from lwd.policy.checkpoint import load_checkpoint  # noqa: E402
 from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig  # noqa: E402
-
-
-class Bfloat16Sampler(torch.nn.Module):
-    """encode in float32, then the K Euler steps of `velocity_field` with its hidden layers in
-    bfloat16 (the field QAM uses with `--lwd.qam-dtype bfloat16`)."""
-
-    def __init__(self, policy: FlowChunkPolicy):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs: torch.Tensor, instruction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        field = self.policy.velocity_field(self.policy.encode(obs, instruction), torch.bfloat16)
-        steps = self.policy.sample_steps
-        x = noise
-        for k in range(steps):
-            x = x + field(x, torch.full((len(x),), k / steps)) / steps
-        return self.policy.unnormalize(x)
 
 
 def main() -> None:
@@ -48,16 +31,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--checkpoint", default="", help="a trained policy (default: random weights)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    policy = FlowChunkPolicy(PolicyConfig()).eval()
+    policy = load_checkpoint(args.checkpoint)[0] if args.checkpoint else FlowChunkPolicy(PolicyConfig())
+    policy.eval()
     obs, instruction = torch.randn(args.batch, policy.config.obs_dim), torch.randn(args.batch, policy.config.text_dim)
     noise = torch.randn(args.batch, policy.flat_action_dim)
-    float32 = FrozenSampler(policy)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bfloat16 = torch.jit.freeze(torch.jit.trace(Bfloat16Sampler(policy).eval(), (obs, instruction, noise)))
+    float32, bfloat16 = FrozenSampler(policy), FrozenSampler(policy, torch.bfloat16)
     junk = np.ones(64 * 2**20 // 8)
 
     def cost(call, cold: bool) -> float:
@@ -73,6 +55,8 @@ def main() -> None:
 
     per_step = args.batch * policy.chunk_len
     with torch.inference_mode():
+        exact, low = float32(obs, instruction, noise), bfloat16(obs, instruction, noise)
+        print(f"bfloat16 - float32: max |Δaction| {float((low - exact).abs().max()):.4f} (actions in [-1, 1])")
         for _ in range(args.rounds):
             for cold in (False, True):
                 a, b = cost(float32, cold), cost(bfloat16, cold)

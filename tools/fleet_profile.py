@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--worker-index", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=150, help="episodes to start (the last ones finish)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inference-dtype", default="float32", help="the robots' policy precision (float32, bfloat16)")
     parser.add_argument("--breakdown", action="store_true", help="time components (adds a few µs per step)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as a worker process
@@ -117,7 +118,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         registry = PolicyRegistry(Path(tmp) / "registry")
         registry.publish_checkpoint(args.checkpoint, learner_step=0)
-        config = worker_module.FleetConfig(workers=args.workers, robots_per_worker=args.robots)
+        config = worker_module.FleetConfig(
+            workers=args.workers, robots_per_worker=args.robots, inference_dtype=args.inference_dtype
+        )
         specs = worker_module.robot_specs(config)[args.worker_index :: args.workers]
         store = EpisodeStore(Path(tmp) / "store")
         worker = worker_module.RobotWorker(

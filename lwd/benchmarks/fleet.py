@@ -27,6 +27,9 @@ class FleetBenchConfig:
     robots_per_worker: int = documented(
         10, "robots per worker: more robots share each batched policy call (docs/benchmarks.md)"
     )
+    inference_dtype: str = documented(
+        "float32", "precision of the robots' policy calls: 'float32' or 'bfloat16' (FleetConfig.inference_dtype)"
+    )
     fleet: str = documented("local", "where the robots run: 'local' processes or 'ray' actors (lwd[ray])")
     ray_address: str = documented("", "--fleet ray: the cluster to join ('' = a private Ray instance here)")
     seconds: float = documented(60.0, "measured window of fleet time per round")
@@ -197,7 +200,12 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
     with the median wall-clock ratio.
     """
     single_stage_tasks(config.suite)  # before starting a fleet whose episodes could not be replayed bare
-    fleet_config = FleetConfig(suite=config.suite, workers=config.workers, robots_per_worker=config.robots_per_worker)
+    fleet_config = FleetConfig(
+        suite=config.suite,
+        workers=config.workers,
+        robots_per_worker=config.robots_per_worker,
+        inference_dtype=config.inference_dtype,
+    )
     rounds = []
     for _ in range(config.repeats):
         with tempfile.TemporaryDirectory() as tmp:

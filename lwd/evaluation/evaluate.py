@@ -43,6 +43,11 @@ class EvalConfig:
     critic: str = documented(
         "", "LWD learner checkpoint whose Q ensemble (mean of its heads) picks the chunk when --best-of-n > 1"
     )
+    inference_dtype: str = documented(
+        "float32",
+        "precision of the velocity network's hidden layers when sampling chunks: 'float32' or 'bfloat16' "
+        "(what a fleet runs with --fleet.inference-dtype)",
+    )
     max_live_episodes: int = documented(
         100,
         "episodes a worker steps at once (one simulator each, ~10 MB); more "
@@ -58,6 +63,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_live_episodes < 1 or self.workers < 1 or self.episodes_per_task < 1:
             raise ValueError("max_live_episodes, workers and episodes_per_task must be >= 1")
+        from lwd.fleet.policy_actor import INFERENCE_DTYPES
+
+        if self.inference_dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"inference_dtype must be one of {tuple(INFERENCE_DTYPES)}, got {self.inference_dtype!r}")
+        if self.inference_dtype != "float32" and self.best_of_n > 1:
+            raise ValueError("--best-of-n samples at float32 only")
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
             raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
         unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
@@ -118,15 +129,19 @@ def run_policy_episodes(
     phrasings: str = "canonical",
     best_of_n: int = 1,
     critic: str = "",
+    inference_dtype: str = "float32",
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None), each task worded by a
     phrasing of the set `phrasings` drawn by the episode's seed. Wording the checkpoint never
     saw is embedded by the sentence encoder on the spot. With `best_of_n` > 1 each replan
     samples that many chunks and executes the one the Q ensemble of the learner checkpoint
-    `critic` values most (mean of its heads); its first candidate is the plain policy's chunk."""
+    `critic` values most (mean of its heads); its first candidate is the plain policy's chunk.
+    `inference_dtype` ('float32', 'bfloat16') is the precision of the velocity network's hidden
+    layers (`FleetConfig.inference_dtype`)."""
     import torch
 
+    from lwd.fleet.policy_actor import INFERENCE_DTYPES
     from lwd.policy.checkpoint import load_checkpoint
 
     check_held_out_seeds([seed for _, seed in jobs])
@@ -152,7 +167,13 @@ def run_policy_episodes(
         outcome
         for start in range(0, len(jobs), batch)
         for outcome in _lockstep(
-            policy, encoder, jobs[start : start + batch], generators[start : start + batch], execute, phrasings
+            policy,
+            encoder,
+            jobs[start : start + batch],
+            generators[start : start + batch],
+            execute,
+            phrasings,
+            INFERENCE_DTYPES[inference_dtype],
         )
     ]
 
@@ -199,7 +220,7 @@ class LockstepEpisodes:
 
 
 def _lockstep(
-    policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int, phrasings: str
+    policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int, phrasings: str, dtype=None
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks
@@ -215,6 +236,7 @@ def _lockstep(
             [episodes.instructions[i] for i in idx],
             [generators[i] for i in idx],
             images=policy_images(policy.cameras, [episodes.frames[i] for i in idx]),
+            dtype=dtype,
         )
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])
@@ -222,7 +244,7 @@ def _lockstep(
 
 
 def _worker(args) -> list[EpisodeOutcome]:
-    checkpoint, jobs, execute_steps, noise_seed, max_live, phrasings, best_of_n, critic = args
+    checkpoint, jobs, execute_steps, noise_seed, max_live, phrasings, best_of_n, critic, inference_dtype = args
     return run_policy_episodes(
         checkpoint,
         jobs,
@@ -232,6 +254,7 @@ def _worker(args) -> list[EpisodeOutcome]:
         phrasings=phrasings,
         best_of_n=best_of_n,
         critic=critic,
+        inference_dtype=inference_dtype,
     )
 
 
@@ -338,6 +361,7 @@ def evaluate(config: EvalConfig) -> dict:
             config.phrasings[0],
             config.best_of_n,
             config.critic,
+            config.inference_dtype,
         )
         for shard in shards
         if shard

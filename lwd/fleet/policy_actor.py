@@ -17,16 +17,20 @@ from lwd.policy.instructions import InstructionEncoder
 
 log = logging.getLogger(__name__)
 
+# Precisions robots may sample chunks at (`FleetConfig.inference_dtype`): the velocity
+# network's hidden layers in bfloat16 run on bf16 units (AMX CPUs, GPUs).
+INFERENCE_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
 
 class _EncodeAndSample(torch.nn.Module):
     """The two policy calls of a chunk as one module, so that they trace into one graph."""
 
-    def __init__(self, policy: FlowChunkPolicy):
+    def __init__(self, policy: FlowChunkPolicy, dtype: torch.dtype | None = None):
         super().__init__()
-        self.policy = policy
+        self.policy, self.dtype = policy, dtype
 
     def forward(self, obs: torch.Tensor, instruction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.policy.sample(self.policy.encode(obs, instruction), noise)
+        return self.policy.sample(self.policy.encode(obs, instruction), noise, dtype=self.dtype)
 
 
 class FrozenSampler:
@@ -36,26 +40,29 @@ class FrozenSampler:
 
     It must not change what robots do, so the graph's output is compared bit for bit with the
     eager policy's the first time each batch size comes up; a difference, or a policy the
-    tracer cannot follow, turns it off for good and the eager policy serves from then on."""
+    tracer cannot follow, turns it off for good and the eager policy serves from then on.
+    `dtype` (bfloat16) runs the velocity network's hidden layers at that precision, in the
+    graph and in the eager policy alike (`FleetConfig.inference_dtype`)."""
 
-    def __init__(self, policy: FlowChunkPolicy):
-        self.policy = policy
+    def __init__(self, policy: FlowChunkPolicy, dtype: torch.dtype | None = None):
+        self.policy, self.dtype = policy, dtype
         self.graph: torch.jit.ScriptModule | None = None
         self.checked: set[int] = set()  # batch sizes whose output matched the eager policy's
         self.off = False
 
     def _eager(self, obs: torch.Tensor, instruction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.policy.sample(self.policy.encode(obs, instruction), noise)
+        return self.policy.sample(self.policy.encode(obs, instruction), noise, dtype=self.dtype)
 
     def _trace(self, obs: torch.Tensor, instruction: torch.Tensor, noise: torch.Tensor) -> torch.jit.ScriptModule:
         # Traced outside inference mode on ordinary copies: freezing keeps the weights as constants.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it saw
             example = (obs.clone(), instruction.clone(), noise.clone())
-            return torch.jit.freeze(torch.jit.trace(_EncodeAndSample(self.policy).eval(), example, check_trace=False))
+            module = _EncodeAndSample(self.policy, self.dtype).eval()
+            return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
 
     def __call__(self, obs: torch.Tensor, instruction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What `policy.sample(policy.encode(obs, instruction), noise)` returns, bit for bit."""
+        """What `policy.sample(policy.encode(obs, instruction), noise, dtype)` returns, bit for bit."""
         if self.off:
             return self._eager(obs, instruction, noise)
         try:
@@ -85,11 +92,14 @@ def sample_chunks(
     generator: torch.Generator | list[torch.Generator],
     sampler: FrozenSampler | None = None,
     images: np.ndarray | None = None,
+    dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call. With one generator
     per row, each row's noise depends only on its own generator, not on its batch-mates.
     `sampler` (a `FrozenSampler` of `policy`) computes the same chunks faster; `images`
-    (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those)."""
+    (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those). `dtype`
+    (bfloat16) runs the velocity network's hidden layers at that precision; a `sampler`
+    carries its own."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     instruction = torch.from_numpy(encoder.embed(instructions))
     width = policy.flat_action_dim
@@ -98,10 +108,10 @@ def sample_chunks(
     else:
         noise = torch.stack([torch.randn(width, generator=g) for g in generator])
     if images is not None:
-        return policy.sample(policy.encode(obs, instruction, torch.from_numpy(images)), noise).numpy()
+        return policy.sample(policy.encode(obs, instruction, torch.from_numpy(images)), noise, dtype=dtype).numpy()
     if sampler is not None:
         return sampler(obs, instruction, noise).numpy()
-    return policy.sample(policy.encode(obs, instruction), noise).numpy()
+    return policy.sample(policy.encode(obs, instruction), noise, dtype=dtype).numpy()
 
 
 class PolicyActor(ChunkQueue):

@@ -67,7 +67,11 @@ class PolicyAdapter(Protocol):
     def velocity(self, context: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor: ...
 
     def sample(
-        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+        self,
+        context: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor: ...
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor: ...
@@ -159,13 +163,23 @@ class FlowPolicyBase(nn.Module):
         raise NotImplementedError
 
     def sample(
-        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+        self,
+        context: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """K Euler steps from x_0 = noise; returns clipped actions (B, H, A) in env units."""
-        return self.unnormalize(self.sample_normalized(context, noise, steps))
+        """K Euler steps from x_0 = noise; returns clipped actions (B, H, A) in env units.
+        `dtype` asks for the velocity network's hidden layers at a lower precision (bfloat16);
+        architectures without a fast field run at the parameters' precision whatever it asks."""
+        return self.unnormalize(self.sample_normalized(context, noise, steps, dtype))
 
     def sample_normalized(
-        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+        self,
+        context: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         steps = steps or self.sample_steps
         batch = context.shape[0]

@@ -183,8 +183,14 @@ class FlowChunkPolicy(FlowPolicyBase):
         return self.velocity_net(torch.cat([context, x, time_features(w, self.config.time_dim)], dim=-1))
 
     def sample_normalized(
-        self, context: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None
+        self,
+        context: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
+        """`dtype` (e.g. bfloat16) runs the hidden layers after the first at that precision,
+        as `velocity_field` does; None keeps the parameters' precision."""
         steps = steps or self.config.sample_steps
         batch = context.shape[0]
         x = torch.randn(batch, self.config.flat_action_dim, device=context.device) if noise is None else noise
@@ -193,12 +199,18 @@ class FlowChunkPolicy(FlowPolicyBase):
         # K steps and the time part the same for the whole batch, so both are computed once
         # instead of K·B times (same function as `velocity`; ~17% fewer FLOPs per chunk).
         context_part, action_weight, time_weight = self._first_layer_parts(context)
-        rest = self.velocity_net[1:]
+        rest = self.velocity_net[1:] if dtype is None else _velocity_blocks(self.velocity_net[1:], dtype)
         times = torch.arange(steps, device=context.device, dtype=context.dtype) * h
         time_parts = F.linear(time_features(times, self.config.time_dim), time_weight)
         for k in range(steps):
             hidden = context_part + time_parts[k] + F.linear(x, action_weight)
-            x = x + h * rest(hidden)
+            if dtype is None:
+                x = x + h * rest(hidden)
+                continue
+            hidden = hidden.to(dtype)
+            for block in rest:
+                hidden = block(hidden)
+            x = x + h * hidden.to(x.dtype)
         return x
 
     def velocity_field(

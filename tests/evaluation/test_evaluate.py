@@ -167,3 +167,10 @@ def test_held_out_phrasings_are_what_the_policy_is_given_and_the_gap_is_paired(t
 def test_unknown_phrasing_sets_are_refused():
     with pytest.raises(ValueError, match="phrasings must be distinct names"):
         EvalConfig(phrasings=("held-out",))
+
+
+def test_an_unknown_precision_or_a_bfloat16_best_of_n_is_refused():
+    with pytest.raises(ValueError, match="inference_dtype"):
+        EvalConfig(inference_dtype="float16")
+    with pytest.raises(ValueError, match="best-of-n"):
+        EvalConfig(inference_dtype="bfloat16", best_of_n=4, critic="runs/deploy/learner/final")

@@ -19,10 +19,11 @@ def _policy_and_encoder(seed: int = 0):
     return policy, encoder
 
 
-def _chunks(policy, encoder, batch: int, seed: int, sampler=None) -> np.ndarray:
+def _chunks(policy, encoder, batch: int, seed: int, sampler=None, dtype=None) -> np.ndarray:
     states = np.random.default_rng(seed).normal(size=(batch, 39)).astype(np.float32)
     instructions = [INSTRUCTIONS[i % 2] for i in range(batch)]
-    return sample_chunks(policy, encoder, states, instructions, torch.Generator().manual_seed(seed), sampler=sampler)
+    generator = torch.Generator().manual_seed(seed)
+    return sample_chunks(policy, encoder, states, instructions, generator, sampler=sampler, dtype=dtype)
 
 
 def test_the_frozen_sampler_gives_the_eager_chunks_bit_for_bit_at_every_batch_size():
@@ -35,6 +36,16 @@ def test_the_frozen_sampler_gives_the_eager_chunks_bit_for_bit_at_every_batch_si
             assert frozen.shape == eager.shape == (batch, policy.config.chunk_len, policy.config.action_dim)
             np.testing.assert_array_equal(frozen, eager)
     assert not sampler.off and sampler.checked == {1, 4, 10, 13}
+
+
+def test_a_bfloat16_frozen_sampler_gives_the_eager_bfloat16_chunks_bit_for_bit():
+    policy, encoder = _policy_and_encoder()
+    sampler = FrozenSampler(policy, torch.bfloat16)
+    for batch in (1, 6, 6):
+        eager = _chunks(policy, encoder, batch, seed=batch, dtype=torch.bfloat16)
+        np.testing.assert_array_equal(_chunks(policy, encoder, batch, seed=batch, sampler=sampler), eager)
+    assert not sampler.off and sampler.checked == {1, 6}
+    assert not np.array_equal(eager, _chunks(policy, encoder, 6, seed=6))  # bfloat16 is not float32
 
 
 def test_a_graph_that_differs_from_the_policy_is_turned_off_and_the_eager_policy_serves():

@@ -100,6 +100,28 @@ def test_worker_records_the_version_of_every_step_and_switches_only_between_epis
     assert any(e.policy_version[0] == 2 for e in episodes)
 
 
+def test_a_bfloat16_fleet_samples_through_a_bfloat16_graph_and_an_unknown_precision_is_refused(tmp_path, tiny_pipeline):
+    import torch
+
+    from lwd.data.store import EpisodeStore
+
+    with pytest.raises(ValueError, match="inference_dtype"):
+        FleetConfig(inference_dtype="float16")
+    registry = PolicyRegistry(tmp_path / "reg")
+    registry.publish_checkpoint(tiny_pipeline[2], learner_step=0)
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2, inference_dtype="bfloat16")
+    store = EpisodeStore(tmp_path / "store")
+    worker = RobotWorker(0, robot_specs(config), config, store, registry)
+    used = {}
+
+    def should_stop():
+        used.update(worker.samplers)  # a version's sampler is dropped once no robot runs it
+        return len(store.records()) >= 2
+
+    worker.run(should_stop)
+    assert used and all(s.dtype == torch.bfloat16 and s.checked and not s.off for s in used.values())
+
+
 def test_a_held_worker_finishes_its_episodes_starts_none_and_still_stops(tmp_path, tiny_pipeline):
     from lwd.data.store import EpisodeStore
 
