@@ -1,4 +1,4 @@
-"""What one batched chunk call of the fleet costs, float32 vs bfloat16 (`--fleet.inference-dtype`).
+"""What one batched chunk call of the fleet costs, float32 vs bfloat16 (`--robots.inference-dtype`).
 
     .venv/bin/python tools/chunk_call_probe.py --batch 10 [--rounds 2] [--checkpoint CKPT]
 

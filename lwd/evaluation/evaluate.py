@@ -46,7 +46,7 @@ class EvalConfig:
     inference_dtype: str = documented(
         "float32",
         "precision of the velocity network's hidden layers when sampling chunks: 'float32' or 'bfloat16' "
-        "(what a fleet runs with --fleet.inference-dtype)",
+        "(what a fleet runs with --robots.inference-dtype)",
     )
     max_live_episodes: int = documented(
         100,
