@@ -27,13 +27,12 @@ from lwd.algorithms.divl import (
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.algorithms.qam import ADJOINT_TIMES, VelocityField, qam_loss, reference_qam_loss
 from lwd.configargs import documented
-from lwd.policy.adapter import PolicyAdapter
+from lwd.policy.adapter import HIDDEN_DTYPES, PolicyAdapter
 from lwd.policy.critic import ChunkCritic, StateValue
 
 TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
 PRIORS = ("frozen", "learned")
-QAM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 LAM_SCALES = ("absolute", "gradient")
 
 
@@ -115,8 +114,8 @@ class LearnerConfig:
             raise ValueError("need 0 < tau_min <= tau_max < 1")
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
-        if self.qam_dtype not in QAM_DTYPES:
-            raise ValueError(f"qam_dtype must be one of {tuple(QAM_DTYPES)}, got {self.qam_dtype!r}")
+        if self.qam_dtype not in HIDDEN_DTYPES:
+            raise ValueError(f"qam_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.qam_dtype!r}")
         if self.implementation == "reference" and self.qam_dtype != "float32":
             raise ValueError("the reference implementation runs in float32 only (qam_dtype='float32')")
 
@@ -265,7 +264,7 @@ class LWDLearner:
         args = (q_value, x_0, noise, steps, cfg.lam, cfg.adjoint_time)
         relative_lam = cfg.lam_scale == "gradient"
         if cfg.implementation == "fast":
-            dtype = QAM_DTYPES[cfg.qam_dtype]
+            dtype = HIDDEN_DTYPES[cfg.qam_dtype]
             policy_field = self.policy.velocity_field(context, dtype)
             reference_field = self.reference.velocity_field(reference_context, dtype)
             linearize = self.reference.velocity_linearization(reference_context, dtype)

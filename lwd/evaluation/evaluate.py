@@ -63,10 +63,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_live_episodes < 1 or self.workers < 1 or self.episodes_per_task < 1:
             raise ValueError("max_live_episodes, workers and episodes_per_task must be >= 1")
-        from lwd.fleet.policy_actor import INFERENCE_DTYPES
+        from lwd.policy.adapter import HIDDEN_DTYPES
 
-        if self.inference_dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"inference_dtype must be one of {tuple(INFERENCE_DTYPES)}, got {self.inference_dtype!r}")
+        if self.inference_dtype not in HIDDEN_DTYPES:
+            raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
         if self.inference_dtype != "float32" and self.best_of_n > 1:
             raise ValueError("--best-of-n samples at float32 only")
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
@@ -141,7 +141,7 @@ def run_policy_episodes(
     layers (`FleetConfig.inference_dtype`)."""
     import torch
 
-    from lwd.fleet.policy_actor import INFERENCE_DTYPES
+    from lwd.policy.adapter import HIDDEN_DTYPES
     from lwd.policy.checkpoint import load_checkpoint
 
     check_held_out_seeds([seed for _, seed in jobs])
@@ -173,7 +173,7 @@ def run_policy_episodes(
             generators[start : start + batch],
             execute,
             phrasings,
-            INFERENCE_DTYPES[inference_dtype],
+            HIDDEN_DTYPES[inference_dtype],
         )
     ]
 

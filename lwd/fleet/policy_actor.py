@@ -17,10 +17,6 @@ from lwd.policy.instructions import InstructionEncoder
 
 log = logging.getLogger(__name__)
 
-# Precisions robots may sample chunks at (`FleetConfig.inference_dtype`): the velocity
-# network's hidden layers in bfloat16 run on bf16 units (AMX CPUs, GPUs).
-INFERENCE_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
-
 
 class _EncodeAndSample(torch.nn.Module):
     """The two policy calls of a chunk as one module, so that they trace into one graph."""

@@ -36,10 +36,11 @@ from lwd.data.lease import RobotLease, RobotLeaseError
 from lwd.data.store import EpisodeConflictError, Receipt, StoreError
 from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite
 from lwd.envs.operator import OperatorConfig, ScriptedOperator
-from lwd.fleet.policy_actor import INFERENCE_DTYPES, FrozenSampler, PolicyActor, sample_chunks
+from lwd.fleet.policy_actor import FrozenSampler, PolicyActor, sample_chunks
 from lwd.fleet.registry import PolicySource, PublishedVersion
 from lwd.fleet.rollout import EpisodeRun
 from lwd.fleet.sensing import policy_images
+from lwd.policy.adapter import HIDDEN_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class FleetConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.robots_per_worker < 1:
             raise ValueError("workers and robots_per_worker must be >= 1")
-        if self.inference_dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"inference_dtype must be one of {tuple(INFERENCE_DTYPES)}, got {self.inference_dtype!r}")
+        if self.inference_dtype not in HIDDEN_DTYPES:
+            raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
         if self.num_robots * ROBOT_SEED_STRIDE + ONLINE_SEED_START >= SEEDS.validation_start:
             raise ValueError(f"{self.num_robots} robots would run out of training seeds")
         chosen = suite(self.suite)
@@ -342,7 +343,7 @@ class RobotWorker:
             try:
                 self.policies[published.version] = (*self.source.load(published.version), published)
                 self.samplers[published.version] = FrozenSampler(
-                    self.policies[published.version][0], INFERENCE_DTYPES[self.config.inference_dtype]
+                    self.policies[published.version][0], HIDDEN_DTYPES[self.config.inference_dtype]
                 )
             except Exception as err:
                 fallback = robot.version if robot.version in self.policies else max(self.policies, default=None)
@@ -471,7 +472,7 @@ class RobotWorker:
                 self.generator,
                 sampler=self.samplers.get(version),
                 images=policy_images(policy.cameras, [r.run.observation.images for r in group]),
-                dtype=INFERENCE_DTYPES[self.config.inference_dtype],
+                dtype=HIDDEN_DTYPES[self.config.inference_dtype],
             )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)
@@ -553,7 +554,7 @@ class RobotWorker:
         # worker that is ~13 µs (3%) less CPU per env step than alternating tasks
         # (docs/benchmarks.md). Between policy calls robots are independent, so the order
         # changes no episode.
-        in_order = sorted(self.robots, key=lambda r: (r.spec.task(r.run.seq if r.run else r.seq), r.spec.index))
+        in_order = sorted(self.robots, key=lambda r: (r.spec.task(r.seq), r.spec.index))  # r.seq: its episode
         reached = []  # per robot: the sweep (this one is 0) at which it stopped executing a chunk
         for robot in in_order:
             if robot.run is not None and robot.spec.index not in waiting:

@@ -37,6 +37,12 @@ BlockVJP = Callable[[int, torch.Tensor], torch.Tensor]
 # velocities (n·B, D) and `vjp(k, a)` = J_kᵀa (B, D) for block k, J_k = ∂f/∂x there.
 Linearization = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, BlockVJP]]
 
+# The precisions a velocity network's hidden layers may run at, by name (`dtype` of `sample`,
+# `velocity_field`, `velocity_linearization`): QAM's (`--lwd.qam-dtype`) and the robots'
+# (`--robots.inference-dtype`). None keeps the parameters' precision; bfloat16 runs on bf16
+# units (AMX CPUs, GPUs).
+HIDDEN_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
 
 class PolicyAdapter(Protocol):
     """A flow-matching action-chunk policy as the learners see it.

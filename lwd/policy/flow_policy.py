@@ -100,6 +100,15 @@ class _Block:
         return F.linear(F.gelu(normed, approximate=self.approximate), self.weight, self.bias)
 
 
+def _through_blocks(blocks: list[_Block], hidden: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The first layer's output `hidden` through `blocks` at `dtype` (None: its own
+    precision), returned in the precision it came in."""
+    out = hidden if dtype is None else hidden.to(dtype)
+    for block in blocks:
+        out = block(out)
+    return out.to(hidden.dtype)
+
+
 def _velocity_blocks(modules: nn.Sequential, dtype: torch.dtype | None) -> list[_Block]:
     """`mlp(...)[1:]` as (LayerNorm, GELU, Linear) blocks with the parameters cast to `dtype`
     once, not at every call. The casts stay in the autograd graph, so gradients reach the
@@ -199,18 +208,12 @@ class FlowChunkPolicy(FlowPolicyBase):
         # K steps and the time part the same for the whole batch, so both are computed once
         # instead of K·B times (same function as `velocity`; ~17% fewer FLOPs per chunk).
         context_part, action_weight, time_weight = self._first_layer_parts(context)
-        rest = self.velocity_net[1:] if dtype is None else _velocity_blocks(self.velocity_net[1:], dtype)
+        blocks = _velocity_blocks(self.velocity_net[1:], dtype)
         times = torch.arange(steps, device=context.device, dtype=context.dtype) * h
         time_parts = F.linear(time_features(times, self.config.time_dim), time_weight)
         for k in range(steps):
             hidden = context_part + time_parts[k] + F.linear(x, action_weight)
-            if dtype is None:
-                x = x + h * rest(hidden)
-                continue
-            hidden = hidden.to(dtype)
-            for block in rest:
-                hidden = block(hidden)
-            x = x + h * hidden.to(x.dtype)
+            x = x + h * _through_blocks(blocks, hidden, dtype)
         return x
 
     def velocity_field(
@@ -232,11 +235,7 @@ class FlowChunkPolicy(FlowPolicyBase):
         blocks = _velocity_blocks(self.velocity_net[1:], dtype)
 
         def field(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            hidden = first_layer(x, w)
-            hidden = hidden if dtype is None else hidden.to(dtype)
-            for block in blocks:
-                hidden = block(hidden)
-            return hidden.to(context.dtype)
+            return _through_blocks(blocks, first_layer(x, w), dtype).to(context.dtype)
 
         return field
 
