@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp-installed
 RAY_STAMP := $(VENV)/.stamp-ray
 LEROBOT_STAMP := $(VENV)/.stamp-lerobot
 
-.PHONY: setup demo test test-fast lint bench ray-cluster
+.PHONY: setup demo test test-fast lint bench ray-cluster bench-ray-node
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,12 @@ bench: $(STAMP)
 # `lwd deploy --fleet ray --ray-address auto` see 3 nodes; exiting the shell stops them.
 ray-cluster: $(RAY_STAMP)
 	tools/netns-run $(PY) tools/ray_cluster.py --nodes 3 --cpus-per-node 1 -- bash
+
+# A Ray robot node's fleet ÷ bare (docs/benchmarks.md, fleet section): a 2-node cluster whose
+# head (the learner's node: ingest, GCS) runs on core 0 and whose robot node runs on core 1,
+# as separate machines; the bench's bare replay runs on core 1 too. CHECKPOINT=... ARGS=...
+CHECKPOINT ?= runs/offline/final
+bench-ray-node: $(RAY_STAMP)
+	tools/netns-run $(PY) tools/ray_cluster.py --nodes 2 --cpus-per-node 1 --head-cpus 0 \
+		--node-cores 0 1 --command-cores 1 -- $(VENV)/bin/lwd bench fleet --checkpoint $(CHECKPOINT) \
+		--fleet ray --ray-address auto --workers 1 --robots-per-worker 80 --out runs/bench/fleet_ray_node.json $(ARGS)

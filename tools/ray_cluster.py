@@ -12,6 +12,12 @@ Ray binds the machine's interface address even when asked for 127.0.0.1.
 
 The head node is the learner's: `--head-cpus 0` keeps robot actors off it (on a real cluster,
 `ray start --head --num-cpus 0` on the GPU machine does the same).
+
+`--node-cores 0 1` pins each node (its raylet and every worker it starts) to its own cores:
+here the head to core 0, the second node to core 1, and `--command-cores 1` runs COMMAND on
+core 1. Nodes then share no core, as separate machines would not, so a robot node's figures
+(`lwd bench fleet --fleet ray --workers 1`, whose bare replay runs on the command's cores)
+are not mixed with the learner node's ingest and daemons (docs/benchmarks.md, fleet section).
 """
 
 from __future__ import annotations
@@ -23,15 +29,41 @@ import sys
 import time
 
 
-def start_cluster(nodes: int, cpus_per_node: float, head_cpus: float | None = None):
-    """A started `ray.cluster_utils.Cluster` of `nodes` nodes on loopback (the caller shuts it down)."""
+def start_cluster(
+    nodes: int, cpus_per_node: float, head_cpus: float | None = None, node_cores: list[set[int]] | None = None
+):
+    """A started `ray.cluster_utils.Cluster` of `nodes` nodes on loopback (the caller shuts it
+    down). `node_cores`: per node, the cores its processes may run on (None: any)."""
     from ray.cluster_utils import Cluster
 
-    head_args = {"num_cpus": cpus_per_node if head_cpus is None else head_cpus, "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, head_node_args=head_args)
-    for _ in range(nodes - 1):
-        cluster.add_node(num_cpus=cpus_per_node)
+    if node_cores is not None and len(node_cores) != nodes:
+        raise ValueError(f"--node-cores names {len(node_cores)} core sets for {nodes} nodes")
+    everywhere = os.sched_getaffinity(0)
+
+    def pinned(node: int) -> None:
+        # A node's daemons are started from this process and inherit its affinity; the
+        # workers a raylet starts inherit the raylet's.
+        os.sched_setaffinity(0, node_cores[node] if node_cores else everywhere)
+
+    try:
+        pinned(0)
+        head_args = {"num_cpus": cpus_per_node if head_cpus is None else head_cpus, "include_dashboard": False}
+        cluster = Cluster(initialize_head=True, head_node_args=head_args)
+        for node in range(1, nodes):
+            pinned(node)
+            cluster.add_node(num_cpus=cpus_per_node)
+    finally:
+        os.sched_setaffinity(0, everywhere)
     return cluster
+
+
+def core_set(text: str) -> set[int]:
+    """A core list as `taskset -c` writes it ("1", "0,2", "0-3") -> the set of core numbers."""
+    cores: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cores |= set(range(int(first), int(last or first) + 1))
+    return cores
 
 
 def main() -> int:
@@ -39,19 +71,28 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3, help="Ray nodes, the head included")
     parser.add_argument("--cpus-per-node", type=float, default=1.0, help="CPUs each node offers to actors")
     parser.add_argument("--head-cpus", type=float, default=None, help="CPUs of the head node (default: as the others)")
+    parser.add_argument(
+        "--node-cores", nargs="+", type=core_set, default=None, help="per node, its cores: e.g. 0 1 or 0 1-3"
+    )
+    parser.add_argument("--command-cores", type=core_set, default=None, help="the cores COMMAND runs on")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run against the cluster")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --, e.g. -- bash")
     began = time.time()
-    cluster = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus)
+    cluster = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus, args.node_cores)
     try:
         print(
             f"ray_cluster: {args.nodes} nodes at {cluster.address} up in {time.time() - began:.1f} s",
             file=sys.stderr,
         )
-        return subprocess.call(command, env={**os.environ, "RAY_ADDRESS": cluster.address})
+        cores = args.command_cores
+        return subprocess.call(
+            command,
+            env={**os.environ, "RAY_ADDRESS": cluster.address},
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+        )
     finally:
         cluster.shutdown()
 

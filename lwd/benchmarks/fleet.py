@@ -117,6 +117,26 @@ def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -
         time.sleep(0.1)
 
 
+def cpu_figures(
+    fleet_cpu: dict[str, float] | None, bare_cpu: dict[str, float] | None, fleet_steps: int, bare_steps: int
+) -> dict:
+    """A round's CPU figures from the CPU seconds by role of its fleet and bare phases; none
+    where they cannot be told: without /proc, or when the robots' processes are not under
+    this one (a cluster joined with `--ray-address`: its raylets started the robot actors)."""
+    if fleet_cpu is None or bare_cpu is None or not fleet_steps or not bare_steps or fleet_cpu["robots"] <= 0:
+        return {}
+    # Bare: the replay pool's processes only (a Ray instance may still be winding down).
+    bare_us = 1e6 * bare_cpu["robots"] / bare_steps
+    fleet_us = {role: 1e6 * seconds / fleet_steps for role, seconds in fleet_cpu.items()}
+    return {
+        "fleet_cpu_us_per_step": sum(fleet_us.values()),
+        "fleet_cpu_us_per_step_by_role": fleet_us,
+        "bare_cpu_us_per_step": bare_us,
+        "cpu_ratio": bare_us / sum(fleet_us.values()),
+        "cpu_ratio_robots": bare_us / fleet_us["robots"],
+    }
+
+
 def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path) -> dict:
     """One round: the fleet for warm-up + window, then bare Meta-World on its episodes; env
     steps per wall second and CPU seconds per env step of each."""
@@ -170,17 +190,7 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
         "episodes": len(episodes),
         "episodes_with_intervention": float(np.mean([e.intervention.any() for e in episodes])),
     }
-    if fleet_cpu is not None and bare_cpu is not None and in_window and bare_steps:
-        # Bare: the replay pool's processes only (a Ray instance may still be winding down).
-        bare_us = 1e6 * bare_cpu["robots"] / bare_steps
-        fleet_us = {role: 1e6 * seconds / in_window for role, seconds in fleet_cpu.items()}
-        round_figures.update(
-            fleet_cpu_us_per_step=sum(fleet_us.values()),
-            fleet_cpu_us_per_step_by_role=fleet_us,
-            bare_cpu_us_per_step=bare_us,
-            cpu_ratio=bare_us / sum(fleet_us.values()),
-            cpu_ratio_robots=bare_us / fleet_us["robots"],
-        )
+    round_figures.update(cpu_figures(fleet_cpu, bare_cpu, in_window, bare_steps))
     return round_figures
 
 

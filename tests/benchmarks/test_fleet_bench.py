@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lwd.benchmarks.fleet import FleetBenchConfig, run_fleet_bench, wait_until_every_robot_runs
+from lwd.benchmarks.fleet import FleetBenchConfig, cpu_figures, run_fleet_bench, wait_until_every_robot_runs
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -31,6 +31,15 @@ def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, 
     for r in report["rounds"]:
         assert r["fleet_cpu_us_per_step_by_role"]["robots"] > 0 and r["bare_cpu_us_per_step"] > 0
         assert r["cpu_ratio"] == pytest.approx(r["bare_cpu_us_per_step"] / r["fleet_cpu_us_per_step"], rel=1e-12)
+
+
+def test_cpu_figures_are_left_out_when_the_robots_run_outside_this_process_tree():
+    # Joining a cluster started elsewhere (`--ray-address`), the robot actors are the
+    # raylets' children: no robot CPU is seen, and the round has wall-clock figures only.
+    bare = {"robots": 3.0, "ingest": 0.0, "other": 0.0}
+    assert cpu_figures({"robots": 0.0, "ingest": 0.0, "other": 0.1}, bare, fleet_steps=1000, bare_steps=1000) == {}
+    figures = cpu_figures({"robots": 4.0, "ingest": 0.5, "other": 0.5}, bare, fleet_steps=1000, bare_steps=1000)
+    assert figures["cpu_ratio"] == pytest.approx(3.0 / 5.0) and figures["cpu_ratio_robots"] == pytest.approx(3.0 / 4.0)
 
 
 def test_a_bench_without_rounds_is_refused():

@@ -272,6 +272,63 @@ def crashed_run(cluster, pipeline, tmp_path_factory):
     return out, summary, seen
 
 
+@ray.remote(num_cpus=0)
+class _SlowIngest:
+    """The ingest's poll, answering after `delay` seconds with the flags it was given."""
+
+    def __init__(self, delay: float):
+        self.delay, self.flags = delay, (False, False)
+
+    def set_flags(self, stop: bool, hold: bool) -> None:
+        self.flags = (stop, hold)
+
+    async def poll(self, slot: int):
+        await asyncio.sleep(self.delay)
+        return (*self.flags, None)
+
+
+@pytest.mark.slow
+@in_namespace
+def test_the_robots_poll_of_the_ingest_does_not_wait_for_its_reply(cluster):
+    from lwd.fleet.ray_fleet import POLL_SECONDS, IngestPoll
+
+    ingest = _SlowIngest.remote(delay=0.5)
+    poll = IngestPoll(ingest, slot=0)
+    assert not poll.stopping()  # the first read waits: robots need the rollout to start
+    ray.get(ingest.set_flags.remote(True, False))
+    time.sleep(POLL_SECONDS)
+    began = time.monotonic()
+    seen = [poll.stopping() for _ in range(20)]  # sweeps while the next reply is on its way
+    assert time.monotonic() - began < 0.2 and not any(seen)
+    deadline = time.monotonic() + 10
+    while not poll.stopping():  # later sweeps pick the reply up
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ray.kill(ingest)
+
+
+@pytest.mark.slow
+@in_namespace
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning two nodes to their own cores needs two cores")
+def test_a_pinned_cluster_keeps_each_nodes_processes_on_its_own_cores():
+    # `tools/ray_cluster.py --node-cores`: a robot node that shares no core with the learner's,
+    # as on separate machines (the robot-node figure of docs/benchmarks.md).
+    from tools.ray_cluster import start_cluster
+
+    head_core, robot_core = sorted(os.sched_getaffinity(0))[:2]
+    before = os.sched_getaffinity(0)
+    nodes = start_cluster(2, cpus_per_node=1.0, head_cpus=0, node_cores=[{head_core}, {robot_core}])
+    try:
+        assert os.sched_getaffinity(0) == before
+        for node, core in ((nodes.head_node, head_core), (nodes.worker_nodes.copy().pop(), robot_core)):
+            processes = [(name, popen.pid) for name, popen in node.live_processes()]
+            assert any(name == "raylet" for name, _ in processes)
+            for name, pid in processes:
+                assert os.sched_getaffinity(pid) == {core}, name
+    finally:
+        nodes.shutdown()
+
+
 @pytest.mark.slow
 @in_namespace
 def test_robot_actors_spread_over_the_nodes_and_a_killed_one_loses_and_repeats_nothing(crashed_run):
