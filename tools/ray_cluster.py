@@ -23,10 +23,12 @@ are not mixed with the learner node's ingest and daemons (docs/benchmarks.md, fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 
 def start_cluster(
@@ -37,32 +39,51 @@ def start_cluster(
     from ray.cluster_utils import Cluster
 
     if node_cores is not None and len(node_cores) != nodes:
-        raise ValueError(f"--node-cores names {len(node_cores)} core sets for {nodes} nodes")
-    everywhere = os.sched_getaffinity(0)
-
-    def pinned(node: int) -> None:
-        # A node's daemons are started from this process and inherit its affinity; the
-        # workers a raylet starts inherit the raylet's.
-        os.sched_setaffinity(0, node_cores[node] if node_cores else everywhere)
-
-    try:
-        pinned(0)
-        head_args = {"num_cpus": cpus_per_node if head_cpus is None else head_cpus, "include_dashboard": False}
+        raise ValueError(f"{len(node_cores)} core sets for {nodes} nodes")
+    head_args = {"num_cpus": cpus_per_node if head_cpus is None else head_cpus, "include_dashboard": False}
+    with pinned_to(node_cores[0] if node_cores else None):
         cluster = Cluster(initialize_head=True, head_node_args=head_args)
+    try:
         for node in range(1, nodes):
-            pinned(node)
-            cluster.add_node(num_cpus=cpus_per_node)
-    finally:
-        os.sched_setaffinity(0, everywhere)
+            with pinned_to(node_cores[node] if node_cores else None):
+                cluster.add_node(num_cpus=cpus_per_node)
+    except BaseException:
+        cluster.shutdown()
+        raise
     return cluster
 
 
+@contextlib.contextmanager
+def pinned_to(cores: set[int] | None) -> Iterator[None]:
+    """Processes started inside run on `cores` (None: where this one may). A process inherits
+    its parent's affinity, and the workers a raylet starts inherit the raylet's. Only this
+    thread is pinned and restored: threads started inside (Ray's gRPC clients) keep `cores`."""
+    everywhere = os.sched_getaffinity(0)
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, everywhere)
+
+
 def core_set(text: str) -> set[int]:
-    """A core list as `taskset -c` writes it ("1", "0,2", "0-3") -> the set of core numbers."""
+    """A core list as `taskset -c` writes it ("1", "0,2", "0-3") -> the set of core numbers,
+    each one this process may run on."""
+    allowed = os.sched_getaffinity(0)
     cores: set[int] = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        cores |= set(range(int(first), int(last or first) + 1))
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            span = range(int(first), int(last or first) + 1)
+            if not span:
+                raise ValueError(f"{part}: the range is empty")
+            cores |= set(span)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a core list such as 1, 0,2 or 0-3 ({err})") from None
+    if not cores <= allowed:
+        outside = sorted(cores - allowed)
+        raise argparse.ArgumentTypeError(f"cores {outside} are not among this process's {sorted(allowed)}")
     return cores
 
 
@@ -80,6 +101,8 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --, e.g. -- bash")
+    if args.node_cores is not None and len(args.node_cores) != args.nodes:
+        parser.error(f"--node-cores names {len(args.node_cores)} core sets for --nodes {args.nodes}")
     began = time.time()
     cluster = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus, args.node_cores)
     try:
@@ -87,12 +110,9 @@ def main() -> int:
             f"ray_cluster: {args.nodes} nodes at {cluster.address} up in {time.time() - began:.1f} s",
             file=sys.stderr,
         )
-        cores = args.command_cores
-        return subprocess.call(
-            command,
-            env={**os.environ, "RAY_ADDRESS": cluster.address},
-            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
-        )
+        with pinned_to(args.command_cores):
+            child = subprocess.Popen(command, env={**os.environ, "RAY_ADDRESS": cluster.address})
+        return child.wait()
     finally:
         cluster.shutdown()
 

@@ -338,43 +338,40 @@ class RayPolicySource:
 
 class IngestPoll:
     """Stop, hold and the rollout as the robot loop reads them every sweep: a cached copy of
-    the ingest actor's, refreshed (and the heartbeat sent) at most every POLL_SECONDS.
+    the ingest actor's, refreshed (and the heartbeat sent) by a call every POLL_SECONDS.
 
-    The refresh does not stop the robots: the call goes out, and the sweeps after it pick up
-    the reply once it is there (a round trip to the ingest takes ~1 ms here, 1,000 calls in a
-    row, and longer while it commits; a blocking read took that from the robots five times a
-    second). Only the first read waits, since
-    no robot can start an episode before the rollout is known."""
+    The robots do not wait for the call's reply: the sweeps after it pick the reply up once
+    it is there (a round trip to the ingest takes ~1 ms here, 1,000 calls in a row, and
+    longer while it commits; waiting took that from the robots five times a second). So the
+    copy is at most POLL_SECONDS plus a round trip plus one sweep old. Only the first read
+    waits: no robot can start an episode before the rollout is known."""
 
     def __init__(self, ingest, slot: int):
         self.ingest, self.slot = ingest, slot
-        self.flags, self.read_at = (False, False), 0.0
+        self.flags = (False, False)
         self._rollout: Rollout | None = None
-        self._pending = None  # the poll call in flight
-        self._sent_at = 0.0
+        self._in_flight: ray.ObjectRef | None = None
+        self._sent_at = -POLL_SECONDS  # monotonic time of the last call; the first read sends one
         self._answered = False
 
     def _read(self) -> None:
-        now = time.monotonic()
-        if self._pending is None:
-            if now - self.read_at < POLL_SECONDS:
-                return
-            self._pending, self._sent_at = self.ingest.poll.remote(self.slot), now
-        waited = 0.0 if self._answered else CALL_TIMEOUT_S
-        ready, _ = ray.wait([self._pending], timeout=waited)
-        if not ready and time.monotonic() - self._sent_at < CALL_TIMEOUT_S:
+        if self._in_flight is None and time.monotonic() - self._sent_at >= POLL_SECONDS:
+            self._in_flight, self._sent_at = self.ingest.poll.remote(self.slot), time.monotonic()
+        if self._in_flight is None:
+            return
+        ready, _ = ray.wait([self._in_flight], timeout=0.0 if self._answered else CALL_TIMEOUT_S)
+        if ready:
+            try:
+                stop, hold, rollout = ray.get(ready[0])
+                self.flags = (stop, hold)
+                self._rollout = Rollout.from_json(rollout) if rollout else None
+            except RayActorError:
+                self.flags = (True, self.flags[1])  # the run is gone: finish the episodes and stop
+        elif time.monotonic() - self._sent_at >= CALL_TIMEOUT_S:
+            self.flags = (True, self.flags[1])  # no reply for so long: the run is gone, as above
+        else:
             return  # the reply comes in a later sweep
-        pending, self._pending = self._pending, None
-        try:
-            if not ready:
-                raise GetTimeoutError(f"no reply to a poll in {CALL_TIMEOUT_S:g} s")
-            stop, hold, rollout = ray.get(pending)
-            self.flags = (stop, hold)
-            self._rollout = Rollout.from_json(rollout) if rollout else None
-        except (RayActorError, GetTimeoutError):
-            self.flags = (True, self.flags[1])  # the run is gone: finish the episodes and stop
-        self._answered = True
-        self.read_at = time.monotonic()
+        self._in_flight, self._answered = None, True
 
     def stopping(self) -> bool:
         self._read()

@@ -289,44 +289,89 @@ class _SlowIngest:
 
 @pytest.mark.slow
 @in_namespace
-def test_the_robots_poll_of_the_ingest_does_not_wait_for_its_reply(cluster):
+def test_the_robots_poll_of_the_ingest_waits_only_for_its_first_reply(cluster):
     from lwd.fleet.ray_fleet import POLL_SECONDS, IngestPoll
 
-    ingest = _SlowIngest.remote(delay=0.5)
+    ingest = _SlowIngest.remote(delay=2.0)
+    try:
+        ray.get(ingest.set_flags.remote(False, True))
+        poll = IngestPoll(ingest, slot=0)
+        assert poll.holding()  # the first read waits: robots need the rollout to start
+        ray.get(ingest.set_flags.remote(True, False))
+        time.sleep(POLL_SECONDS)
+        began = time.monotonic()
+        sweeps = [(poll.stopping(), poll.holding()) for _ in range(20)]  # the next reply is on its way
+        assert time.monotonic() - began < 1.0 and set(sweeps) == {(False, True)}
+        deadline = time.monotonic() + 20
+        while not poll.stopping():  # a later sweep picks the reply up
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not poll.holding()
+    finally:
+        ray.kill(ingest)
+
+
+@pytest.mark.slow
+@in_namespace
+def test_robots_stop_when_the_ingest_they_poll_is_gone(cluster):
+    from lwd.fleet.ray_fleet import POLL_SECONDS, IngestPoll
+
+    ingest = _SlowIngest.remote(delay=0.0)
     poll = IngestPoll(ingest, slot=0)
-    assert not poll.stopping()  # the first read waits: robots need the rollout to start
-    ray.get(ingest.set_flags.remote(True, False))
+    assert not poll.stopping()
+    ray.kill(ingest, no_restart=True)
     time.sleep(POLL_SECONDS)
-    began = time.monotonic()
-    seen = [poll.stopping() for _ in range(20)]  # sweeps while the next reply is on its way
-    assert time.monotonic() - began < 0.2 and not any(seen)
-    deadline = time.monotonic() + 10
-    while not poll.stopping():  # later sweeps pick the reply up
+    deadline = time.monotonic() + 20
+    while not poll.stopping():
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    ray.kill(ingest)
+
+
+def test_core_lists_are_read_as_taskset_writes_them_and_bad_ones_refused():
+    import argparse
+
+    from tools.ray_cluster import core_set
+
+    first = min(os.sched_getaffinity(0))
+    assert core_set(f"{first}") == {first}
+    assert core_set(",".join(str(c) for c in sorted(os.sched_getaffinity(0)))) == os.sched_getaffinity(0)
+    if {0, 1} <= os.sched_getaffinity(0):
+        assert core_set("0-1") == {0, 1}
+    for bad in ("1-0", "x", "", str(max(os.sched_getaffinity(0)) + 1000)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            core_set(bad)
+
+
+_AFFINITIES = """
+import json, os, ray
+ray.init("auto", logging_level="ERROR")
+task = ray.remote(num_cpus=1)(lambda: sorted(os.sched_getaffinity(0))).remote()
+print(json.dumps({"robot_node_worker": ray.get(task), "command": sorted(os.sched_getaffinity(0))}))
+"""
 
 
 @pytest.mark.slow
 @in_namespace
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning two nodes to their own cores needs two cores")
-def test_a_pinned_cluster_keeps_each_nodes_processes_on_its_own_cores():
+def test_a_pinned_cluster_runs_a_robot_nodes_workers_and_the_command_on_their_cores(tmp_path):
     # `tools/ray_cluster.py --node-cores`: a robot node that shares no core with the learner's,
-    # as on separate machines (the robot-node figure of docs/benchmarks.md).
-    from tools.ray_cluster import start_cluster
-
+    # as on separate machines (`make bench-ray-node`, docs/benchmarks.md). In a subprocess: a
+    # second cluster would take over this test process's connection to the module's.
     head_core, robot_core = sorted(os.sched_getaffinity(0))[:2]
-    before = os.sched_getaffinity(0)
-    nodes = start_cluster(2, cpus_per_node=1.0, head_cpus=0, node_cores=[{head_core}, {robot_core}])
-    try:
-        assert os.sched_getaffinity(0) == before
-        for node, core in ((nodes.head_node, head_core), (nodes.worker_nodes.copy().pop(), robot_core)):
-            processes = [(name, popen.pid) for name, popen in node.live_processes()]
-            assert any(name == "raylet" for name, _ in processes)
-            for name, pid in processes:
-                assert os.sched_getaffinity(pid) == {core}, name
-    finally:
-        nodes.shutdown()
+    script = tmp_path / "affinities.py"
+    script.write_text(_AFFINITIES)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "ray_cluster.py"), "--nodes", "2", "--head-cpus", "0"]
+        + ["--node-cores", str(head_core), str(robot_core), "--command-cores", str(robot_core)]
+        + ["--", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"robot_node_worker": [robot_core], "command": [robot_core]}
 
 
 @pytest.mark.slow
