@@ -40,6 +40,8 @@ for seed in 0 1 2; do
       demo) run demo $seed --env-steps 250000 --updates-per-1k-env-steps 0 ;;  # the demo's online stage: unpaced (run alone)
       lam01) run lam01 $seed --lwd.lam 0.01 ;;             # trust Q 3x more
       plr1e4) run plr1e4 $seed --lwd.policy-lr 1e-4 ;;     # the policy (QAM) learns 3.3x faster
+      lam1) run lam1 $seed --lwd.lam 0.1 ;;                # trust Q 3x less
+      nstep8) run nstep8 $seed --n-step 8 ;;               # TD backups over 8 chunks instead of 4
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

@@ -94,9 +94,11 @@ def _cpu_since(before: dict[str, float] | None) -> dict[str, float] | None:
 
 def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -> float:
     """Poll the workers' status files (`<status_dir>/worker-<i>.json`, written at every episode
-    start and end) until `robots` robots have been seen running an episode; returns that time.
-    A fixed warm-up from the fleet's start is not enough: on a loaded machine starting the
-    processes and building the simulators alone can take longer than any fixed guess."""
+    start and end and once after a worker's first steps) until `robots` robots have been seen
+    stepping an episode; returns that time. A fixed warm-up from the fleet's start is not
+    enough: on a loaded machine starting the processes, building the simulators and the first
+    policy call can take longer than any fixed guess, and a robot "running" an episode may not
+    have stepped yet (a 5 s window once saw no step at all)."""
     deadline = time.time() + timeout
     started: set[str] = set()
     while True:
@@ -105,12 +107,12 @@ def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -
                 status = json.loads(path.read_text())
             except (OSError, ValueError):  # replaced while read: the next poll sees the new one
                 continue
-            started |= {r["robot_id"] for r in status.get("robots", []) if r.get("state") == "running"}
+            started |= {r["robot_id"] for r in status.get("robots", []) if r.get("steps", 0) > 0}
         if len(started) >= robots:
             return time.time()
         if time.time() > deadline:
             raise RuntimeError(
-                f"only {len(started)} of {robots} robots started an episode within {timeout:g} s: "
+                f"only {len(started)} of {robots} robots took a step within {timeout:g} s: "
                 "see the worker logs, or give a loaded machine more --start-timeout-seconds (on a cluster, "
                 "robots on other nodes report here only through a directory every node shares)"
             )
@@ -137,9 +139,10 @@ def cpu_figures(
     }
 
 
-def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path) -> dict:
-    """One round: the fleet for warm-up + window, then bare Meta-World on its episodes; env
-    steps per wall second and CPU seconds per env step of each."""
+def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path, pool) -> dict:
+    """One round: the fleet for warm-up + window, then bare Meta-World on its episodes (in
+    `pool`, idle during the fleet phase); env steps per wall second and CPU seconds per env
+    step of each."""
     from lwd.data.store import EpisodeStore
     from lwd.fleet.online import make_fleet
     from lwd.fleet.registry import PolicyRegistry
@@ -173,16 +176,11 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path)
             f"warm-up ({len(episodes)} episodes committed)"
         )
     fleet_rate = in_window / config.seconds
-    pool = ready_pool(config.workers, fleet_config.task_names())
-    try:
-        jobs = [(str(store_path), r.robot_id, r.seq, r.seed) for r in records]
-        cpu_before, replay_began = process_tree_cpu_seconds(), time.perf_counter()
-        bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
-        bare_rate = bare_steps / (time.perf_counter() - replay_began)
-        bare_cpu = _cpu_since(cpu_before)
-    finally:
-        pool.close()
-        pool.join()
+    jobs = [(str(store_path), r.robot_id, r.seq, r.seed) for r in records]
+    cpu_before, replay_began = process_tree_cpu_seconds(), time.perf_counter()
+    bare_steps = sum(pool.imap_unordered(bare_episode, jobs))
+    bare_rate = bare_steps / (time.perf_counter() - replay_began)
+    bare_cpu = _cpu_since(cpu_before)
     round_figures = {
         "fleet_steps_per_s": fleet_rate,
         "bare_steps_per_s": bare_rate,
@@ -217,9 +215,16 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
         inference_dtype=config.inference_dtype,
     )
     rounds = []
-    for _ in range(config.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(_fleet_round(config, fleet_config, Path(tmp)))
+    # One replay pool for every round: its simulators are built once, and it idles (no CPU)
+    # while the fleet runs.
+    pool = ready_pool(config.workers, fleet_config.task_names())
+    try:
+        for _ in range(config.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                rounds.append(_fleet_round(config, fleet_config, Path(tmp), pool))
+    finally:
+        pool.close()
+        pool.join()
     median_round = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     medians = {
         key: float(np.median([r[key] for r in rounds]))

@@ -298,6 +298,7 @@ class RobotWorker:
         # The robots' side of every upload, one line each, for audits (and the chaos test):
         # acknowledged_episodes.tsv (episode id, snapshot) and rejected_episodes.tsv (id, why).
         self.log_dir = Path(log_dir) if log_dir else None
+        self._stepped_reported = False  # the status has shown the robots' first steps
         self.policies: dict[int, tuple] = {}
         self.samplers: dict[int, FrozenSampler] = {}  # per loaded version: the same chunks, faster
         # Lease first, read the resume point second: while we hold the lease nobody else can
@@ -423,7 +424,11 @@ class RobotWorker:
 
     def _write_status(self) -> None:
         """What each robot is doing now, for dashboards: `<log_dir>/robots/worker-<i>.json`,
-        replaced atomically at every episode start and end (a status, not a record: no fsync)."""
+        replaced atomically at every episode start and end and once after the first steps (a
+        status, not a record: no fsync)."""
+        self._stepped_reported = self._stepped_reported or any(
+            r.run is not None and r.run.steps_taken > 0 for r in self.robots
+        )
         if self.log_dir is None:
             return
         robots = []
@@ -436,6 +441,7 @@ class RobotWorker:
                     "task": robot.spec.task(robot.seq if not running else robot.run.seq),
                     "seq": robot.run.seq if running else robot.seq,
                     "version": int(robot.version) if robot.version != NO_POLICY else None,
+                    "steps": robot.run.steps_taken if running else 0,  # in its current episode
                 }
             )
         status = {"worker": self.index, "pid": os.getpid(), "updated_at": time.time(), "robots": robots}
@@ -510,6 +516,11 @@ class RobotWorker:
                 del self.policies[version]  # nobody runs it any more
                 self.samplers.pop(version, None)
             if self._run_to_next_policy_call(self._fill_chunks(), stopping, holding, rollout):
+                self._write_status()
+            elif not self._stepped_reported:
+                # Once after the first steps: a robot can be "running" for seconds before its
+                # first step (its first policy call on a loaded machine), and a benchmark's
+                # window must not open before the fleet moves.
                 self._write_status()
 
     def _boundary(self, robot: _Robot, stopping: bool, holding: bool, rollout: list) -> bool:

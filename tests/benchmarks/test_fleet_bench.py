@@ -16,8 +16,8 @@ def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, 
             checkpoint=tiny_pipeline[4],
             workers=1,
             robots_per_worker=2,
-            warmup_seconds=2.0,
-            seconds=3.0,
+            warmup_seconds=1.0,  # counted from every robot's first step
+            seconds=2.0,
             repeats=3,
             out=str(out),
         )
@@ -47,17 +47,19 @@ def test_a_bench_without_rounds_is_refused():
         FleetBenchConfig(repeats=0)
 
 
-def _status(folder, worker, states):
-    robots = [{"robot_id": f"w{worker}r{i}", "state": state} for i, state in enumerate(states)]
+def _status(folder, worker, steps):
+    robots = [{"robot_id": f"w{worker}r{i}", "state": "running", "steps": n} for i, n in enumerate(steps)]
     (folder / f"worker-{worker}.json").write_text(json.dumps({"worker": worker, "robots": robots}))
 
 
-def test_the_window_waits_for_every_robot_to_have_started_an_episode(tmp_path):
+def test_the_window_waits_for_every_robot_to_have_taken_a_step(tmp_path):
     # A fixed warm-up from the fleet's start failed in CI: the robots had not yet made a
-    # step when the window closed. The window now counts from their first episode.
-    _status(tmp_path, 0, ["running", "running"])
-    _status(tmp_path, 1, ["running", "idle"])
+    # step when the window closed. Then, under load, robots "running" their first episode
+    # had not stepped 5 s later (their first policy call). The window counts from every
+    # robot's first step.
+    _status(tmp_path, 0, [3, 1])
+    _status(tmp_path, 1, [5, 0])
     with pytest.raises(RuntimeError, match="3 of 4 robots"):
         wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3)
-    _status(tmp_path, 1, ["running", "running"])
+    _status(tmp_path, 1, [5, 2])
     assert wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3) > 0

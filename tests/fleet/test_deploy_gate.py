@@ -133,7 +133,10 @@ def test_the_evaluator_gate_rejects_a_broken_version_before_any_robot_runs_it(ti
         judged = any(d["decision"] == "rejected" for d in state.registry.decisions())
         state.fleet.hold(not judged and state.env_steps > 1_500)
 
-    config = replace(_config(tiny_pipeline, out, gate, 16_000), max_minutes=10.0)  # fail, not hang
+    # The robots are held at 1,500 env steps until the first judgement, so a short budget
+    # leaves room for it; a longer one only ran more steps beside an evaluator scoring every
+    # version (16,000 took 86-143 s in the full suite).
+    config = replace(_config(tiny_pipeline, out, gate, 4_000), max_minutes=10.0)  # fail, not hang
     deploy(config, on_tick=wait_for_the_evaluator, make_gate=make_gate, publish_hook=hook)
     judged = [
         d for d in PolicyRegistry(out / "registry").decisions() if d["by"] == "gate" and d["evidence"].get("mode")
@@ -154,7 +157,7 @@ def test_the_evaluator_gate_rejects_a_broken_version_before_any_robot_runs_it(ti
 def test_observe_scores_published_versions_and_decides_nothing(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
     gate = GateConfig(mode="observe", episodes_per_task=3)
-    summary = deploy(_config(tiny_pipeline, out, gate, 6_000), make_gate=make_gate)
+    summary = deploy(_config(tiny_pipeline, out, gate, 3_000), make_gate=make_gate)
     scored = [json.loads(line) for line in (out / "gate" / "evaluations.jsonl").read_text().splitlines()]
     assert scored and all(line["episodes"] == 3 for line in scored)
     registry = PolicyRegistry(out / "registry")

@@ -161,3 +161,29 @@ def test_a_worker_whose_robot_another_process_drives_exits_with_a_refusal(tmp_pa
             fleet.supervise()  # reported, not restarted into the same refusal
         assert fleet.restarts == 0
     assert not mp.active_children()
+
+
+def test_the_status_shows_the_robots_first_steps_before_any_episode_ends(tmp_path, tiny_pipeline):
+    # A benchmark opens its window once every robot has stepped; "running" alone is not
+    # enough (the first policy call can take seconds on a loaded machine).
+    import json
+
+    from lwd.data.store import EpisodeStore
+
+    registry = PolicyRegistry(tmp_path / "reg")
+    registry.publish_checkpoint(tiny_pipeline[2], learner_step=0)
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2)
+    store = EpisodeStore(tmp_path / "store")
+    (tmp_path / "logs").mkdir()
+    worker = RobotWorker(0, robot_specs(config), config, store, registry, log_dir=str(tmp_path / "logs"))
+    status_file, seen = tmp_path / "logs" / "robots" / "worker-0.json", []
+
+    def should_stop():
+        if status_file.exists() and not store.records():
+            seen.append([r["steps"] for r in json.loads(status_file.read_text())["robots"]])
+        return bool(seen) or len(store.records()) >= 2
+
+    worker.run(should_stop)
+    # Written at the episodes' start (no steps yet), then again in the same sweep once the
+    # first chunk ran: the first status anyone reads mid-episode already shows the steps.
+    assert min(seen[0]) > 0  # (seen only while no episode had ended)
