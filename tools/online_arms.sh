@@ -42,6 +42,8 @@ for seed in 0 1 2; do
       plr1e4) run plr1e4 $seed --lwd.policy-lr 1e-4 ;;     # the policy (QAM) learns 3.3x faster
       lam1) run lam1 $seed --lwd.lam 0.1 ;;                # trust Q 3x less
       nstep8) run nstep8 $seed --n-step 8 ;;               # TD backups over 8 chunks instead of 4
+      online75) run online75 $seed --online-fraction 0.75 ;;  # 3:1 online:offline in each batch
+      clr1e3) run clr1e3 $seed --lwd.critic-lr 1e-3 ;;     # critic and value learn 2x faster
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

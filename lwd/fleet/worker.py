@@ -426,9 +426,6 @@ class RobotWorker:
         """What each robot is doing now, for dashboards: `<log_dir>/robots/worker-<i>.json`,
         replaced atomically at every episode start and end and once after the first steps (a
         status, not a record: no fsync)."""
-        self._stepped_reported = self._stepped_reported or any(
-            r.run is not None and r.run.steps_taken > 0 for r in self.robots
-        )
         if self.log_dir is None:
             return
         robots = []
@@ -515,13 +512,16 @@ class RobotWorker:
             for version in [v for v in self.policies if v not in in_use]:
                 del self.policies[version]  # nobody runs it any more
                 self.samplers.pop(version, None)
-            if self._run_to_next_policy_call(self._fill_chunks(), stopping, holding, rollout):
+            ended_or_started = self._run_to_next_policy_call(self._fill_chunks(), stopping, holding, rollout)
+            # Also once after the first steps: a robot can be "running" for seconds before its
+            # first step (its first policy call on a loaded machine), and a benchmark's window
+            # must not open before the fleet moves.
+            first_steps = not self._stepped_reported and any(
+                r.run is not None and r.run.steps_taken > 0 for r in self.robots
+            )
+            if ended_or_started or first_steps:
                 self._write_status()
-            elif not self._stepped_reported:
-                # Once after the first steps: a robot can be "running" for seconds before its
-                # first step (its first policy call on a loaded machine), and a benchmark's
-                # window must not open before the fleet moves.
-                self._write_status()
+            self._stepped_reported |= first_steps
 
     def _boundary(self, robot: _Robot, stopping: bool, holding: bool, rollout: list) -> bool:
         """Upload the episode `robot` has finished and start its next one (unless stopping or

@@ -291,7 +291,7 @@ def _fleet_files_by_the_real_writers(root) -> dict:
     logger.log(60, expected)
     logger.close()
     spec = RobotSpec(0, "robot-0", ("reach-v3", "push-v3"))
-    robots = [SimpleNamespace(spec=spec, run=SimpleNamespace(seq=5), seq=5, version=1)]
+    robots = [SimpleNamespace(spec=spec, run=SimpleNamespace(seq=5, steps_taken=12), seq=5, version=1)]
     RobotWorker._write_status(SimpleNamespace(log_dir=root, index=0, robots=robots))
     return expected
 
