@@ -72,7 +72,7 @@ SMOKE = Preset(
 )
 # From pixels: what the robots' two cameras show replaces the object and goal positions.
 # 600 online env steps, not SMOKE's 1,500: rendering makes the fleet ~74 env steps/s here, and
-# 600 still publish versions every few learner steps (the smoke test's deploy stage: 27 s -> ~11 s).
+# 600 still publish versions every few learner steps (the smoke test's deploy stage: 27 s -> 16 s).
 SMOKE_IMAGE = replace(SMOKE, cameras=("scene", "gripper"), image_size=32, observation="proprio", online_env_steps=600)
 # MT10 from pixels: 21 min on an idle 2-core machine (2026-12-01; SFT 0.33 -> online 0.32, no
 # gain at this budget: docs/benchmarks.md). Sized for about an hour from what a loaded machine measured
