@@ -92,7 +92,7 @@ def _cpu_since(before: dict[str, float] | None) -> dict[str, float] | None:
     return None if before is None or now is None else {role: now[role] - before[role] for role in CPU_ROLES}
 
 
-def wait_until_every_robot_runs(status_dir: Path, robots: int, timeout: float) -> float:
+def wait_until_every_robot_steps(status_dir: Path, robots: int, timeout: float) -> float:
     """Poll the workers' status files (`<status_dir>/worker-<i>.json`, written at every episode
     start and end and once after a worker's first steps) until `robots` robots have been seen
     stepping an episode; returns that time. A fixed warm-up from the fleet's start is not
@@ -154,7 +154,7 @@ def _fleet_round(config: FleetBenchConfig, fleet_config: FleetConfig, tmp: Path,
     fleet = make_fleet(config.fleet, fleet_config, store_path, registry.root, logs, ray_address=config.ray_address)
     fleet.start()
     try:
-        began = wait_until_every_robot_runs(
+        began = wait_until_every_robot_steps(
             logs / "robots", fleet_config.workers * fleet_config.robots_per_worker, config.start_timeout_seconds
         )
     except RuntimeError:

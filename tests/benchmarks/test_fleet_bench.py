@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lwd.benchmarks.fleet import FleetBenchConfig, cpu_figures, run_fleet_bench, wait_until_every_robot_runs
+from lwd.benchmarks.fleet import FleetBenchConfig, cpu_figures, run_fleet_bench, wait_until_every_robot_steps
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -60,6 +60,6 @@ def test_the_window_waits_for_every_robot_to_have_taken_a_step(tmp_path):
     _status(tmp_path, 0, [3, 1])
     _status(tmp_path, 1, [5, 0])
     with pytest.raises(RuntimeError, match="3 of 4 robots"):
-        wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3)
+        wait_until_every_robot_steps(tmp_path, robots=4, timeout=0.3)
     _status(tmp_path, 1, [5, 2])
-    assert wait_until_every_robot_runs(tmp_path, robots=4, timeout=0.3) > 0
+    assert wait_until_every_robot_steps(tmp_path, robots=4, timeout=0.3) > 0
