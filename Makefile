@@ -33,8 +33,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lwd demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), one test file per worker at a
+# time so that a file's module fixtures are built once; most tests use about one core.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP) $(RAY_STAMP) $(LEROBOT_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # Lint and format check (CI runs it before the tests); `ruff format .` fixes formatting.
 lint: $(STAMP)
@@ -44,7 +49,7 @@ lint: $(STAMP)
 # The developers' loop: everything but the tests marked slow (real pipelines: demo,
 # experiment, deploy, fleet bench, kill-and-recover). `make test` and CI run all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/lwd bench sim

@@ -137,6 +137,14 @@ def tiny_deploy_config(store, checkpoint, out, env_steps: int, *, robots=None, *
     )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Test files with slow tests run first (order kept otherwise): with `make test`'s
+    workers each taking whole files, the long pipelines then start at once and the
+    short files fill in at the end, instead of one slow file running alone last."""
+    files_with_slow_tests = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in files_with_slow_tests)
+
+
 @pytest.fixture
 def episode_factory():
     return make_episode

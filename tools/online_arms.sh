@@ -1,7 +1,8 @@
 #!/bin/bash
 # Online-learner arms on validation seeds (issue 18): each arm deploys from the same offline
 # checkpoint for 100k env steps on deploy seeds 0-2, then scores the final policy on 20
-# validation episodes per task. Resumable (finished arm/seed pairs are skipped).
+# validation episodes per task. Resumable (finished arm/seed pairs are skipped). SEEDS="3 4 5"
+# runs other deploy seeds.
 #
 #   tools/online_arms.sh DEMO_DIR OUT_DIR ARM...      e.g. tools/online_arms.sh runs/demo runs/arms default prior2
 #
@@ -14,7 +15,7 @@ run() {  # arm seed extra-args...
   local arm=$1 seed=$2; shift 2
   local dir=$out/${arm}_s${seed}
   if [ ! -f "$dir/eval/eval.json" ]; then
-    $PY -m lwd.cli deploy --checkpoint "$demo/offline/final" --offline-store "$demo/store" --out "$dir" \
+    $PY -m lwd.cli deploy --checkpoint "${offline:-$demo/offline/final}" --offline-store "$demo/store" --out "$dir" \
       --env-steps 100000 --lwd.qam-batch 64 --updates-per-1k-env-steps 30 --seed "$seed" \
       --no-progress --no-tensorboard "$@" > "$dir.deploy.log" 2>&1
     $PY -m lwd.cli eval --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
@@ -22,8 +23,18 @@ run() {  # arm seed extra-args...
   fi
   echo "$(date +%T) $arm s$seed $($PY -c "import json; print(json.load(open('$dir/eval/eval.json'))['average_success'])")"
 }
+offline_critic() {  # steps: an offline stage whose critic trains STEPS-500 steps alone, then QAM 500 as in the demo
+  local ckpt=$out/offline_critic$1 seed
+  seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
+  if [ ! -d "$ckpt/final" ]; then
+    $PY -m lwd.cli train offline --store "$demo/store" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$1" \
+      --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $(($1 - 500)) \
+      --learner.qam-batch 64 --no-progress --no-tensorboard > "$ckpt.log" 2>&1
+  fi
+  echo "$ckpt/final"
+}
 mkdir -p "$out"
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do
   for arm in "$@"; do
     case $arm in
       default) run default $seed ;;                        # the online default (QAM every 4th step)
@@ -44,6 +55,7 @@ for seed in 0 1 2; do
       nstep8) run nstep8 $seed --n-step 8 ;;               # TD backups over 8 chunks instead of 4
       online75) run online75 $seed --online-fraction 0.75 ;;  # 3:1 online:offline in each batch
       clr1e3) run clr1e3 $seed --lwd.critic-lr 1e-3 ;;     # critic and value learn 2x faster
+      critic4k) offline=$(offline_critic 4500) run critic4k $seed ;;  # the offline critic trains 4,000 steps, not 1,000
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

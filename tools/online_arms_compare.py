@@ -19,7 +19,7 @@ from lwd.evaluation.compare import paired_difference  # noqa: E402
 
 def main(out: Path, arm_a: str, arm_b: str) -> None:
     pooled: tuple[dict, dict] = ({"outcomes": []}, {"outcomes": []})
-    for seed in (0, 1, 2):
+    for seed in range(10):  # deploy seeds 0-9; the key below keeps them apart
         paths = [out / f"{arm}_s{seed}" / "eval" / "eval.json" for arm in (arm_a, arm_b)]
         if not all(path.exists() for path in paths):
             continue
