@@ -137,12 +137,26 @@ def tiny_deploy_config(store, checkpoint, out, env_steps: int, *, robots=None, *
     )
 
 
+# The longest test files (docs/benchmarks.md, "Test suite wall time"), longest first. Only
+# the order of the suite depends on this list: a file missing from it just runs later.
+LONGEST_TEST_FILES = (
+    "fleet/test_ray_fleet.py",
+    "fleet/test_deploy_gate.py",
+    "recipes/test_experiment.py",
+    "fleet/test_deploy.py",
+    "recipes/test_demo_image.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Test files with slow tests run first (order kept otherwise): with `make test`'s
-    workers each taking whole files, the long pipelines then start at once and the
-    short files fill in at the end, instead of one slow file running alone last."""
+    """The longest files first, then the other files with slow tests, then the rest (order
+    kept otherwise): `make test`'s workers each take whole files, so the long pipelines
+    start at once and short files fill in at the end, instead of one long file running
+    alone last."""
+    tests_dir = config.rootpath / "tests"
+    rank = {tests_dir / name: i for i, name in enumerate(LONGEST_TEST_FILES)}
     files_with_slow_tests = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in files_with_slow_tests)
+    items.sort(key=lambda item: (rank.get(item.path, len(rank)), item.path not in files_with_slow_tests))
 
 
 @pytest.fixture

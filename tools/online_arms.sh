@@ -23,13 +23,14 @@ run() {  # arm seed extra-args...
   fi
   echo "$(date +%T) $arm s$seed $($PY -c "import json; print(json.load(open('$dir/eval/eval.json'))['average_success'])")"
 }
-offline_critic() {  # steps: an offline stage whose critic trains STEPS-500 steps alone, then QAM 500 as in the demo
-  local ckpt=$out/offline_critic$1 seed
+offline_variant() {  # NAME STEPS FLAGS...: the demo's offline stage with STEPS steps (the last 500 with QAM) and FLAGS
+  local ckpt=$out/offline_$1 steps=$2 seed
+  shift 2
   seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
   if [ ! -d "$ckpt/final" ]; then
-    $PY -m lwd.cli train offline --store "$demo/store" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$1" \
-      --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $(($1 - 500)) \
-      --learner.qam-batch 64 --no-progress --no-tensorboard > "$ckpt.log" 2>&1
+    $PY -m lwd.cli train offline --store "$demo/store" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$steps" \
+      --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $((steps - 500)) \
+      --learner.qam-batch 64 --no-progress --no-tensorboard "$@" > "$ckpt.log" 2>&1
   fi
   echo "$ckpt/final"
 }
@@ -55,7 +56,8 @@ for seed in ${SEEDS:-0 1 2}; do
       nstep8) run nstep8 $seed --n-step 8 ;;               # TD backups over 8 chunks instead of 4
       online75) run online75 $seed --online-fraction 0.75 ;;  # 3:1 online:offline in each batch
       clr1e3) run clr1e3 $seed --lwd.critic-lr 1e-3 ;;     # critic and value learn 2x faster
-      critic4k) offline=$(offline_critic 4500) run critic4k $seed ;;  # the offline critic trains 4,000 steps, not 1,000
+      critic4k) offline=$(offline_variant critic4500 4500) run critic4k $seed ;;  # the offline critic trains 4,000 steps, not 1,000
+      heads5) offline=$(offline_variant heads5 1500 --critic-heads 5) run heads5 $seed ;;  # 5 Q heads, not 2
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

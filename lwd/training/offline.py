@@ -50,6 +50,7 @@ class OfflineConfig:
     task_balanced: bool = documented(True, "sample tasks equally often")
     value_kind: str = documented("categorical", "'categorical' (DIVL) or 'expectile' (IQL-style ablation)")
     critic_hidden: int = documented(256, "width of critic and value networks")
+    critic_heads: int = documented(2, "Q heads of the critic ensemble (TD targets use their minimum, QAM their mean)")
     seed: int = documented(0, "seed for initialisation and sampling")
     log_every: int = documented(100, "steps between metric records")
     checkpoint_every: int = documented(500, "steps between resumable checkpoints")
@@ -135,6 +136,12 @@ def train_offline(config: OfflineConfig) -> Path:
     if resume is not None:
         state = resume[0]
         critic_config = CriticConfig(**state.extras["critic"])
+        asked = {"hidden_dim": config.critic_hidden, "num_heads": config.critic_heads, "value_kind": config.value_kind}
+        saved = {name: getattr(critic_config, name) for name in asked}
+        if saved != asked:
+            raise ValueError(
+                f"{out / 'last'} holds a critic with {saved}, not {asked}: resume with those or use another --out"
+            )
         replay.refresh(up_to=manifest.data_snapshot)
         learner = build_learner(
             policy,
@@ -213,7 +220,7 @@ def _new_learner(
     missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
     encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
     critic_config = CriticConfig.for_policy(
-        policy.config, hidden_dim=config.critic_hidden, value_kind=config.value_kind
+        policy.config, hidden_dim=config.critic_hidden, num_heads=config.critic_heads, value_kind=config.value_kind
     )
     torch.manual_seed(config.seed)
     reference = copy.deepcopy(policy)  # the SFT policy, frozen

@@ -71,6 +71,18 @@ def test_ablations_train(offline_setup, ablation):
     assert load_checkpoint(final)[2].extras["offline"]["learner"]["tau_mode"] == ablation.get("tau_mode", "adaptive")
 
 
+def test_the_critic_ensemble_has_the_configured_number_of_heads_and_resumes_with_them(offline_setup):
+    root, store, sft, _ = offline_setup
+    first = train_offline(_offline_config(root, store, sft, 2, name="heads", critic_heads=3))
+    heads = {key.split(".")[2] for key in load_learner_state(first) if key.startswith("critic.heads.")}
+    assert heads == {"0", "1", "2"}
+    assert load_checkpoint(first)[2].extras["offline"]["critic"]["num_heads"] == 3
+    resumed = train_offline(_offline_config(root, store, sft, 4, name="heads", critic_heads=3))
+    assert load_checkpoint(resumed)[2].extras["offline"]["critic"]["num_heads"] == 3
+    with pytest.raises(ValueError, match="'num_heads': 3"):  # resuming it with another ensemble size
+        train_offline(_offline_config(root, store, sft, 6, name="heads", critic_heads=2))
+
+
 def test_sft_checkpoint_has_no_learner_state(offline_setup):
     with pytest.raises(CheckpointError, match="policy-only checkpoint"):
         load_learner_state(offline_setup[2])
