@@ -6,9 +6,8 @@ import pytest
 
 from lwd.benchmarks.fleet import FleetBenchConfig, cpu_figures, run_fleet_bench, wait_until_every_robot_steps
 
-pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
-
+@pytest.mark.slow  # a real pipeline: `make test-fast` skips it; the unit tests below run there too
 def test_the_report_is_the_median_round_of_fleet_and_bare_phases(tiny_pipeline, tmp_path):
     out = tmp_path / "fleet.json"
     report = run_fleet_bench(
