@@ -15,7 +15,7 @@ run() {  # arm seed extra-args...
   local arm=$1 seed=$2; shift 2
   local dir=$out/${arm}_s${seed}
   if [ ! -f "$dir/eval/eval.json" ]; then
-    $PY -m lwd.cli deploy --checkpoint "${offline:-$demo/offline/final}" --offline-store "$demo/store" --out "$dir" \
+    $PY -m lwd.cli deploy --checkpoint "${offline:-$demo/offline/final}" --offline-store "${offline_data:-$demo/store}" --out "$dir" \
       --env-steps 100000 --lwd.qam-batch 64 --updates-per-1k-env-steps 30 --seed "$seed" \
       --no-progress --no-tensorboard "$@" > "$dir.deploy.log" 2>&1
     $PY -m lwd.cli eval --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
@@ -28,11 +28,21 @@ offline_variant() {  # NAME STEPS FLAGS...: the demo's offline stage with STEPS 
   shift 2
   seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
   if [ ! -d "$ckpt/final" ]; then
-    $PY -m lwd.cli train offline --store "$demo/store" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$steps" \
+    $PY -m lwd.cli train offline --store "${offline_data:-$demo/store}" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$steps" \
       --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $((steps - 500)) \
       --learner.qam-batch 64 --no-progress --no-tensorboard "$@" > "$ckpt.log" 2>&1
   fi
   echo "$ckpt/final"
+}
+store_variant() {  # NAME ROLLOUTS: a copy of the demo's store topped up to ROLLOUTS SFT rollouts per task
+  local store=$out/store_$1
+  if [ ! -f "$store.done" ]; then
+    rm -rf "$store" && cp -r "$demo/store" "$store"
+    $PY -m lwd.cli offline-data --store "$store" --checkpoint "$demo/sft/final" --rollouts-per-task "$2" \
+      --no-progress > "$store.log" 2>&1
+    touch "$store.done"
+  fi
+  echo "$store"
 }
 mkdir -p "$out"
 for seed in ${SEEDS:-0 1 2}; do
@@ -58,6 +68,9 @@ for seed in ${SEEDS:-0 1 2}; do
       clr1e3) run clr1e3 $seed --lwd.critic-lr 1e-3 ;;     # critic and value learn 2x faster
       critic4k) offline=$(offline_variant critic4500 4500) run critic4k $seed ;;  # the offline critic trains 4,000 steps, not 1,000
       heads5) offline=$(offline_variant heads5 1500 --critic-heads 5) run heads5 $seed ;;  # 5 Q heads, not 2
+      rollouts60)  # 60 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
+        data=$(store_variant rollouts60 60)
+        offline_data=$data offline=$(offline_data=$data offline_variant rollouts60 1500) run rollouts60 $seed ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done
