@@ -26,8 +26,8 @@ run() {  # arm seed extra-args...
 offline_variant() {  # NAME STEPS FLAGS...: the demo's offline stage with STEPS steps (the last 500 with QAM) and FLAGS
   local ckpt=$out/offline_$1 steps=$2 seed
   shift 2
-  seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
   if [ ! -d "$ckpt/final" ]; then
+    seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
     $PY -m lwd.cli train offline --store "${offline_data:-$demo/store}" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$steps" \
       --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $((steps - 500)) \
       --learner.qam-batch 64 --no-progress --no-tensorboard "$@" > "$ckpt.log" 2>&1
