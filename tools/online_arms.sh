@@ -71,6 +71,9 @@ for seed in ${SEEDS:-0 1 2}; do
       rollouts60)  # 60 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
         data=$(store_variant rollouts60 60)
         offline_data=$data offline=$(offline_data=$data offline_variant rollouts60 1500) run rollouts60 $seed ;;
+      rollouts100)  # 100 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
+        data=$(store_variant rollouts100 100)
+        offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run rollouts100 $seed ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done
