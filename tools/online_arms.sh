@@ -23,14 +23,16 @@ run() {  # arm seed extra-args...
   fi
   echo "$(date +%T) $arm s$seed $($PY -c "import json; print(json.load(open('$dir/eval/eval.json'))['average_success'])")"
 }
-offline_variant() {  # NAME STEPS FLAGS...: the demo's offline stage with STEPS steps (the last 500 with QAM) and FLAGS
-  local ckpt=$out/offline_$1 steps=$2 seed
+offline_variant() {  # NAME STEPS FLAGS...: the demo's offline stage (its own settings) with STEPS steps, the last 500 with QAM, and FLAGS
+  local ckpt=$out/offline_$1 steps=$2 settings
   shift 2
   if [ ! -d "$ckpt/final" ]; then
-    seed=$($PY -c "import json; print(json.load(open('$demo/demo_config.json'))['demo']['seed'])")
+    # Read from the demo's offline config, so a variant differs from the demo's stage only by STEPS and FLAGS.
+    settings=$($PY -c "import json; c = json.load(open('$demo/offline/config.json'))
+print(f\"--batch-size {c['batch_size']} --n-step {c['n_step']} --critic-hidden {c['critic_hidden']} --seed {c['seed']} --learner.qam-batch {c['learner']['qam_batch']}\")")
+    # shellcheck disable=SC2086  # settings are several flags
     $PY -m lwd.cli train offline --store "${offline_data:-$demo/store}" --checkpoint "$demo/sft/final" --out "$ckpt" --steps "$steps" \
-      --batch-size 256 --n-step 4 --critic-hidden 256 --seed "$seed" --learner.policy-warmup $((steps - 500)) \
-      --learner.qam-batch 64 --no-progress --no-tensorboard "$@" > "$ckpt.log" 2>&1
+      $settings --learner.policy-warmup $((steps - 500)) --no-progress --no-tensorboard "$@" > "$ckpt.log" 2>&1
   fi
   echo "$ckpt/final"
 }
