@@ -76,6 +76,7 @@ for seed in ${SEEDS:-0 1 2}; do
       rollouts100)  # 100 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
         data=$(store_variant rollouts100 100)
         offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run rollouts100 $seed ;;
+      mix) run mix $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;  # combo without the extra rollouts
       combo)  # the three leads together: rollouts100's data and offline checkpoint, online share 0.75, policy lr 1e-4
         data=$(store_variant rollouts100 100)
         offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run combo $seed \
