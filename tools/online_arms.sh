@@ -77,6 +77,8 @@ for seed in ${SEEDS:-0 1 2}; do
         data=$(store_variant rollouts100 100)
         offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run rollouts100 $seed ;;
       mix) run mix $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;  # combo without the extra rollouts
+      hgd) offline=$demo/sft/final run hgd $seed --method hg-dagger ;;  # the HG-DAgger baseline from the demo's SFT
+      hgd75) offline=$demo/sft/final run hgd75 $seed --method hg-dagger --online-fraction 0.75 ;;
       combo)  # the three leads together: rollouts100's data and offline checkpoint, online share 0.75, policy lr 1e-4
         data=$(store_variant rollouts100 100)
         offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run combo $seed \
