@@ -53,7 +53,9 @@ class LearnerConfig:
     critic_ema: float = documented(0.005, "EMA rate of the target critic")
     critic_lr: float = documented(5e-4, "Adam learning rate of critic and value")
     policy_lr: float = documented(
-        3e-5, "AdamW learning rate of the policy (QAM); 1e-4 drifted from the reference on noise"
+        3e-5,
+        "AdamW learning rate of the policy (QAM); offline, 1e-4 drifted from the frozen reference on noise "
+        "(`lwd deploy` defaults to 1e-4: its reference is the learned prior)",
     )
     policy_weight_decay: float = documented(0.0, "AdamW weight decay of the policy")
     grad_clip: float = documented(1.0, "global gradient-norm clip of the policy")

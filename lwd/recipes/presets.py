@@ -122,7 +122,9 @@ DEMO_PRESETS = {
     # validation curve (every published version the evaluator is free for, 5 validation
     # episodes per task); measured on an idle 2-core machine it lengthens the deploy stage
     # from ~4.6 to ~6.1 min and the demo stays ~12 min (docs/benchmarks.md, issue 21).
-    "small": Preset(eval_episodes_per_task=50, gate_mode="observe"),
+    # 100 SFT rollouts per task, not 20: part of issue 18's validated online package
+    # (docs/benchmarks.md, "The three leads together"); ~1 more minute of collection.
+    "small": Preset(eval_episodes_per_task=50, gate_mode="observe", rollouts_per_task=100),
     "full": FULL,
     "mt50": MT50,
     "smoke-image": SMOKE_IMAGE,
@@ -150,7 +152,9 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # small: three seeds took 33 min (mt10, 2026-12-01 afternoon VM) and 46 min (the
     # redesigned lh, the morning's slower VM), both at 30/1k on 2 cores (docs/benchmarks.md).
     "small": {
-        "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=30.0),
+        # 100 SFT rollouts per task in the offline data, chosen with the online defaults on
+        # validation seeds (docs/benchmarks.md, issue 18).
+        "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=30.0, rollouts_per_task=100),
         # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
         "lh": Preset(
             suite="lh",

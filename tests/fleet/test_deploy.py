@@ -313,6 +313,23 @@ def test_n_step_zero_means_the_methods_default_and_any_other_value_is_kept(
     assert config.resolved_n_step() == expected
 
 
+@pytest.mark.parametrize(
+    ("method", "fraction", "expected"),
+    [("lwd", 0.0, 0.75), ("hg-dagger", 0.0, 0.75), ("recap", 0.0, 0.5), ("lwd", 0.5, 0.5), ("recap", 0.25, 0.25)],
+)
+def test_online_fraction_zero_means_the_methods_default_and_any_other_value_is_kept(
+    tiny_pipeline, tmp_path, method, fraction, expected
+):
+    config = _config(tiny_pipeline, tmp_path / "run", 100, method=method, online_fraction=fraction)
+    assert config.resolved_online_fraction() == expected
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_an_online_fraction_outside_zero_to_one_is_refused(tiny_pipeline, tmp_path, fraction):
+    with pytest.raises(ValueError, match="online_fraction"):
+        _config(tiny_pipeline, tmp_path / "run", 100, online_fraction=fraction)
+
+
 def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
     with pytest.raises(ValueError, match="n_step"):
         _config(tiny_pipeline, tmp_path / "run", 100, n_step=-1)
