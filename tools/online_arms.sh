@@ -6,6 +6,9 @@
 #
 #   tools/online_arms.sh DEMO_DIR OUT_DIR ARM...      e.g. tools/online_arms.sh runs/demo runs/arms default prior2
 #
+# `default` is the code's own online default: since b33bd66 that is the `combo` arm's online
+# settings (policy lr 1e-4, online share 0.75); the `default` runs of docs/benchmarks.md before
+# that date are the older defaults (policy lr 3e-5, share 0.5).
 # DEMO_DIR is a finished `lwd demo` workdir (its offline/final checkpoint and store). Compare
 # two arms, paired per episode: `.venv/bin/python tools/online_arms_compare.py OUT_DIR default prior2`.
 set -eu
