@@ -49,6 +49,12 @@ store_variant() {  # NAME ROLLOUTS: a copy of the demo's store topped up to ROLL
   fi
   echo "$store"
 }
+rollouts_arm() {  # ROLLOUTS ARM SEED FLAGS...: deploy from a store with ROLLOUTS SFT rollouts per task and its own offline stage
+  local rollouts=$1 arm=$2 seed=$3 data
+  shift 3
+  data=$(store_variant rollouts$rollouts "$rollouts")
+  offline_data=$data offline=$(offline_data=$data offline_variant rollouts$rollouts 1500) run "$arm" "$seed" "$@"
+}
 mkdir -p "$out"
 for seed in ${SEEDS:-0 1 2}; do
   for arm in "$@"; do
@@ -73,19 +79,13 @@ for seed in ${SEEDS:-0 1 2}; do
       clr1e3) run clr1e3 $seed --lwd.critic-lr 1e-3 ;;     # critic and value learn 2x faster
       critic4k) offline=$(offline_variant critic4500 4500) run critic4k $seed ;;  # the offline critic trains 4,000 steps, not 1,000
       heads5) offline=$(offline_variant heads5 1500 --critic-heads 5) run heads5 $seed ;;  # 5 Q heads, not 2
-      rollouts60)  # 60 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
-        data=$(store_variant rollouts60 60)
-        offline_data=$data offline=$(offline_data=$data offline_variant rollouts60 1500) run rollouts60 $seed ;;
-      rollouts100)  # 100 SFT rollouts per task in the offline data instead of 20 (offline stage and deploy)
-        data=$(store_variant rollouts100 100)
-        offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run rollouts100 $seed ;;
+      rollouts60) rollouts_arm 60 rollouts60 $seed ;;    # 60 SFT rollouts per task offline instead of 20 (offline stage and deploy)
+      rollouts100) rollouts_arm 100 rollouts100 $seed ;;  # 100 instead of 20
       mix) run mix $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;  # combo without the extra rollouts
-      hgd) offline=$demo/sft/final run hgd $seed --method hg-dagger ;;  # the HG-DAgger baseline from the demo's SFT
+      hgd) offline=$demo/sft/final run hgd $seed --method hg-dagger --online-fraction 0.5 ;;  # the HG-DAgger baseline from the demo's SFT, share 0.5 as measured
       hgd75) offline=$demo/sft/final run hgd75 $seed --method hg-dagger --online-fraction 0.75 ;;
-      combo)  # the three leads together: rollouts100's data and offline checkpoint, online share 0.75, policy lr 1e-4
-        data=$(store_variant rollouts100 100)
-        offline_data=$data offline=$(offline_data=$data offline_variant rollouts100 1500) run combo $seed \
-          --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;
+      # the three leads together: rollouts100's data and offline checkpoint, online share 0.75, policy lr 1e-4
+      combo) rollouts_arm 100 combo $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done
