@@ -86,6 +86,8 @@ for seed in ${SEEDS:-0 1 2}; do
       hgd75) offline=$demo/sft/final run hgd75 $seed --method hg-dagger --online-fraction 0.75 ;;
       # the three leads together: rollouts100's data and offline checkpoint, online share 0.75, policy lr 1e-4
       combo) rollouts_arm 100 combo $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 ;;
+      # combo's data and settings in the demo's online stage: unpaced, 250k env steps (run alone)
+      combodemo) rollouts_arm 100 combodemo $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 --env-steps 250000 --updates-per-1k-env-steps 0 ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done
