@@ -149,8 +149,8 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # with the online learner's QAM every 4th step; 10 in full): every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
-    # small: three seeds took 33 min (mt10, 2026-12-01 afternoon VM) and 46 min (the
-    # redesigned lh, the morning's slower VM), both at 30/1k on 2 cores (docs/benchmarks.md).
+    # small, at 30/1k on 2 cores: mt10 13-19 min per seed, lh 29 min for three seeds
+    # (2026-12-02, idle VM; docs/benchmarks.md).
     "small": {
         # 100 SFT rollouts per task in the offline data, chosen with the online defaults on
         # validation seeds (docs/benchmarks.md, issue 18).
