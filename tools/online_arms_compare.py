@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lwd.evaluation.compare import paired_difference  # noqa: E402
+from lwd.evaluation.compare import paired_difference, paired_difference_over_seeds  # noqa: E402
 
 
 def main(out: Path, arm_a: str, arm_b: str) -> None:
-    pooled: tuple[dict, dict] = ({"outcomes": []}, {"outcomes": []})
-    for seed in range(10):  # deploy seeds 0-9; the key below keeps them apart
+    pairs: list[tuple[dict, dict]] = []
+    for seed in range(10):  # deploy seeds 0-9
         paths = [out / f"{arm}_s{seed}" / "eval" / "eval.json" for arm in (arm_a, arm_b)]
         if not all(path.exists() for path in paths):
             continue
@@ -29,11 +29,10 @@ def main(out: Path, arm_a: str, arm_b: str) -> None:
             f"seed {seed}: {arm_a} {a['average_success']:.3f}  {arm_b} {b['average_success']:.3f}  "
             f"diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]  gained {d.gains} lost {d.losses}"
         )
-        for source, target in ((a, pooled[0]), (b, pooled[1])):  # seeds kept apart: the same eval seed per deploy seed
-            target["outcomes"] += [dict(o, seed=o["seed"] * 10 + seed) for o in source["outcomes"]]
-    if not pooled[0]["outcomes"]:
+        pairs.append((a, b))
+    if not pairs:
         sys.exit(f"no finished pair of {arm_a} and {arm_b} under {out}")
-    d = paired_difference(*pooled)
+    d = paired_difference_over_seeds(pairs)
     print(
         f"pooled {d.episodes}: diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]  "
         f"gained {d.gains} lost {d.losses}  sign test p = {d.sign_test_p:.2g}"

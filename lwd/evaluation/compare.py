@@ -55,13 +55,8 @@ class PairedDifference:
     sign_test_p: float  # exact two-sided sign test (McNemar) on gains vs losses
 
 
-def paired_difference(baseline: dict, other: dict) -> PairedDifference:
-    """Compare two evaluation reports episode by episode.
-
-    Both policies ran the same initial states, so the per-episode difference removes the
-    spread between easy and hard seeds that two separate Wilson intervals both carry;
-    that is what says whether a gain of a few points is real.
-    """
+def _episode_differences(baseline: dict, other: dict) -> list[int]:
+    """Per evaluation episode, other's success minus baseline's (each −1, 0 or 1)."""
 
     def outcomes(report: dict) -> dict[tuple[str, int], bool]:
         return {(o["task"], int(o["seed"])): bool(o["success"]) for o in report["outcomes"]}
@@ -72,7 +67,10 @@ def paired_difference(baseline: dict, other: dict) -> PairedDifference:
             "paired comparison needs two evaluations of the same episodes (tasks and seeds); got "
             f"{len(base)} and {len(new)} episodes, {len(base.keys() ^ new.keys())} not in both"
         )
-    diffs = [int(new[k]) - int(base[k]) for k in base]
+    return [int(new[k]) - int(base[k]) for k in base]
+
+
+def _summarise(diffs: list[int]) -> PairedDifference:
     n = len(diffs)
     mean = sum(diffs) / n
     spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
@@ -88,6 +86,35 @@ def paired_difference(baseline: dict, other: dict) -> PairedDifference:
         episodes=n,
         sign_test_p=min(1.0, 2 * tail),
     )
+
+
+def paired_difference(baseline: dict, other: dict) -> PairedDifference:
+    """Compare two evaluation reports episode by episode.
+
+    Both policies ran the same initial states, so the per-episode difference removes the
+    spread between easy and hard seeds that two separate Wilson intervals both carry;
+    that is what says whether a gain of a few points is real.
+    """
+    return _summarise(_episode_differences(baseline, other))
+
+
+def paired_difference_over_seeds(pairs: list[tuple[dict, dict]]) -> PairedDifference:
+    """`paired_difference` pooled over several training seeds: each (baseline, other) pair is
+    one seed's two reports on the same episodes; every seed's episodes count once."""
+    if not pairs:
+        raise ValueError("paired comparison needs at least one (baseline, other) pair of reports")
+    return _summarise([d for baseline, other in pairs for d in _episode_differences(baseline, other)])
+
+
+def mean_of_independent(differences: list[PairedDifference]) -> tuple[float, tuple[float, float]]:
+    """The unweighted mean of paired differences measured on independent episode sets (one per
+    suite, say), with its normal 95% interval: the halves add in quadrature."""
+    if not differences:
+        raise ValueError("nothing to average")
+    k = len(differences)
+    mean = sum(d.mean for d in differences) / k
+    half = math.sqrt(sum(((d.ci95[1] - d.ci95[0]) / 2) ** 2 for d in differences)) / k
+    return mean, (mean - half, mean + half)
 
 
 def compare_table(runs: list[tuple[str, str]]) -> str:

@@ -27,7 +27,14 @@ import numpy as np
 
 from lwd.configargs import documented
 from lwd.envs.tasks import task_spec
-from lwd.evaluation.compare import compare_table, load_report, pooled_average
+from lwd.evaluation.compare import (
+    PairedDifference,
+    compare_table,
+    load_report,
+    mean_of_independent,
+    paired_difference_over_seeds,
+    pooled_average,
+)
 from lwd.evaluation.report import load_episodes, pyplot, rolling_mean
 from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
 from lwd.recipes.stages import (
@@ -42,6 +49,7 @@ from lwd.recipes.stages import (
 METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
 ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
 ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
+BASELINES = ("SFT", "HG-DAgger", "RECAP")  # the methods LWD is measured against (SPEC §7)
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,41 @@ def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def _signed_interval(mean: float, ci95: tuple[float, float]) -> str:
+    return f"{mean:+.3f} ({ci95[0]:+.3f} … {ci95[1]:+.3f})"
+
+
+def paired_table(results: dict, method: str = "LWD online") -> list[str]:
+    """`method` minus every other method, episode by episode on the same evaluation episodes
+    (pooled over training seeds), per suite and averaged over suites; the last row is the best
+    baseline of each suite, which is what "best with an interval that excludes zero" means."""
+    suites = list(results["suites"])
+
+    def difference(suite_name: str, other: str) -> PairedDifference:
+        runs = results["suites"][suite_name]["runs"]
+        return paired_difference_over_seeds(list(zip(_reports(runs[other]), _reports(runs[method]))))
+
+    def row(label: str, others: list[str], name_them: bool = False) -> str:
+        diffs = [difference(s, o) for s, o in zip(suites, others)]
+        cells = [
+            (f"vs {o}: " if name_them else "")
+            + f"{_signed_interval(d.mean, d.ci95)}, {d.gains}/{d.losses}, p = {d.sign_test_p:.2g}"
+            for d, o in zip(diffs, others)
+        ]
+        return f"| {label} | " + " | ".join(cells) + f" | {_signed_interval(*mean_of_independent(diffs))} |"
+
+    lines = [
+        f"| {method} − | " + " | ".join(suites) + " | average over suites |",
+        "|---|" + "---|" * (len(suites) + 1),
+    ]
+    lines += [row(other, [other] * len(suites)) for other in METHODS if other != method]
+    best = [
+        max(BASELINES, key=lambda b, s=s: pooled_average(_reports(results["suites"][s]["runs"][b]))[0]) for s in suites
+    ]
+    lines.append(row("**best baseline**", best, name_them=True))
+    return lines
+
+
 def stage_score_table(results: dict, suite_name: str) -> list[str]:
     """Per-task stage scores of a suite with multi-stage tasks (empty for single-stage suites)."""
     runs = results["suites"][suite_name]["runs"]
@@ -316,6 +359,18 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
                 )
             )
     lines += ["", "## Comparison", "", *summary_table(results, METHODS), "", "![methods](methods.png)", ""]
+    lines += [
+        "### LWD online against each method, paired",
+        "",
+        "Cells: mean difference in success over the same evaluation episodes (all seeds pooled) with its "
+        "95% interval, episodes gained / lost, exact sign-test p. The average over suites is the mean of the "
+        "suites' differences (intervals combined as independent). Best baseline: the best of "
+        + ", ".join(BASELINES)
+        + " on each suite.",
+        "",
+        *paired_table(results),
+        "",
+    ]
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")
     for suite_name, suite_results in results["suites"].items():
         runs = [(m, p) for m in METHODS for p in suite_results["runs"][m]]

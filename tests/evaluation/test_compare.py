@@ -3,7 +3,13 @@ import json
 import pytest
 
 from lwd.cli import main
-from lwd.evaluation.compare import compare_table, paired_difference, parse_runs
+from lwd.evaluation.compare import (
+    compare_table,
+    mean_of_independent,
+    paired_difference,
+    paired_difference_over_seeds,
+    parse_runs,
+)
 
 
 def _report(path, rates: dict[str, float], episodes: int = 10):
@@ -60,3 +66,23 @@ def test_a_lopsided_paired_gain_is_significant_and_a_tie_is_not():
 def test_paired_difference_refuses_evaluations_of_different_episodes():
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference(_outcomes([True, False]), _outcomes([True, False], task="push-v3"))
+
+
+def test_seeds_pool_into_one_paired_difference_even_when_they_share_evaluation_seeds():
+    # Two training seeds evaluated on the same episodes: each seed's pairs count once, none overwrite.
+    seed0 = (_outcomes([False, False, True]), _outcomes([True, False, True]))
+    seed1 = (_outcomes([True, True, True]), _outcomes([True, False, True]))
+    d = paired_difference_over_seeds([seed0, seed1])
+    assert (d.gains, d.losses, d.episodes) == (1, 1, 6)
+    assert d.mean == 0
+
+
+def test_the_average_of_independent_differences_has_the_halves_in_quadrature():
+    a = paired_difference(_outcomes([False] * 8 + [True] * 2), _outcomes([True] * 10))
+    b = paired_difference(_outcomes([True, False] * 5), _outcomes([True] * 10))
+    mean, (low, high) = mean_of_independent([a, b])
+    assert mean == pytest.approx((a.mean + b.mean) / 2)
+    half_a, half_b = (a.ci95[1] - a.ci95[0]) / 2, (b.ci95[1] - b.ci95[0]) / 2
+    assert (high - low) / 2 == pytest.approx((half_a**2 + half_b**2) ** 0.5 / 2)
+    with pytest.raises(ValueError, match="at least one"):
+        paired_difference_over_seeds([])

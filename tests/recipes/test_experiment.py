@@ -45,6 +45,16 @@ def test_every_method_and_ablation_has_a_number_for_every_suite(smoke_experiment
             assert len(cells) == 3 and all(number.match(c) for c in cells), (name, cells)
 
 
+def test_lwd_online_is_compared_paired_with_every_method_and_the_best_baseline_of_each_suite(smoke_experiment):
+    _, text = smoke_experiment
+    paired = text.split("### LWD online against each method, paired")[1].split("###")[0]
+    interval = re.compile(r"[+-]\d\.\d{3} \([+-]\d\.\d{3} … [+-]\d\.\d{3}\)")
+    for name in [m for m in METHODS if m != "LWD online"] + ["**best baseline**"]:
+        cells = _row(paired, name)
+        assert len(cells) == 3 and all(interval.search(c) for c in cells), (name, cells)
+    assert all(re.match(r"vs (SFT|HG-DAgger|RECAP): ", c) for c in _row(paired, "**best baseline**")[:2])
+
+
 def test_per_task_tables_cover_every_task_and_the_long_horizon_stage_scores(smoke_experiment):
     work, text = smoke_experiment
     for task in ("reach", "drawer-close", "lh-stock-drawer"):
