@@ -331,9 +331,12 @@ def cmd_deploy(config) -> int:
 
 
 def cmd_compare(config) -> int:
-    from lwd.evaluation.compare import compare_table, parse_runs
+    from lwd.evaluation.compare import compare_table, paired_table, parse_runs
 
-    table = compare_table(parse_runs(config.runs))
+    runs = parse_runs(config.runs)
+    table = compare_table(runs)
+    if config.paired_against:
+        table += "\n\n" + paired_table(runs, config.paired_against)
     print(table)
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,11 @@ class CompareConfig:
         (), "NAME=PATH pairs; PATH is an eval directory or eval.json; repeat a NAME for several training seeds"
     )
     out: str = documented("", "also write the markdown table here")
+    paired_against: str = documented(
+        "",
+        "NAME of a method: also a paired table, every other method minus it on the same evaluation episodes "
+        "(a method's seeds are matched in the order its NAME=PATH pairs are given)",
+    )
 
 
 def load_report(path: str) -> dict:
@@ -117,13 +122,46 @@ def mean_of_independent(differences: list[PairedDifference]) -> tuple[float, tup
     return mean, (mean - half, mean + half)
 
 
+def signed_interval(mean: float, ci95: tuple[float, float]) -> str:
+    return f"{mean:+.3f} ({ci95[0]:+.3f} … {ci95[1]:+.3f})"
+
+
+def paired_cell(d: PairedDifference) -> str:
+    """A paired difference as one table cell: mean (95% interval), gained / lost, sign-test p."""
+    return f"{signed_interval(d.mean, d.ci95)}, {d.gains}/{d.losses}, p = {d.sign_test_p:.2g}"
+
+
+def _grouped(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
+    reports: dict[str, list[dict]] = {}
+    for name, path in runs:
+        reports.setdefault(name, []).append(load_report(path))
+    return reports
+
+
+def paired_table(runs: list[tuple[str, str]], against: str) -> str:
+    """Markdown: every other method minus `against`, episode by episode, its seeds pooled."""
+    reports = _grouped(runs)
+    if against not in reports:
+        raise ValueError(f"--paired-against {against!r} is none of the methods {list(reports)}")
+    lines = [f"| − {against} | difference (95% CI), gained/lost, sign test | seeds |", "|---|---|---|"]
+    for name, group in reports.items():
+        if name == against:
+            continue
+        if len(group) != len(reports[against]):
+            raise ValueError(
+                f"paired comparison matches seeds in order: {name} has {len(group)} reports, "
+                f"{against} {len(reports[against])}"
+            )
+        d = paired_difference_over_seeds(list(zip(reports[against], group)))
+        lines.append(f"| {name} | {paired_cell(d)} | {len(group)} |")
+    return "\n".join(lines)
+
+
 def compare_table(runs: list[tuple[str, str]]) -> str:
     """Markdown: one row per task + the average, one column per method."""
     if not runs:
         raise ValueError("nothing to compare: pass NAME=PATH pairs")
-    reports: dict[str, list[dict]] = {}
-    for name, path in runs:
-        reports.setdefault(name, []).append(load_report(path))
+    reports = _grouped(runs)
     tasks = sorted({task for group in reports.values() for r in group for task in r["per_task"]})
     names = list(reports)
     lines = [

@@ -32,8 +32,10 @@ from lwd.evaluation.compare import (
     compare_table,
     load_report,
     mean_of_independent,
+    paired_cell,
     paired_difference_over_seeds,
     pooled_average,
+    signed_interval,
 )
 from lwd.evaluation.report import load_episodes, pyplot, rolling_mean
 from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
@@ -191,11 +193,7 @@ def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def _signed_interval(mean: float, ci95: tuple[float, float]) -> str:
-    return f"{mean:+.3f} ({ci95[0]:+.3f} … {ci95[1]:+.3f})"
-
-
-def paired_table(results: dict, method: str = "LWD online") -> list[str]:
+def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
     """`method` minus every other method, episode by episode on the same evaluation episodes
     (pooled over training seeds), per suite and averaged over suites; the last row is the best
     baseline of each suite, which is what "best with an interval that excludes zero" means."""
@@ -207,12 +205,8 @@ def paired_table(results: dict, method: str = "LWD online") -> list[str]:
 
     def row(label: str, others: list[str], name_them: bool = False) -> str:
         diffs = [difference(s, o) for s, o in zip(suites, others)]
-        cells = [
-            (f"vs {o}: " if name_them else "")
-            + f"{_signed_interval(d.mean, d.ci95)}, {d.gains}/{d.losses}, p = {d.sign_test_p:.2g}"
-            for d, o in zip(diffs, others)
-        ]
-        return f"| {label} | " + " | ".join(cells) + f" | {_signed_interval(*mean_of_independent(diffs))} |"
+        cells = [(f"vs {o}: " if name_them else "") + paired_cell(d) for d, o in zip(diffs, others)]
+        return f"| {label} | " + " | ".join(cells) + f" | {signed_interval(*mean_of_independent(diffs))} |"
 
     lines = [
         f"| {method} − | " + " | ".join(suites) + " | average over suites |",
@@ -368,7 +362,7 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         + ", ".join(BASELINES)
         + " on each suite.",
         "",
-        *paired_table(results),
+        *paired_suites_table(results),
         "",
     ]
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")

@@ -86,3 +86,26 @@ def test_the_average_of_independent_differences_has_the_halves_in_quadrature():
     assert (high - low) / 2 == pytest.approx((half_a**2 + half_b**2) ** 0.5 / 2)
     with pytest.raises(ValueError, match="at least one"):
         paired_difference_over_seeds([])
+
+
+def _report_with_outcomes(path, successes: list[bool]) -> str:
+    path.mkdir(parents=True)
+    rate = sum(successes) / len(successes)
+    per_task = {"reach-v3": {"episodes": len(successes), "success": rate, "ci95": [0, 1], "cycle_time_steps": 1.0}}
+    report = {"per_task": per_task, "average_success": rate, **_outcomes(successes)}
+    (path / "eval.json").write_text(json.dumps(report))
+    return str(path)
+
+
+def test_compare_cli_adds_a_paired_table_against_the_named_method(tmp_path, capsys):
+    runs = [
+        f"SFT={_report_with_outcomes(tmp_path / 'sft0', [False, False, True, True])}",
+        f"SFT={_report_with_outcomes(tmp_path / 'sft1', [False, True, True, True])}",
+        f"LWD={_report_with_outcomes(tmp_path / 'lwd0', [True, True, True, True])}",
+        f"LWD={_report_with_outcomes(tmp_path / 'lwd1', [True, True, True, False])}",
+    ]
+    assert main(["compare", "--runs", *runs, "--paired-against", "SFT"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| LWD |")]
+    assert len(row) == 1 and row[0].startswith("| LWD | +0.250 (") and row[0].endswith(", 3/1, p = 0.62 | 2 |")
+    assert main(["compare", "--runs", *runs, "--paired-against", "HGD"]) == 2
+    assert "none of the methods" in capsys.readouterr().err
