@@ -96,6 +96,11 @@ class LearnerConfig:
     prior_every: int = documented(
         1, "learned prior: a flow-matching update (and the reference's EMA step) every N learner steps"
     )
+    imitate_operator: bool = documented(
+        False,
+        "also train the policy itself by flow matching on the operator's own actions in each batch, at every "
+        "learner step (HG-DAgger's update, restricted to corrections), beside QAM's tilt",
+    )
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
@@ -330,6 +335,29 @@ class LWDLearner:
         renamed = {"sft/flow_loss": "prior/flow_loss", "policy/grad_norm": "prior/grad_norm"}
         return {renamed.get(key, key): value for key, value in metrics.items()}
 
+    def imitate_operator(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
+        """Flow matching of the policy on the operator-driven actions of the batch (the policy's
+        own actions in the same chunks are masked out): corrections reach the deployed policy
+        directly, not only through Q and the prior's slow EMA."""
+        mask = batch.action_mask & batch.intervention
+        rows = mask.any(dim=1).nonzero().squeeze(1)
+        metrics = {"operator/imitated_fraction": float(rows.numel() / mask.shape[0])}
+        if rows.numel():
+            update = flow_matching_update(
+                self.policy,
+                self.policy_optimizer,
+                self.policy_parameters(),
+                self.config.grad_clip,
+                batch.obs[rows],
+                batch.instruction[rows],
+                batch.actions[rows],
+                mask[rows],
+                generator,
+                None if batch.images is None else batch.images[rows],
+            )
+            metrics["operator/flow_loss"] = update["sft/flow_loss"]
+        return metrics
+
     def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         """One learner step on a batch of chunked transitions."""
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
@@ -343,5 +371,7 @@ class LWDLearner:
             metrics.update(self.update_prior(batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
             metrics.update(self.update_policy(obs, instruction, generator, batch.images))
+        if self.config.imitate_operator:
+            metrics.update(self.imitate_operator(batch, generator))
         self.step_count += 1
         return metrics

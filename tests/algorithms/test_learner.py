@@ -4,6 +4,7 @@ the policy's trainable parameters; the frozen reference is never touched, and wa
 `policy_every` decide on which steps QAM runs."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -216,8 +217,6 @@ def test_the_reference_stays_frozen_by_default():
 
 
 def _with_rows_to_imitate(batch: LearnerBatch, rows: list[int]) -> LearnerBatch:
-    from dataclasses import replace
-
     intervention = torch.zeros_like(batch.intervention)
     intervention[rows, 0] = True
     return replace(batch, intervention=intervention, return_to_go=torch.zeros_like(batch.return_to_go))
@@ -281,3 +280,34 @@ def test_the_learned_prior_updates_only_every_prior_every_steps():
         updated.append(bool(_changed(before, learner.prior)))
         assert ("prior/imitated_fraction" in metrics) == updated[-1]
     assert updated == [True, False, False, True, False, False]
+
+
+def test_operator_imitation_trains_the_policy_on_the_operators_actions_only():
+    batch = _with_rows_to_imitate(_batch(), [])  # no operator actions: nothing to imitate
+    learner = _learner(imitate_operator=True)
+    before = _state(learner.policy)
+    assert learner.imitate_operator(batch, torch.Generator().manual_seed(3))["operator/imitated_fraction"] == 0.0
+    assert not _changed(before, learner.policy)
+
+    corrected = _with_rows_to_imitate(batch, [0, 5])  # the operator drove the first action of rows 0 and 5
+    other_actions = corrected.actions.clone()
+    other_actions[1:5] += 1.0  # rows the operator did not touch
+    after = []
+    for actions in (corrected.actions, other_actions):
+        learner = _learner(imitate_operator=True)
+        metrics = learner.imitate_operator(replace(corrected, actions=actions), torch.Generator().manual_seed(3))
+        assert metrics["operator/imitated_fraction"] == pytest.approx(2 / BATCH)
+        after.append(_state(learner.policy))
+    assert _changed(before, learner.policy)
+    for name, tensor in after[0].items():  # the other rows did not count
+        torch.testing.assert_close(tensor, after[1][name], rtol=0, atol=1e-6)
+
+
+def test_operator_imitation_runs_at_every_learner_step_only_when_asked():
+    batch = _with_rows_to_imitate(_batch(), [0, 1])
+    generator = torch.Generator().manual_seed(3)
+    assert "operator/imitated_fraction" not in _learner(policy_warmup=10**6).step(batch, generator)
+    learner = _learner(imitate_operator=True, policy_warmup=10**6)  # QAM not started: the policy moves anyway
+    before = _state(learner.policy)
+    assert learner.step(batch, generator)["operator/imitated_fraction"] == pytest.approx(2 / BATCH)
+    assert _changed(before, learner.policy)
