@@ -198,13 +198,17 @@ def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
     (pooled over training seeds), per suite and averaged over suites; the last row is the best
     baseline of each suite, which is what "best with an interval that excludes zero" means."""
     suites = list(results["suites"])
-
-    def difference(suite_name: str, other: str) -> PairedDifference:
+    differences: dict[tuple[str, str], PairedDifference] = {}  # (suite, other method), each loaded once
+    for suite_name in suites:
         runs = results["suites"][suite_name]["runs"]
-        return paired_difference_over_seeds(list(zip(_reports(runs[other]), _reports(runs[method]))))
+        reports = _reports(runs[method])
+        for other in METHODS:
+            if other != method:
+                pairs = list(zip(_reports(runs[other]), reports))
+                differences[suite_name, other] = paired_difference_over_seeds(pairs)
 
     def row(label: str, others: list[str], name_them: bool = False) -> str:
-        diffs = [difference(s, o) for s, o in zip(suites, others)]
+        diffs = [differences[s, o] for s, o in zip(suites, others)]
         cells = [(f"vs {o}: " if name_them else "") + paired_cell(d) for d, o in zip(diffs, others)]
         return f"| {label} | " + " | ".join(cells) + f" | {signed_interval(*mean_of_independent(diffs))} |"
 
