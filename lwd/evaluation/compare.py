@@ -122,6 +122,66 @@ def mean_of_independent(differences: list[PairedDifference]) -> tuple[float, tup
     return mean, (mean - half, mean + half)
 
 
+# Two-sided 95% quantiles of Student's t for 1–30 degrees of freedom.
+# fmt: off
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
+# fmt: on
+
+
+def student_t_975(degrees_of_freedom: int) -> float:
+    """The 97.5% quantile of Student's t: exact to 3 decimals up to 30 degrees of freedom, then
+    the first two terms of its expansion around the normal quantile (error < 0.001)."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"Student's t needs at least one degree of freedom, got {degrees_of_freedom}")
+    if degrees_of_freedom <= len(_T975):
+        return _T975[degrees_of_freedom - 1]
+    z, n = 1.959964, degrees_of_freedom
+    return z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
+
+
+@dataclass(frozen=True)
+class SeedLevelDifference:
+    """A paired difference with the training seed as the unit: what another training run would
+    be expected to give, not only these runs' policies on more episodes."""
+
+    mean: float  # mean over seeds of each seed's mean paired difference
+    ci95: tuple[float, float]  # Student-t interval over seeds; (mean, mean) for one seed
+    per_seed: tuple[float, ...]
+
+
+def _over_seeds(per_seed: list[float]) -> SeedLevelDifference:
+    n = len(per_seed)
+    mean = sum(per_seed) / n
+    if n == 1:
+        return SeedLevelDifference(mean, (mean, mean), tuple(per_seed))
+    spread = math.sqrt(sum((d - mean) ** 2 for d in per_seed) / (n - 1))
+    half = student_t_975(n - 1) * spread / math.sqrt(n)
+    return SeedLevelDifference(mean, (mean - half, mean + half), tuple(per_seed))
+
+
+def seed_level_difference(pairs: list[tuple[dict, dict]]) -> SeedLevelDifference:
+    """Each (baseline, other) pair is one training seed's two reports on the same episodes; the
+    interval counts the spread between seeds, which the episode-pooled interval of
+    `paired_difference_over_seeds` leaves out."""
+    if not pairs:
+        raise ValueError("paired comparison needs at least one (baseline, other) pair of reports")
+    return _over_seeds([paired_difference(baseline, other).mean for baseline, other in pairs])
+
+
+def seed_level_mean_of_suites(differences: list[SeedLevelDifference]) -> SeedLevelDifference:
+    """The unweighted mean over suites with seeds as the unit: seed k's differences on the
+    suites (independent runs) are averaged, then the interval is taken over those averages."""
+    if not differences:
+        raise ValueError("nothing to average")
+    counts = {len(d.per_seed) for d in differences}
+    if len(counts) != 1:
+        raise ValueError(f"every suite needs the same number of training seeds to average them, got {sorted(counts)}")
+    return _over_seeds([sum(values) / len(values) for values in zip(*(d.per_seed for d in differences))])
+
+
 def signed_interval(mean: float, ci95: tuple[float, float]) -> str:
     return f"{mean:+.3f} ({ci95[0]:+.3f} … {ci95[1]:+.3f})"
 
@@ -139,11 +199,15 @@ def _grouped(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
 
 
 def paired_table(runs: list[tuple[str, str]], against: str) -> str:
-    """Markdown: every other method minus `against`, episode by episode, its seeds pooled."""
+    """Markdown: every other method minus `against`, episode by episode, its seeds pooled; and the
+    same difference with the training seed as the unit (Student-t over seeds)."""
     reports = _grouped(runs)
     if against not in reports:
         raise ValueError(f"--paired-against {against!r} is none of the methods {list(reports)}")
-    lines = [f"| − {against} | difference (95% CI), gained/lost, sign test | seeds |", "|---|---|---|"]
+    lines = [
+        f"| − {against} | difference (95% CI), gained/lost, sign test | over training seeds (95% CI) | seeds |",
+        "|---|---|---|---|",
+    ]
     for name, group in reports.items():
         if name == against:
             continue
@@ -152,8 +216,9 @@ def paired_table(runs: list[tuple[str, str]], against: str) -> str:
                 f"paired comparison matches seeds in order: {name} has {len(group)} reports, "
                 f"{against} {len(reports[against])}"
             )
-        d = paired_difference_over_seeds(list(zip(reports[against], group)))
-        lines.append(f"| {name} | {paired_cell(d)} | {len(group)} |")
+        pairs = list(zip(reports[against], group))
+        d, by_seed = paired_difference_over_seeds(pairs), seed_level_difference(pairs)
+        lines.append(f"| {name} | {paired_cell(d)} | {signed_interval(by_seed.mean, by_seed.ci95)} | {len(group)} |")
     return "\n".join(lines)
 
 

@@ -29,12 +29,15 @@ from lwd.configargs import documented
 from lwd.envs.tasks import task_spec
 from lwd.evaluation.compare import (
     PairedDifference,
+    SeedLevelDifference,
     compare_table,
     load_report,
     mean_of_independent,
     paired_cell,
     paired_difference_over_seeds,
     pooled_average,
+    seed_level_difference,
+    seed_level_mean_of_suites,
     signed_interval,
 )
 from lwd.evaluation.report import load_episodes, pyplot, rolling_mean
@@ -217,11 +220,51 @@ def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
         "|---|" + "---|" * (len(suites) + 1),
     ]
     lines += [row(other, [other] * len(suites)) for other in METHODS if other != method]
-    best = [
+    lines.append(row("**best baseline**", _best_baselines(results, suites), name_them=True))
+    return lines
+
+
+def seed_level_table(results: dict, method: str = "LWD online") -> list[str]:
+    """The paired differences of `paired_suites_table` with the training seed as the unit: each
+    seed's mean difference, the Student-t 95% interval over seeds, and the per-seed values. With
+    few seeds this interval is wide; it is the one that says whether a rerun would reproduce the
+    gain."""
+    suites = list(results["suites"])
+    differences: dict[tuple[str, str], SeedLevelDifference] = {}
+    for suite_name in suites:
+        runs = results["suites"][suite_name]["runs"]
+        reports = _reports(runs[method])
+        for other in METHODS:
+            if other != method:
+                differences[suite_name, other] = seed_level_difference(list(zip(_reports(runs[other]), reports)))
+
+    def cell(d: SeedLevelDifference) -> str:
+        return signed_interval(d.mean, d.ci95) + "; per seed " + " / ".join(f"{v:+.3f}" for v in d.per_seed)
+
+    def row(label: str, others: list[str], name_them: bool = False) -> str:
+        diffs = [differences[s, o] for s, o in zip(suites, others)]
+        cells = [(f"vs {o}: " if name_them else "") + cell(d) for d, o in zip(diffs, others)]
+        if len({len(d.per_seed) for d in diffs}) == 1:
+            average = seed_level_mean_of_suites(diffs)
+            cells.append(signed_interval(average.mean, average.ci95))
+        else:
+            cells.append("(suites have different seed counts)")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines = [
+        f"| {method} − | " + " | ".join(suites) + " | average over suites |",
+        "|---|" + "---|" * (len(suites) + 1),
+    ]
+    lines += [row(other, [other] * len(suites)) for other in METHODS if other != method]
+    lines.append(row("**best baseline**", _best_baselines(results, suites), name_them=True))
+    return lines
+
+
+def _best_baselines(results: dict, suites: list[str]) -> list[str]:
+    """The baseline with the highest mean success on each suite."""
+    return [
         max(BASELINES, key=lambda b, s=s: pooled_average(_reports(results["suites"][s]["runs"][b]))[0]) for s in suites
     ]
-    lines.append(row("**best baseline**", best, name_them=True))
-    return lines
 
 
 def stage_score_table(results: dict, suite_name: str) -> list[str]:
@@ -367,6 +410,13 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         + " on each suite.",
         "",
         *paired_suites_table(results),
+        "",
+        "The same differences with the training seed as the unit: the mean of each seed's paired difference, "
+        "the Student-t 95% interval over seeds (wider whenever seeds differ more than their episodes explain), "
+        "and each seed's value. The average over suites averages seed k's suite differences, then takes the "
+        "interval over seeds.",
+        "",
+        *seed_level_table(results),
         "",
     ]
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")

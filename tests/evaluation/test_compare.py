@@ -9,6 +9,9 @@ from lwd.evaluation.compare import (
     paired_difference,
     paired_difference_over_seeds,
     parse_runs,
+    seed_level_difference,
+    seed_level_mean_of_suites,
+    student_t_975,
 )
 
 
@@ -88,6 +91,42 @@ def test_the_average_of_independent_differences_has_the_halves_in_quadrature():
         paired_difference_over_seeds([])
 
 
+def test_student_t_quantiles_match_the_table_and_approach_the_normal_one():
+    assert student_t_975(1) == 12.706 and student_t_975(7) == 2.365
+    assert student_t_975(31) == pytest.approx(2.040, abs=1e-3)
+    assert student_t_975(100_000) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError, match="degree of freedom"):
+        student_t_975(0)
+
+
+def test_seed_level_difference_averages_each_seeds_difference_and_widens_with_their_spread():
+    agree = [(_outcomes([False] * 10), _outcomes([True] * 2 + [False] * 8))] * 3  # +0.2 on every seed
+    d = seed_level_difference(agree)
+    assert d.per_seed == pytest.approx((0.2, 0.2, 0.2)) and d.ci95 == pytest.approx((0.2, 0.2))
+    split = [
+        (_outcomes([False] * 10), _outcomes([True] * 5 + [False] * 5)),  # +0.5
+        (_outcomes([True] * 10), _outcomes([True] * 9 + [False])),  # -0.1
+    ]
+    d = seed_level_difference(split)
+    assert d.mean == pytest.approx(0.2)
+    half = 12.706 * (0.6 / 2**0.5) / 2**0.5  # t(1) × standard deviation / √n
+    assert d.ci95 == pytest.approx((0.2 - half, 0.2 + half))
+    # The episode-pooled interval of the same pairs is far narrower: it ignores the seeds' disagreement.
+    pooled = paired_difference_over_seeds(split)
+    assert pooled.ci95[1] - pooled.ci95[0] < (d.ci95[1] - d.ci95[0]) / 5
+
+
+def test_the_seed_level_average_over_suites_pairs_seed_k_of_each_suite():
+    up = seed_level_difference([(_outcomes([False] * 4), _outcomes([True] * 4))] * 2)  # +1, +1
+    mixed = seed_level_difference(
+        [(_outcomes([False] * 4), _outcomes([False] * 4)), (_outcomes([True] * 4), _outcomes([False] * 4))]
+    )  # 0, -1
+    average = seed_level_mean_of_suites([up, mixed])
+    assert average.per_seed == pytest.approx((0.5, 0.0)) and average.mean == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="same number of training seeds"):
+        seed_level_mean_of_suites([up, seed_level_difference([(_outcomes([True]), _outcomes([True]))])])
+
+
 def _report_with_outcomes(path, successes: list[bool]) -> str:
     path.mkdir(parents=True)
     rate = sum(successes) / len(successes)
@@ -106,6 +145,12 @@ def test_compare_cli_adds_a_paired_table_against_the_named_method(tmp_path, caps
     ]
     assert main(["compare", "--runs", *runs, "--paired-against", "SFT"]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| LWD |")]
-    assert len(row) == 1 and row[0].startswith("| LWD | +0.250 (") and row[0].endswith(", 3/1, p = 0.62 | 2 |")
+    assert len(row) == 1 and row[0].startswith("| LWD | +0.250 (") and ", 3/1, p = 0.62 |" in row[0]
+    # Seeds gained +0.5 and +0.0: mean +0.25, t(1) interval ± 12.706 × 0.354 / √2 = ± 3.18.
+    seed_cell = row[0].split("|")[-3]
+    low, high = (float(x) for x in seed_cell.split("(")[1].rstrip(") ").split(" … "))
+    assert seed_cell.strip().startswith("+0.250") and (low, high) == pytest.approx(
+        (0.25 - 3.1765, 0.25 + 3.1765), abs=2e-3
+    )
     assert main(["compare", "--runs", *runs, "--paired-against", "HGD"]) == 2
     assert "none of the methods" in capsys.readouterr().err

@@ -55,6 +55,15 @@ def test_lwd_online_is_compared_paired_with_every_method_and_the_best_baseline_o
     assert all(re.match(r"vs (SFT|HG-DAgger|RECAP): ", c) for c in _row(paired, "**best baseline**")[:2])
 
 
+def test_the_paired_differences_are_also_given_with_training_seeds_as_the_unit(smoke_experiment):
+    _, text = smoke_experiment
+    seed_level = text.split("with the training seed as the unit")[1].split("###")[0]
+    per_seed = re.compile(r"[+-]\d\.\d{3} \([+-]\d\.\d{3} … [+-]\d\.\d{3}\); per seed [+-]\d\.\d{3}$")
+    for name in [m for m in METHODS if m != "LWD online"] + ["**best baseline**"]:
+        cells = _row(seed_level, name)
+        assert len(cells) == 3 and all(per_seed.search(c) for c in cells[:2]), (name, cells)
+
+
 def test_per_task_tables_cover_every_task_and_the_long_horizon_stage_scores(smoke_experiment):
     work, text = smoke_experiment
     for task in ("reach", "drawer-close", "lh-stock-drawer"):
