@@ -248,11 +248,17 @@ class ChunkReplay:
             return 0
         # A refresh that raised part-way (a refused episode, a failing `on_episode`) is retried
         # by calling it again: what it already took in is remembered, so nothing is added twice.
-        records = [
-            record
-            for record in self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
-            if record.episode_id not in self._pulled
-        ]
+        # Within one refresh, rows follow (robot, seq), not commit order: parallel collectors
+        # commit in whatever order they finish, and a replay laid out by that order would make
+        # the same seed sample different batches from the same episodes on every run.
+        records = sorted(
+            (
+                record
+                for record in self.store.records(after=self.snapshot, up_to=target, sources=self.config.sources)
+                if record.episode_id not in self._pulled
+            ),
+            key=lambda record: (record.robot_id, record.seq),
+        )
         damaged: list[DamagedEpisode] = []
         added = 0
         try:

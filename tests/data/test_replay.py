@@ -161,6 +161,27 @@ def test_refresh_follows_committed_snapshots(tmp_path):
     assert replay.refresh() == 0
 
 
+@settings(max_examples=15, deadline=None)
+@given(order=st.permutations(range(6)))
+def test_the_same_episodes_fill_the_replay_alike_whatever_order_they_were_committed_in(tmp_path_factory, order):
+    # Parallel collectors commit in the order they finish; a seed's batches must not depend on it.
+    episodes = [
+        indexed_episode(3 + k, k % 2 == 0, seq=k, task=("reach-v3", "push-v3")[k % 2], offset=100.0 * k)
+        for k in range(6)
+    ]
+    replays = []
+    for commit_order in (range(6), order):
+        store = EpisodeStore(tmp_path_factory.mktemp("store"))
+        for k in commit_order:
+            store.append(episodes[k])  # one commit (snapshot) each, as separate collectors make
+        replays.append(ChunkReplay(store, ReplayConfig(chunk_len=2)))
+        replays[-1].refresh()
+    a, b = (replay.sample(64, np.random.default_rng(7)) for replay in replays)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.reward, b.reward)
+
+
 def test_source_filter_keeps_only_that_source(tmp_path):
     store = EpisodeStore(tmp_path)
     store.append(make_episode(robot_id="d", steps=5, source="demo"))

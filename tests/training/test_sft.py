@@ -102,3 +102,29 @@ def test_sft_trains_on_the_intact_episodes_of_a_damaged_store(tmp_path):
     assert manifest.training_step == 4 and manifest.data_snapshot == 1
     intact_obs = np.concatenate([make_episode(seq=seq, steps=12).observations for seq in (2, 3)])
     np.testing.assert_allclose(policy.obs_mean.numpy(), intact_obs.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_the_same_seed_trains_the_same_policy_whatever_order_the_demonstrations_were_committed_in(tmp_path):
+    # Parallel collectors commit in the order they finish; a rerun of a seed must not change SFT.
+    from lwd.data.store import EpisodeStore
+
+    collect(
+        CollectConfig(
+            store=str(tmp_path / "a" / "store"),
+            tasks=("reach-v3", "drawer-close-v3"),
+            episodes_per_task=2,
+            workers=1,
+            progress=False,
+        )
+    )
+    source = EpisodeStore(tmp_path / "a" / "store")
+    reordered = EpisodeStore(tmp_path / "b" / "store")
+    for record in reversed(source.records()):
+        reordered.append(source.load(record))
+    policies = []
+    for run in ("a", "b"):
+        config = replace(_config(tmp_path / run, 12), hidden_dim=32, num_layers=1, tensorboard=False)
+        policies.append(load_checkpoint(pretrain(config))[0].state_dict())
+    assert policies[0].keys() == policies[1].keys()
+    for name, tensor in policies[0].items():
+        torch.testing.assert_close(tensor, policies[1][name], rtol=0, atol=1e-6, msg=name)
