@@ -28,6 +28,9 @@ class LearnerBatch:
     # (lwd.envs.cameras.side_by_side), at s_t and at next_obs; None without cameras.
     images: torch.Tensor | None = None
     next_images: torch.Tensor | None = None
+    # HG-DAgger's aggregate (demo, operator-driven, or of a takeover-free success), (B, H) bool;
+    # only the learned prior's `prior_data = "aggregate"` needs it.
+    imitable: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

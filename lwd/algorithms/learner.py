@@ -33,6 +33,7 @@ from lwd.policy.critic import ChunkCritic, StateValue
 TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
 PRIORS = ("frozen", "learned")
+PRIOR_DATA = ("successes", "aggregate")
 LAM_SCALES = ("absolute", "gradient")
 
 
@@ -91,6 +92,12 @@ class LearnerConfig:
         "trained by flow matching on the batch's operator-driven and successful chunks; QAM "
         "tilts a slowly updated EMA copy of it, so corrections can teach motions SFT lacks)",
     )
+    prior_data: str = documented(
+        "successes",
+        "what the learned prior imitates: 'successes' (chunks the operator drove or whose episode went on to "
+        "succeed) or 'aggregate' (HG-DAgger's: demonstrations, operator-driven actions and takeover-free "
+        "successes; the policy's own actions before a takeover are masked out)",
+    )
     prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
     prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per prior update)")
     prior_every: int = documented(
@@ -106,6 +113,8 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior_data not in PRIOR_DATA:
+            raise ValueError(f"prior_data must be one of {PRIOR_DATA}, got {self.prior_data!r}")
         if not 0 < self.prior_ema <= 1:
             raise ValueError(f"prior_ema must be in (0, 1], got {self.prior_ema}")
         if self.tau_mode not in TAU_MODES:
@@ -310,8 +319,16 @@ class LWDLearner:
     def update_prior(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
         """Flow matching of the behaviour prior on the chunks worth imitating — those the
         operator drove and those of episodes that went on to succeed (a positive return to
-        go under the sparse terminal reward) — then the reference's EMA step towards it."""
-        imitate = batch.intervention.any(dim=1) | (batch.return_to_go > 0)
+        go under the sparse terminal reward), or with `prior_data = "aggregate"` only the actions
+        HG-DAgger imitates — then the reference's EMA step towards it."""
+        if self.config.prior_data == "aggregate":
+            if batch.imitable is None:
+                raise ValueError("prior_data='aggregate' needs batches with `imitable` (from lwd.data.replay)")
+            action_mask = batch.action_mask & batch.imitable
+            imitate = action_mask.any(dim=1)
+        else:
+            action_mask = batch.action_mask
+            imitate = batch.intervention.any(dim=1) | (batch.return_to_go > 0)
         metrics = {"prior/imitated_fraction": float(imitate.float().mean())}
         if bool(imitate.any()):
             rows = imitate.nonzero().squeeze(1)
@@ -324,7 +341,7 @@ class LWDLearner:
                     batch.obs[rows],
                     batch.instruction[rows],
                     batch.actions[rows],
-                    batch.action_mask[rows],
+                    action_mask[rows],
                     generator,
                     None if batch.images is None else batch.images[rows],
                 )

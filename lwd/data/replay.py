@@ -99,6 +99,7 @@ class ChunkBatch:
     actions: np.ndarray  # (B, H, A) float32, A_t (padded past the episode end)
     action_mask: np.ndarray  # (B, H) bool, False on padded actions
     intervention: np.ndarray  # (B, H) bool, operator-driven actions
+    imitable: np.ndarray  # (B, H) bool, HG-DAgger's aggregate: demo, operator-driven, or of a takeover-free success
     reward: np.ndarray  # (B,) float32, discounted reward over the n*H window
     return_to_go: np.ndarray  # (B,) float32, discounted reward to the episode's end
     next_obs: np.ndarray  # (B, D) float32, s_{t+nH} (or s_T)
@@ -452,6 +453,7 @@ class ChunkReplay:
             actions=self._actions.view[action_idx],
             action_mask=action_mask,
             intervention=self._intervention.view[action_idx] & action_mask,
+            imitable=self._imitable.view[action_idx] & action_mask,
             reward=reward.astype(np.float32),
             return_to_go=return_to_go.astype(np.float32),
             next_obs=self._obs.view[obs_rows + covered],
@@ -488,6 +490,7 @@ def concat_batches(batches: list[ChunkBatch]) -> ChunkBatch:
             "actions",
             "action_mask",
             "intervention",
+            "imitable",
             "reward",
             "return_to_go",
             "next_obs",

@@ -18,6 +18,7 @@ def learner_batch(batch: ChunkBatch, encoder: InstructionEncoder) -> LearnerBatc
         actions=torch.from_numpy(batch.actions),
         action_mask=torch.from_numpy(batch.action_mask),
         intervention=torch.from_numpy(batch.intervention),
+        imitable=torch.from_numpy(batch.imitable),
         reward=torch.from_numpy(batch.reward),
         discount=torch.from_numpy(batch.discount),
         done=torch.from_numpy(batch.done),

@@ -311,3 +311,40 @@ def test_operator_imitation_runs_at_every_learner_step_only_when_asked():
     before = _state(learner.policy)
     assert learner.step(batch, generator)["operator/imitated_fraction"] == pytest.approx(2 / BATCH)
     assert _changed(before, learner.policy)
+
+
+def test_the_aggregate_prior_imitates_hg_daggers_actions_not_the_policys_before_a_takeover():
+    # Every row is of an episode that succeeded, but only rows 0 and 5 hold actions HG-DAgger
+    # would imitate (their first action); the rest are the policy's own before a takeover.
+    # (Within an imitated row the masked actions still enter the noisy chunk the network sees,
+    # as in HG-DAgger's update; only their loss terms are masked.)
+    batch = replace(_batch(), return_to_go=torch.ones(BATCH), intervention=torch.zeros(BATCH, CHUNK, dtype=torch.bool))
+    imitable = torch.zeros(BATCH, CHUNK, dtype=torch.bool)
+    imitable[[0, 5], 0] = True
+    other_actions = batch.actions.clone()
+    other_actions[1:5] += 1.0
+    after = []
+    for actions in (batch.actions, other_actions):
+        learner = _learner(prior="learned", prior_data="aggregate")
+        metrics = learner.update_prior(
+            replace(batch, actions=actions, imitable=imitable), torch.Generator().manual_seed(3)
+        )
+        assert metrics["prior/imitated_fraction"] == pytest.approx(2 / BATCH)
+        after.append(_state(learner.prior))
+    for name, tensor in after[0].items():
+        torch.testing.assert_close(tensor, after[1][name], rtol=0, atol=1e-6)
+    # The default rule imitates every row of the successful episodes, so the same change moves it.
+    default = [_learner(prior="learned") for _ in range(2)]
+    for learner, actions in zip(default, (batch.actions, other_actions)):
+        assert learner.update_prior(replace(batch, actions=actions), torch.Generator().manual_seed(3))[
+            "prior/imitated_fraction"
+        ] == pytest.approx(1.0)
+    assert _changed(_state(default[0].prior), default[1].prior)
+
+
+def test_the_aggregate_prior_refuses_batches_without_imitable_flags_and_unknown_rules():
+    learner = _learner(prior="learned", prior_data="aggregate")
+    with pytest.raises(ValueError, match="imitable"):
+        learner.update_prior(_batch(), torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="prior_data"):
+        LearnerConfig(prior="learned", prior_data="everything")
