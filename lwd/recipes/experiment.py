@@ -20,8 +20,10 @@ re-run only does what is missing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -55,6 +57,7 @@ METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
 ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
 ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
 BASELINES = ("SFT", "HG-DAgger", "RECAP")  # the methods LWD is measured against (SPEC §7)
+D = TypeVar("D", PairedDifference, SeedLevelDifference)  # a paired difference, by episode or by seed
 
 
 @dataclass(frozen=True)
@@ -196,24 +199,28 @@ def summary_table(results: dict, methods: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
-    """`method` minus every other method, episode by episode on the same evaluation episodes
-    (pooled over training seeds), per suite and averaged over suites; the last row is the best
-    baseline of each suite, which is what "best with an interval that excludes zero" means."""
+def _versus_table(
+    results: dict,
+    method: str,
+    difference: Callable[[list[tuple[dict, dict]]], D],
+    cell: Callable[[D], str],
+    average: Callable[[list[D]], str],
+) -> list[str]:
+    """`method` minus every other method per suite (`difference` of each seed's pair of reports,
+    shown by `cell`), with the `average` over suites; the last row is each suite's best baseline."""
     suites = list(results["suites"])
-    differences: dict[tuple[str, str], PairedDifference] = {}  # (suite, other method), each loaded once
+    differences: dict[tuple[str, str], D] = {}  # (suite, other method), each loaded once
     for suite_name in suites:
         runs = results["suites"][suite_name]["runs"]
         reports = _reports(runs[method])
         for other in METHODS:
             if other != method:
-                pairs = list(zip(_reports(runs[other]), reports))
-                differences[suite_name, other] = paired_difference_over_seeds(pairs)
+                differences[suite_name, other] = difference(list(zip(_reports(runs[other]), reports)))
 
     def row(label: str, others: list[str], name_them: bool = False) -> str:
         diffs = [differences[s, o] for s, o in zip(suites, others)]
-        cells = [(f"vs {o}: " if name_them else "") + paired_cell(d) for d, o in zip(diffs, others)]
-        return f"| {label} | " + " | ".join(cells) + f" | {signed_interval(*mean_of_independent(diffs))} |"
+        cells = [(f"vs {o}: " if name_them else "") + cell(d) for d, o in zip(diffs, others)]
+        return f"| {label} | " + " | ".join([*cells, average(diffs)]) + " |"
 
     lines = [
         f"| {method} − | " + " | ".join(suites) + " | average over suites |",
@@ -222,6 +229,19 @@ def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
     lines += [row(other, [other] * len(suites)) for other in METHODS if other != method]
     lines.append(row("**best baseline**", _best_baselines(results, suites), name_them=True))
     return lines
+
+
+def paired_suites_table(results: dict, method: str = "LWD online") -> list[str]:
+    """`method` minus every other method, episode by episode on the same evaluation episodes
+    (pooled over training seeds), per suite and averaged over suites; the last row is the best
+    baseline of each suite, which is what "best with an interval that excludes zero" means."""
+    return _versus_table(
+        results,
+        method,
+        paired_difference_over_seeds,
+        paired_cell,
+        lambda diffs: signed_interval(*mean_of_independent(diffs)),
+    )
 
 
 def seed_level_table(results: dict, method: str = "LWD online") -> list[str]:
@@ -229,35 +249,17 @@ def seed_level_table(results: dict, method: str = "LWD online") -> list[str]:
     seed's mean difference, the Student-t 95% interval over seeds, and the per-seed values. With
     few seeds this interval is wide; it is the one that says whether a rerun would reproduce the
     gain."""
-    suites = list(results["suites"])
-    differences: dict[tuple[str, str], SeedLevelDifference] = {}
-    for suite_name in suites:
-        runs = results["suites"][suite_name]["runs"]
-        reports = _reports(runs[method])
-        for other in METHODS:
-            if other != method:
-                differences[suite_name, other] = seed_level_difference(list(zip(_reports(runs[other]), reports)))
 
     def cell(d: SeedLevelDifference) -> str:
         return signed_interval(d.mean, d.ci95) + "; per seed " + " / ".join(f"{v:+.3f}" for v in d.per_seed)
 
-    def row(label: str, others: list[str], name_them: bool = False) -> str:
-        diffs = [differences[s, o] for s, o in zip(suites, others)]
-        cells = [(f"vs {o}: " if name_them else "") + cell(d) for d, o in zip(diffs, others)]
-        if len({len(d.per_seed) for d in diffs}) == 1:
-            average = seed_level_mean_of_suites(diffs)
-            cells.append(signed_interval(average.mean, average.ci95))
-        else:
-            cells.append("(suites have different seed counts)")
-        return f"| {label} | " + " | ".join(cells) + " |"
+    def average(diffs: list[SeedLevelDifference]) -> str:
+        if len({len(d.per_seed) for d in diffs}) != 1:
+            return "(suites have different seed counts)"
+        mean = seed_level_mean_of_suites(diffs)
+        return signed_interval(mean.mean, mean.ci95)
 
-    lines = [
-        f"| {method} − | " + " | ".join(suites) + " | average over suites |",
-        "|---|" + "---|" * (len(suites) + 1),
-    ]
-    lines += [row(other, [other] * len(suites)) for other in METHODS if other != method]
-    lines.append(row("**best baseline**", _best_baselines(results, suites), name_them=True))
-    return lines
+    return _versus_table(results, method, seed_level_difference, cell, average)
 
 
 def _best_baselines(results: dict, suites: list[str]) -> list[str]:

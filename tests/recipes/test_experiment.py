@@ -18,6 +18,8 @@ from lwd.recipes.experiment import (
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
+VERSUS_ROWS = [m for m in METHODS if m != "LWD online"] + ["**best baseline**"]  # rows of LWD online's paired tables
+
 
 @pytest.fixture(scope="module")
 def smoke_experiment(tmp_path_factory):
@@ -49,7 +51,7 @@ def test_lwd_online_is_compared_paired_with_every_method_and_the_best_baseline_o
     _, text = smoke_experiment
     paired = text.split("### LWD online against each method, paired")[1].split("###")[0]
     interval = re.compile(r"[+-]\d\.\d{3} \([+-]\d\.\d{3} … [+-]\d\.\d{3}\)")
-    for name in [m for m in METHODS if m != "LWD online"] + ["**best baseline**"]:
+    for name in VERSUS_ROWS:
         cells = _row(paired, name)
         assert len(cells) == 3 and all(interval.search(c) for c in cells), (name, cells)
     assert all(re.match(r"vs (SFT|HG-DAgger|RECAP): ", c) for c in _row(paired, "**best baseline**")[:2])
@@ -59,7 +61,7 @@ def test_the_paired_differences_are_also_given_with_training_seeds_as_the_unit(s
     _, text = smoke_experiment
     seed_level = text.split("with the training seed as the unit")[1].split("###")[0]
     per_seed = re.compile(r"[+-]\d\.\d{3} \([+-]\d\.\d{3} … [+-]\d\.\d{3}\); per seed [+-]\d\.\d{3}$")
-    for name in [m for m in METHODS if m != "LWD online"] + ["**best baseline**"]:
+    for name in VERSUS_ROWS:
         cells = _row(seed_level, name)
         assert len(cells) == 3 and all(per_seed.search(c) for c in cells[:2]), (name, cells)
 
