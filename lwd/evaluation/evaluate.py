@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lwd.configargs import documented
-from lwd.envs import SEEDS, SensorConfig, make_robot, suite, task_spec
+from lwd.envs import SEEDS, SensorConfig, make_robot, suite, suite_names, task_spec
 from lwd.envs.cameras import PROPRIO_DIM
 from lwd.envs.phrasings import PHRASING_SETS
 
@@ -326,6 +326,14 @@ def write_report(summary: dict, out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _suites_hint(obs_dim: int) -> str:
+    """Which --suite a policy of this state size can be evaluated on (the default is mt10)."""
+    fitting = [name for name in suite_names() if all(spec.obs_dim == obs_dim for spec in suite(name).tasks)]
+    if not fitting:
+        return "no registered suite has tasks of that size: name them with --tasks"
+    return "evaluate it on a suite whose tasks fit: " + ", ".join(f"--suite {name}" for name in fitting)
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate `config.checkpoint` and write its report; with several phrasing sets, see
     `evaluate_phrasings`."""
@@ -346,7 +354,8 @@ def evaluate(config: EvalConfig) -> dict:
         if manifest.config.get("obs_dim", obs_dim) != obs_dim:
             raise ValueError(
                 f"{config.checkpoint} takes {manifest.config['obs_dim']}-number states but task {task!r} "
-                f"has {obs_dim} (MT tasks have 39, long-horizon tasks 39 + a stage one-hot)"
+                f"has {obs_dim} (MT tasks have 39, long-horizon tasks 39 + a stage one-hot); "
+                + _suites_hint(manifest.config["obs_dim"])
             )
     jobs = [(task, SEEDS.held_out(config.split, k)) for task in tasks for k in range(config.episodes_per_task)]
     shards = [jobs[i :: config.workers] for i in range(config.workers)]

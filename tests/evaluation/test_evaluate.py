@@ -109,8 +109,9 @@ def test_evaluation_reports_the_stage_score_of_long_horizon_tasks(tmp_path):
 
 
 def test_evaluation_refuses_tasks_whose_state_size_the_policy_does_not_take(tmp_path, untrained_checkpoint):
-    with pytest.raises(ValueError, match="takes 39-number states but task 'lh-stock-drawer' has 44"):
+    with pytest.raises(ValueError, match="takes 39-number states but task 'lh-stock-drawer' has 44") as refused:
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, suite="lh", workers=1, out=str(tmp_path)))
+    assert "--suite mt10" in str(refused.value) and "--suite lh" not in str(refused.value)
 
 
 def test_episodes_run_in_bounded_batches_with_the_same_outcomes(tmp_path, untrained_checkpoint):
