@@ -3,6 +3,10 @@ numbers are random because the data layer's behaviour must not depend on them.""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
+import time
+
 import numpy as np
 import pytest
 
@@ -242,3 +246,27 @@ def tiny_image_sft(tmp_path_factory):
         )
     )
     return store, sft
+
+
+def _hold_run_lease(out: str, ready) -> None:
+    from lwd.data.lease import RunLease
+
+    RunLease(out)
+    ready.set()
+    time.sleep(120)  # the test ends this process; its death is what frees the directory
+
+
+@contextlib.contextmanager
+def run_directory_held_by_another_process(out):
+    """Another live process holds `out`'s run lease (as a running `lwd deploy` would) until
+    the block ends; yields that process."""
+    context = mp.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=_hold_run_lease, args=(str(out), ready))
+    process.start()
+    try:
+        assert ready.wait(30)
+        yield process
+    finally:
+        process.kill()
+        process.join(10)

@@ -42,6 +42,7 @@ from lwd.algorithms.hg_dagger import ImitationConfig
 from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
+from lwd.data.lease import RunLease
 from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.fleet.fleet import Fleet, LocalFleet
@@ -604,6 +605,18 @@ def deploy(
     `make_gate` builds the version gate (`lwd.evaluation.gate.make_gate` knows every mode;
     the default, this layer's, knows `off` and `canary`)."""
     out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLease(out):  # before resuming: a second process must not train from this run's checkpoints
+        return _deploy_holding_lease(config, out, on_tick, make_gate, publish_hook)
+
+
+def _deploy_holding_lease(
+    config: DeployConfig,
+    out: Path,
+    on_tick: Callable[[DeployState], None] | None,
+    make_gate: GateFactory,
+    publish_hook: PublishHook | None,
+) -> dict:
     finished = _finished_summary(out, config)
     if finished is not None:
         return finished

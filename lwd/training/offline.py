@@ -18,6 +18,7 @@ import torch
 
 from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
+from lwd.data.lease import RunLease
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.policy.adapter import PolicyAdapter
@@ -117,10 +118,16 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
 
 
 def train_offline(config: OfflineConfig) -> Path:
-    """Train (or resume) and return the path of the final checkpoint."""
-    device = prepare_learner_process(config.device, config.threads)
+    """Train (or resume) and return the path of the final checkpoint; another process still
+    training into the same `out` is refused (`RunLeaseError`)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLease(out):
+        return _train_offline_holding_lease(config, out)
+
+
+def _train_offline_holding_lease(config: OfflineConfig, out: Path) -> Path:
+    device = prepare_learner_process(config.device, config.threads)
     resume = find_resume_state(out / "last", "offline")
     policy, encoder, manifest = load_checkpoint(out / "last" if resume else Path(config.checkpoint))
     replay = ChunkReplay(

@@ -18,6 +18,7 @@ import torch
 from lwd.algorithms.batch import LearnerBatch
 from lwd.algorithms.flow_matching import flow_matching_update
 from lwd.configargs import documented
+from lwd.data.lease import RunLease
 from lwd.data.replay import ChunkReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.envs.phrasings import task_phrasings
@@ -86,10 +87,16 @@ def sft_step(
 
 
 def pretrain(config: PretrainConfig) -> Path:
-    """Train (or resume) and return the path of the final checkpoint."""
-    device = prepare_learner_process(config.device, config.threads)
+    """Train (or resume) and return the path of the final checkpoint; another process still
+    training into the same `out` is refused (`RunLeaseError`)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLease(out):
+        return _pretrain_holding_lease(config, out)
+
+
+def _pretrain_holding_lease(config: PretrainConfig, out: Path) -> Path:
+    device = prepare_learner_process(config.device, config.threads)
     replay = ChunkReplay(
         EpisodeStore(config.store, create=False),
         ReplayConfig(

@@ -1,4 +1,5 @@
-"""Robot leases: one process at a time drives a robot id, and a dead holder frees it."""
+"""Leases: one process at a time drives a robot id or writes a run directory, and a dead
+holder frees it."""
 
 import multiprocessing as mp
 import os
@@ -7,8 +8,9 @@ import time
 
 import pytest
 
-from lwd.data.lease import RobotLease, RobotLeaseError
+from lwd.data.lease import RobotLease, RobotLeaseError, RunLease, RunLeaseError
 from lwd.data.store import EpisodeStore
+from tests.conftest import run_directory_held_by_another_process
 
 
 def _hold(directory: str, robot_id: str, ready) -> None:
@@ -64,3 +66,15 @@ def test_the_store_hands_out_leases_in_its_own_directory(tmp_path):
             store.lease("robot-000")  # even in the same process: the lease is per claim, not per process
     store.lease("robot-000").release()
     assert (tmp_path / "store" / "leases" / "robot-000.lock").exists()
+
+
+def test_a_run_directory_is_written_by_one_process_and_its_killed_holder_frees_it(tmp_path):
+    with run_directory_held_by_another_process(tmp_path / "run") as process:
+        refusal = rf"run directory .*run is in use by another process \(pid {process.pid} on "
+        with pytest.raises(RunLeaseError, match=refusal):
+            RunLease(tmp_path / "run")
+        RunLease(tmp_path / "other").release()  # other runs are free
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+        with RunLease(tmp_path / "run") as lease:
+            assert lease.held and f'"pid": {os.getpid()}' in lease.path.read_text()

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 
+from lwd.data.lease import RunLeaseError
 from lwd.data.store import EpisodeStore
 from lwd.fleet.online import DeployConfig, deploy
 from lwd.fleet.registry import PolicyRegistry
@@ -209,6 +210,32 @@ def test_the_learner_killed_with_sigkill_takes_its_workers_with_it_and_the_run_r
     for orphan in report.orphans:  # episodes/<robot>/<seq>-<digest>.safetensors
         _, robot, name = orphan.split("/")
         assert (robot, int(name.split("-")[0])) in committed_ids, orphan
+
+
+def test_a_second_deploy_on_a_live_run_is_refused_and_the_run_finishes_intact(tiny_pipeline, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tiny_pipeline, out, 3_000)
+    process = subprocess.Popen(_deploy_command(config))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "learner" / "last" / "manifest.json").exists():
+            time.sleep(0.5)
+        assert (out / "learner" / "last" / "manifest.json").exists()  # the live run has a checkpoint to resume from
+        log_lines = len((out / "metrics.jsonl").read_text().splitlines()) if (out / "metrics.jsonl").exists() else 0
+        with pytest.raises(RunLeaseError, match=f"pid {process.pid} "):
+            deploy(config)  # the same command again while the first still runs
+        assert process.wait(timeout=180) == 0
+    finally:
+        process.kill()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reason"] == "budget" and summary["worker_restarts"] == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) >= log_lines and steps == sorted(steps)  # one learner's log: no second learner's lines
+    by_robot = defaultdict(list)
+    for episode in _episodes(out):
+        by_robot[episode.robot_id].append(episode.seq)
+    for robot, seqs in by_robot.items():
+        assert sorted(seqs) == list(range(len(seqs))), robot
 
 
 def _baseline_config(tiny_pipeline, out, method, **overrides):

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from lwd.data.lease import RunLeaseError
 from lwd.policy.checkpoint import CheckpointError, load_checkpoint, load_learner_state
 from lwd.training.offline import train_offline
-from tests.conftest import tiny_offline_config
+from tests.conftest import run_directory_held_by_another_process, tiny_offline_config
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,15 @@ def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
         "qam/kl_proxy",
     ):
         assert key in records[-1]
+
+
+def test_offline_rl_refuses_a_run_directory_another_process_is_training_into(offline_setup):
+    root, store, sft, _ = offline_setup
+    config = _offline_config(root, store, sft, 4, name="held")
+    with run_directory_held_by_another_process(config.out) as process:
+        with pytest.raises(RunLeaseError, match=f"pid {process.pid} "):
+            train_offline(config)
+    assert sorted(p.name for p in (root / "held").iterdir()) == ["run.lock"]  # refused before it wrote anything
 
 
 @pytest.mark.parametrize("ablation", [{"value_kind": "expectile"}, {"tau_mode": "constant"}])
