@@ -604,15 +604,17 @@ def deploy(
     Builds the loop's parts (method, replays, registry, gate, fleet) and hands them to it.
     `make_gate` builds the version gate (`lwd.evaluation.gate.make_gate` knows every mode;
     the default, this layer's, knows `off` and `canary`)."""
+    device = prepare_learner_process(config.device, config.threads)  # a missing GPU fails before any file
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLease(out):  # before resuming: a second process must not train from this run's checkpoints
-        return _deploy_holding_lease(config, out, on_tick, make_gate, publish_hook)
+        return _deploy_holding_lease(config, out, device, on_tick, make_gate, publish_hook)
 
 
 def _deploy_holding_lease(
     config: DeployConfig,
     out: Path,
+    device: torch.device,
     on_tick: Callable[[DeployState], None] | None,
     make_gate: GateFactory,
     publish_hook: PublishHook | None,
@@ -620,7 +622,6 @@ def _deploy_holding_lease(
     finished = _finished_summary(out, config)
     if finished is not None:
         return finished
-    device = prepare_learner_process(config.device, config.threads)
     (out / "learner").mkdir(parents=True, exist_ok=True)
     last = out / "learner" / "last"
     resume = find_resume_state(last, "online")

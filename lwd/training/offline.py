@@ -120,14 +120,14 @@ def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Ten
 def train_offline(config: OfflineConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint; another process still
     training into the same `out` is refused (`RunLeaseError`)."""
+    device = prepare_learner_process(config.device, config.threads)  # a missing GPU fails before any file
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLease(out):
-        return _train_offline_holding_lease(config, out)
+        return _train_offline_holding_lease(config, out, device)
 
 
-def _train_offline_holding_lease(config: OfflineConfig, out: Path) -> Path:
-    device = prepare_learner_process(config.device, config.threads)
+def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch.device) -> Path:
     resume = find_resume_state(out / "last", "offline")
     policy, encoder, manifest = load_checkpoint(out / "last" if resume else Path(config.checkpoint))
     replay = ChunkReplay(

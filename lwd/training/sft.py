@@ -89,14 +89,14 @@ def sft_step(
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or resume) and return the path of the final checkpoint; another process still
     training into the same `out` is refused (`RunLeaseError`)."""
+    device = prepare_learner_process(config.device, config.threads)  # a missing GPU fails before any file
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLease(out):
-        return _pretrain_holding_lease(config, out)
+        return _pretrain_holding_lease(config, out, device)
 
 
-def _pretrain_holding_lease(config: PretrainConfig, out: Path) -> Path:
-    device = prepare_learner_process(config.device, config.threads)
+def _pretrain_holding_lease(config: PretrainConfig, out: Path, device: torch.device) -> Path:
     replay = ChunkReplay(
         EpisodeStore(config.store, create=False),
         ReplayConfig(
