@@ -248,21 +248,23 @@ def tiny_image_sft(tmp_path_factory):
     return store, sft
 
 
-def _hold_run_lease(out: str, ready) -> None:
-    from lwd.data.lease import RunLease
+def _hold_lease(kind: str, args: tuple, ready) -> None:
+    from lwd.data.lease import RobotLease, RunLease
 
-    RunLease(out)
+    {"robot": RobotLease, "run": RunLease}[kind](*args)
     ready.set()
-    time.sleep(120)  # the test ends this process; its death is what frees the directory
+    time.sleep(120)  # the test ends this process; its death is what frees the lease
 
 
 @contextlib.contextmanager
-def run_directory_held_by_another_process(out):
-    """Another live process holds `out`'s run lease (as a running `lwd deploy` would) until
-    the block ends; yields that process."""
+def lease_held_by_another_process(kind: str, *args):
+    """Another live process holds a lease ("robot": RobotLease(directory, robot_id); "run":
+    RunLease(out), as a running `lwd deploy` would) until the block ends; yields that process.
+    (It is not told to let go through an Event: an Event's lock dies with a killed waiter and
+    blocks the setter.)"""
     context = mp.get_context("spawn")
     ready = context.Event()
-    process = context.Process(target=_hold_run_lease, args=(str(out), ready))
+    process = context.Process(target=_hold_lease, args=(kind, tuple(str(a) for a in args), ready))
     process.start()
     try:
         assert ready.wait(30)

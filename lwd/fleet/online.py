@@ -606,8 +606,7 @@ def deploy(
     the default, this layer's, knows `off` and `canary`)."""
     device = prepare_learner_process(config.device, config.threads)  # a missing GPU fails before any file
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLease(out):  # before resuming: a second process must not train from this run's checkpoints
+    with RunLease(out):  # creates `out`; taken before resuming, so a second process never trains from its checkpoints
         return _deploy_holding_lease(config, out, device, on_tick, make_gate, publish_hook)
 
 

@@ -91,8 +91,7 @@ def pretrain(config: PretrainConfig) -> Path:
     training into the same `out` is refused (`RunLeaseError`)."""
     device = prepare_learner_process(config.device, config.threads)  # a missing GPU fails before any file
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLease(out):
+    with RunLease(out):  # creates `out`
         return _pretrain_holding_lease(config, out, device)
 
 

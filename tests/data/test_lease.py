@@ -1,7 +1,6 @@
 """Leases: one process at a time drives a robot id or writes a run directory, and a dead
 holder frees it."""
 
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -10,27 +9,14 @@ import pytest
 
 from lwd.data.lease import RobotLease, RobotLeaseError, RunLease, RunLeaseError
 from lwd.data.store import EpisodeStore
-from tests.conftest import run_directory_held_by_another_process
-
-
-def _hold(directory: str, robot_id: str, ready) -> None:
-    RobotLease(directory, robot_id)
-    ready.set()
-    time.sleep(60)  # the test ends this process; its death is what frees the robot
+from tests.conftest import lease_held_by_another_process
 
 
 @pytest.fixture
 def holder(tmp_path):
-    """Another process that holds robot-006's lease until it ends. (It is not told to let go
-    through an Event: an Event's lock dies with a killed waiter and blocks the setter.)"""
-    context = mp.get_context("spawn")
-    ready = context.Event()
-    process = context.Process(target=_hold, args=(str(tmp_path / "leases"), "robot-006", ready))
-    process.start()
-    assert ready.wait(30)
-    yield process
-    process.kill()
-    process.join(10)
+    """Another process that holds robot-006's lease until it ends."""
+    with lease_held_by_another_process("robot", tmp_path / "leases", "robot-006") as process:
+        yield process
 
 
 def test_a_second_process_claiming_a_held_robot_is_refused_with_the_holders_pid(tmp_path, holder):
@@ -69,7 +55,7 @@ def test_the_store_hands_out_leases_in_its_own_directory(tmp_path):
 
 
 def test_a_run_directory_is_written_by_one_process_and_its_killed_holder_frees_it(tmp_path):
-    with run_directory_held_by_another_process(tmp_path / "run") as process:
+    with lease_held_by_another_process("run", tmp_path / "run") as process:
         refusal = rf"run directory .*run is in use by another process \(pid {process.pid} on "
         with pytest.raises(RunLeaseError, match=refusal):
             RunLease(tmp_path / "run")

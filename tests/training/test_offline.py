@@ -6,7 +6,7 @@ import torch
 from lwd.data.lease import RunLeaseError
 from lwd.policy.checkpoint import CheckpointError, load_checkpoint, load_learner_state
 from lwd.training.offline import train_offline
-from tests.conftest import run_directory_held_by_another_process, tiny_offline_config
+from tests.conftest import lease_held_by_another_process, tiny_offline_config
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_offline_rl_checkpoint_carries_the_learner_and_resumes(offline_setup):
 def test_offline_rl_refuses_a_run_directory_another_process_is_training_into(offline_setup):
     root, store, sft, _ = offline_setup
     config = _offline_config(root, store, sft, 4, name="held")
-    with run_directory_held_by_another_process(config.out) as process:
+    with lease_held_by_another_process("run", config.out) as process:
         with pytest.raises(RunLeaseError, match=f"pid {process.pid} "):
             train_offline(config)
     assert sorted(p.name for p in (root / "held").iterdir()) == ["run.lock"]  # refused before it wrote anything

@@ -10,7 +10,7 @@ from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.fleet.collect import CollectConfig, collect
 from lwd.policy.checkpoint import load_checkpoint
 from lwd.training.sft import PretrainConfig, pretrain
-from tests.conftest import run_directory_held_by_another_process
+from tests.conftest import lease_held_by_another_process
 
 
 def _config(tmp_path, steps):
@@ -135,7 +135,7 @@ def test_the_same_seed_trains_the_same_policy_whatever_order_the_demonstrations_
 
 def test_sft_refuses_a_run_directory_another_process_is_training_into(tmp_path):
     config = _config(tmp_path, 10)
-    with run_directory_held_by_another_process(config.out) as process:
+    with lease_held_by_another_process("run", config.out) as process:
         with pytest.raises(RunLeaseError, match=f"pid {process.pid} "):
             pretrain(config)
     assert sorted(p.name for p in (tmp_path / "sft").iterdir()) == ["run.lock"]  # refused before it wrote anything
