@@ -151,13 +151,15 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # with the online learner's QAM every 4th step; 10 in full): every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
-    # small, at 30/1k on 2 cores: mt10 13-19 min per seed, lh 29 min for three seeds
+    # small, at 30/1k on 2 cores: mt10 13-19 min per seed, lh ~10 min per seed at 60k env steps
     # (2026-12-02, idle VM; docs/benchmarks.md).
     "small": {
         # 100 SFT rollouts per task in the offline data, chosen with the online defaults on
         # validation seeds (docs/benchmarks.md, issue 18).
         "mt10": Preset(online_env_steps=100_000, updates_per_1k_env_steps=30.0, rollouts_per_task=100),
         # Leaner than mt10 so three seeds fit in an hour on 2 cores: lh episodes are 3-5x longer.
+        # 120k online env steps, not 60k: on 6 validation seeds LWD gained +0.042 from the longer
+        # deployment and HG-DAgger +0.021 (docs/benchmarks.md, "Twice the online budget").
         "lh": Preset(
             suite="lh",
             demos_per_task=20,
@@ -167,7 +169,7 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
             offline_steps=1_000,
             offline_warmup=600,
             offline_n_step=10,
-            online_env_steps=60_000,
+            online_env_steps=120_000,
             updates_per_1k_env_steps=30.0,
         ),
     },
