@@ -151,8 +151,8 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Preset]] = {
     # with the online learner's QAM every 4th step; 10 in full): every method gets
     # the same updates for the same robot time, as on real robots, where robot time is what is scarce
     # and a learner keeps up; unpaced, the simulated fleet would outrun LWD's costlier update 5:1.
-    # small, at 30/1k on 2 cores: mt10 13-19 min per seed, lh ~10 min per seed at 60k env steps
-    # (2026-12-02, idle VM; docs/benchmarks.md).
+    # small, at 30/1k on 2 cores: mt10 13-19 min per seed, lh ~20 min per seed at 120k env steps
+    # (2026-12-03, idle VM; docs/benchmarks.md).
     "small": {
         # 100 SFT rollouts per task in the offline data, chosen with the online defaults on
         # validation seeds (docs/benchmarks.md, issue 18).
