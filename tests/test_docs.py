@@ -3,7 +3,8 @@
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+THIS_FILE = Path(__file__).resolve()
+ROOT = THIS_FILE.parents[1]
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 # `docs/benchmarks.md, "Section"` or `docs/benchmarks.md ("Section"`, possibly wrapped across lines
 # of prose or of a `#` comment.
@@ -17,7 +18,7 @@ def _one_line(text: str) -> str:
 def _pointers() -> list[tuple[str, str]]:
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     for package in ("lwd", "tools", "tests"):
-        files += [path for path in sorted((ROOT / package).rglob("*.py")) if path != Path(__file__).resolve()]
+        files += [path for path in sorted((ROOT / package).rglob("*.py")) if path != THIS_FILE]
     found = []
     for path in files:
         for name in SECTION_POINTER.findall(_one_line(path.read_text(encoding="utf-8"))):
