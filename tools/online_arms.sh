@@ -91,6 +91,7 @@ for seed in ${SEEDS:-0 1 2}; do
       combodemo500) rollouts_arm 100 combodemo500 $seed --online-fraction 0.75 --lwd.policy-lr 1e-4 --env-steps 500000 --updates-per-1k-env-steps 0 ;;  # twice the demo's robot time
       imitop) run imitop $seed --lwd.imitate-operator ;;   # the policy also imitates the operator's actions (flow matching) every step
       prioragg) run prioragg $seed --lwd.prior-data aggregate ;;  # the learned prior imitates HG-DAgger's aggregate (no pre-takeover policy actions)
+      priorhgd) run priorhgd $seed --lwd.prior-data hg-dagger ;;  # the learned prior trains on a batch of its own, sampled as HG-DAgger's
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

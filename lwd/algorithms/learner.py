@@ -33,7 +33,7 @@ from lwd.policy.critic import ChunkCritic, StateValue
 TAU_MODES = ("adaptive", "constant")
 IMPLEMENTATIONS = ("fast", "reference")
 PRIORS = ("frozen", "learned")
-PRIOR_DATA = ("successes", "aggregate")
+PRIOR_DATA = ("successes", "aggregate", "hg-dagger")
 LAM_SCALES = ("absolute", "gradient")
 
 
@@ -96,8 +96,10 @@ class LearnerConfig:
         "successes",
         "what the learned prior imitates: 'successes' (chunks the operator drove or whose episode went on to "
         "succeed) or 'aggregate' (HG-DAgger's: demonstrations, operator-driven actions and takeover-free "
-        "successes; the policy's own actions before a takeover are masked out); 'aggregate' measured +0.000 on MT10 "
-        "validation seeds (docs/benchmarks.md), so the default stays",
+        "successes; the policy's own actions before a takeover are masked out), or 'hg-dagger' (the same actions "
+        "in a batch of the prior's own, sampled as HG-DAgger's: only imitable steps, tasks balanced, so a task "
+        "the fleet often fails gets as many imitable rows as one it always solves); 'aggregate' measured +0.000 "
+        "on MT10 validation seeds (docs/benchmarks.md), so the default stays",
     )
     prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
     prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per prior update)")
@@ -317,12 +319,21 @@ class LWDLearner:
 
         return policy_field, reference_field
 
+    @property
+    def wants_imitable_batch(self) -> bool:
+        """Does `step` take an `imitable_batch` (the learned prior's own batch, `prior_data = "hg-dagger"`)?"""
+        return self.prior is not None and self.config.prior_data == "hg-dagger"
+
     def update_prior(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
         """Flow matching of the behaviour prior on the chunks worth imitating — those the
         operator drove and those of episodes that went on to succeed (a positive return to
         go under the sparse terminal reward), or with `prior_data = "aggregate"` only the actions
-        HG-DAgger imitates — then the reference's EMA step towards it."""
-        if self.config.prior_data == "aggregate":
+        HG-DAgger imitates, or with "hg-dagger" every row of `batch`, which is then the prior's
+        own imitation-only batch — then the reference's EMA step towards it."""
+        if self.config.prior_data == "hg-dagger":
+            action_mask = batch.action_mask
+            imitate = action_mask.any(dim=1)
+        elif self.config.prior_data == "aggregate":
             if batch.imitable is None:
                 raise ValueError("prior_data='aggregate' needs batches with `imitable` (from lwd.data.replay)")
             action_mask = batch.action_mask & batch.imitable
@@ -377,8 +388,16 @@ class LWDLearner:
             metrics["operator/flow_loss"] = update["sft/flow_loss"]
         return metrics
 
-    def step(self, batch: LearnerBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        """One learner step on a batch of chunked transitions."""
+    def step(
+        self,
+        batch: LearnerBatch,
+        generator: torch.Generator | None = None,
+        imitable_batch: LearnerBatch | None = None,
+    ) -> dict[str, float]:
+        """One learner step on a batch of chunked transitions; `imitable_batch` (an imitation-only
+        batch, as HG-DAgger samples) is what the learned prior trains on when `wants_imitable_batch`."""
+        if self.wants_imitable_batch and imitable_batch is None:
+            raise ValueError("prior_data='hg-dagger' trains the prior on a batch of its own: pass `imitable_batch`")
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
         metrics = self.update_value(obs, instruction, actions, batch.images)
         next_value, readout = self.value_readout(batch.next_obs, instruction, batch.next_images)
@@ -387,7 +406,7 @@ class LWDLearner:
         metrics.update(self.update_critic(obs, instruction, actions, target, batch.images))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
         if self.prior is not None and self.step_count % self.config.prior_every == 0:
-            metrics.update(self.update_prior(batch, generator))
+            metrics.update(self.update_prior(imitable_batch if self.wants_imitable_batch else batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
             metrics.update(self.update_policy(obs, instruction, generator, batch.images))
         if self.config.imitate_operator:

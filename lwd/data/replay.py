@@ -203,7 +203,8 @@ class ChunkReplay:
         self._instruction = _Growable((), np.int64)
         self.task_vocab: list[str] = []
         self.instruction_vocab: list[str] = []
-        self._by_task: list[np.ndarray] | None = None
+        # Sampleable steps per task, for all steps (key False) and for the imitable ones (True).
+        self._by_task: dict[bool, list[np.ndarray]] = {}
 
     @property
     def num_steps(self) -> int:
@@ -331,7 +332,7 @@ class ChunkReplay:
         self._task.extend(np.full(steps, self._vocab_index(self.task_vocab, episode.task)))
         self._instruction.extend(np.full(steps, self._vocab_index(self.instruction_vocab, episode.instruction)))
         self.num_episodes += 1
-        self._by_task = None
+        self._by_task = {}
         if self._images is not None:
             self._evict_before(self._images.oldest_row)
 
@@ -350,7 +351,7 @@ class ChunkReplay:
         step = int(starts[first_live, 0]) if first_live < len(starts) else self.num_steps
         self._num_imitable -= int(self._imitable.view[self._first_live_step : step].sum())
         self._first_live_step, self._evicted_episodes = step, first_live
-        self._by_task = None
+        self._by_task = {}
 
     def _episode_images(self, episode: Episode) -> np.ndarray | None:
         """The episode's frames as the batches carry them, checked against the memory budget."""
@@ -373,11 +374,17 @@ class ChunkReplay:
     @property
     def num_sampleable(self) -> int:
         """Steps a batch can start at (all not evicted, or the imitable ones under `imitation_only`)."""
-        return self._num_imitable if self.config.imitation_only else self.num_steps - self._first_live_step
+        return self.sampleable(imitable_only=False)
 
-    def _sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        steps = self._sample_steps_evenly(batch_size, rng)
-        if self.config.recent_fraction > 0:
+    def sampleable(self, imitable_only: bool) -> int:
+        """Steps a batch can start at; with `imitable_only`, the imitable ones whatever the config."""
+        if imitable_only or self.config.imitation_only:
+            return self._num_imitable
+        return self.num_steps - self._first_live_step
+
+    def _sample_steps(self, batch_size: int, rng: np.random.Generator, imitable_only: bool = False) -> np.ndarray:
+        steps = self._sample_steps_evenly(batch_size, rng, imitable_only or self.config.imitation_only)
+        if self.config.recent_fraction > 0 and not imitable_only:
             # Draws for the recent rows come after the usual ones, so with no weighting the
             # random stream (and every batch) is what it always was.
             recent = rng.random(batch_size) < self.config.recent_fraction
@@ -385,33 +392,36 @@ class ChunkReplay:
             steps[recent] = rng.integers(window_start, self.num_steps, size=int(recent.sum()))
         return steps
 
-    def _sample_steps_evenly(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        if not self.config.task_balanced and not self.config.imitation_only:
+    def _sample_steps_evenly(self, batch_size: int, rng: np.random.Generator, imitable: bool) -> np.ndarray:
+        if not self.config.task_balanced and not imitable:
             return rng.integers(self._first_live_step, self.num_steps, size=batch_size)
-        if self._by_task is None:
-            allowed = self._imitable.view.copy() if self.config.imitation_only else np.ones(self.num_steps, bool)
+        if imitable not in self._by_task:
+            allowed = self._imitable.view.copy() if imitable else np.ones(self.num_steps, bool)
             allowed[: self._first_live_step] = False
             if not self.config.task_balanced:
-                self._by_task = [np.flatnonzero(allowed)]
+                self._by_task[imitable] = [np.flatnonzero(allowed)]
             else:
                 tasks = self._task.view
-                self._by_task = [np.flatnonzero((tasks == k) & allowed) for k in range(len(self.task_vocab))]
-        present = [steps for steps in self._by_task if len(steps)]
+                self._by_task[imitable] = [np.flatnonzero((tasks == k) & allowed) for k in range(len(self.task_vocab))]
+        present = [steps for steps in self._by_task[imitable] if len(steps)]
         chosen = rng.integers(0, len(present), size=batch_size)
         sizes = np.array([len(s) for s in present])
         offsets = (rng.random(batch_size) * sizes[chosen]).astype(np.int64)
         return np.array([present[c][o] for c, o in zip(chosen, offsets)], dtype=np.int64)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        if self.num_sampleable == 0:
+    def sample(self, batch_size: int, rng: np.random.Generator, imitable_only: bool = False) -> ChunkBatch:
+        """A batch as the config says; `imitable_only` samples as `imitation_only` does (HG-DAgger's
+        batch: only imitable steps, the other actions of a chunk masked) for this batch alone."""
+        if self.sampleable(imitable_only) == 0:
             raise ValueError(
                 "cannot sample from an empty replay; refresh() after episodes are committed"
                 + (" (none of its steps is imitable)" if self.num_steps else "")
             )
-        return self.gather(self._sample_steps(batch_size, rng))
+        return self.gather(self._sample_steps(batch_size, rng, imitable_only), imitable_only)
 
-    def gather(self, steps: np.ndarray) -> ChunkBatch:
-        """The chunked transitions that start at the given global step indices."""
+    def gather(self, steps: np.ndarray, imitable_only: bool = False) -> ChunkBatch:
+        """The chunked transitions that start at the given global step indices (with
+        `imitable_only`, or under `imitation_only`, non-imitable actions masked out)."""
         cfg = self.config
         if len(steps) and int(steps.min()) < self._first_live_step:
             raise ValueError(
@@ -432,7 +442,7 @@ class ChunkReplay:
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
         action_mask = action_idx < end[:, None]
         action_idx = np.minimum(action_idx, end[:, None] - 1)
-        if cfg.imitation_only:
+        if cfg.imitation_only or imitable_only:
             action_mask &= self._imitable.view[action_idx]
 
         reward_idx = steps[:, None] + np.arange(window)[None, :]  # (B, L)
@@ -528,11 +538,14 @@ class MixedReplay:
     def refresh(self) -> int:
         return sum(replay.refresh() for replay, _ in self.parts)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        live = [(replay, weight) for replay, weight in self.parts if replay.num_sampleable > 0]
+    def sample(self, batch_size: int, rng: np.random.Generator, imitable_only: bool = False) -> ChunkBatch:
+        """A batch drawn from the parts by ratio; `imitable_only` as in `ChunkReplay.sample`."""
+        live = [(replay, weight) for replay, weight in self.parts if replay.sampleable(imitable_only) > 0]
         if not live:
-            raise ValueError("every replay in the mix is empty")
+            raise ValueError("every replay in the mix is empty" + (" of imitable steps" if imitable_only else ""))
         weights = np.array([w for _, w in live], dtype=np.float64)
         counts = np.floor(batch_size * weights / weights.sum()).astype(int)
         counts[: batch_size - counts.sum()] += 1  # hand out the rounding remainder
-        return concat_batches([replay.sample(int(n), rng) for (replay, _), n in zip(live, counts) if n > 0])
+        return concat_batches(
+            [replay.sample(int(n), rng, imitable_only) for (replay, _), n in zip(live, counts) if n > 0]
+        )

@@ -402,10 +402,15 @@ class OnlineLoop:
             },
         )
 
-    def learn_one(self, batch) -> None:
-        """One learner step on `batch`, its staleness metrics, and publish/save on schedule."""
+    def learn_one(self, replay: MixedReplay | ChunkReplay) -> None:
+        """One learner step on a batch from `replay` (and an imitation-only one if the method
+        wants it), its staleness metrics, and publish/save on schedule."""
         progress, config = self.progress, self.config
-        metrics = self.method.step(batch, self.generator)
+        batch = replay.sample(config.batch_size, self.rng)
+        imitable = (
+            replay.sample(config.batch_size, self.rng, imitable_only=True) if self.method.wants_imitable_batch else None
+        )
+        metrics = self.method.step(batch, self.generator, imitable)
         online_rows = batch.policy_version[batch.policy_version >= self.first_version]
         if len(online_rows):
             metrics["staleness/learner_steps"] = float(
@@ -433,7 +438,13 @@ class OnlineLoop:
             unit="step",
             disable=not config.progress,
         ):
-            self.window.append(self.method.step(self.offline.sample(config.batch_size, self.rng), self.generator))
+            batch = self.offline.sample(config.batch_size, self.rng)
+            imitable = (
+                self.offline.sample(config.batch_size, self.rng, imitable_only=True)
+                if self.method.wants_imitable_batch
+                else None
+            )
+            self.window.append(self.method.step(batch, self.generator, imitable))
             progress.step += 1
             if progress.step % config.checkpoint_every == 0:
                 self.save(self.out / "learner" / "last")
@@ -482,7 +493,7 @@ class OnlineLoop:
             if waiting:
                 time.sleep(0.01)
                 continue
-            self.learn_one(self.mix.sample(config.batch_size, self.rng))
+            self.learn_one(self.mix)
             if self.on_tick is not None:
                 self.on_tick(
                     DeployState(

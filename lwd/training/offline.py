@@ -196,7 +196,11 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
         )
 
     def step() -> dict[str, float]:
-        return learner.step(learner_batch(replay.sample(config.batch_size, rng), encoder).to(device), generator)
+        batch = learner_batch(replay.sample(config.batch_size, rng), encoder).to(device)
+        imitable = None
+        if learner.wants_imitable_batch:
+            imitable = learner_batch(replay.sample(config.batch_size, rng, imitable_only=True), encoder).to(device)
+        return learner.step(batch, generator, imitable)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:
         return {

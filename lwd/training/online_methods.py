@@ -63,7 +63,13 @@ class OnlineMethod(Protocol):
 
     def set_step(self, step: int) -> None: ...
 
-    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]: ...
+    @property
+    def wants_imitable_batch(self) -> bool:
+        """Should each `step` also get an imitation-only batch (`ChunkReplay.sample(..., imitable_only=True)`)?"""
+
+    def step(
+        self, batch: ChunkBatch, generator: torch.Generator, imitable_batch: ChunkBatch | None = None
+    ) -> dict[str, float]: ...
 
     def deployable_encoder(self) -> InstructionEncoder:
         """The encoder robots get with the policy (RECAP's carries the positive indicator)."""
@@ -111,6 +117,10 @@ class _LearnerMethod:
     def set_step(self, step: int) -> None:
         self.learner.step_count = step
 
+    @property
+    def wants_imitable_batch(self) -> bool:
+        return False
+
     def deployable_encoder(self) -> InstructionEncoder:
         return self.encoder
 
@@ -150,8 +160,15 @@ class LWDMethod(_LearnerMethod):
 
     # prepare: nothing; critic, value and reference come trained from offline RL.
 
-    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
-        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator)
+    @property
+    def wants_imitable_batch(self) -> bool:
+        return self.learner.wants_imitable_batch
+
+    def step(
+        self, batch: ChunkBatch, generator: torch.Generator, imitable_batch: ChunkBatch | None = None
+    ) -> dict[str, float]:
+        imitable = None if imitable_batch is None else learner_batch(imitable_batch, self.encoder).to(self.device)
+        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator, imitable)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return learner_modules(self.learner)
@@ -172,7 +189,9 @@ class HGDaggerMethod(_LearnerMethod):
     def replay_config(self, base: ReplayConfig) -> ReplayConfig:
         return replace(base, imitation_only=True)
 
-    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
+    def step(
+        self, batch: ChunkBatch, generator: torch.Generator, imitable_batch: ChunkBatch | None = None
+    ) -> dict[str, float]:
         return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator)
 
     def state(self) -> dict:
@@ -213,7 +232,9 @@ class RecapMethod(_LearnerMethod):
         value.set_normalization(obs.mean(0), obs.std(0))
         self._build(value)
 
-    def step(self, batch: ChunkBatch, generator: torch.Generator) -> dict[str, float]:
+    def step(
+        self, batch: ChunkBatch, generator: torch.Generator, imitable_batch: ChunkBatch | None = None
+    ) -> dict[str, float]:
         base = learner_batch(batch, self.encoder)
         vocab = list(batch.instruction_vocab)
         ids = torch.from_numpy(batch.instruction_ids)

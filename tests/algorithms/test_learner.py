@@ -342,6 +342,27 @@ def test_the_aggregate_prior_imitates_hg_daggers_actions_not_the_policys_before_
     assert _changed(_state(default[0].prior), default[1].prior)
 
 
+def test_the_hg_dagger_prior_trains_on_its_own_batch_and_needs_one():
+    batch = replace(_batch(), return_to_go=torch.ones(BATCH))  # the shared batch: every row imitable by default
+    imitable_batch = replace(_batch(), actions=-_batch().actions)  # other actions than the shared batch's
+    learner = _learner(prior="learned", prior_data="hg-dagger", policy_warmup=10**6)
+    assert learner.wants_imitable_batch and not _learner(prior="learned").wants_imitable_batch
+    with pytest.raises(ValueError, match="imitable_batch"):
+        learner.step(batch, torch.Generator().manual_seed(3))
+    after = []
+    for shared, own in ((batch, imitable_batch), (replace(batch, actions=batch.actions + 1.0), imitable_batch)):
+        learner = _learner(prior="learned", prior_data="hg-dagger", policy_warmup=10**6)
+        metrics = learner.step(shared, torch.Generator().manual_seed(3), own)
+        assert metrics["prior/imitated_fraction"] == pytest.approx(1.0)
+        after.append(_state(learner.prior))
+    for name, tensor in after[0].items():  # the shared batch's actions did not reach the prior
+        torch.testing.assert_close(tensor, after[1][name], rtol=0, atol=1e-6)
+    moved = _learner(prior="learned", prior_data="hg-dagger", policy_warmup=10**6)
+    own = replace(imitable_batch, actions=imitable_batch.actions + 1.0)
+    moved.step(batch, torch.Generator().manual_seed(3), own)
+    assert _changed(after[0], moved.prior)  # its own batch's did
+
+
 def test_the_aggregate_prior_refuses_batches_without_imitable_flags_and_unknown_rules():
     learner = _learner(prior="learned", prior_data="aggregate")
     with pytest.raises(ValueError, match="imitable"):

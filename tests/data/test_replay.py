@@ -247,17 +247,20 @@ def test_recency_weighting_refuses_impossible_settings(fraction, steps):
         ReplayConfig(recent_fraction=fraction, recent_steps=steps)
 
 
-def _imitation_store(tmp_path):
+def _imitation_episodes():
     takeover = np.zeros(10, bool)
     takeover[4:7] = True
-    episodes = [
+    return [
         make_episode(seq=0, steps=10, source="demo", success=False),  # a demo: all imitable
         make_episode(seq=1, steps=10, source="rollout", success=True),  # autonomous success: all imitable
         make_episode(seq=2, steps=10, source="rollout", success=False, intervention=takeover),  # only steps 4-6
         make_episode(seq=3, steps=10, source="rollout", success=True, intervention=takeover),  # only steps 4-6
         make_episode(seq=4, steps=10, source="play", success=False),  # nothing
     ]
-    return replay_of(tmp_path, episodes, chunk_len=3, imitation_only=True)
+
+
+def _imitation_store(tmp_path):
+    return replay_of(tmp_path, _imitation_episodes(), chunk_len=3, imitation_only=True)
 
 
 def test_imitation_only_samples_demos_autonomous_successes_and_operator_steps(tmp_path):
@@ -273,6 +276,48 @@ def test_imitation_only_masks_the_policy_actions_after_a_takeover(tmp_path):
     batch = replay.gather(np.array([24, 25, 26, 5]))  # takeover steps 4, 5, 6 of episode 2; a demo step
     np.testing.assert_array_equal(batch.action_mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
     assert batch.intervention[:3, 0].all()
+
+
+def test_one_imitable_only_batch_from_a_plain_replay_equals_an_imitation_only_replays(tmp_path):
+    # The learned prior's own batch (prior_data="hg-dagger") comes from the replay LWD samples anyway.
+    imitation = _imitation_store(tmp_path / "a")
+    plain = replay_of(tmp_path / "b", _imitation_episodes(), chunk_len=3)
+    assert plain.num_sampleable == 50 and plain.sampleable(imitable_only=True) == imitation.num_sampleable
+    expected = imitation.sample(64, np.random.default_rng(5))
+    got = plain.sample(64, np.random.default_rng(5), imitable_only=True)
+    np.testing.assert_array_equal(got.obs, expected.obs)
+    np.testing.assert_array_equal(got.action_mask, expected.action_mask)
+    assert not (got.action_mask & ~got.imitable).any()
+    assert plain.sample(64, np.random.default_rng(5)).action_mask.sum() > got.action_mask.sum()  # the usual batch
+
+
+def test_imitable_only_batches_balance_tasks_over_their_imitable_steps(tmp_path):
+    # reach: 100 steps, all imitable; push: 100 steps of which only 10 (one success) are imitable.
+    episodes = [
+        indexed_episode(100, True, seq=0, task="reach-v3", source="rollout"),
+        indexed_episode(90, False, seq=1, task="push-v3", source="rollout"),
+        indexed_episode(10, True, seq=2, task="push-v3", source="rollout"),
+    ]
+    replay = replay_of(tmp_path, episodes, task_balanced=True)
+    shared = replay.sample(4000, np.random.default_rng(0))
+    own = replay.sample(4000, np.random.default_rng(0), imitable_only=True)
+
+    def imitable_push_share(batch):
+        push = np.array(batch.task_vocab)[batch.task_ids] == "push-v3"
+        rows = batch.imitable.any(axis=1)
+        return np.mean(push[rows])
+
+    assert imitable_push_share(shared) < 0.15  # push's imitable rows, diluted by its failures
+    assert 0.45 < imitable_push_share(own) < 0.55
+
+
+def test_mixed_replay_gives_a_part_without_imitable_steps_share_to_the_rest(tmp_path):
+    offline = replay_of(tmp_path / "off", [make_episode(steps=10)], chunk_len=2)  # a demo
+    online = replay_of(tmp_path / "on", [make_episode(steps=10, source="rollout", success=False)], chunk_len=2)
+    mix = MixedReplay([(offline, 1.0), (online, 3.0)])
+    assert mix.sample(64, np.random.default_rng(0), imitable_only=True).imitable[:, 0].all()
+    with pytest.raises(ValueError, match="imitable"):
+        MixedReplay([(online, 1.0)]).sample(8, np.random.default_rng(0), imitable_only=True)
 
 
 def test_imitation_only_replay_without_imitable_steps_says_so(tmp_path):
