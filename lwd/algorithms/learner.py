@@ -98,8 +98,9 @@ class LearnerConfig:
         "succeed) or 'aggregate' (HG-DAgger's: demonstrations, operator-driven actions and takeover-free "
         "successes; the policy's own actions before a takeover are masked out), or 'hg-dagger' (the same actions "
         "in a batch of the prior's own, sampled as HG-DAgger's: only imitable steps, tasks balanced, so a task "
-        "the fleet often fails gets as many imitable rows as one it always solves); 'aggregate' measured +0.000 "
-        "on MT10 validation seeds (docs/benchmarks.md), so the default stays",
+        "the fleet often fails gets as many imitable rows as one it always solves: the online default, "
+        "lwd.fleet.online.ONLINE_LEARNER, +0.030 on validation seeds); 'aggregate' measured +0.000 on MT10 "
+        "validation seeds (docs/benchmarks.md)",
     )
     prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
     prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per prior update)")

@@ -187,6 +187,12 @@ def online_learner_variants() -> dict:
     }
 
 
+def _imitable(learner, batch):
+    """The prior's own batch where the learner takes one (`prior_data = "hg-dagger"`): the same
+    batch stands in, every row imitated, as many rows as the imitation-only batch `lwd deploy` samples."""
+    return batch if learner.wants_imitable_batch else None
+
+
 def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize) -> dict[str, list[float]]:
     """LWD learner steps/s at batch 256 for each of LEARNER_VARIANTS, measured in
     `learner_rounds` interleaved rounds: name -> one rate per round."""
@@ -221,15 +227,16 @@ def _learner_rounds(policy_config, batch, config: PolicyBenchConfig, synchronize
             learner_config,
         )
         for _ in range(3):  # warm-up: allocator, first-call dispatch
-            learners[name].step(batch, generator)
+            learners[name].step(batch, generator, _imitable(learners[name], batch))
     clock = time.process_time if config.clock == "cpu" else time.perf_counter
     rounds: dict[str, list[float]] = {name: [] for name in learners}
     for _ in range(config.learner_rounds):
         for name, learner in learners.items():
             synchronize()
             began = clock()
+            imitable = _imitable(learner, batch)
             for _ in range(config.learner_steps):
-                learner.step(batch, generator)
+                learner.step(batch, generator, imitable)
             synchronize()
             rounds[name].append(config.learner_steps / (clock() - began))
     return rounds

@@ -89,6 +89,12 @@ ONLINE_LEARNER = LearnerConfig(
     # that keeps learning from corrections and successes lifted MT10 by ~+0.09, pick-place and
     # reach most, where the frozen SFT reference lacks the motion.
     prior="learned",
+    # The prior trains on a batch of its own, sampled as HG-DAgger's (only imitable steps, tasks
+    # balanced): in the shared batch a task the fleet often fails (pick-place, reach, push) gave
+    # it half the imitable rows an easy one did. Chosen on validation seeds (3 deploy seeds per
+    # suite, docs/benchmarks.md, issue 18): MT10 +0.033 (+0.013 … +0.053), lh +0.021 (−0.033 …
+    # +0.074), both suites pooled +0.030 (+0.009 … +0.051).
+    prior_data="hg-dagger",
     # QAM every 4th learner step (TD3-style delay): the step costs about half as much, so the
     # learner makes ~2x the updates in the same time. Chosen on validation seeds (3 deploy
     # seeds, docs/benchmarks.md, issue 18 items 1-2): with 3x the updates for the same env

@@ -288,12 +288,10 @@ def test_recap_runs_its_offline_stage_first_and_deploys_with_the_positive_indica
     assert last_encoder.prompt is None  # training resumes on plain instructions
 
 
-def test_lwd_with_the_hg_dagger_prior_trains_its_prior_on_imitable_batches_of_its_own(tiny_pipeline, tmp_path):
-    from lwd.fleet.online import ONLINE_LEARNER
-
+def test_lwd_online_trains_its_prior_on_imitable_batches_of_its_own(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
-    learner = replace(ONLINE_LEARNER, qam_batch=8, prior_data="hg-dagger")
-    config = _config(tiny_pipeline, out, env_steps=1_200, lwd=learner, robots=FleetConfig(tasks=TASKS, workers=1))
+    config = _config(tiny_pipeline, out, env_steps=1_200, robots=FleetConfig(tasks=TASKS, workers=1))
+    assert config.lwd.prior == "learned" and config.lwd.prior_data == "hg-dagger"  # the online defaults
     summary = deploy(config)
     assert summary["env_steps"] >= 1_200 and summary["learner_steps"] > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
