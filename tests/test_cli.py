@@ -241,8 +241,17 @@ def test_deploy_defaults_are_the_online_learner_settings():
 
     online, offline = DeployConfig().lwd, LearnerConfig()
     changed = {f.name for f in dataclasses.fields(LearnerConfig) if getattr(online, f.name) != getattr(offline, f.name)}
-    assert changed == {"tau_base", "policy_warmup", "freeze_policy_encoder", "prior", "policy_every", "policy_lr"}
+    assert changed == {
+        "tau_base",
+        "policy_warmup",
+        "freeze_policy_encoder",
+        "prior",
+        "prior_data",
+        "policy_every",
+        "policy_lr",
+    }
     assert online.policy_every == 4 and offline.policy_every == 1
     assert online.policy_lr == 1e-4 and offline.policy_lr == 3e-5  # issue 18: chosen on validation seeds
     assert (online.tau_base, online.policy_warmup, online.freeze_policy_encoder) == (0.9, 0, True)
     assert online.prior == "learned" and offline.prior == "frozen"
+    assert online.prior_data == "hg-dagger" and offline.prior_data == "successes"  # validation seeds, 2026-12-03

@@ -97,10 +97,10 @@ class LearnerConfig:
         "what the learned prior imitates: 'successes' (chunks the operator drove or whose episode went on to "
         "succeed) or 'aggregate' (HG-DAgger's: demonstrations, operator-driven actions and takeover-free "
         "successes; the policy's own actions before a takeover are masked out), or 'hg-dagger' (the same actions "
-        "in a batch of the prior's own, sampled as HG-DAgger's: only imitable steps, tasks balanced, so a task "
-        "the fleet often fails gets as many imitable rows as one it always solves: the online default, "
-        "lwd.fleet.online.ONLINE_LEARNER, +0.030 on validation seeds); 'aggregate' measured +0.000 on MT10 "
-        "validation seeds (docs/benchmarks.md)",
+        "in a batch of the prior's own, sampled as HG-DAgger's: only imitable steps, balanced over tasks by their "
+        "imitable steps when the replay balances tasks, never recency-weighted; so a task the fleet often fails "
+        "gets as many imitable rows as one it always solves: the online default, chosen on validation seeds, "
+        "docs/benchmarks.md); 'aggregate' measured +0.000 on MT10 validation seeds (docs/benchmarks.md)",
     )
     prior_lr: float = documented(1e-4, "AdamW learning rate of the learned behaviour prior")
     prior_ema: float = documented(0.01, "EMA rate of QAM's reference towards the learned prior (per prior update)")
@@ -322,8 +322,13 @@ class LWDLearner:
 
     @property
     def wants_imitable_batch(self) -> bool:
-        """Does `step` take an `imitable_batch` (the learned prior's own batch, `prior_data = "hg-dagger"`)?"""
-        return self.prior is not None and self.config.prior_data == "hg-dagger"
+        """Does the next `step` train the prior on an `imitable_batch` of its own (`prior_data = "hg-dagger"`,
+        and a prior update due at this step)? The loops draw that batch only then."""
+        return (
+            self.prior is not None
+            and self.config.prior_data == "hg-dagger"
+            and self.step_count % self.config.prior_every == 0
+        )
 
     def update_prior(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
         """Flow matching of the behaviour prior on the chunks worth imitating — those the
@@ -396,9 +401,9 @@ class LWDLearner:
         imitable_batch: LearnerBatch | None = None,
     ) -> dict[str, float]:
         """One learner step on a batch of chunked transitions; `imitable_batch` (an imitation-only
-        batch, as HG-DAgger samples) is what the learned prior trains on when `wants_imitable_batch`."""
-        if self.wants_imitable_batch and imitable_batch is None:
-            raise ValueError("prior_data='hg-dagger' trains the prior on a batch of its own: pass `imitable_batch`")
+        batch, as HG-DAgger samples) is what the learned prior trains on when `wants_imitable_batch`;
+        None there means the replays hold no imitable step yet, and the prior waits for one."""
+        own_batch = self.wants_imitable_batch
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
         metrics = self.update_value(obs, instruction, actions, batch.images)
         next_value, readout = self.value_readout(batch.next_obs, instruction, batch.next_images)
@@ -406,8 +411,10 @@ class LWDLearner:
         target = td_target(batch.reward, batch.discount, batch.done, next_value)
         metrics.update(self.update_critic(obs, instruction, actions, target, batch.images))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
-        if self.prior is not None and self.step_count % self.config.prior_every == 0:
-            metrics.update(self.update_prior(imitable_batch if self.wants_imitable_batch else batch, generator))
+        if own_batch and imitable_batch is None:
+            metrics["prior/imitated_fraction"] = 0.0
+        elif self.prior is not None and self.step_count % self.config.prior_every == 0:
+            metrics.update(self.update_prior(imitable_batch if own_batch else batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
             metrics.update(self.update_policy(obs, instruction, generator, batch.images))
         if self.config.imitate_operator:

@@ -374,9 +374,9 @@ class ChunkReplay:
     @property
     def num_sampleable(self) -> int:
         """Steps a batch can start at (all not evicted, or the imitable ones under `imitation_only`)."""
-        return self.sampleable(imitable_only=False)
+        return self.num_sampleable_steps()
 
-    def sampleable(self, imitable_only: bool) -> int:
+    def num_sampleable_steps(self, imitable_only: bool = False) -> int:
         """Steps a batch can start at; with `imitable_only`, the imitable ones whatever the config."""
         if imitable_only or self.config.imitation_only:
             return self._num_imitable
@@ -392,18 +392,20 @@ class ChunkReplay:
             steps[recent] = rng.integers(window_start, self.num_steps, size=int(recent.sum()))
         return steps
 
-    def _sample_steps_evenly(self, batch_size: int, rng: np.random.Generator, imitable: bool) -> np.ndarray:
-        if not self.config.task_balanced and not imitable:
+    def _sample_steps_evenly(self, batch_size: int, rng: np.random.Generator, imitable_only: bool) -> np.ndarray:
+        if not self.config.task_balanced and not imitable_only:
             return rng.integers(self._first_live_step, self.num_steps, size=batch_size)
-        if imitable not in self._by_task:
-            allowed = self._imitable.view.copy() if imitable else np.ones(self.num_steps, bool)
+        if imitable_only not in self._by_task:
+            allowed = self._imitable.view.copy() if imitable_only else np.ones(self.num_steps, bool)
             allowed[: self._first_live_step] = False
             if not self.config.task_balanced:
-                self._by_task[imitable] = [np.flatnonzero(allowed)]
+                self._by_task[imitable_only] = [np.flatnonzero(allowed)]
             else:
                 tasks = self._task.view
-                self._by_task[imitable] = [np.flatnonzero((tasks == k) & allowed) for k in range(len(self.task_vocab))]
-        present = [steps for steps in self._by_task[imitable] if len(steps)]
+                self._by_task[imitable_only] = [
+                    np.flatnonzero((tasks == k) & allowed) for k in range(len(self.task_vocab))
+                ]
+        present = [steps for steps in self._by_task[imitable_only] if len(steps)]
         chosen = rng.integers(0, len(present), size=batch_size)
         sizes = np.array([len(s) for s in present])
         offsets = (rng.random(batch_size) * sizes[chosen]).astype(np.int64)
@@ -412,7 +414,7 @@ class ChunkReplay:
     def sample(self, batch_size: int, rng: np.random.Generator, imitable_only: bool = False) -> ChunkBatch:
         """A batch as the config says; `imitable_only` samples as `imitation_only` does (HG-DAgger's
         batch: only imitable steps, the other actions of a chunk masked) for this batch alone."""
-        if self.sampleable(imitable_only) == 0:
+        if self.num_sampleable_steps(imitable_only) == 0:
             raise ValueError(
                 "cannot sample from an empty replay; refresh() after episodes are committed"
                 + (" (none of its steps is imitable)" if self.num_steps else "")
@@ -538,9 +540,12 @@ class MixedReplay:
     def refresh(self) -> int:
         return sum(replay.refresh() for replay, _ in self.parts)
 
+    def num_sampleable_steps(self, imitable_only: bool = False) -> int:
+        return sum(replay.num_sampleable_steps(imitable_only) for replay, _ in self.parts)
+
     def sample(self, batch_size: int, rng: np.random.Generator, imitable_only: bool = False) -> ChunkBatch:
         """A batch drawn from the parts by ratio; `imitable_only` as in `ChunkReplay.sample`."""
-        live = [(replay, weight) for replay, weight in self.parts if replay.sampleable(imitable_only) > 0]
+        live = [(replay, weight) for replay, weight in self.parts if replay.num_sampleable_steps(imitable_only) > 0]
         if not live:
             raise ValueError("every replay in the mix is empty" + (" of imitable steps" if imitable_only else ""))
         weights = np.array([w for _, w in live], dtype=np.float64)

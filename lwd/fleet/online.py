@@ -43,7 +43,7 @@ from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
-from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
+from lwd.data.replay import ChunkBatch, ChunkReplay, MixedReplay, ReplayConfig
 from lwd.data.store import EpisodeStore
 from lwd.fleet.fleet import Fleet, LocalFleet
 from lwd.fleet.gate import GateConfig, GateFactory, VersionGate, make_fleet_gate
@@ -151,7 +151,8 @@ class DeployConfig:
         0.0,
         "recency weighting of the online share (issue 18, 3c): this fraction of its rows is drawn "
         "uniformly from the newest `online_recent_steps` online steps (ignoring task balance), the rest "
-        "as usual; 0 = off (the usual sampling, task-balanced by default)",
+        "as usual; 0 = off (the usual sampling, task-balanced by default); the learned prior's own "
+        "batch (prior_data='hg-dagger') is never recency-weighted",
     )
     online_recent_steps: int = documented(20_000, "the window of newest online steps the recent draws come from")
     batch_size: int = documented(256, "chunks per learner batch")
@@ -408,15 +409,20 @@ class OnlineLoop:
             },
         )
 
+    def batches(self, replay: MixedReplay | ChunkReplay) -> tuple[ChunkBatch, ChunkBatch | None]:
+        """A batch for the learner, and the imitation-only one the method also wants at this step
+        (None when it wants none, or while the replays hold no imitable step)."""
+        batch = replay.sample(self.config.batch_size, self.rng)
+        if not self.method.wants_imitable_batch or replay.num_sampleable_steps(imitable_only=True) == 0:
+            return batch, None
+        return batch, replay.sample(self.config.batch_size, self.rng, imitable_only=True)
+
     def learn_one(self, replay: MixedReplay | ChunkReplay) -> None:
         """One learner step on a batch from `replay` (and an imitation-only one if the method
         wants it), its staleness metrics, and publish/save on schedule."""
         progress, config = self.progress, self.config
-        batch = replay.sample(config.batch_size, self.rng)
-        imitable = (
-            replay.sample(config.batch_size, self.rng, imitable_only=True) if self.method.wants_imitable_batch else None
-        )
-        metrics = self.method.step(batch, self.generator, imitable)
+        batch, imitable_batch = self.batches(replay)
+        metrics = self.method.step(batch, self.generator, imitable_batch)
         online_rows = batch.policy_version[batch.policy_version >= self.first_version]
         if len(online_rows):
             metrics["staleness/learner_steps"] = float(
@@ -444,13 +450,8 @@ class OnlineLoop:
             unit="step",
             disable=not config.progress,
         ):
-            batch = self.offline.sample(config.batch_size, self.rng)
-            imitable = (
-                self.offline.sample(config.batch_size, self.rng, imitable_only=True)
-                if self.method.wants_imitable_batch
-                else None
-            )
-            self.window.append(self.method.step(batch, self.generator, imitable))
+            batch, imitable_batch = self.batches(self.offline)
+            self.window.append(self.method.step(batch, self.generator, imitable_batch))
             progress.step += 1
             if progress.step % config.checkpoint_every == 0:
                 self.save(self.out / "learner" / "last")

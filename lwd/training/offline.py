@@ -197,10 +197,11 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
 
     def step() -> dict[str, float]:
         batch = learner_batch(replay.sample(config.batch_size, rng), encoder).to(device)
-        imitable = None
-        if learner.wants_imitable_batch:
-            imitable = learner_batch(replay.sample(config.batch_size, rng, imitable_only=True), encoder).to(device)
-        return learner.step(batch, generator, imitable)
+        imitable_batch = None  # the prior's own batch, when due and the store holds an imitable step
+        if learner.wants_imitable_batch and replay.num_sampleable_steps(imitable_only=True):
+            sampled = replay.sample(config.batch_size, rng, imitable_only=True)
+            imitable_batch = learner_batch(sampled, encoder).to(device)
+        return learner.step(batch, generator, imitable_batch)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:
         return {

@@ -11,6 +11,7 @@ The online loop (`lwd.fleet.online.deploy`) samples batches, calls `step`, publi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ from lwd.training.offline import (
 from lwd.training.resume import optimizer_state, restore_optimizers
 
 METHODS = ("lwd", "hg-dagger", "recap")
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,14 @@ class LWDMethod(_LearnerMethod):
             )
         self.critic_config = CriticConfig(**stage["critic"])
         self.learner_config = settings.learner
+        if saved and "learner" in saved:
+            now = settings.learner.to_dict()
+            changed = sorted(name for name, value in saved["learner"].items() if now.get(name) != value)
+            if changed:  # a resume with other flags, or after a default changed: say so, the run goes on with them
+                _log.warning(
+                    "resuming with other learner settings than the run started with: %s",
+                    ", ".join(f"{name} {saved['learner'][name]!r} -> {now.get(name)!r}" for name in changed),
+                )
         self.learner = build_learner(
             self.policy,
             build_policy(self.policy.config),
@@ -167,8 +178,8 @@ class LWDMethod(_LearnerMethod):
     def step(
         self, batch: ChunkBatch, generator: torch.Generator, imitable_batch: ChunkBatch | None = None
     ) -> dict[str, float]:
-        imitable = None if imitable_batch is None else learner_batch(imitable_batch, self.encoder).to(self.device)
-        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator, imitable)
+        own = None if imitable_batch is None else learner_batch(imitable_batch, self.encoder).to(self.device)
+        return self.learner.step(learner_batch(batch, self.encoder).to(self.device), generator, own)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return learner_modules(self.learner)

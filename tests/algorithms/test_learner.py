@@ -342,13 +342,14 @@ def test_the_aggregate_prior_imitates_hg_daggers_actions_not_the_policys_before_
     assert _changed(_state(default[0].prior), default[1].prior)
 
 
-def test_the_hg_dagger_prior_trains_on_its_own_batch_and_needs_one():
+def test_the_hg_dagger_prior_trains_on_its_own_batch_and_waits_without_one():
     batch = replace(_batch(), return_to_go=torch.ones(BATCH))  # the shared batch: every row imitable by default
     imitable_batch = replace(_batch(), actions=-_batch().actions)  # other actions than the shared batch's
     learner = _learner(prior="learned", prior_data="hg-dagger", policy_warmup=10**6)
     assert learner.wants_imitable_batch and not _learner(prior="learned").wants_imitable_batch
-    with pytest.raises(ValueError, match="imitable_batch"):
-        learner.step(batch, torch.Generator().manual_seed(3))
+    before = _state(learner.prior)
+    assert learner.step(batch, torch.Generator().manual_seed(3))["prior/imitated_fraction"] == 0.0
+    assert not _changed(before, learner.prior)  # no imitable step in the replays yet: the prior waits
     after = []
     for shared, own in ((batch, imitable_batch), (replace(batch, actions=batch.actions + 1.0), imitable_batch)):
         learner = _learner(prior="learned", prior_data="hg-dagger", policy_warmup=10**6)
@@ -361,6 +362,16 @@ def test_the_hg_dagger_prior_trains_on_its_own_batch_and_needs_one():
     own = replace(imitable_batch, actions=imitable_batch.actions + 1.0)
     moved.step(batch, torch.Generator().manual_seed(3), own)
     assert _changed(after[0], moved.prior)  # its own batch's did
+
+
+def test_the_prior_wants_its_own_batch_only_at_the_steps_it_updates():
+    learner = _learner(prior="learned", prior_data="hg-dagger", prior_every=2, policy_warmup=10**6)
+    batch = _batch()
+    wanted = []
+    for _ in range(4):
+        wanted.append(learner.wants_imitable_batch)
+        learner.step(batch, torch.Generator().manual_seed(3), batch if wanted[-1] else None)
+    assert wanted == [True, False, True, False]
 
 
 def test_the_aggregate_prior_refuses_batches_without_imitable_flags_and_unknown_rules():

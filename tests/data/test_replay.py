@@ -282,7 +282,7 @@ def test_one_imitable_only_batch_from_a_plain_replay_equals_an_imitation_only_re
     # The learned prior's own batch (prior_data="hg-dagger") comes from the replay LWD samples anyway.
     imitation = _imitation_store(tmp_path / "a")
     plain = replay_of(tmp_path / "b", _imitation_episodes(), chunk_len=3)
-    assert plain.num_sampleable == 50 and plain.sampleable(imitable_only=True) == imitation.num_sampleable
+    assert plain.num_sampleable == 50 and plain.num_sampleable_steps(imitable_only=True) == imitation.num_sampleable
     expected = imitation.sample(64, np.random.default_rng(5))
     got = plain.sample(64, np.random.default_rng(5), imitable_only=True)
     np.testing.assert_array_equal(got.obs, expected.obs)

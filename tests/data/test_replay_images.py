@@ -96,11 +96,14 @@ def test_image_memory_stays_within_the_budget_as_episodes_keep_coming(tmp_path):
 
 def test_evicted_steps_leave_the_imitable_and_task_balanced_sampling(tmp_path):
     episodes = [framed_episode(i, 50, side=64) for i in range(3)]  # make_episode: demos, all imitable
-    for config in ({"imitation_only": True}, {"task_balanced": True}):
+    for config in ({"imitation_only": True}, {"task_balanced": True}, {}):
         replay = image_replay(tmp_path / str(config), episodes, image_memory_mb=2.5, **config)
-        assert replay.num_sampleable == 100
-        seq = replay.sample(256, np.random.default_rng(2)).obs[:, 0] // 1000
-        assert 0 not in seq.astype(int).tolist()
+        assert replay.num_sampleable == 100 and replay.num_sampleable_steps(imitable_only=True) == 100
+        for imitable_only in (False, True):  # the learned prior's own batch too (prior_data="hg-dagger")
+            batch = replay.sample(256, np.random.default_rng(2), imitable_only=imitable_only)
+            seq = batch.obs[:, 0] // 1000
+            assert 0 not in seq.astype(int).tolist()
+            np.testing.assert_array_equal(batch.images[:, 0, 0, 0], (seq * 50 + batch.obs[:, 0] % 1000) % 256)
 
 
 def test_recency_weighting_never_draws_an_evicted_step(tmp_path):

@@ -93,6 +93,17 @@ def test_the_critic_ensemble_has_the_configured_number_of_heads_and_resumes_with
         train_offline(_offline_config(root, store, sft, 6, name="heads", critic_heads=2))
 
 
+def test_offline_rl_trains_a_learned_prior_on_its_own_imitable_batches(offline_setup):
+    root, store, sft, _ = offline_setup
+    final = train_offline(
+        _offline_config(root, store, sft, 4, name="own-batch", prior="learned", prior_data="hg-dagger")
+    )
+    records = [json.loads(line) for line in (root / "own-batch" / "metrics.jsonl").read_text().splitlines()]
+    fractions = [r["prior/imitated_fraction"] for r in records if "prior/imitated_fraction" in r]
+    assert fractions and all(f == 1.0 for f in fractions)  # every row of the prior's batch is imitable
+    assert any(key.startswith("prior.") for key in load_learner_state(final))  # saved with the learner
+
+
 def test_sft_checkpoint_has_no_learner_state(offline_setup):
     with pytest.raises(CheckpointError, match="policy-only checkpoint"):
         load_learner_state(offline_setup[2])
