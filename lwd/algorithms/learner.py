@@ -324,11 +324,11 @@ class LWDLearner:
     def wants_imitable_batch(self) -> bool:
         """Does the next `step` train the prior on an `imitable_batch` of its own (`prior_data = "hg-dagger"`,
         and a prior update due at this step)? The loops draw that batch only then."""
-        return (
-            self.prior is not None
-            and self.config.prior_data == "hg-dagger"
-            and self.step_count % self.config.prior_every == 0
-        )
+        return self._prior_update_due and self.config.prior_data == "hg-dagger"
+
+    @property
+    def _prior_update_due(self) -> bool:
+        return self.prior is not None and self.step_count % self.config.prior_every == 0
 
     def update_prior(self, batch: LearnerBatch, generator: torch.Generator | None) -> dict[str, float]:
         """Flow matching of the behaviour prior on the chunks worth imitating — those the
@@ -403,7 +403,7 @@ class LWDLearner:
         """One learner step on a batch of chunked transitions; `imitable_batch` (an imitation-only
         batch, as HG-DAgger samples) is what the learned prior trains on when `wants_imitable_batch`;
         None there means the replays hold no imitable step yet, and the prior waits for one."""
-        own_batch = self.wants_imitable_batch
+        prior_due, own_batch = self._prior_update_due, self.wants_imitable_batch
         obs, instruction, actions = batch.obs, batch.instruction, batch.actions
         metrics = self.update_value(obs, instruction, actions, batch.images)
         next_value, readout = self.value_readout(batch.next_obs, instruction, batch.next_images)
@@ -411,9 +411,9 @@ class LWDLearner:
         target = td_target(batch.reward, batch.discount, batch.done, next_value)
         metrics.update(self.update_critic(obs, instruction, actions, target, batch.images))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
-        if own_batch and imitable_batch is None:
-            metrics["prior/imitated_fraction"] = 0.0
-        elif self.prior is not None and self.step_count % self.config.prior_every == 0:
+        if prior_due and own_batch and imitable_batch is None:
+            metrics["prior/imitated_fraction"] = 0.0  # no imitable step in the replays yet: the prior waits
+        elif prior_due:
             metrics.update(self.update_prior(imitable_batch if own_batch else batch, generator))
         if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
             metrics.update(self.update_policy(obs, instruction, generator, batch.images))
