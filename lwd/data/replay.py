@@ -554,3 +554,15 @@ class MixedReplay:
         return concat_batches(
             [replay.sample(int(n), rng, imitable_only) for (replay, _), n in zip(live, counts) if n > 0]
         )
+
+
+def sample_learner_batches(
+    replay: ChunkReplay | MixedReplay, batch_size: int, rng: np.random.Generator, want_imitable: bool
+) -> tuple[ChunkBatch, ChunkBatch | None]:
+    """A learner batch, and an imitation-only one (the learned prior's own batch) when
+    `want_imitable` and the replay holds an imitable step; None otherwise, so a prior waits
+    for its first imitable step instead of failing the run."""
+    batch = replay.sample(batch_size, rng)
+    if not want_imitable or replay.num_sampleable_steps(imitable_only=True) == 0:
+        return batch, None
+    return batch, replay.sample(batch_size, rng, imitable_only=True)

@@ -43,7 +43,7 @@ from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
-from lwd.data.replay import ChunkBatch, ChunkReplay, MixedReplay, ReplayConfig
+from lwd.data.replay import ChunkBatch, ChunkReplay, MixedReplay, ReplayConfig, sample_learner_batches
 from lwd.data.store import EpisodeStore
 from lwd.fleet.fleet import Fleet, LocalFleet
 from lwd.fleet.gate import GateConfig, GateFactory, VersionGate, make_fleet_gate
@@ -412,10 +412,7 @@ class OnlineLoop:
     def batches(self, replay: MixedReplay | ChunkReplay) -> tuple[ChunkBatch, ChunkBatch | None]:
         """A batch for the learner, and the imitation-only one the method also wants at this step
         (None when it wants none, or while the replays hold no imitable step)."""
-        batch = replay.sample(self.config.batch_size, self.rng)
-        if not self.method.wants_imitable_batch or replay.num_sampleable_steps(imitable_only=True) == 0:
-            return batch, None
-        return batch, replay.sample(self.config.batch_size, self.rng, imitable_only=True)
+        return sample_learner_batches(replay, self.config.batch_size, self.rng, self.method.wants_imitable_batch)
 
     def learn_one(self, replay: MixedReplay | ChunkReplay) -> None:
         """One learner step on a batch from `replay` (and an imitation-only one if the method

@@ -19,7 +19,7 @@ import torch
 from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
-from lwd.data.replay import ChunkReplay, ReplayConfig
+from lwd.data.replay import ChunkReplay, ReplayConfig, sample_learner_batches
 from lwd.data.store import EpisodeStore
 from lwd.policy.adapter import PolicyAdapter
 from lwd.policy.architectures import build_policy
@@ -196,11 +196,9 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
         )
 
     def step() -> dict[str, float]:
-        batch = learner_batch(replay.sample(config.batch_size, rng), encoder).to(device)
-        imitable_batch = None  # the prior's own batch, when due and the store holds an imitable step
-        if learner.wants_imitable_batch and replay.num_sampleable_steps(imitable_only=True):
-            sampled = replay.sample(config.batch_size, rng, imitable_only=True)
-            imitable_batch = learner_batch(sampled, encoder).to(device)
+        sampled, imitable = sample_learner_batches(replay, config.batch_size, rng, learner.wants_imitable_batch)
+        batch = learner_batch(sampled, encoder).to(device)
+        imitable_batch = None if imitable is None else learner_batch(imitable, encoder).to(device)
         return learner.step(batch, generator, imitable_batch)
 
     def summary(mean: dict[str, float]) -> dict[str, str]:

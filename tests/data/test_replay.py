@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig
+from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig, sample_learner_batches
 from lwd.data.store import EpisodeStore
 from tests.conftest import make_episode
 
@@ -318,6 +318,19 @@ def test_mixed_replay_gives_a_part_without_imitable_steps_share_to_the_rest(tmp_
     assert mix.sample(64, np.random.default_rng(0), imitable_only=True).imitable[:, 0].all()
     with pytest.raises(ValueError, match="imitable"):
         MixedReplay([(online, 1.0)]).sample(8, np.random.default_rng(0), imitable_only=True)
+
+
+def test_learner_batches_hold_an_imitable_batch_only_when_wanted_and_there_is_one(tmp_path):
+    offline = replay_of(tmp_path / "off", [make_episode(steps=10)], chunk_len=2)  # a demo
+    online = replay_of(tmp_path / "on", [make_episode(steps=10, source="rollout", success=False)], chunk_len=2)
+    batch, own = sample_learner_batches(
+        MixedReplay([(offline, 1.0), (online, 3.0)]), 16, np.random.default_rng(0), True
+    )
+    assert len(batch) == 16 and own is not None and own.imitable[:, 0].all()
+    assert sample_learner_batches(offline, 16, np.random.default_rng(0), False)[1] is None
+    # A fleet with no imitable step yet: the prior waits rather than the learner failing.
+    batch, own = sample_learner_batches(online, 16, np.random.default_rng(0), True)
+    assert len(batch) == 16 and own is None
 
 
 def test_imitation_only_replay_without_imitable_steps_says_so(tmp_path):
