@@ -165,13 +165,18 @@ LEARNER_VARIANTS: dict[str, tuple[dict, float]] = {
 def online_learner_variants() -> dict:
     """name -> LearnerConfig of the online learner as `lwd deploy` runs it (ONLINE_LEARNER:
     learned behaviour prior, frozen policy encoder) at the presets' QAM batch of 64, with
-    QAM every step, every 4th step (with the prior's update every step or every 2nd; or QAM in
+    QAM every step, every 4th step (with the prior's update every step or every 2nd, or the prior
+    on the shared batch as before its own batch became the default; or QAM in
     bfloat16, with the prior every step or every 2nd), and QAM and the prior's update every 4th step."""
     from lwd.fleet.online import ONLINE_LEARNER
 
     return {
         "online_learned_prior_qam64_every_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=1),
         "online_learned_prior_qam64_every_4th_step": replace(ONLINE_LEARNER, qam_batch=64, policy_every=4),
+        # the online default before the prior's own batch: the prior learns from the shared batch
+        "online_learned_prior_shared_batch_qam64_every_4th_step": replace(
+            ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_data="successes"
+        ),
         "online_learned_prior_qam64_every_4th_step_prior_every_2nd": replace(
             ONLINE_LEARNER, qam_batch=64, policy_every=4, prior_every=2
         ),
