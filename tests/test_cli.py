@@ -89,6 +89,7 @@ def test_policy_bench_reports_latency_and_update_rate(tmp_path):
         "half_width_expert_qam128_every_step",
         "online_learned_prior_qam64_every_step",
         "online_learned_prior_qam64_every_4th_step",
+        "online_learned_prior_shared_batch_qam64_every_4th_step",
         "online_learned_prior_qam64_every_4th_step_prior_every_2nd",
         "online_learned_prior_qam64_and_prior_every_4th_step",
         "online_learned_prior_bfloat16_qam64_every_4th_step",
