@@ -411,7 +411,7 @@ class LWDLearner:
         target = td_target(batch.reward, batch.discount, batch.done, next_value)
         metrics.update(self.update_critic(obs, instruction, actions, target, batch.images))
         ema_update(self.critic_target, self.critic, self.config.critic_ema)
-        if prior_due and own_batch and imitable_batch is None:
+        if own_batch and imitable_batch is None:  # own_batch implies a prior update is due
             metrics["prior/imitated_fraction"] = 0.0  # no imitable step in the replays yet: the prior waits
         elif prior_due:
             metrics.update(self.update_prior(imitable_batch if own_batch else batch, generator))
