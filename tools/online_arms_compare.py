@@ -1,9 +1,12 @@
-"""Paired comparison of two arms of tools/online_arms.sh on the same validation episodes.
+"""Paired comparison of arms of tools/online_arms.sh (or tools/rescore_online.sh) on the same
+validation episodes.
 
-    .venv/bin/python tools/online_arms_compare.py OUT_DIR ARM_A ARM_B
+    .venv/bin/python tools/online_arms_compare.py OUT_DIR ARM_A ARM_B [ARM_B2 ...]
 
-Per deploy seed and pooled over seeds: mean difference B - A with its 95% interval,
-episodes gained / lost and the sign test (lwd.evaluation.compare.paired_difference).
+For each ARM_B against ARM_A, per seed and pooled over seeds: mean difference B - A with its
+95% interval, episodes gained / lost and the sign test (lwd.evaluation.compare.paired_difference),
+and the run-level interval over seeds. With several B arms (e.g. reruns of one config), also
+pooled over all their pairs.
 """
 
 from __future__ import annotations
@@ -14,12 +17,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lwd.evaluation.compare import paired_difference, paired_difference_over_seeds  # noqa: E402
+from lwd.evaluation.compare import (  # noqa: E402
+    paired_difference,
+    paired_difference_over_seeds,
+    seed_level_difference,
+)
 
 
-def main(out: Path, arm_a: str, arm_b: str) -> None:
+def report_pooled(label: str, pairs: list[tuple[dict, dict]]) -> None:
+    d = paired_difference_over_seeds(pairs)
+    line = (
+        f"{label}, {len(pairs)} runs, {d.episodes} episodes: diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, "
+        f"{d.ci95[1]:+.3f}]  gained {d.gains} lost {d.losses}  sign test p = {d.sign_test_p:.2g}"
+    )
+    if len(pairs) > 1:
+        runs = seed_level_difference(pairs)
+        line += f"  run level {runs.mean:+.3f} [{runs.ci95[0]:+.3f}, {runs.ci95[1]:+.3f}]"
+    print(line)
+
+
+def compare(out: Path, arm_a: str, arm_b: str) -> list[tuple[dict, dict]]:
     pairs: list[tuple[dict, dict]] = []
-    for seed in range(10):  # deploy seeds 0-9
+    for seed in range(100):  # deploy (or training) seeds 0-99
         paths = [out / f"{arm}_s{seed}" / "eval" / "eval.json" for arm in (arm_a, arm_b)]
         if not all(path.exists() for path in paths):
             continue
@@ -32,14 +51,17 @@ def main(out: Path, arm_a: str, arm_b: str) -> None:
         pairs.append((a, b))
     if not pairs:
         sys.exit(f"no finished pair of {arm_a} and {arm_b} under {out}")
-    d = paired_difference_over_seeds(pairs)
-    print(
-        f"pooled {d.episodes}: diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]  "
-        f"gained {d.gains} lost {d.losses}  sign test p = {d.sign_test_p:.2g}"
-    )
+    report_pooled(f"pooled {arm_b} - {arm_a}", pairs)
+    return pairs
+
+
+def main(out: Path, arm_a: str, arms_b: list[str]) -> None:
+    all_pairs = [pair for arm_b in arms_b for pair in compare(out, arm_a, arm_b)]
+    if len(arms_b) > 1:
+        report_pooled(f"pooled {' + '.join(arms_b)} - {arm_a}", all_pairs)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:])
