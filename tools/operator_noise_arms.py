@@ -45,7 +45,7 @@ def main() -> None:
         offline_data_stage(store, sft, preset, args.workers, True, stages)
         offline = offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
         for method in ("lwd", "hg-dagger"):
-            for noise in (0.0, args.noise):
+            for noise in sorted({0.0, args.noise}):  # --noise 0: the default operator's arms only
                 arm = f"{method}{'noisy' if noise else 'clean'}"
                 run = work / arm
                 if not (run / "learner" / "final").exists():
