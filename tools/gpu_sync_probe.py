@@ -53,6 +53,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--compile",
+        default="",
+        help="also time learners whose critic, target critic and value run through torch.compile in this "
+        "mode (default, reduce-overhead, max-autotune-no-cudagraphs); their first steps (compilation) are timed apart",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(1)
@@ -86,6 +92,22 @@ def main() -> None:
             config,
         )
 
+    compile_seconds = {}
+    if args.compile:
+        for name, config in configs.items():
+            policy = FlowChunkPolicy(PolicyConfig()).to(device)
+            critic_config = CriticConfig(chunk_len=5)
+            learner = LWDLearner(
+                policy,
+                copy.deepcopy(policy),
+                ChunkCritic(critic_config).to(device),
+                StateValue(critic_config).to(device),
+                config,
+            )
+            for module in (learner.critic, learner.critic_target, learner.value):
+                module.compile(mode=args.compile)
+            learners[f"{name}_compiled_{args.compile}"] = learner
+
     def run(learner: LWDLearner, steps: int) -> float:
         imitable = batch if learner.wants_imitable_batch else None
         torch.cuda.synchronize(device) if device.type == "cuda" else None
@@ -95,10 +117,12 @@ def main() -> None:
         torch.cuda.synchronize(device) if device.type == "cuda" else None
         return steps / (time.perf_counter() - began)
 
-    for learner in learners.values():
+    for name, learner in learners.items():
+        began = time.perf_counter()
         for no_wait in (False, True):
             set_no_wait(no_wait)
             run(learner, 4)
+        compile_seconds[name] = time.perf_counter() - began
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for name, learner in learners.items():
@@ -111,6 +135,7 @@ def main() -> None:
         "torch": torch.__version__,
         "steps_per_s_median": {name: float(np.median(r)) for name, r in rates.items()},
         "rounds": rates,
+        "warm_up_seconds": compile_seconds,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
