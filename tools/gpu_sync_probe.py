@@ -59,7 +59,14 @@ def main() -> None:
         help="also time learners whose critic, target critic and value run through torch.compile in this "
         "mode (default, reduce-overhead, max-autotune-no-cudagraphs); their first steps (compilation) are timed apart",
     )
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="keep freed memory in the process, as the bench and loops do"
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from lwd.training.host import keep_freed_memory
+
+        keep_freed_memory()
     device = torch.device(args.device)
     torch.set_num_threads(1)
     n = 256
