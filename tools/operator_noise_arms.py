@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from lwd.envs.operator import OperatorConfig
 from lwd.evaluation.evaluate import EvalConfig, evaluate
-from lwd.evaluation.gate import make_gate
-from lwd.fleet.gate import GateConfig
-from lwd.fleet.online import ONLINE_LEARNER, DeployConfig, deploy
 from lwd.fleet.worker import FleetConfig
 from lwd.recipes.presets import EXPERIMENT_PRESETS
-from lwd.recipes.stages import offline_data_stage, offline_rl_stage, sft_stage, timed
+from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
 
 
 def main() -> None:
@@ -49,30 +45,14 @@ def main() -> None:
                 arm = f"{method}{'noisy' if noise else 'clean'}"
                 run = work / arm
                 if not (run / "learner" / "final").exists():
-                    config = DeployConfig(
-                        method=method,
-                        checkpoint=str(offline if method == "lwd" else sft),
-                        offline_store=store,
-                        out=str(run),
-                        robots=FleetConfig(
-                            suite=preset.suite,
-                            tasks=preset.tasks,
-                            robots_per_worker=preset.robots_per_worker,
-                            operator=OperatorConfig(action_noise=noise),
-                        ),
-                        env_steps=preset.online_env_steps,
-                        updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
-                        n_sync=preset.n_sync,
-                        batch_size=preset.batch_size,
-                        lwd=replace(ONLINE_LEARNER, qam_batch=preset.qam_batch),
-                        gate=GateConfig(mode=preset.gate_mode),
-                        seed=seed,
-                        progress=False,
-                        tensorboard=False,
-                        refresh_seconds=0.2,
-                        log_seconds=1.0,
+                    robots = FleetConfig(
+                        suite=preset.suite,
+                        tasks=preset.tasks,
+                        robots_per_worker=preset.robots_per_worker,
+                        operator=OperatorConfig(action_noise=noise),
                     )
-                    timed(stages, f"deploy {arm}", lambda config=config: deploy(config, make_gate=make_gate))
+                    start = offline if method == "lwd" else sft
+                    deploy_stage(run, method, start, store, preset, seed, True, stages, f"deploy {arm}", robots=robots)
                 scored = out / f"{arm}_s{seed}" / "eval"
                 if not (scored / "eval.json").exists():
                     evaluate(

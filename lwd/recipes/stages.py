@@ -175,8 +175,9 @@ def deploy_stage(
     label: str = "deploy",
     **overrides: object,
 ) -> dict:
-    """Learning while deploying with `method` on a simulated fleet for the preset's budget."""
-    config = DeployConfig(
+    """Learning while deploying with `method` on a simulated fleet for the preset's budget;
+    `overrides` replace any DeployConfig field, the preset's own (e.g. `robots`) included."""
+    preset_fields = dict(
         method=method,
         checkpoint=str(checkpoint),
         offline_store=store,
@@ -192,6 +193,6 @@ def deploy_stage(
         progress=not quiet,
         tensorboard=not quiet,
         **({"refresh_seconds": 0.2, "log_seconds": 1.0} if quiet else {}),
-        **overrides,
     )
+    config = DeployConfig(**{**preset_fields, **overrides})
     return timed(stages, label, lambda: deploy(config, make_gate=make_gate))
