@@ -87,11 +87,11 @@ def main() -> None:
         "offline_default_qam128_every_step": LearnerConfig(policy_warmup=0),
     }
     generator = torch.Generator().manual_seed(0)
-    learners = {}
-    for name, config in configs.items():
+
+    def new_learner(config: LearnerConfig) -> LWDLearner:
         policy = FlowChunkPolicy(PolicyConfig()).to(device)
         critic_config = CriticConfig(chunk_len=5)
-        learners[name] = LWDLearner(
+        return LWDLearner(
             policy,
             copy.deepcopy(policy),
             ChunkCritic(critic_config).to(device),
@@ -99,37 +99,34 @@ def main() -> None:
             config,
         )
 
-    compile_seconds = {}
+    learners = {name: new_learner(config) for name, config in configs.items()}
     if args.compile:
         for name, config in configs.items():
-            policy = FlowChunkPolicy(PolicyConfig()).to(device)
-            critic_config = CriticConfig(chunk_len=5)
-            learner = LWDLearner(
-                policy,
-                copy.deepcopy(policy),
-                ChunkCritic(critic_config).to(device),
-                StateValue(critic_config).to(device),
-                config,
-            )
+            learner = new_learner(config)
             for module in (learner.critic, learner.critic_target, learner.value):
                 module.compile(mode=args.compile)
             learners[f"{name}_compiled_{args.compile}"] = learner
 
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def run(learner: LWDLearner, steps: int) -> float:
         imitable = batch if learner.wants_imitable_batch else None
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
+        synchronize()
         began = time.perf_counter()
         for _ in range(steps):
             learner.step(batch, generator, imitable)
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
+        synchronize()
         return steps / (time.perf_counter() - began)
 
+    warm_up_seconds = {}
     for name, learner in learners.items():
         began = time.perf_counter()
         for no_wait in (False, True):
             set_no_wait(no_wait)
             run(learner, 4)
-        compile_seconds[name] = time.perf_counter() - began
+        warm_up_seconds[name] = time.perf_counter() - began
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for name, learner in learners.items():
@@ -142,7 +139,7 @@ def main() -> None:
         "torch": torch.__version__,
         "steps_per_s_median": {name: float(np.median(r)) for name, r in rates.items()},
         "rounds": rates,
-        "warm_up_seconds": compile_seconds,
+        "warm_up_seconds": warm_up_seconds,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
