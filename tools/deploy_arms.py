@@ -1,0 +1,89 @@
+"""One more online arm on the starts of tools/operator_noise_arms.py (validation seeds, issue 18).
+
+Reuses OUT/SUITE/seedN's demonstrations, SFT, offline data and LWD offline (builds them as
+`lwd experiment --preset small` does where missing), deploys METHOD from its usual start
+(LWD from offline RL, the baselines from SFT) for the preset's budget with DeployConfig
+fields replaced by `--set`, and scores the final policy on 20 validation episodes per task
+into OUT/ARM_sSEED/eval, so `tools/online_arms_compare.py OUT lwdclean ARM` pairs it with
+the default arm on the same episodes. Resumable.
+
+    python tools/deploy_arms.py OUT --suite lh --seeds 0 1 2 3 4 5 --arm lwdn10 --set n_step=10
+    python tools/deploy_arms.py OUT --arm lwdlam01 --set lwd.lam=0.01   # a LearnerConfig field
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from lwd.evaluation.evaluate import EvalConfig, evaluate
+from lwd.fleet.online import ONLINE_LEARNER
+from lwd.recipes.presets import EXPERIMENT_PRESETS
+from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
+
+
+def parse_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
+    """`field=value` (a DeployConfig field) or `lwd.field=value` (the LWD learner's); values are
+    JSON where they parse as JSON (numbers, true/false), else strings."""
+    overrides: dict[str, object] = {}
+    learner: dict[str, object] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants field=value, got {setting!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if key.startswith("lwd."):
+            learner[key.removeprefix("lwd.")] = value
+        else:
+            overrides[key] = value
+    if learner:
+        overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=qam_batch, **learner)
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--suite", default="lh", choices=sorted(EXPERIMENT_PRESETS["small"]))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arm", required=True, help="name of the arm's run and evaluation folders")
+    parser.add_argument("--method", default="lwd", choices=["lwd", "hg-dagger", "recap"])
+    parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    out, preset = Path(args.out), EXPERIMENT_PRESETS["small"][args.suite]
+    overrides = parse_overrides(args.settings, preset.qam_batch)
+    for seed in args.seeds:
+        work = out / args.suite / f"seed{seed}"
+        stages: dict[str, float] = {}
+        store, sft = sft_stage(work, preset, seed, args.workers, True, stages)
+        offline_data_stage(store, sft, preset, args.workers, True, stages)
+        offline = offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
+        run = work / args.arm
+        if not (run / "learner" / "final").exists():
+            start = offline if args.method == "lwd" else sft
+            deploy_stage(run, args.method, start, store, preset, seed, True, stages, f"deploy {args.arm}", **overrides)
+        scored = out / f"{args.arm}_s{seed}" / "eval"
+        if not (scored / "eval.json").exists():
+            evaluate(
+                EvalConfig(
+                    checkpoint=str(run / "learner" / "final"),
+                    suite=args.suite,
+                    split="validation",
+                    episodes_per_task=20,
+                    workers=args.workers,
+                    out=str(scored),
+                )
+            )
+        success = json.loads((scored / "eval.json").read_text())["average_success"]
+        print(time.strftime("%T"), f"{args.suite} seed {seed} {args.arm} {success:.3f} {stages}", flush=True)
+
+
+if __name__ == "__main__":  # the simulator pools spawn processes that re-import this file
+    main()
