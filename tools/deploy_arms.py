@@ -9,6 +9,10 @@ the default arm on the same episodes. Resumable.
 
     python tools/deploy_arms.py OUT --suite lh --seeds 0 1 2 3 4 5 --arm lwdn10 --set n_step=10
     python tools/deploy_arms.py OUT --arm lwdlam01 --set lwd.lam=0.01   # a LearnerConfig field
+    python tools/deploy_arms.py OUT --arm lwdg995 --offline-set discount=0.995 --set discount=0.995
+
+With `--offline-set` (OfflineConfig fields) the arm trains its own LWD offline start into
+OUT/SUITE/seedN/offline_ARM from the same SFT and store.
 """
 
 from __future__ import annotations
@@ -25,23 +29,24 @@ from lwd.recipes.presets import EXPERIMENT_PRESETS
 from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
 
 
-def parse_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
-    """`field=value` (a DeployConfig field) or `lwd.field=value` (the LWD learner's); values are
-    JSON where they parse as JSON (numbers, true/false), else strings."""
-    overrides: dict[str, object] = {}
-    learner: dict[str, object] = {}
+def parse_settings(settings: list[str]) -> dict[str, object]:
+    """`field=value` pairs; values are JSON where they parse as JSON (numbers, true/false), else strings."""
+    parsed: dict[str, object] = {}
     for setting in settings:
         key, sep, text = setting.partition("=")
         if not sep:
             raise SystemExit(f"--set wants field=value, got {setting!r}")
         try:
-            value = json.loads(text)
+            parsed[key] = json.loads(text)
         except json.JSONDecodeError:
-            value = text
-        if key.startswith("lwd."):
-            learner[key.removeprefix("lwd.")] = value
-        else:
-            overrides[key] = value
+            parsed[key] = text
+    return parsed
+
+
+def deploy_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
+    """DeployConfig fields from `field=value`, the LWD learner's from `lwd.field=value`."""
+    overrides = {k: v for k, v in parse_settings(settings).items() if not k.startswith("lwd.")}
+    learner = {k.removeprefix("lwd."): v for k, v in parse_settings(settings).items() if k.startswith("lwd.")}
     if learner:
         overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=qam_batch, **learner)
     return overrides
@@ -55,16 +60,21 @@ def main() -> None:
     parser.add_argument("--arm", required=True, help="name of the arm's run and evaluation folders")
     parser.add_argument("--method", default="lwd", choices=["lwd", "hg-dagger", "recap"])
     parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--offline-set", dest="offline_settings", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     out, preset = Path(args.out), EXPERIMENT_PRESETS["small"][args.suite]
-    overrides = parse_overrides(args.settings, preset.qam_batch)
+    overrides = deploy_overrides(args.settings, preset.qam_batch)
+    offline_overrides = parse_settings(args.offline_settings)
     for seed in args.seeds:
         work = out / args.suite / f"seed{seed}"
         stages: dict[str, float] = {}
         store, sft = sft_stage(work, preset, seed, args.workers, True, stages)
         offline_data_stage(store, sft, preset, args.workers, True, stages)
         offline = offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
+        if offline_overrides:
+            arm_start = work / f"offline_{args.arm}"
+            offline = offline_rl_stage(arm_start, store, sft, preset, seed, True, stages, "arm", **offline_overrides)
         run = work / args.arm
         if not (run / "learner" / "final").exists():
             start = offline if args.method == "lwd" else sft

@@ -129,7 +129,7 @@ def run_seed(
         quiet,
         stages,
         "offline RL (constant τ)",
-        tau_mode="constant",
+        learner={"tau_mode": "constant"},
     )
     for name, method in ONLINE_METHODS.items():
         start = checkpoints["LWD offline"] if method == "lwd" else sft

@@ -136,31 +136,27 @@ def offline_rl_stage(
     quiet: bool,
     stages: dict[str, float],
     label: str = "offline RL",
-    value_kind: str = "categorical",
-    **learner: object,
+    learner: dict[str, object] | None = None,
+    **overrides: object,
 ) -> Path:
-    """DIVL + QAM on the offline store; `value_kind` and `learner` (LearnerConfig fields)
-    override settings (the ablations)."""
-    return timed(
-        stages,
-        label,
-        lambda: train_offline(
-            OfflineConfig(
-                store=store,
-                checkpoint=str(sft_final),
-                out=str(out),
-                steps=preset.offline_steps,
-                n_step=preset.offline_n_step,
-                batch_size=preset.batch_size,
-                critic_hidden=preset.critic_hidden,
-                value_kind=value_kind,
-                seed=seed,
-                progress=not quiet,
-                tensorboard=not quiet,
-                learner=LearnerConfig(policy_warmup=preset.offline_warmup, qam_batch=preset.qam_batch, **learner),
-            )
-        ),
+    """DIVL + QAM on the offline store; `learner` (LearnerConfig fields) and `overrides` (any
+    other OfflineConfig field, e.g. `value_kind` or `discount`) replace the preset's settings
+    (the ablations, validation arms)."""
+    preset_fields = dict(
+        store=store,
+        checkpoint=str(sft_final),
+        out=str(out),
+        steps=preset.offline_steps,
+        n_step=preset.offline_n_step,
+        batch_size=preset.batch_size,
+        critic_hidden=preset.critic_hidden,
+        seed=seed,
+        progress=not quiet,
+        tensorboard=not quiet,
+        learner=LearnerConfig(policy_warmup=preset.offline_warmup, qam_batch=preset.qam_batch, **(learner or {})),
     )
+    config = OfflineConfig(**{**preset_fields, **overrides})
+    return timed(stages, label, lambda: train_offline(config))
 
 
 def deploy_stage(
