@@ -52,6 +52,48 @@ def deploy_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
     return overrides
 
 
+def arm_starts(out: Path, suite: str, seed: int, workers: int, stages: dict[str, float]) -> tuple[str, Path, Path]:
+    """OUT/SUITE/seedN's store, SFT and LWD offline checkpoints, built as `lwd experiment --preset
+    small` builds them where missing (no ablations, no RECAP)."""
+    preset, work = EXPERIMENT_PRESETS["small"][suite], out / suite / f"seed{seed}"
+    store, sft = sft_stage(work, preset, seed, workers, True, stages)
+    offline_data_stage(store, sft, preset, workers, True, stages)
+    return store, sft, offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
+
+
+def deploy_and_score(
+    out: Path,
+    suite: str,
+    seed: int,
+    arm: str,
+    method: str,
+    start: Path,
+    store: str,
+    workers: int,
+    stages: dict[str, float],
+    **overrides: object,
+) -> float:
+    """Deploy `method` from `start` into OUT/SUITE/seedN/ARM for the preset's budget (DeployConfig
+    `overrides`) unless done, score its final policy on 20 validation episodes per task into
+    OUT/ARM_sSEED/eval unless done; the average success."""
+    preset, run = EXPERIMENT_PRESETS["small"][suite], out / suite / f"seed{seed}" / arm
+    if not (run / "learner" / "final").exists():
+        deploy_stage(run, method, start, store, preset, seed, True, stages, f"deploy {arm}", **overrides)
+    scored = out / f"{arm}_s{seed}" / "eval"
+    if not (scored / "eval.json").exists():
+        evaluate(
+            EvalConfig(
+                checkpoint=str(run / "learner" / "final"),
+                suite=suite,
+                split="validation",
+                episodes_per_task=20,
+                workers=workers,
+                out=str(scored),
+            )
+        )
+    return json.loads((scored / "eval.json").read_text())["average_success"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -67,31 +109,15 @@ def main() -> None:
     overrides = deploy_overrides(args.settings, preset.qam_batch)
     offline_overrides = parse_settings(args.offline_settings)
     for seed in args.seeds:
-        work = out / args.suite / f"seed{seed}"
         stages: dict[str, float] = {}
-        store, sft = sft_stage(work, preset, seed, args.workers, True, stages)
-        offline_data_stage(store, sft, preset, args.workers, True, stages)
-        offline = offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
+        store, sft, offline = arm_starts(out, args.suite, seed, args.workers, stages)
         if offline_overrides:
-            arm_start = work / f"offline_{args.arm}"
+            arm_start = out / args.suite / f"seed{seed}" / f"offline_{args.arm}"
             offline = offline_rl_stage(arm_start, store, sft, preset, seed, True, stages, "arm", **offline_overrides)
-        run = work / args.arm
-        if not (run / "learner" / "final").exists():
-            start = offline if args.method == "lwd" else sft
-            deploy_stage(run, args.method, start, store, preset, seed, True, stages, f"deploy {args.arm}", **overrides)
-        scored = out / f"{args.arm}_s{seed}" / "eval"
-        if not (scored / "eval.json").exists():
-            evaluate(
-                EvalConfig(
-                    checkpoint=str(run / "learner" / "final"),
-                    suite=args.suite,
-                    split="validation",
-                    episodes_per_task=20,
-                    workers=args.workers,
-                    out=str(scored),
-                )
-            )
-        success = json.loads((scored / "eval.json").read_text())["average_success"]
+        start = offline if args.method == "lwd" else sft
+        success = deploy_and_score(
+            out, args.suite, seed, args.arm, args.method, start, store, args.workers, stages, **overrides
+        )
         print(time.strftime("%T"), f"{args.suite} seed {seed} {args.arm} {success:.3f} {stages}", flush=True)
 
 

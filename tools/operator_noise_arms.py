@@ -14,15 +14,14 @@ hg-daggernoisy; evaluations in OUT/ARM_sSEED/eval).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from deploy_arms import arm_starts, deploy_and_score  # tools/, this script's own folder
+
 from lwd.envs.operator import OperatorConfig
-from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.worker import FleetConfig
 from lwd.recipes.presets import EXPERIMENT_PRESETS
-from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
 
 
 def main() -> None:
@@ -35,37 +34,21 @@ def main() -> None:
     args = parser.parse_args()
     out, preset = Path(args.out), EXPERIMENT_PRESETS["small"][args.suite]
     for seed in args.seeds:
-        work = out / args.suite / f"seed{seed}"
         stages: dict[str, float] = {}
-        store, sft = sft_stage(work, preset, seed, args.workers, True, stages)
-        offline_data_stage(store, sft, preset, args.workers, True, stages)
-        offline = offline_rl_stage(work / "offline", store, sft, preset, seed, True, stages)
+        store, sft, offline = arm_starts(out, args.suite, seed, args.workers, stages)
         for method in ("lwd", "hg-dagger"):
             for noise in sorted({0.0, args.noise}):  # --noise 0: the default operator's arms only
                 arm = f"{method}{'noisy' if noise else 'clean'}"
-                run = work / arm
-                if not (run / "learner" / "final").exists():
-                    robots = FleetConfig(
-                        suite=preset.suite,
-                        tasks=preset.tasks,
-                        robots_per_worker=preset.robots_per_worker,
-                        operator=OperatorConfig(action_noise=noise),
-                    )
-                    start = offline if method == "lwd" else sft
-                    deploy_stage(run, method, start, store, preset, seed, True, stages, f"deploy {arm}", robots=robots)
-                scored = out / f"{arm}_s{seed}" / "eval"
-                if not (scored / "eval.json").exists():
-                    evaluate(
-                        EvalConfig(
-                            checkpoint=str(run / "learner" / "final"),
-                            suite=args.suite,
-                            split="validation",
-                            episodes_per_task=20,
-                            workers=args.workers,
-                            out=str(scored),
-                        )
-                    )
-                success = json.loads((scored / "eval.json").read_text())["average_success"]
+                robots = FleetConfig(
+                    suite=preset.suite,
+                    tasks=preset.tasks,
+                    robots_per_worker=preset.robots_per_worker,
+                    operator=OperatorConfig(action_noise=noise),
+                )
+                start = offline if method == "lwd" else sft
+                success = deploy_and_score(
+                    out, args.suite, seed, arm, method, start, store, args.workers, stages, robots=robots
+                )
                 print(time.strftime("%T"), f"{args.suite} seed {seed} {arm} {success:.3f}", flush=True)
 
 
