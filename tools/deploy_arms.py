@@ -45,8 +45,9 @@ def parse_settings(settings: list[str]) -> dict[str, object]:
 
 def deploy_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
     """DeployConfig fields from `field=value`, the LWD learner's from `lwd.field=value`."""
-    overrides = {k: v for k, v in parse_settings(settings).items() if not k.startswith("lwd.")}
-    learner = {k.removeprefix("lwd."): v for k, v in parse_settings(settings).items() if k.startswith("lwd.")}
+    parsed = parse_settings(settings)
+    overrides = {k: v for k, v in parsed.items() if not k.startswith("lwd.")}
+    learner = {k.removeprefix("lwd."): v for k, v in parsed.items() if k.startswith("lwd.")}
     if learner:
         overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=qam_batch, **learner)
     return overrides
