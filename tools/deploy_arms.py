@@ -9,6 +9,7 @@ the default arm on the same episodes. Resumable.
 
     python tools/deploy_arms.py OUT --suite lh --seeds 0 1 2 3 4 5 --arm lwdn10 --set n_step=10
     python tools/deploy_arms.py OUT --arm lwdlam01 --set lwd.lam=0.01   # a LearnerConfig field
+    python tools/deploy_arms.py OUT --arm lwdx05 --set robots.noise_scale=0.5   # a FleetConfig field
     python tools/deploy_arms.py OUT --arm lwdg995 --offline-set discount=0.995 --set discount=0.995
 
 With `--offline-set` (OfflineConfig fields) the arm trains its own LWD offline start into
@@ -25,7 +26,8 @@ from pathlib import Path
 
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.online import ONLINE_LEARNER
-from lwd.recipes.presets import EXPERIMENT_PRESETS
+from lwd.fleet.worker import FleetConfig
+from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
 from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
 
 
@@ -43,13 +45,19 @@ def parse_settings(settings: list[str]) -> dict[str, object]:
     return parsed
 
 
-def deploy_overrides(settings: list[str], qam_batch: int) -> dict[str, object]:
-    """DeployConfig fields from `field=value`, the LWD learner's from `lwd.field=value`."""
+def deploy_overrides(settings: list[str], preset: Preset) -> dict[str, object]:
+    """DeployConfig fields from `field=value`, the LWD learner's from `lwd.field=value`, the
+    robots' (FleetConfig) from `robots.field=value`."""
     parsed = parse_settings(settings)
-    overrides = {k: v for k, v in parsed.items() if not k.startswith("lwd.")}
+    overrides = {k: v for k, v in parsed.items() if not k.startswith(("lwd.", "robots."))}
     learner = {k.removeprefix("lwd."): v for k, v in parsed.items() if k.startswith("lwd.")}
+    robots = {k.removeprefix("robots."): v for k, v in parsed.items() if k.startswith("robots.")}
     if learner:
-        overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=qam_batch, **learner)
+        overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=preset.qam_batch, **learner)
+    if robots:
+        overrides["robots"] = FleetConfig(
+            suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker, **robots
+        )
     return overrides
 
 
@@ -72,11 +80,13 @@ def deploy_and_score(
     store: str,
     workers: int,
     stages: dict[str, float],
+    noise_scale: float = 1.0,
     **overrides: object,
 ) -> float:
     """Deploy `method` from `start` into OUT/SUITE/seedN/ARM for the preset's budget (DeployConfig
     `overrides`) unless done, score its final policy on 20 validation episodes per task into
-    OUT/ARM_sSEED/eval unless done; the average success."""
+    OUT/ARM_sSEED/eval unless done (sampling at `noise_scale`, what its robots ran at); the
+    average success."""
     preset, run = EXPERIMENT_PRESETS["small"][suite], out / suite / f"seed{seed}" / arm
     if not (run / "learner" / "final").exists():
         deploy_stage(run, method, start, store, preset, seed, True, stages, f"deploy {arm}", **overrides)
@@ -89,6 +99,7 @@ def deploy_and_score(
                 split="validation",
                 episodes_per_task=20,
                 workers=workers,
+                noise_scale=noise_scale,
                 out=str(scored),
             )
         )
@@ -107,7 +118,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     out, preset = Path(args.out), EXPERIMENT_PRESETS["small"][args.suite]
-    overrides = deploy_overrides(args.settings, preset.qam_batch)
+    overrides = deploy_overrides(args.settings, preset)
     offline_overrides = parse_settings(args.offline_settings)
     for seed in args.seeds:
         stages: dict[str, float] = {}
@@ -116,8 +127,10 @@ def main() -> None:
             arm_start = out / args.suite / f"seed{seed}" / f"offline_{args.arm}"
             offline = offline_rl_stage(arm_start, store, sft, preset, seed, True, stages, "arm", **offline_overrides)
         start = offline if args.method == "lwd" else sft
+        robots = overrides.get("robots")
+        scale = robots.noise_scale if isinstance(robots, FleetConfig) else 1.0
         success = deploy_and_score(
-            out, args.suite, seed, args.arm, args.method, start, store, args.workers, stages, **overrides
+            out, args.suite, seed, args.arm, args.method, start, store, args.workers, stages, scale, **overrides
         )
         print(time.strftime("%T"), f"{args.suite} seed {seed} {args.arm} {success:.3f} {stages}", flush=True)
 

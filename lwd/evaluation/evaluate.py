@@ -48,6 +48,11 @@ class EvalConfig:
         "precision of the velocity network's hidden layers when sampling chunks: 'float32' or 'bfloat16' "
         "(what a fleet runs with --robots.inference-dtype)",
     )
+    noise_scale: float = documented(
+        1.0,
+        "sampling temperature: the flow's initial noise x_0 ~ N(0, s²I) (1 = the policy's own distribution, "
+        '0 = the deterministic flow from x_0 = 0; docs/benchmarks.md, "Sampling temperature")',
+    )
     max_live_episodes: int = documented(
         100,
         "episodes a worker steps at once (one simulator each, ~10 MB); more "
@@ -69,6 +74,10 @@ class EvalConfig:
             raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
         if self.inference_dtype != "float32" and self.best_of_n > 1:
             raise ValueError("--best-of-n samples at float32 only")
+        if not 0.0 <= self.noise_scale <= 4.0:
+            raise ValueError(f"noise_scale must be in [0, 4], got {self.noise_scale}")
+        if self.noise_scale != 1.0 and self.best_of_n > 1:
+            raise ValueError("--best-of-n samples at noise scale 1 only")
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
             raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
         unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
@@ -130,6 +139,7 @@ def run_policy_episodes(
     best_of_n: int = 1,
     critic: str = "",
     inference_dtype: str = "float32",
+    noise_scale: float = 1.0,
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None), each task worded by a
@@ -138,7 +148,7 @@ def run_policy_episodes(
     samples that many chunks and executes the one the Q ensemble of the learner checkpoint
     `critic` values most (mean of its heads); its first candidate is the plain policy's chunk.
     `inference_dtype` ('float32', 'bfloat16') is the precision of the velocity network's hidden
-    layers (`FleetConfig.inference_dtype`)."""
+    layers (`FleetConfig.inference_dtype`); `noise_scale` multiplies the flow's initial noise."""
     import torch
 
     from lwd.policy.adapter import HIDDEN_DTYPES
@@ -174,6 +184,7 @@ def run_policy_episodes(
             execute,
             phrasings,
             HIDDEN_DTYPES[inference_dtype],
+            noise_scale,
         )
     ]
 
@@ -220,7 +231,14 @@ class LockstepEpisodes:
 
 
 def _lockstep(
-    policy, encoder, jobs: list[tuple[str, int]], generators: list, execute: int, phrasings: str, dtype=None
+    policy,
+    encoder,
+    jobs: list[tuple[str, int]],
+    generators: list,
+    execute: int,
+    phrasings: str,
+    dtype=None,
+    noise_scale: float = 1.0,
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks
@@ -237,6 +255,7 @@ def _lockstep(
             [generators[i] for i in idx],
             images=policy_images(policy.cameras, [episodes.frames[i] for i in idx]),
             dtype=dtype,
+            noise_scale=noise_scale,
         )
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])
@@ -244,7 +263,7 @@ def _lockstep(
 
 
 def _worker(args) -> list[EpisodeOutcome]:
-    checkpoint, jobs, execute_steps, noise_seed, max_live, phrasings, best_of_n, critic, inference_dtype = args
+    checkpoint, jobs, execute_steps, noise_seed, max_live, phrasings, best_of_n, critic, inference_dtype, scale = args
     return run_policy_episodes(
         checkpoint,
         jobs,
@@ -255,6 +274,7 @@ def _worker(args) -> list[EpisodeOutcome]:
         best_of_n=best_of_n,
         critic=critic,
         inference_dtype=inference_dtype,
+        noise_scale=scale,
     )
 
 
@@ -371,6 +391,7 @@ def evaluate(config: EvalConfig) -> dict:
             config.best_of_n,
             config.critic,
             config.inference_dtype,
+            config.noise_scale,
         )
         for shard in shards
         if shard
@@ -401,6 +422,7 @@ def evaluate(config: EvalConfig) -> dict:
         f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds"
         + ("" if config.phrasings[0] == "canonical" else f", {config.phrasings[0]} phrasings")
         + ("" if config.best_of_n == 1 else f", best of {config.best_of_n} by the critic")
+        + ("" if config.noise_scale == 1.0 else f", noise scale {config.noise_scale:g}")
         + ")",
     )
     return summary

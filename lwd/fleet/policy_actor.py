@@ -89,13 +89,16 @@ def sample_chunks(
     sampler: FrozenSampler | None = None,
     images: np.ndarray | None = None,
     dtype: torch.dtype | None = None,
+    noise_scale: float = 1.0,
 ) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call. With one generator
     per row, each row's noise depends only on its own generator, not on its batch-mates.
     `sampler` (a `FrozenSampler` of `policy`) computes the same chunks faster; `images`
     (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those). `dtype`
     (bfloat16) runs the velocity network's hidden layers at that precision; a `sampler`
-    carries its own."""
+    carries its own. `noise_scale` multiplies the flow's initial noise (the sampling temperature:
+    1 samples the policy's distribution, 0 runs the deterministic flow from x_0 = 0); the same
+    generator draws are consumed whatever the scale."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     instruction = torch.from_numpy(encoder.embed(instructions))
     width = policy.flat_action_dim
@@ -103,6 +106,8 @@ def sample_chunks(
         noise = torch.randn(len(obs), width, generator=generator)
     else:
         noise = torch.stack([torch.randn(width, generator=g) for g in generator])
+    if noise_scale != 1.0:
+        noise = noise * noise_scale
     if images is not None:
         return policy.sample(policy.encode(obs, instruction, torch.from_numpy(images)), noise, dtype=dtype).numpy()
     if sampler is not None:

@@ -88,6 +88,11 @@ class FleetConfig:
         "'bfloat16' (bf16 units: AMX CPUs, GPUs; a policy call at 40 robots costs ~25% less on an AMX CPU, "
         "actions agree with float32 to ~3 significant digits; success on validation seeds in docs/benchmarks.md)",
     )
+    noise_scale: float = documented(
+        1.0,
+        "sampling temperature of the robots' policy calls: the flow's initial noise x_0 ~ N(0, s²I) "
+        "(1 = the policy's own distribution; `lwd eval --noise-scale` scores a policy the same way)",
+    )
     operator: OperatorConfig = documented(
         OperatorConfig(), "the scripted operator watching every robot (its takeover budget counts per task stage)"
     )
@@ -100,6 +105,8 @@ class FleetConfig:
             raise ValueError("workers and robots_per_worker must be >= 1")
         if self.inference_dtype not in HIDDEN_DTYPES:
             raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
+        if not 0.0 <= self.noise_scale <= 4.0:
+            raise ValueError(f"noise_scale must be in [0, 4], got {self.noise_scale}")
         if self.num_robots * ROBOT_SEED_STRIDE + ONLINE_SEED_START >= SEEDS.validation_start:
             raise ValueError(f"{self.num_robots} robots would run out of training seeds")
         chosen = suite(self.suite)
@@ -476,6 +483,7 @@ class RobotWorker:
                 sampler=self.samplers.get(version),
                 images=policy_images(policy.cameras, [r.run.observation.images for r in group]),
                 dtype=HIDDEN_DTYPES[self.config.inference_dtype],
+                noise_scale=self.config.noise_scale,
             )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)

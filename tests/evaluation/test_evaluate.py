@@ -175,3 +175,10 @@ def test_an_unknown_precision_or_a_bfloat16_best_of_n_is_refused():
         EvalConfig(inference_dtype="float16")
     with pytest.raises(ValueError, match="best-of-n"):
         EvalConfig(inference_dtype="bfloat16", best_of_n=4, critic="runs/deploy/learner/final")
+
+
+def test_a_negative_noise_scale_or_a_scaled_best_of_n_is_refused():
+    with pytest.raises(ValueError, match="noise_scale"):
+        EvalConfig(noise_scale=-0.5)
+    with pytest.raises(ValueError, match="noise scale 1"):
+        EvalConfig(noise_scale=0.5, best_of_n=4, critic="runs/deploy/learner/final")

@@ -20,3 +20,21 @@ def test_a_rows_chunk_depends_on_its_own_generator_not_on_its_batch_mates():
         policy, encoder, states[[0, 0]], ["reach"] * 2, [torch.Generator().manual_seed(s) for s in (1, 2)]
     )
     assert not np.allclose(same_state[0], same_state[1])  # different streams, different chunks
+
+
+def test_noise_scale_zero_samples_one_chunk_per_state_whatever_the_generator():
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(PolicyConfig(hidden_dim=32, num_layers=1, context_dim=16)).eval()
+    encoder = InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+    states = np.random.default_rng(0).normal(size=(2, 39)).astype(np.float32)[[0, 0]]
+
+    def chunks(scale: float) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        return sample_chunks(policy, encoder, states, ["reach"] * 2, generators, noise_scale=scale)
+
+    deterministic = chunks(0.0)
+    np.testing.assert_allclose(deterministic[0], deterministic[1], atol=1e-6)  # x_0 = 0 for both streams
+    default = sample_chunks(policy, encoder, states, ["reach"] * 2, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    np.testing.assert_array_equal(chunks(1.0), default)  # scale 1 is the policy's own distribution, bit for bit
+    half = chunks(0.5)
+    assert not np.allclose(half[0], half[1]) and not np.allclose(half, default)  # still random, but not s = 1
