@@ -44,10 +44,14 @@ def validation_jobs(tasks: tuple[str, ...], episodes_per_task: int) -> list[tupl
     return [(task, SEEDS.validation(k)) for task in tasks for k in range(episodes_per_task)]
 
 
-def score_version(registry: PolicyRegistry, version: int, jobs: list[tuple[str, int]], noise_seed: int) -> dict:
-    """One evaluations.jsonl line: `version` on `jobs`, no operator."""
+def score_version(
+    registry: PolicyRegistry, version: int, jobs: list[tuple[str, int]], noise_seed: int, noise_scale: float = 1.0
+) -> dict:
+    """One evaluations.jsonl line: `version` on `jobs`, no operator, sampling at the robots' `noise_scale`."""
     began = time.perf_counter()
-    outcomes = run_policy_episodes(str(registry.path(version)), jobs, execute_steps=0, noise_seed=noise_seed)
+    outcomes = run_policy_episodes(
+        str(registry.path(version)), jobs, execute_steps=0, noise_seed=noise_seed, noise_scale=noise_scale
+    )
     summary = summarize(outcomes)
     published = registry.published(version)
     return {
@@ -83,6 +87,7 @@ def evaluator_main(
     noise_seed: int,
     stop_flag,
     parent_pid: int,
+    noise_scale: float = 1.0,
 ) -> None:
     """Process entry point: score versions until `stop_flag.value`; dies with its parent."""
     import signal
@@ -106,7 +111,7 @@ def evaluator_main(
             if stop_flag.value:
                 return
             try:
-                line = score_version(registry, version, jobs, noise_seed)
+                line = score_version(registry, version, jobs, noise_seed, noise_scale)
             except CheckpointError as err:  # pruned under us: nothing to score
                 log.warning("gate evaluator skips version %d: %s", version, err)
                 done.add(version)
@@ -128,6 +133,7 @@ class EvaluatorGate:
         tasks: tuple[str, ...],
         noise_seed: int,
         decide: bool = True,
+        noise_scale: float = 1.0,
     ):
         self.registry, self.config, self.path, self.deciding = registry, config, evaluations_path(out), decide
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +149,16 @@ class EvaluatorGate:
             target=evaluator_main,
             name="lwd-gate-evaluator",
             daemon=True,
-            args=(str(registry.root), str(out), tasks, config.episodes_per_task, noise_seed, self._stop, os.getpid()),
+            args=(
+                str(registry.root),
+                str(out),
+                tasks,
+                config.episodes_per_task,
+                noise_seed,
+                self._stop,
+                os.getpid(),
+                noise_scale,
+            ),
         )
         self.process.start()
 
@@ -217,10 +232,14 @@ def make_gate(
     robot_ids: list[str],
     tasks: tuple[str, ...],
     noise_seed: int = 0,
+    noise_scale: float = 1.0,
 ) -> VersionGate:
-    """The gate of `config.mode` for a run in `out` whose robots are `robot_ids` (a `GateFactory`)."""
+    """The gate of `config.mode` for a run in `out` whose robots are `robot_ids` (a `GateFactory`); its
+    evaluator samples as the robots do (`noise_scale`)."""
     if config.mode in ("evaluate", "observe"):
-        return EvaluatorGate(registry, config, out, tasks, noise_seed, decide=config.mode == "evaluate")
+        return EvaluatorGate(
+            registry, config, out, tasks, noise_seed, decide=config.mode == "evaluate", noise_scale=noise_scale
+        )
     return make_fleet_gate(config, registry, out=out, robot_ids=robot_ids, tasks=tasks, noise_seed=noise_seed)
 
 

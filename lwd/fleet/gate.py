@@ -259,6 +259,7 @@ class GateFactory(Protocol):
         robot_ids: list[str],
         tasks: tuple[str, ...],
         noise_seed: int = 0,
+        noise_scale: float = 1.0,
     ) -> VersionGate: ...
 
 
@@ -270,6 +271,7 @@ def make_fleet_gate(
     robot_ids: list[str],
     tasks: tuple[str, ...],
     noise_seed: int = 0,
+    noise_scale: float = 1.0,
 ) -> VersionGate:
     """The gates this layer can build (`off`, `canary`); `lwd.evaluation.gate.make_gate`
     builds every mode, `evaluate` included."""
