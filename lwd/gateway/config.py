@@ -25,6 +25,9 @@ class GatewayConfig:
     act_max_batch: int = documented(64, "most inference requests served by one batched policy call")
     act_max_wait_ms: float = documented(5.0, "longest a request waits for others to join its batch")
     act_queue: int = documented(4096, "inference requests waiting at most; more are refused with 503 overloaded")
+    act_noise_scale: float = documented(
+        1.0, "sampling temperature of served chunks: x_0 ~ N(0, s²I), as a local fleet's --robots.noise-scale"
+    )
     # 1: on 2 cores, torch's second thread fights the event loop and other processes; a batch
     # of 16 took 480 ms with 2 threads and 22 ms with 1 on a loaded machine (docs/benchmarks.md).
     policy_threads: int = documented(1, "torch threads of the policy calls (raise on a machine with idle cores)")
@@ -41,6 +44,8 @@ class GatewayConfig:
         for name in ("act_max_batch", "act_queue", "commit_max_batch", "policy_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 0.0 <= self.act_noise_scale <= 4.0:
+            raise ValueError(f"act_noise_scale must be in [0, 4], got {self.act_noise_scale}")
         if self.act_max_wait_ms < 0 or self.body_timeout_s <= 0 or not 0 <= self.port < 65536:
             raise ValueError("act_max_wait_ms must be >= 0, body_timeout_s > 0 and port in [0, 65535]")
 

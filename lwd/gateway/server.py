@@ -64,7 +64,7 @@ class Gateway:
         self.metrics = GatewayMetrics(config.connected_window_s)
         self.writer = StoreWriter(config.store, durable=config.durable, max_batch=config.commit_max_batch)
         self.batcher = ActBatcher(
-            PolicyServer(self.registry, threads=config.policy_threads),
+            PolicyServer(self.registry, threads=config.policy_threads, noise_scale=config.act_noise_scale),
             max_batch=config.act_max_batch,
             max_wait_s=config.act_max_wait_ms / 1000,
             queue_size=config.act_queue,

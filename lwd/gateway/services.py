@@ -33,7 +33,7 @@ BUNDLE_MEMBERS = ("manifest.json", "policy.safetensors")
 class PolicyServer:
     """Loads registry versions (a few at a time) and serves batches of act requests."""
 
-    def __init__(self, registry, *, keep_versions: int = 3, seed: int = 0, threads: int = 1):
+    def __init__(self, registry, *, keep_versions: int = 3, seed: int = 0, threads: int = 1, noise_scale: float = 1.0):
         import torch
 
         torch.set_num_threads(threads)  # process-wide: the gateway's only torch user is this server
@@ -41,6 +41,7 @@ class PolicyServer:
         self.keep_versions = keep_versions
         self._loaded: dict[int, tuple] = {}
         self._generator = torch.Generator().manual_seed(seed)
+        self.noise_scale = noise_scale  # the sampling temperature, as FleetConfig.noise_scale
 
     def _policy(self, version: int) -> tuple:
         from lwd.policy.checkpoint import CheckpointError
@@ -80,7 +81,9 @@ class PolicyServer:
                 states = np.stack([requests[i][1].state for i in rows])
                 instructions = [requests[i][1].instruction for i in rows]
                 images = policy_images(policy.cameras, [requests[i][1].frames for i in rows])
-                chunks = sample_chunks(policy, encoder, states, instructions, self._generator, images=images)
+                chunks = sample_chunks(
+                    policy, encoder, states, instructions, self._generator, images=images, noise_scale=self.noise_scale
+                )
                 for i, chunk in zip(rows, chunks):
                     results[i] = ActResponse(requests[i][1].request_id, version, chunk.astype(np.float32), len(rows))
             except WireError as err:

@@ -151,3 +151,19 @@ def test_remote_policy_keeps_its_version_for_the_whole_episode(site):
         actor.act(observation)
         next_episode = actor.version
     assert (mid_episode, next_episode) == (1, 2)
+
+
+def test_served_chunks_follow_the_gateways_sampling_temperature(tmp_path):
+    from lwd.gateway.services import PolicyServer
+
+    publish_tiny(tmp_path / "registry")
+    registry = PolicyRegistry(tmp_path / "registry")
+    state = np.random.default_rng(0).normal(size=39).astype(np.float32)
+    twice = [("robot-a", ActRequest("r1", state, INSTRUCTION)), ("robot-b", ActRequest("r2", state, INSTRUCTION))]
+
+    def chunks(scale: float) -> list[np.ndarray]:
+        return [response.actions for response in PolicyServer(registry, noise_scale=scale).serve(twice)]
+
+    deterministic, sampled = chunks(0.0), chunks(1.0)
+    np.testing.assert_allclose(deterministic[0], deterministic[1], atol=1e-6)  # one chunk per state at s = 0
+    assert not np.allclose(sampled[0], sampled[1])  # the policy's own spread at s = 1
