@@ -90,11 +90,16 @@ def deploy_and_score(
     preset, run = EXPERIMENT_PRESETS["small"][suite], out / suite / f"seed{seed}" / arm
     if not (run / "learner" / "final").exists():
         deploy_stage(run, method, start, store, preset, seed, True, stages, f"deploy {arm}", **overrides)
-    scored = out / f"{arm}_s{seed}" / "eval"
+    return score_validation(run / "learner" / "final", suite, out / f"{arm}_s{seed}" / "eval", workers, noise_scale)
+
+
+def score_validation(checkpoint: Path, suite: str, scored: Path, workers: int, noise_scale: float = 1.0) -> float:
+    """`checkpoint`'s average success on 20 validation episodes per task, sampling at `noise_scale`,
+    scored into `scored` unless done there already."""
     if not (scored / "eval.json").exists():
         evaluate(
             EvalConfig(
-                checkpoint=str(run / "learner" / "final"),
+                checkpoint=str(checkpoint),
                 suite=suite,
                 split="validation",
                 episodes_per_task=20,

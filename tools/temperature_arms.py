@@ -13,11 +13,10 @@ them (the same episodes and the same noise draws, scaled). Resumable.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from lwd.evaluation.evaluate import EvalConfig, evaluate
+from deploy_arms import score_validation  # tools/, this script's own folder
 
 
 def checkpoint(out: Path, suite: str, seed: int, policy: str) -> Path:
@@ -39,19 +38,8 @@ def main() -> None:
         for policy in args.policies:
             for scale in args.scales:
                 scored = out / f"{policy}-x{scale:g}_s{seed}" / "eval"
-                if not (scored / "eval.json").exists():
-                    evaluate(
-                        EvalConfig(
-                            checkpoint=str(checkpoint(out, args.suite, seed, policy)),
-                            suite=args.suite,
-                            split="validation",
-                            episodes_per_task=20,
-                            workers=args.workers,
-                            noise_scale=scale,
-                            out=str(scored),
-                        )
-                    )
-                success = json.loads((scored / "eval.json").read_text())["average_success"]
+                policy_checkpoint = checkpoint(out, args.suite, seed, policy)
+                success = score_validation(policy_checkpoint, args.suite, scored, args.workers, scale)
                 print(time.strftime("%T"), f"{args.suite} seed {seed} {policy} x{scale:g} {success:.3f}", flush=True)
 
 

@@ -22,6 +22,7 @@ from lwd.configargs import documented
 from lwd.envs import SEEDS, SensorConfig, make_robot, suite, suite_names, task_spec
 from lwd.envs.cameras import PROPRIO_DIM
 from lwd.envs.phrasings import PHRASING_SETS
+from lwd.policy.sampling import check_noise_scale
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,7 @@ class EvalConfig:
             raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
         if self.inference_dtype != "float32" and self.best_of_n > 1:
             raise ValueError("--best-of-n samples at float32 only")
-        if not 0.0 <= self.noise_scale <= 4.0:
-            raise ValueError(f"noise_scale must be in [0, 4], got {self.noise_scale}")
+        check_noise_scale(self.noise_scale)
         if self.noise_scale != 1.0 and self.best_of_n > 1:
             raise ValueError("--best-of-n samples at noise scale 1 only")
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):

@@ -41,6 +41,7 @@ from lwd.fleet.registry import PolicySource, PublishedVersion
 from lwd.fleet.rollout import EpisodeRun
 from lwd.fleet.sensing import policy_images
 from lwd.policy.adapter import HIDDEN_DTYPES
+from lwd.policy.sampling import check_noise_scale
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ class FleetConfig:
             raise ValueError("workers and robots_per_worker must be >= 1")
         if self.inference_dtype not in HIDDEN_DTYPES:
             raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
-        if not 0.0 <= self.noise_scale <= 4.0:
-            raise ValueError(f"noise_scale must be in [0, 4], got {self.noise_scale}")
+        check_noise_scale(self.noise_scale)
         if self.num_robots * ROBOT_SEED_STRIDE + ONLINE_SEED_START >= SEEDS.validation_start:
             raise ValueError(f"{self.num_robots} robots would run out of training seeds")
         chosen = suite(self.suite)

@@ -9,6 +9,7 @@ from typing import Annotated, Union
 import tyro
 
 from lwd.configargs import documented
+from lwd.policy.sampling import check_noise_scale
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,7 @@ class GatewayConfig:
         for name in ("act_max_batch", "act_queue", "commit_max_batch", "policy_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if not 0.0 <= self.act_noise_scale <= 4.0:
-            raise ValueError(f"act_noise_scale must be in [0, 4], got {self.act_noise_scale}")
+        check_noise_scale(self.act_noise_scale, "act_noise_scale")
         if self.act_max_wait_ms < 0 or self.body_timeout_s <= 0 or not 0 <= self.port < 65536:
             raise ValueError("act_max_wait_ms must be >= 0, body_timeout_s > 0 and port in [0, 65535]")
 
