@@ -670,32 +670,33 @@ METAWORLD_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 LONG_HORIZON_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lh-stock-drawer": (
         (
-            "Open the drawer, place the puck, and shut the drawer.",
-            "Pull the drawer open, set the puck at its spot, and push the drawer closed.",
-            "Please open the drawer, put the puck where it goes, and close the drawer again.",
-            "Stock the drawer: open it, place the puck, close it.",
-            "Get the drawer open, move the puck to its place, then shut the drawer.",
-            "Open the drawer, then put the puck away and close the drawer.",
+            "Touch the mark, open the drawer, place the puck, and shut the drawer.",
+            "Reach the marked spot, pull the drawer open, set the puck at its spot, and push the drawer closed.",
+            "Please check the marked spot, open the drawer, put the puck where it goes, and close the drawer again.",
+            "Stock the drawer: check the spot, open it, place the puck, close it.",
+            "Point at the mark, get the drawer open, move the puck to its place, then shut the drawer.",
+            "Check the spot, open the drawer, then put the puck away and close the drawer.",
         ),
         (
-            "Slide out the compartment, deposit the disc at its mark, and slide the compartment home.",
-            "Could you open the drawer, place the puck and close the drawer?",
-            "Drawer open, puck placed, drawer shut.",
+            "Verify the indicated location, slide out the compartment, deposit the disc at its mark, and slide the "
+            "compartment home.",
+            "Could you check the spot, open the drawer, place the puck and close the drawer?",
+            "Spot checked, drawer open, puck placed, drawer shut.",
         ),
     ),
     "lh-clear-bench": (
         (
-            "Push one puck out of the way, place the other, then press the button.",
-            "Clear the bench by pushing a puck aside and placing the other, then hit the button.",
-            "Please push the first puck away, set the second one in place, and press the button.",
-            "Tidy the bench: shove one puck aside, put the other in place, press the button.",
-            "Slide one puck aside, move the other to its spot, then push the button down.",
-            "Clear off the bench, then press the button.",
+            "Push one puck out of the way, place the other, touch the mark, then press the button.",
+            "Clear the bench by pushing a puck aside and placing the other, check the spot, then hit the button.",
+            "Please push the first puck away, set the second one in place, reach the mark, and press the button.",
+            "Tidy the bench: shove one puck aside, put the other in place, check the spot, press the button.",
+            "Slide one puck aside, move the other to its spot, point at the mark, then push the button down.",
+            "Clear off the bench, check the marked spot, then press the button.",
         ),
         (
-            "Nudge a disc clear, position the second disc, then depress the switch.",
-            "Could you clear the bench and then press the button?",
-            "Bench cleared, button pressed.",
+            "Nudge a disc clear, position the second disc, verify the indicated location, then depress the switch.",
+            "Could you clear the bench, check the spot and then press the button?",
+            "Bench cleared, spot checked, button pressed.",
         ),
     ),
     "lh-inspect": (
@@ -715,17 +716,17 @@ LONG_HORIZON_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "lh-line-up": (
         (
-            "Open the window, then push each puck onto its mark.",
-            "Slide the window open and push the two pucks to their marks.",
-            "Please open the window and push both pucks to their spots.",
-            "Open the window and line the pucks up on their marks.",
-            "Get the window open, then shove both pucks onto their marks.",
-            "Push the window open and move both pucks onto their marks.",
+            "Touch the mark, open the window, then push each puck onto its mark.",
+            "Reach the marked spot, slide the window open and push the two pucks to their marks.",
+            "Please check the marked spot, open the window and push both pucks to their spots.",
+            "Check the spot, open the window and line the pucks up on their marks.",
+            "Point at the mark, get the window open, then shove both pucks onto their marks.",
+            "Check the spot, push the window open and move both pucks onto their marks.",
         ),
         (
-            "Draw back the pane, then nudge each disc onto its target.",
-            "Could you open the window and push the pucks onto their marks?",
-            "Window open, pucks on marks.",
+            "Verify the indicated location, draw back the pane, then nudge each disc onto its target.",
+            "Could you check the spot, open the window and push the pucks onto their marks?",
+            "Spot checked, window open, pucks on marks.",
         ),
     ),
 }

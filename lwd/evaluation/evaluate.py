@@ -50,9 +50,11 @@ class EvalConfig:
         "(what a fleet runs with --robots.inference-dtype)",
     )
     noise_scale: float = documented(
-        1.0,
-        "sampling temperature: the flow's initial noise x_0 ~ N(0, s²I) (1 = the policy's own distribution, "
-        '0 = the deterministic flow from x_0 = 0; docs/benchmarks.md, "Sampling temperature")',
+        0.0,
+        "sampling temperature: the flow's initial noise x_0 ~ N(0, s²I). 0 (the default) scores the "
+        "deterministic flow from x_0 = 0, the policy a fleet exploits once it stops learning, while robots "
+        "explore at --robots.noise-scale 1; 1 samples the policy's own distribution, what robots run and what "
+        'best-of-N picks from (docs/benchmarks.md, "Sampling temperature")',
     )
     max_live_episodes: int = documented(
         100,
@@ -76,10 +78,12 @@ class EvalConfig:
         if self.inference_dtype != "float32" and self.best_of_n > 1:
             raise ValueError("--best-of-n samples at float32 only")
         check_noise_scale(self.noise_scale)
-        if self.noise_scale != 1.0 and self.best_of_n > 1:
-            raise ValueError("--best-of-n samples at noise scale 1 only")
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
             raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
+        if self.noise_scale != 1.0 and self.best_of_n > 1:
+            raise ValueError(
+                "--best-of-n picks among samples of the policy's own distribution: pass --noise-scale 1 with it"
+            )
         unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
         if not self.phrasings or unknown or len(set(self.phrasings)) != len(self.phrasings):
             raise ValueError(f"phrasings must be distinct names from {PHRASING_SETS}, got {self.phrasings!r}")
@@ -422,7 +426,7 @@ def evaluate(config: EvalConfig) -> dict:
         f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds"
         + ("" if config.phrasings[0] == "canonical" else f", {config.phrasings[0]} phrasings")
         + ("" if config.best_of_n == 1 else f", best of {config.best_of_n} by the critic")
-        + ("" if config.noise_scale == 1.0 else f", noise scale {config.noise_scale:g}")
+        + ("" if config.noise_scale == 0.0 else f", noise scale {config.noise_scale:g}")
         + ")",
     )
     return summary

@@ -47,7 +47,7 @@ def validation_jobs(tasks: tuple[str, ...], episodes_per_task: int) -> list[tupl
 def score_version(
     registry: PolicyRegistry, version: int, jobs: list[tuple[str, int]], noise_seed: int, noise_scale: float = 1.0
 ) -> dict:
-    """One evaluations.jsonl line: `version` on `jobs`, no operator, sampling at the robots' `noise_scale`."""
+    """One evaluations.jsonl line: `version` on `jobs`, no operator, sampling at `noise_scale`."""
     began = time.perf_counter()
     outcomes = run_policy_episodes(
         str(registry.path(version)), jobs, execute_steps=0, noise_seed=noise_seed, noise_scale=noise_scale
@@ -62,6 +62,7 @@ def score_version(
         "success": summary["average_success"],
         "per_task": {task: row["success"] for task, row in summary["per_task"].items()},
         "episodes": len(outcomes),
+        "noise_scale": noise_scale,
         "seconds": time.perf_counter() - began,
         "outcomes": [{"task": o.task, "seed": o.seed, "success": bool(o.success)} for o in outcomes],
     }
@@ -133,7 +134,6 @@ class EvaluatorGate:
         tasks: tuple[str, ...],
         noise_seed: int,
         decide: bool = True,
-        noise_scale: float = 1.0,
     ):
         self.registry, self.config, self.path, self.deciding = registry, config, evaluations_path(out), decide
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ class EvaluatorGate:
                 noise_seed,
                 self._stop,
                 os.getpid(),
-                noise_scale,
+                config.evaluator_noise_scale,
             ),
         )
         self.process.start()
@@ -232,14 +232,11 @@ def make_gate(
     robot_ids: list[str],
     tasks: tuple[str, ...],
     noise_seed: int = 0,
-    noise_scale: float = 1.0,
 ) -> VersionGate:
     """The gate of `config.mode` for a run in `out` whose robots are `robot_ids` (a `GateFactory`); its
-    evaluator samples as the robots do (`noise_scale`)."""
+    evaluator samples at `config.evaluator_noise_scale`."""
     if config.mode in ("evaluate", "observe"):
-        return EvaluatorGate(
-            registry, config, out, tasks, noise_seed, decide=config.mode == "evaluate", noise_scale=noise_scale
-        )
+        return EvaluatorGate(registry, config, out, tasks, noise_seed, decide=config.mode == "evaluate")
     return make_fleet_gate(config, registry, out=out, robot_ids=robot_ids, tasks=tasks, noise_seed=noise_seed)
 
 

@@ -34,6 +34,7 @@ from typing import Protocol
 from lwd.configargs import documented
 from lwd.data.episode import Episode
 from lwd.fleet.registry import PolicyRegistry, PublishedVersion
+from lwd.policy.sampling import check_noise_scale
 
 GATE_MODES = ("off", "observe", "canary", "evaluate")
 
@@ -55,6 +56,11 @@ class GateConfig:
     rollback_episodes: int = documented(
         40, "episodes of a promoted version before the automatic-rollback check (0 = no automatic rollback)"
     )
+    evaluator_noise_scale: float = documented(
+        0.0,
+        "observe / evaluate: sampling temperature of the background evaluator (0 = the deterministic flow, "
+        "as `lwd eval` scores by default; the robots explore at --robots.noise-scale)",
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in GATE_MODES:
@@ -63,6 +69,7 @@ class GateConfig:
             raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
         if self.margin < 0 or self.canary_episodes < 1 or self.episodes_per_task < 1 or self.rollback_episodes < 0:
             raise ValueError("need margin >= 0, canary_episodes >= 1, episodes_per_task >= 1, rollback_episodes >= 0")
+        check_noise_scale(self.evaluator_noise_scale, "evaluator_noise_scale")
 
 
 class VersionGate(Protocol):
@@ -259,7 +266,6 @@ class GateFactory(Protocol):
         robot_ids: list[str],
         tasks: tuple[str, ...],
         noise_seed: int = 0,
-        noise_scale: float = 1.0,
     ) -> VersionGate: ...
 
 
@@ -271,7 +277,6 @@ def make_fleet_gate(
     robot_ids: list[str],
     tasks: tuple[str, ...],
     noise_seed: int = 0,
-    noise_scale: float = 1.0,
 ) -> VersionGate:
     """The gates this layer can build (`off`, `canary`); `lwd.evaluation.gate.make_gate`
     builds every mode, `evaluate` included."""

@@ -676,7 +676,6 @@ def _deploy_holding_lease(
         robot_ids=[spec.robot_id for spec in robot_specs(config.robots)],
         tasks=config.robots.task_names(),
         noise_seed=config.seed,
-        noise_scale=config.robots.noise_scale,
     )
     robots = config.robots
     if method.policy.cameras and not robots.sensors.cameras:

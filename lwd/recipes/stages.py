@@ -45,6 +45,7 @@ def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: 
             saved.get("checkpoint") == str(checkpoint)
             and saved.get("training_step") == step
             and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task
+            and saved["config"].get("noise_scale", 1.0) == EvalConfig.noise_scale
         ):
             return saved
     return evaluate(

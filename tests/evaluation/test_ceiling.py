@@ -116,4 +116,4 @@ def test_eval_best_of_n_needs_a_critic():
 
     with pytest.raises(ValueError, match="needs --critic"):
         EvalConfig(best_of_n=4)
-    assert EvalConfig(best_of_n=4, critic="runs/offline/final").best_of_n == 4
+    assert EvalConfig(best_of_n=4, critic="runs/offline/final", noise_scale=1.0).best_of_n == 4

@@ -154,12 +154,12 @@ def test_the_evaluator_gate_rejects_a_broken_version_before_any_robot_runs_it(ti
     assert all(line["episodes"] == 20 and line["env_steps"] is not None for line in scored)
 
 
-def test_observe_scores_published_versions_and_decides_nothing(tiny_pipeline, tmp_path):
+def test_observe_scores_published_versions_at_its_own_temperature_and_decides_nothing(tiny_pipeline, tmp_path):
     out = tmp_path / "run"
-    gate = GateConfig(mode="observe", episodes_per_task=3)
+    gate = GateConfig(mode="observe", episodes_per_task=3, evaluator_noise_scale=0.5)
     summary = deploy(_config(tiny_pipeline, out, gate, 3_000), make_gate=make_gate)
     scored = [json.loads(line) for line in (out / "gate" / "evaluations.jsonl").read_text().splitlines()]
-    assert scored and all(line["episodes"] == 3 for line in scored)
+    assert scored and all(line["episodes"] == 3 and line["noise_scale"] == 0.5 for line in scored)
     registry = PolicyRegistry(out / "registry")
     assert not (registry.root / "ROLLOUT").exists() and registry.decisions() == []
     assert summary["deployed_version"] == registry.latest().version  # robots followed every version

@@ -176,3 +176,10 @@ def test_registry_commands_list_promote_and_roll_back(registry, capsys):
     assert "pinned after a rollback" in capsys.readouterr().out
     assert main(["registry", "promote", "--registry", root, "--version", "9"]) == 2
     assert "never published version 9" in capsys.readouterr().err
+
+
+def test_an_unknown_mode_or_a_negative_evaluator_temperature_is_refused():
+    with pytest.raises(ValueError, match="unknown gate mode"):
+        GateConfig(mode="vote")
+    with pytest.raises(ValueError, match="evaluator_noise_scale"):
+        GateConfig(mode="observe", evaluator_noise_scale=-0.1)
