@@ -25,13 +25,13 @@ from lwd.evaluation.compare import (  # noqa: E402
 
 
 def report_pooled(label: str, pairs: list[tuple[dict, dict]]) -> None:
-    d = paired_difference_over_seeds(pairs)
+    d = paired_difference_over_seeds(pairs, across_scales=True)
     line = (
         f"{label}, {len(pairs)} runs, {d.episodes} episodes: diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, "
         f"{d.ci95[1]:+.3f}]  gained {d.gains} lost {d.losses}  sign test p = {d.sign_test_p:.2g}"
     )
     if len(pairs) > 1:
-        runs = seed_level_difference(pairs)
+        runs = seed_level_difference(pairs, across_scales=True)
         line += f"  run level {runs.mean:+.3f} [{runs.ci95[0]:+.3f}, {runs.ci95[1]:+.3f}]"
     print(line)
 
@@ -43,7 +43,7 @@ def compare(out: Path, arm_a: str, arm_b: str) -> list[tuple[dict, dict]]:
         if not all(path.exists() for path in paths):
             continue
         a, b = (json.loads(path.read_text()) for path in paths)
-        d = paired_difference(a, b)
+        d = paired_difference(a, b, across_scales=True)
         print(
             f"seed {seed}: {arm_a} {a['average_success']:.3f}  {arm_b} {b['average_success']:.3f}  "
             f"diff {d.mean:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]  gained {d.gains} lost {d.losses}"

@@ -18,7 +18,7 @@ chosen by a scorer:
   or the minimum (what the TD targets use).
 
 Ties go to the first candidate; candidate 0 is drawn exactly as `lwd eval` draws its one
-chunk, so N = 1 reproduces `lwd eval` episode for episode. The oracle is a ceiling for a
+chunk, so N = 1 reproduces `lwd eval --noise-scale 1` episode for episode. The oracle is a ceiling for a
 perfect critic of this policy's chunks (one-step improvement with a Monte-Carlo look
 ahead); the critic is what extraction already optimises. Validation seeds only by default.
 """

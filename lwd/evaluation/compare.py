@@ -60,12 +60,25 @@ class PairedDifference:
     sign_test_p: float  # exact two-sided sign test (McNemar) on gains vs losses
 
 
-def _episode_differences(baseline: dict, other: dict) -> list[int]:
+def scored_noise_scale(report: dict) -> float:
+    """The sampling temperature a report's policy was scored at: an `lwd eval` report keeps it in
+    its config, a gate evaluator's line at its top; reports from before the field existed were
+    all scored at 1."""
+    return float(report.get("noise_scale", report.get("config", {}).get("noise_scale", 1.0)))
+
+
+def _episode_differences(baseline: dict, other: dict, across_scales: bool = False) -> list[int]:
     """Per evaluation episode, other's success minus baseline's (each −1, 0 or 1)."""
 
     def outcomes(report: dict) -> dict[tuple[str, int], bool]:
         return {(o["task"], int(o["seed"])): bool(o["success"]) for o in report["outcomes"]}
 
+    scales = scored_noise_scale(baseline), scored_noise_scale(other)
+    if not across_scales and scales[0] != scales[1]:
+        raise ValueError(
+            f"paired comparison of policies scored at different noise scales ({scales[0]:g} and {scales[1]:g}): "
+            "score both alike (lwd eval --noise-scale), or compare the scales on purpose (across_scales=True)"
+        )
     base, new = outcomes(baseline), outcomes(other)
     if not base or base.keys() != new.keys():
         raise ValueError(
@@ -93,22 +106,24 @@ def _summarise(diffs: list[int]) -> PairedDifference:
     )
 
 
-def paired_difference(baseline: dict, other: dict) -> PairedDifference:
+def paired_difference(baseline: dict, other: dict, *, across_scales: bool = False) -> PairedDifference:
     """Compare two evaluation reports episode by episode.
 
     Both policies ran the same initial states, so the per-episode difference removes the
     spread between easy and hard seeds that two separate Wilson intervals both carry;
-    that is what says whether a gain of a few points is real.
+    that is what says whether a gain of a few points is real. Reports scored at different
+    sampling temperatures are refused unless `across_scales` (the scale moves success by
+    up to 0.1 on `lh`, docs/benchmarks.md).
     """
-    return _summarise(_episode_differences(baseline, other))
+    return _summarise(_episode_differences(baseline, other, across_scales))
 
 
-def paired_difference_over_seeds(pairs: list[tuple[dict, dict]]) -> PairedDifference:
+def paired_difference_over_seeds(pairs: list[tuple[dict, dict]], *, across_scales: bool = False) -> PairedDifference:
     """`paired_difference` pooled over several training seeds: each (baseline, other) pair is
     one seed's two reports on the same episodes; every seed's episodes count once."""
     if not pairs:
         raise ValueError("paired comparison needs at least one (baseline, other) pair of reports")
-    return _summarise([d for baseline, other in pairs for d in _episode_differences(baseline, other)])
+    return _summarise([d for b, o in pairs for d in _episode_differences(b, o, across_scales)])
 
 
 def mean_of_independent(differences: list[PairedDifference]) -> tuple[float, tuple[float, float]]:
@@ -162,13 +177,13 @@ def _over_seeds(per_seed: list[float]) -> SeedLevelDifference:
     return SeedLevelDifference(mean, (mean - half, mean + half), tuple(per_seed))
 
 
-def seed_level_difference(pairs: list[tuple[dict, dict]]) -> SeedLevelDifference:
+def seed_level_difference(pairs: list[tuple[dict, dict]], *, across_scales: bool = False) -> SeedLevelDifference:
     """Each (baseline, other) pair is one training seed's two reports on the same episodes; the
     interval counts the spread between seeds, which the episode-pooled interval of
     `paired_difference_over_seeds` leaves out."""
     if not pairs:
         raise ValueError("paired comparison needs at least one (baseline, other) pair of reports")
-    return _over_seeds([paired_difference(baseline, other).mean for baseline, other in pairs])
+    return _over_seeds([paired_difference(b, o, across_scales=across_scales).mean for b, o in pairs])
 
 
 def seed_level_mean_of_suites(differences: list[SeedLevelDifference]) -> SeedLevelDifference:

@@ -426,7 +426,7 @@ def evaluate(config: EvalConfig) -> dict:
         f"{Path(config.checkpoint).parent.name or config.checkpoint} on {config.suite} ({config.split} seeds"
         + ("" if config.phrasings[0] == "canonical" else f", {config.phrasings[0]} phrasings")
         + ("" if config.best_of_n == 1 else f", best of {config.best_of_n} by the critic")
-        + ("" if config.noise_scale == 0.0 else f", noise scale {config.noise_scale:g}")
+        + f", noise scale {config.noise_scale:g}"
         + ")",
     )
     return summary

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lwd.data.episode import Episode
 from lwd.envs import SEEDS
-from lwd.evaluation.compare import paired_difference
+from lwd.evaluation.compare import paired_difference, scored_noise_scale
 from lwd.evaluation.evaluate import run_policy_episodes, summarize
 from lwd.fleet.gate import GateConfig, LiveWatch, VersionGate, adopt_start_version, make_fleet_gate
 from lwd.fleet.registry import PolicyRegistry, PublishedVersion
@@ -80,6 +80,13 @@ def _next_versions(registry: PolicyRegistry, done: set[int]) -> list[int]:
     return todo
 
 
+def versions_scored_at(path: Path, noise_scale: float) -> set[int]:
+    """Versions that `path` (an evaluations.jsonl) holds scores of at `noise_scale`: a resumed run
+    may hold lines scored at another temperature, and those versions are scored again."""
+    lines = read_jsonl(path) if path.exists() else []
+    return {line["version"] for line in lines if scored_noise_scale(line) == noise_scale}
+
+
 def evaluator_main(
     registry_root: str,
     out: str,
@@ -101,7 +108,7 @@ def evaluator_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     torch.set_num_threads(1)
     registry, path = PolicyRegistry(registry_root), evaluations_path(out)
-    done = {line["version"] for line in read_jsonl(path)} if path.exists() else set()
+    done = versions_scored_at(path, noise_scale)
     jobs = validation_jobs(tasks, episodes_per_task)
     while not stop_flag.value:
         todo = _next_versions(registry, done)
@@ -173,7 +180,8 @@ class EvaluatorGate:
             return
         lines = read_jsonl(self.path)
         for line in lines[self.read_lines :]:
-            self.scores[line["version"]] = line
+            if scored_noise_scale(line) == self.config.evaluator_noise_scale:
+                self.scores[line["version"]] = line
         self.read_lines = len(lines)
 
     def poll(self) -> None:

@@ -92,7 +92,8 @@ class FleetConfig:
     noise_scale: float = documented(
         1.0,
         "sampling temperature of the robots' policy calls: the flow's initial noise x_0 ~ N(0, s²I) "
-        "(1 = the policy's own distribution; `lwd eval --noise-scale` scores a policy the same way)",
+        "(1 = the policy's own distribution, the exploration the learner learns from; 0 = the deterministic flow, "
+        "how `lwd eval` and the gate's evaluator score policies by default)",
     )
     operator: OperatorConfig = documented(
         OperatorConfig(), "the scripted operator watching every robot (its takeover budget counts per task stage)"

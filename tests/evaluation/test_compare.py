@@ -71,6 +71,18 @@ def test_paired_difference_refuses_evaluations_of_different_episodes():
         paired_difference(_outcomes([True, False]), _outcomes([True, False], task="push-v3"))
 
 
+def test_paired_difference_refuses_policies_scored_at_different_temperatures_unless_asked():
+    deterministic = {**_outcomes([True] * 6), "config": {"noise_scale": 0.0}}
+    sampled = _outcomes([True, False] * 3)  # a report from before the field: scored at 1
+    with pytest.raises(ValueError, match="different noise scales"):
+        paired_difference(sampled, deterministic)
+    with pytest.raises(ValueError, match="different noise scales"):
+        seed_level_difference([(sampled, deterministic)])
+    assert paired_difference(sampled, deterministic, across_scales=True).mean == pytest.approx(0.5)
+    gate_line = {**_outcomes([True] * 6), "noise_scale": 0.0}  # the gate evaluator's lines carry it on top
+    assert paired_difference(gate_line, deterministic).mean == 0.0
+
+
 def test_seeds_pool_into_one_paired_difference_even_when_they_share_evaluation_seeds():
     # Two training seeds evaluated on the same episodes: each seed's pairs count once, none overwrite.
     seed0 = (_outcomes([False, False, True]), _outcomes([True, False, True]))

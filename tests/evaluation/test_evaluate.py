@@ -55,7 +55,7 @@ def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoin
         assert task["stage_score"] == task["success"]  # one stage: the stage score is the success rate
     assert json.loads((tmp_path / "eval.json").read_text())["eval_seeds"] == [SEEDS.eval(0), SEEDS.eval(1)]
     assert "| **average** |" in (tmp_path / "eval.md").read_text()
-    assert "(eval seeds)" in (tmp_path / "eval.md").read_text()
+    assert "(eval seeds, noise scale 0)" in (tmp_path / "eval.md").read_text()  # scored without sampling noise
 
 
 def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_checkpoint):
