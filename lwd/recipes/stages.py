@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lwd.algorithms.learner import LearnerConfig
+from lwd.evaluation.compare import scored_noise_scale
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.evaluation.gate import make_gate
 from lwd.fleet.collect import (
@@ -45,7 +46,7 @@ def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: 
             saved.get("checkpoint") == str(checkpoint)
             and saved.get("training_step") == step
             and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task
-            and saved["config"].get("noise_scale", 1.0) == EvalConfig.noise_scale
+            and scored_noise_scale(saved) == EvalConfig.noise_scale
         ):
             return saved
     return evaluate(
