@@ -485,6 +485,11 @@ class EpisodeStore:
         rows = self._db().execute("SELECT seq FROM episodes WHERE robot_id = ?", (robot_id,)).fetchall()
         return {int(r[0]) for r in rows}
 
+    def instructions(self, robot_id: str) -> set[str]:
+        """Every instruction the robot's committed episodes were given, quarantined ones included."""
+        rows = self._db().execute("SELECT DISTINCT instruction FROM episodes WHERE robot_id = ?", (robot_id,))
+        return {str(r[0]) for r in rows.fetchall()}
+
     def lease(self, robot_id: str, wait_seconds: float = 0.0) -> RobotLease:
         """Claim `robot_id` for this process (see lwd.data.lease); RobotLeaseError while
         another live process holds it."""

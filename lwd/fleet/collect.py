@@ -14,8 +14,9 @@ import torch
 from lwd.configargs import documented
 from lwd.data.episode import NO_POLICY
 from lwd.data.store import EpisodeStore
-from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite
+from lwd.envs import SEEDS, SensorConfig, make_expert, make_robot, suite, task_spec
 from lwd.envs.operator import NoisyExpertActor, PlayActor
+from lwd.envs.phrasings import task_phrasings
 from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.rollout import run_episode
 
@@ -179,7 +180,32 @@ def cached_store(path: str) -> EpisodeStore:
     return _STORES[path]
 
 
+class StaleStoreError(ValueError):
+    """The store holds episodes of a task as the task was defined by an earlier version of lwd."""
+
+
+def check_task_definitions(config: CollectConfig, store: EpisodeStore) -> None:
+    """Refuse to resume into episodes collected under another definition of a task.
+
+    Resuming skips every committed seq, so a store written before a task was redefined (the
+    `lh` chains got a fourth stage and new instructions on 2026-12-04) would otherwise be reused
+    whole and silently. Collected episodes are always given one of the task's phrasings, so an
+    instruction the task no longer has is the mark of the old definition.
+    """
+    for task in config.task_names():
+        phrasings = task_phrasings(task)
+        unknown = store.instructions(config.robot_id(task)) - set(phrasings.train)
+        if unknown:
+            raise StaleStoreError(
+                f"store {store.root} holds {config.source} episodes of {task} with the instruction "
+                f"{sorted(unknown)[0]!r}, which {task} no longer has: they were collected under an earlier "
+                f"definition of the task (today it is {task_spec(task).stages}, given e.g. {phrasings.train[0]!r}). "
+                "Collect into a new store (for `lwd demo` / `lwd experiment`, a new --workdir)."
+            )
+
+
 def pending_jobs(config: CollectConfig, store: EpisodeStore) -> tuple[list[tuple[CollectConfig, str, int]], int]:
+    check_task_definitions(config, store)
     jobs, skipped = [], 0
     for task in config.task_names():
         done = store.committed_ids(config.robot_id(task))

@@ -1,9 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from lwd.data.store import EpisodeStore
 from lwd.envs import SEEDS
-from lwd.fleet.collect import CollectConfig, collect
+from lwd.fleet.collect import CollectConfig, StaleStoreError, collect
 
 
 @pytest.mark.slow
@@ -51,3 +53,20 @@ def episode_max_steps(task):
     from lwd.envs import task_spec
 
     return task_spec(task).max_steps
+
+
+def test_collect_refuses_a_store_written_under_an_earlier_task_definition(tmp_path):
+    config = CollectConfig(
+        store=str(tmp_path / "old"), tasks=("reach-v3",), episodes_per_task=1, workers=1, progress=False
+    )
+    collect(config)
+    old = EpisodeStore(tmp_path / "old")
+    episode = old.load(old.records()[0])
+    # The same robot's episode worded as the task no longer is, as an earlier lwd wrote it. Today's
+    # store accepts free wording only from hardware (no seed), so the stand-in drops its seed.
+    stale = EpisodeStore(tmp_path / "stale")
+    stale.append(dataclasses.replace(episode, instruction="Reach the goal the old way.", seed=None))
+    resumed = dataclasses.replace(config, store=str(tmp_path / "stale"), episodes_per_task=2)
+    with pytest.raises(StaleStoreError, match="Reach the goal the old way"):
+        collect(resumed)
+    assert len(stale.records()) == 1
