@@ -137,13 +137,14 @@ def run_policy_episodes(
     jobs: list[tuple[str, int]],
     execute_steps: int,
     noise_seed: int,
+    *,
+    noise_scale: float,
     threads: int = 1,
     max_live: int | None = None,
     phrasings: str = "canonical",
     best_of_n: int = 1,
     critic: str = "",
     inference_dtype: str = "float32",
-    noise_scale: float = 1.0,
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None), each task worded by a
@@ -187,8 +188,8 @@ def run_policy_episodes(
             generators[start : start + batch],
             execute,
             phrasings,
-            HIDDEN_DTYPES[inference_dtype],
-            noise_scale,
+            noise_scale=noise_scale,
+            dtype=HIDDEN_DTYPES[inference_dtype],
         )
     ]
 
@@ -241,8 +242,9 @@ def _lockstep(
     generators: list,
     execute: int,
     phrasings: str,
+    *,
+    noise_scale: float,
     dtype=None,
-    noise_scale: float = 1.0,
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
     from lwd.fleet.policy_actor import sample_chunks

@@ -45,7 +45,7 @@ def validation_jobs(tasks: tuple[str, ...], episodes_per_task: int) -> list[tupl
 
 
 def score_version(
-    registry: PolicyRegistry, version: int, jobs: list[tuple[str, int]], noise_seed: int, noise_scale: float = 1.0
+    registry: PolicyRegistry, version: int, jobs: list[tuple[str, int]], noise_seed: int, *, noise_scale: float
 ) -> dict:
     """One evaluations.jsonl line: `version` on `jobs`, no operator, sampling at `noise_scale`."""
     began = time.perf_counter()
@@ -95,7 +95,7 @@ def evaluator_main(
     noise_seed: int,
     stop_flag,
     parent_pid: int,
-    noise_scale: float = 1.0,
+    noise_scale: float,
 ) -> None:
     """Process entry point: score versions until `stop_flag.value`; dies with its parent."""
     import signal
@@ -119,7 +119,7 @@ def evaluator_main(
             if stop_flag.value:
                 return
             try:
-                line = score_version(registry, version, jobs, noise_seed, noise_scale)
+                line = score_version(registry, version, jobs, noise_seed, noise_scale=noise_scale)
             except CheckpointError as err:  # pruned under us: nothing to score
                 log.warning("gate evaluator skips version %d: %s", version, err)
                 done.add(version)

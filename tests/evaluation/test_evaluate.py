@@ -34,7 +34,7 @@ def untrained_checkpoint(tmp_path_factory):
 
 def test_evaluation_refuses_training_seeds(untrained_checkpoint):
     with pytest.raises(ValueError, match="evaluation refuses seed 7"):
-        run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0)), ("reach-v3", 7)], 0, 0)
+        run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0)), ("reach-v3", 7)], 0, 0, noise_scale=0.0)
 
 
 def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoint):
