@@ -1,4 +1,5 @@
 #!/bin/bash
+# Scores at $SCORE_NOISE_SCALE (default 0, as lwd eval; tables from before 2026-12-04 used 1).
 # Online-learner arms on validation seeds (issue 18): each arm deploys from the same offline
 # checkpoint for 100k env steps on deploy seeds 0-2, then scores the final policy on 20
 # validation episodes per task. Resumable (finished arm/seed pairs are skipped). SEEDS="3 4 5"
@@ -21,7 +22,7 @@ run() {  # arm seed extra-args...
     $PY -m lwd.cli deploy --checkpoint "${offline:-$demo/offline/final}" --offline-store "${offline_data:-$demo/store}" --out "$dir" \
       --env-steps 100000 --lwd.qam-batch 64 --updates-per-1k-env-steps 30 --seed "$seed" \
       --no-progress --no-tensorboard "$@" > "$dir.deploy.log" 2>&1
-    $PY -m lwd.cli eval --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
+    $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
       --out "$dir/eval" > "$dir.eval.log" 2>&1
   fi
   echo "$(date +%T) $arm s$seed $($PY -c "import json; print(json.load(open('$dir/eval/eval.json'))['average_success'])")"

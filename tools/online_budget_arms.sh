@@ -1,4 +1,5 @@
 #!/bin/bash
+# Scores at $SCORE_NOISE_SCALE (default 0, as lwd eval; tables from before 2026-12-04 used 1).
 # Does a longer deployment widen LWD online's lead over HG-DAgger? (issue 18; validation seeds)
 # From a finished `lwd experiment` workdir, for each training seed: deploy LWD (from its offline
 # stage) and HG-DAgger (from its SFT) for FACTOR x the preset's online budget, paced as the preset
@@ -26,7 +27,7 @@ for seed in ${SEEDS:-0 1 2 3}; do
       for pair in "x1 $d/$m/learner/final" "x$factor $run/learner/final"; do
         set -- $pair
         ev=$out/$suite/seed$seed/${m}_$1_eval
-        [ -f "$ev/eval.json" ] || $PY -m lwd.cli eval --checkpoint "$2" --suite $suite --split validation \
+        [ -f "$ev/eval.json" ] || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$2" --suite $suite --split validation \
           --episodes-per-task 20 --out "$ev" > "$ev.log" 2>&1
         echo "$(date +%T) $suite s$seed $m $1 $($PY -c "import json; print(json.load(open('$ev/eval.json'))['average_success'])")"
       done

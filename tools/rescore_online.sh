@@ -1,4 +1,5 @@
 #!/bin/bash
+# Scores at $SCORE_NOISE_SCALE (default 0, as lwd eval; tables from before 2026-12-04 used 1).
 # Score online policies that already exist (the LWD online stage of finished `lwd experiment`
 # workdirs, or arms of tools/suite_arms.sh) on the validation split, into the layout
 # tools/online_arms_compare.py reads (OUT/ARM_sSEED/eval/eval.json). Use it to re-decide a default
@@ -20,7 +21,7 @@ for seed in ${SEEDS:-0 1 2}; do
     checkpoint=${pattern//\{seed\}/$seed} run=$out/${arm}_s$seed
     if [ ! -d "$checkpoint" ]; then echo "$(date +%T) $arm s$seed: no $checkpoint, skipped"; continue; fi
     mkdir -p "$run"
-    [ -f "$run/eval/eval.json" ] || "$LWD" eval --checkpoint "$checkpoint" --suite "$suite" --split validation \
+    [ -f "$run/eval/eval.json" ] || "$LWD" eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$checkpoint" --suite "$suite" --split validation \
       --episodes-per-task "$episodes" --out "$run/eval" > "$run/eval.log" 2>&1
     echo "$(date +%T) $arm s$seed $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['average_success'])" "$run/eval/eval.json")"
   done

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Scores at $SCORE_NOISE_SCALE (default 0, as lwd eval; tables from before 2026-12-04 used 1).
 # An online-learner arm against the experiment's own LWD online stage, on the validation split
 # (issue 18): for each training seed of a finished `lwd experiment` workdir, deploy LWD from that
 # seed's offline stage with the preset's online settings plus FLAGS, then score the new policy and
@@ -13,7 +14,7 @@ shift 4
 PY=${PY:-.venv/bin/python}
 preset() { $PY -c "import json; print(json.load(open('$exp/experiment_config.json'))['presets']['$suite']['$1'])"; }
 evaluate() {  # CHECKPOINT OUT
-  [ -f "$2/eval.json" ] || $PY -m lwd.cli eval --checkpoint "$1" --suite "$suite" --split validation \
+  [ -f "$2/eval.json" ] || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$1" --suite "$suite" --split validation \
     --episodes-per-task 20 --out "$2" > "$2.log" 2>&1
   $PY -c "import json; print(json.load(open('$2/eval.json'))['average_success'])"
 }
