@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from lwd.evaluation.compare import scored_noise_scale
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.online import ONLINE_LEARNER
 from lwd.fleet.worker import FleetConfig
@@ -80,7 +81,7 @@ def deploy_and_score(
     store: str,
     workers: int,
     stages: dict[str, float],
-    noise_scale: float = 1.0,
+    noise_scale: float,
     **overrides: object,
 ) -> float:
     """Deploy `method` from `start` into OUT/SUITE/seedN/ARM for the preset's budget (DeployConfig
@@ -93,10 +94,11 @@ def deploy_and_score(
     return score_validation(run / "learner" / "final", suite, out / f"{arm}_s{seed}" / "eval", workers, noise_scale)
 
 
-def score_validation(checkpoint: Path, suite: str, scored: Path, workers: int, noise_scale: float = 1.0) -> float:
+def score_validation(checkpoint: Path, suite: str, scored: Path, workers: int, noise_scale: float) -> float:
     """`checkpoint`'s average success on 20 validation episodes per task, sampling at `noise_scale`,
-    scored into `scored` unless done there already."""
-    if not (scored / "eval.json").exists():
+    scored into `scored` unless done there already at that scale."""
+    report = scored / "eval.json"
+    if not (report.exists() and scored_noise_scale(json.loads(report.read_text())) == noise_scale):
         evaluate(
             EvalConfig(
                 checkpoint=str(checkpoint),

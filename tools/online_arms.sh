@@ -13,15 +13,18 @@
 # DEMO_DIR is a finished `lwd demo` workdir (its offline/final checkpoint and store). Compare
 # two arms, paired per episode: `.venv/bin/python tools/online_arms_compare.py OUT_DIR default prior2`.
 set -eu
+source "$(dirname "$0")/scored_at.sh"
 demo=$1 out=$2; shift 2
 PY=${PY:-.venv/bin/python}
 run() {  # arm seed extra-args...
   local arm=$1 seed=$2; shift 2
   local dir=$out/${arm}_s${seed}
-  if [ ! -f "$dir/eval/eval.json" ]; then
+  if [ ! -d "$dir/learner/final" ]; then
     $PY -m lwd.cli deploy --checkpoint "${offline:-$demo/offline/final}" --offline-store "${offline_data:-$demo/store}" --out "$dir" \
       --env-steps 100000 --lwd.qam-batch 64 --updates-per-1k-env-steps 30 --seed "$seed" \
       --no-progress --no-tensorboard "$@" > "$dir.deploy.log" 2>&1
+  fi
+  if ! scored_at_scale "$dir/eval"; then
     $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$dir/learner/final" --split validation --episodes-per-task 20 \
       --out "$dir/eval" > "$dir.eval.log" 2>&1
   fi

@@ -9,6 +9,7 @@
 #   tools/online_budget_arms.sh EXPERIMENT_DIR OUT_DIR [FACTOR]   (SEEDS="0 1 2 3", SUITES="lh mt10" by default)
 #   .venv/bin/python tools/online_budget_compare.py OUT_DIR           (paired tables)
 set -eu
+source "$(dirname "$0")/scored_at.sh"
 exp=$1 out=$2 factor=${3:-2}
 PY=${PY:-.venv/bin/python}
 for seed in ${SEEDS:-0 1 2 3}; do
@@ -27,7 +28,7 @@ for seed in ${SEEDS:-0 1 2 3}; do
       for pair in "x1 $d/$m/learner/final" "x$factor $run/learner/final"; do
         set -- $pair
         ev=$out/$suite/seed$seed/${m}_$1_eval
-        [ -f "$ev/eval.json" ] || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$2" --suite $suite --split validation \
+        scored_at_scale "$ev" || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$2" --suite $suite --split validation \
           --episodes-per-task 20 --out "$ev" > "$ev.log" 2>&1
         echo "$(date +%T) $suite s$seed $m $1 $($PY -c "import json; print(json.load(open('$ev/eval.json'))['average_success'])")"
       done

@@ -12,6 +12,7 @@
 #          old=runs/exp_a/lh/seed{seed}/lwd/learner/final new=runs/exp_b/lh/seed{seed}/lwd/learner/final
 #        .venv/bin/python tools/online_arms_compare.py runs/val40 old new
 set -eu
+source "$(dirname "$0")/scored_at.sh"
 out=$1 suite=$2 episodes=$3
 shift 3
 LWD=${LWD:-.venv/bin/lwd}
@@ -21,7 +22,7 @@ for seed in ${SEEDS:-0 1 2}; do
     checkpoint=${pattern//\{seed\}/$seed} run=$out/${arm}_s$seed
     if [ ! -d "$checkpoint" ]; then echo "$(date +%T) $arm s$seed: no $checkpoint, skipped"; continue; fi
     mkdir -p "$run"
-    [ -f "$run/eval/eval.json" ] || "$LWD" eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$checkpoint" --suite "$suite" --split validation \
+    scored_at_scale "$run/eval" || "$LWD" eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$checkpoint" --suite "$suite" --split validation \
       --episodes-per-task "$episodes" --out "$run/eval" > "$run/eval.log" 2>&1
     echo "$(date +%T) $arm s$seed $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['average_success'])" "$run/eval/eval.json")"
   done

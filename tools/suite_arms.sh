@@ -9,12 +9,13 @@
 #   e.g. tools/suite_arms.sh runs/exp lh_arms lh priorhgd --lwd.prior-data hg-dagger
 #   .venv/bin/python tools/online_arms_compare.py OUT_DIR default ARM   (paired, per seed and pooled)
 set -eu
+source "$(dirname "$0")/scored_at.sh"
 exp=$1 out=$2 suite=$3 arm=$4
 shift 4
 PY=${PY:-.venv/bin/python}
 preset() { $PY -c "import json; print(json.load(open('$exp/experiment_config.json'))['presets']['$suite']['$1'])"; }
 evaluate() {  # CHECKPOINT OUT
-  [ -f "$2/eval.json" ] || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$1" --suite "$suite" --split validation \
+  scored_at_scale "$2" || $PY -m lwd.cli eval --noise-scale "${SCORE_NOISE_SCALE:-0}" --checkpoint "$1" --suite "$suite" --split validation \
     --episodes-per-task 20 --out "$2" > "$2.log" 2>&1
   $PY -c "import json; print(json.load(open('$2/eval.json'))['average_success'])"
 }

@@ -45,6 +45,7 @@ import random
 import sqlite3
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -485,10 +486,14 @@ class EpisodeStore:
         rows = self._db().execute("SELECT seq FROM episodes WHERE robot_id = ?", (robot_id,)).fetchall()
         return {int(r[0]) for r in rows}
 
-    def instructions(self, robot_id: str) -> set[str]:
-        """Every instruction the robot's committed episodes were given, quarantined ones included."""
-        rows = self._db().execute("SELECT DISTINCT instruction FROM episodes WHERE robot_id = ?", (robot_id,))
-        return {str(r[0]) for r in rows.fetchall()}
+    def simulated_instructions(self) -> dict[str, set[str]]:
+        """Per task, every instruction its simulated (seeded) episodes were given, quarantined
+        ones included; hardware episodes (no seed) carry free wording and are left out."""
+        rows = self._db().execute("SELECT DISTINCT task, instruction FROM episodes WHERE seed IS NOT NULL")
+        instructions: dict[str, set[str]] = defaultdict(set)
+        for task, instruction in rows.fetchall():
+            instructions[str(task)].add(str(instruction))
+        return dict(instructions)
 
     def lease(self, robot_id: str, wait_seconds: float = 0.0) -> RobotLease:
         """Claim `robot_id` for this process (see lwd.data.lease); RobotLeaseError while

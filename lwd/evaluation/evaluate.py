@@ -168,6 +168,8 @@ def run_policy_episodes(
     generators = episode_generators(noise_seed, jobs)
     batch = max_live or max(len(jobs), 1)
     if best_of_n > 1:
+        if noise_scale != 1.0:
+            raise ValueError(f"best-of-{best_of_n} samples its candidates at noise scale 1, not {noise_scale:g}")
         from lwd.evaluation.ceiling import CriticScorer, load_critic, run_best_of_n_episodes  # imports this module
 
         scorer = CriticScorer(load_critic(critic), encoder)

@@ -189,15 +189,17 @@ def check_task_definitions(config: CollectConfig, store: EpisodeStore) -> None:
 
     Resuming skips every committed seq, so a store written before a task was redefined (the
     `lh` chains got a fourth stage and new instructions on 2026-12-04) would otherwise be reused
-    whole and silently. Collected episodes are always given one of the task's phrasings, so an
-    instruction the task no longer has is the mark of the old definition.
+    whole and silently, and trained on with the new episodes. A simulated robot (collection, the
+    fleet) always words an episode with one of the task's training phrasings, so a simulated
+    episode with an instruction the task no longer has is the mark of the old definition.
     """
+    found = store.simulated_instructions()
     for task in config.task_names():
         phrasings = task_phrasings(task)
-        unknown = store.instructions(config.robot_id(task)) - set(phrasings.train)
+        unknown = found.get(task, set()) - set(phrasings.train)
         if unknown:
             raise StaleStoreError(
-                f"store {store.root} holds {config.source} episodes of {task} with the instruction "
+                f"store {store.root} holds simulated episodes of {task} with the instruction "
                 f"{sorted(unknown)[0]!r}, which {task} no longer has: they were collected under an earlier "
                 f"definition of the task (today it is {task_spec(task).stages}, given e.g. {phrasings.train[0]!r}). "
                 "Collect into a new store (for `lwd demo` / `lwd experiment`, a new --workdir)."

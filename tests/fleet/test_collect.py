@@ -1,4 +1,5 @@
 import dataclasses
+import sqlite3
 
 import numpy as np
 import pytest
@@ -56,17 +57,25 @@ def episode_max_steps(task):
 
 
 def test_collect_refuses_a_store_written_under_an_earlier_task_definition(tmp_path):
-    config = CollectConfig(
-        store=str(tmp_path / "old"), tasks=("reach-v3",), episodes_per_task=1, workers=1, progress=False
-    )
+    config = CollectConfig(store=str(tmp_path), tasks=("reach-v3",), episodes_per_task=1, workers=1, progress=False)
     collect(config)
-    old = EpisodeStore(tmp_path / "old")
-    episode = old.load(old.records()[0])
-    # The same robot's episode worded as the task no longer is, as an earlier lwd wrote it. Today's
-    # store accepts free wording only from hardware (no seed), so the stand-in drops its seed.
-    stale = EpisodeStore(tmp_path / "stale")
-    stale.append(dataclasses.replace(episode, instruction="Reach the goal the old way.", seed=None))
-    resumed = dataclasses.replace(config, store=str(tmp_path / "stale"), episodes_per_task=2)
+    # The episode as an earlier lwd catalogued it: simulated, worded as the task no longer is.
+    with sqlite3.connect(tmp_path / "catalogue.sqlite") as db:
+        db.execute("UPDATE episodes SET instruction = ?", ("Reach the goal the old way.",))
     with pytest.raises(StaleStoreError, match="Reach the goal the old way"):
-        collect(resumed)
-    assert len(stale.records()) == 1
+        collect(dataclasses.replace(config, episodes_per_task=2))
+    assert len(EpisodeStore(tmp_path).records()) == 1
+
+
+def test_collect_resumes_past_canonical_wording_and_hardware_free_text(tmp_path):
+    canonical = CollectConfig(
+        store=str(tmp_path), tasks=("reach-v3",), episodes_per_task=1, phrasings="canonical", workers=1, progress=False
+    )
+    collect(canonical)
+    store = EpisodeStore(tmp_path)
+    episode = store.load(store.records()[0])
+    store.append(
+        dataclasses.replace(episode, robot_id="hardware-arm", seed=None, instruction="Tap the target, please.")
+    )
+    resumed = collect(dataclasses.replace(canonical, phrasings="train", episodes_per_task=2))
+    assert resumed.skipped == 1 and [s.seq for s in resumed.stats] == [1]
