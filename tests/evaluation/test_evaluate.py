@@ -37,6 +37,11 @@ def test_evaluation_refuses_training_seeds(untrained_checkpoint):
         run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0)), ("reach-v3", 7)], 0, 0, noise_scale=0.0)
 
 
+def test_best_of_n_refuses_a_sampling_scale_other_than_one(untrained_checkpoint):
+    with pytest.raises(ValueError, match="best-of-4 samples its candidates at noise scale 1, not 0"):
+        run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0))], 0, 0, noise_scale=0.0, best_of_n=4)
+
+
 def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoint):
     summary = evaluate(
         EvalConfig(
