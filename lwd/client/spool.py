@@ -186,6 +186,8 @@ class UploadPolicy:
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     idle_poll_s: float = 1.0  # how often an idle uploader looks for files other processes spooled
+    # while a stopping process flushes, a backoff grown during an outage must not outlast the flush
+    flush_retry_s: float = 1.0
 
     def backoff(self, failures: int) -> float:
         return random.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(failures, 30)))
@@ -200,6 +202,8 @@ class SpoolUploader:
         self._client, self._tokens = client, tokens
         self._clients: dict[str, GatewayClient] = {}
         self._wake = threading.Event()
+        self._retry_now = threading.Event()
+        self._hurried = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lwd-spool-uploader", daemon=True)
         self.delivered = 0
@@ -212,8 +216,15 @@ class SpoolUploader:
     def wake(self) -> None:
         self._wake.set()
 
+    def hurry(self) -> None:
+        """Retry now, and from here on at most `flush_retry_s` apart (the process is stopping)."""
+        self._hurried = True
+        self._retry_now.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._retry_now.set()
         self._wake.set()
         self._thread.join(timeout)
 
@@ -233,7 +244,10 @@ class SpoolUploader:
                 self.failures += 1
                 progressed, retry_in = False, self.policy.backoff(self.failures)
             if retry_in is not None:
-                self._stop.wait(retry_in)
+                if self._hurried:
+                    retry_in = min(retry_in, self.policy.flush_retry_s)
+                self._retry_now.wait(retry_in)
+                self._retry_now.clear()
             elif not progressed:
                 self._wake.wait(self.policy.idle_poll_s)
                 self._wake.clear()
@@ -347,6 +361,7 @@ class RemoteEpisodeSink:
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until this sink's robots have nothing left in the spool; False on timeout."""
         deadline = time.monotonic() + timeout
+        self.uploader.hurry()
         while self.pending():
             if time.monotonic() > deadline:
                 return False

@@ -89,6 +89,23 @@ def test_appends_survive_a_gateway_that_is_down_and_drain_when_it_comes_up(site,
     assert sorted(r.seq for r in site.store().records()) == [0, 1, 2]
 
 
+def test_a_flush_does_not_wait_out_a_backoff_grown_while_the_gateway_was_down(site, tmp_path):
+    port = free_port()
+    patient = UploadPolicy(initial_backoff_s=10_000.0, max_backoff_s=10_000.0, flush_retry_s=0.2)
+    sink = RemoteEpisodeSink(
+        f"http://127.0.0.1:{port}", {"robot-a": site.tokens["robot-a"]}, tmp_path / "spool", upload_policy=patient
+    )
+    sink.append(make_episode("robot-a", 0))
+    deadline = time.monotonic() + 10
+    while sink.uploader.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.uploader.failures > 0  # now in a backoff of up to 10,000 s
+    with gateway_thread(site, port=port):
+        assert sink.flush(20)  # the stopping robot retries at once, not after its backoff
+    sink.close()
+    assert [r.seq for r in site.store().records()] == [0]
+
+
 def test_committed_ids_is_the_union_of_gateway_ledger_and_spool(site, tmp_path):
     import httpx
 

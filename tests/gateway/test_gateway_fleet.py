@@ -31,6 +31,11 @@ def _spooled(out) -> int:
     return sum(1 for _ in (out / "robot_spools").glob("worker-*/pending/**/*.safetensors"))
 
 
+def _robot_log_tails(out) -> str:
+    """The end of each robot process's log, to say why a spool did not drain."""
+    return "\n".join("\n".join(log.read_text().splitlines()[-20:]) for log in sorted(out.glob("robot-worker-*.log")))
+
+
 def _assert_exactly_once(out) -> list:
     store, episodes = _episodes(out)
     by_robot = defaultdict(list)
@@ -78,5 +83,5 @@ def test_a_killed_gateway_and_a_killed_robot_process_lose_nothing(tiny_pipeline,
     assert set(killed) == {"gateway", "robot"} and summary["worker_restarts"] >= 2
     assert summary["env_steps"] >= 5_000  # the run finished its budget
     _assert_exactly_once(out)
-    assert _spooled(out) == 0  # everything spooled was delivered
+    assert _spooled(out) == 0, _robot_log_tails(out)  # everything spooled was delivered
     assert not [pid for pid in child_processes(os.getpid(), b"lwd.") if alive(pid)]
