@@ -189,6 +189,10 @@ class UploadPolicy:
     # while a stopping process flushes, a backoff grown during an outage must not outlast the flush
     flush_retry_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if min(self.initial_backoff_s, self.max_backoff_s, self.idle_poll_s, self.flush_retry_s) <= 0:
+            raise ValueError(f"upload policy times must be positive (a zero one spins the uploader): {self}")
+
     def backoff(self, failures: int) -> float:
         return random.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(failures, 30)))
 

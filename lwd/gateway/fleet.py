@@ -15,10 +15,12 @@ robot process or a dead gateway is restarted by `supervise`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from lwd.gateway.control import write_fleet_control
 from lwd.gateway.launch import GatewayProcess
 from lwd.gateway.robots import RobotProcessConfig, robot_arguments
 from lwd.gateway.tokens import TokenBook
+
+log = logging.getLogger(__name__)
 
 
 def robot_tokens(gateway_dir: Path, robot_ids: list[str]) -> Path:
@@ -62,6 +66,7 @@ class GatewayFleet:
         self.tokens = robot_tokens(self.gateway_dir, [s.robot_id for s in robot_specs(config)])
         self.processes: list[subprocess.Popen | None] = [None] * config.workers
         self.restarts, self.max_restarts = 0, max_restarts
+        self.flush_seconds = 30.0  # a stopping robot waits this long for its spool to drain
         self.url: str | None = None
         self._holding = False
         write_fleet_control(str(self.gateway_dir), hold=False)
@@ -76,12 +81,17 @@ class GatewayFleet:
             policy_cache=str(self.out / "robot_spools" / "policies"),
             log_dir=str(self.out),
             seed=self.seed,
-            flush_seconds=30.0,
+            flush_seconds=self.flush_seconds,
             parent_pid=os.getpid(),
+            ready_file=str(self._ready_file(index)),
             robots=self.config,
         )
 
+    def _ready_file(self, index: int) -> Path:
+        return self.out / f"robot-worker-{index}.ready"
+
     def _spawn(self, index: int) -> None:
+        self._ready_file(index).unlink(missing_ok=True)
         command = [sys.executable, "-m", "lwd.cli", "robot", *robot_arguments(self._robot_config(index))]
         with open(self.out / f"robot-worker-{index}.log", "ab") as log:
             self.processes[index] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -123,19 +133,31 @@ class GatewayFleet:
     def holding(self) -> bool:
         return self._holding
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Robots finish their episodes and drain their spools; then the gateway stops."""
-        for process in self.processes:
-            if process is not None and process.poll() is None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Robots finish their episodes and drain their spools; then the gateway stops.
+        A robot process still starting is signalled only once it handles SIGTERM (a
+        restarted one would otherwise die with its spool undrained)."""
+        timeout = self.flush_seconds + 60.0 if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        for index, process in enumerate(self.processes):
+            if process is None:
+                continue
+            while process.poll() is None and not self._ready_file(index).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        for index, process in enumerate(self.processes):
             if process is None:
                 continue
             try:
-                process.wait(timeout)
+                process.wait(max(deadline - time.monotonic(), 1.0))
             except subprocess.TimeoutExpired:
+                log.warning("robot worker %d did not stop within %.0f s; killed", index, timeout)
                 process.kill()
                 process.wait()
+                continue
+            if process.returncode != 0:
+                log.warning("robot worker %d exited with %s; see %s", index, process.returncode, self.out)
         self.gateway.stop()
 
     @property

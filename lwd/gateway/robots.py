@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class RobotProcessConfig:
     flush_seconds: float = documented(120.0, "on stop, wait this long for the spool to drain to the gateway")
     control_seconds: float = documented(0.5, "how often to ask the gateway whether the fleet is held")
     parent_pid: int = documented(0, "exit at once when this process dies (set by `lwd deploy --fleet gateway`)")
+    ready_file: str = documented(
+        "", "write this process's pid here once SIGTERM stops it cleanly; a supervisor waits for it ('' = none)"
+    )
     robots: FleetConfig = documented(FleetConfig(), "the fleet plan: suite, tasks, workers × robots, operator")
 
 
@@ -68,6 +72,11 @@ class HoldPoller:
 
 def run_robots(config: RobotProcessConfig) -> int:
     """Run this process's robots until SIGTERM/Ctrl-C; returns the exit code."""
+    stop = []  # first: a SIGTERM during the slow imports below must still flush the spool
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.append(True))
+    if config.ready_file:
+        Path(config.ready_file).write_text(str(os.getpid()))
     import torch
 
     from lwd.client.http import GatewayClient
@@ -88,9 +97,6 @@ def run_robots(config: RobotProcessConfig) -> int:
     mine = {s.robot_id: tokens[s.robot_id] for s in specs}
     verify = config.ca_file or True
     torch.set_num_threads(1)
-    stop = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.append(True))
     sink = RemoteEpisodeSink(config.gateway, mine, config.spool, verify=verify)
     source = RemotePolicySource(config.gateway, next(iter(mine.values())), config.policy_cache, verify=verify)
     control = GatewayClient(config.gateway, next(iter(mine.values())), verify=verify)

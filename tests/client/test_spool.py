@@ -106,6 +106,11 @@ def test_a_flush_does_not_wait_out_a_backoff_grown_while_the_gateway_was_down(si
     assert [r.seq for r in site.store().records()] == [0]
 
 
+def test_an_upload_policy_that_would_spin_is_refused():
+    with pytest.raises(ValueError, match="positive"):
+        UploadPolicy(flush_retry_s=0.0)
+
+
 def test_committed_ids_is_the_union_of_gateway_ledger_and_spool(site, tmp_path):
     import httpx
 

@@ -33,7 +33,9 @@ def _spooled(out) -> int:
 
 def _robot_log_tails(out) -> str:
     """The end of each robot process's log, to say why a spool did not drain."""
-    return "\n".join("\n".join(log.read_text().splitlines()[-20:]) for log in sorted(out.glob("robot-worker-*.log")))
+    return "\n".join(
+        "\n".join(log.read_text(errors="replace").splitlines()[-20:]) for log in sorted(out.glob("robot-worker-*.log"))
+    )
 
 
 def _assert_exactly_once(out) -> list:
@@ -85,3 +87,19 @@ def test_a_killed_gateway_and_a_killed_robot_process_lose_nothing(tiny_pipeline,
     _assert_exactly_once(out)
     assert _spooled(out) == 0, _robot_log_tails(out)  # everything spooled was delivered
     assert not [pid for pid in child_processes(os.getpid(), b"lwd.") if alive(pid)]
+
+
+def test_a_robot_process_stopped_while_it_restarts_still_drains_its_spool(tiny_pipeline, tmp_path):
+    out, seen = tmp_path / "run", {}
+
+    def kill_near_the_end(state):
+        seen["fleet"] = state.fleet
+        if "robot" not in seen and state.env_steps > 1_200:  # the budget ends while it restarts
+            seen["robot"] = state.fleet.processes[0].pid
+            os.kill(seen["robot"], signal.SIGKILL)
+
+    summary = deploy(_config(tiny_pipeline, out, 1_500), on_tick=kill_near_the_end)
+    assert "robot" in seen and summary["worker_restarts"] >= 1
+    assert [p.returncode for p in seen["fleet"].processes] == [0, 0]  # stopped by SIGTERM, cleanly
+    _assert_exactly_once(out)
+    assert _spooled(out) == 0, _robot_log_tails(out)
