@@ -93,8 +93,8 @@ class GatewayFleet:
     def _spawn(self, index: int) -> None:
         self._ready_file(index).unlink(missing_ok=True)
         command = [sys.executable, "-m", "lwd.cli", "robot", *robot_arguments(self._robot_config(index))]
-        with open(self.out / f"robot-worker-{index}.log", "ab") as log:
-            self.processes[index] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.out / f"robot-worker-{index}.log", "ab") as log_file:
+            self.processes[index] = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
 
     def start(self) -> None:
         self.url = self.gateway.start()
