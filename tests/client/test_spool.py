@@ -22,8 +22,8 @@ def site(tmp_path):
     return make_site(tmp_path, publish=False)
 
 
-def sink_for(url, site, tmp_path, robots=("robot-a",)):
-    return RemoteEpisodeSink(url, {r: site.tokens[r] for r in robots}, tmp_path / "spool", upload_policy=FAST)
+def sink_for(url, site, tmp_path, robots=("robot-a",), upload_policy=FAST):
+    return RemoteEpisodeSink(url, {r: site.tokens[r] for r in robots}, tmp_path / "spool", upload_policy=upload_policy)
 
 
 def test_a_spooled_episode_is_a_durable_file_before_any_upload(tmp_path):
@@ -92,9 +92,7 @@ def test_appends_survive_a_gateway_that_is_down_and_drain_when_it_comes_up(site,
 def test_a_flush_does_not_wait_out_a_backoff_grown_while_the_gateway_was_down(site, tmp_path):
     port = free_port()
     patient = UploadPolicy(initial_backoff_s=10_000.0, max_backoff_s=10_000.0, flush_retry_s=0.2)
-    sink = RemoteEpisodeSink(
-        f"http://127.0.0.1:{port}", {"robot-a": site.tokens["robot-a"]}, tmp_path / "spool", upload_policy=patient
-    )
+    sink = sink_for(f"http://127.0.0.1:{port}", site, tmp_path, upload_policy=patient)
     sink.append(make_episode("robot-a", 0))
     deadline = time.monotonic() + 10
     while sink.uploader.failures == 0 and time.monotonic() < deadline:
