@@ -71,6 +71,11 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = documented((0, 1, 2), "training seeds")
     workdir: str = documented("runs/experiment", "where runs, evaluations, tables and plots go")
     workers: int = documented(2, "parallel simulator processes (collection, fleet, evaluation)")
+    merge: tuple[str, ...] = documented(
+        (),
+        "instead of running: pool the finished results of these experiment workdirs (same preset, "
+        "different training seeds) into one set of tables and plots in --workdir; runs stay where they are",
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in EXPERIMENT_PRESETS:
@@ -80,6 +85,7 @@ class ExperimentConfig:
             raise ValueError(f"suites must be some of {sorted(EXPERIMENT_PRESETS[self.preset])}, got {self.suites}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"need at least one training seed, each once; got {self.seeds}")
+        object.__setattr__(self, "merge", tuple(self.merge))
 
 
 def _slug(name: str) -> str:
@@ -143,7 +149,10 @@ def run_seed(
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
-    """Run (or finish) every suite × seed × method; returns the path of results.md."""
+    """Run (or finish) every suite × seed × method (or, with `merge`, pool finished experiments);
+    returns the path of results.md."""
+    if config.merge:
+        return merge_experiments([Path(source) for source in config.merge], Path(config.workdir))
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     presets = EXPERIMENT_PRESETS[config.preset]
@@ -172,6 +181,64 @@ def run_experiment(config: ExperimentConfig) -> Path:
             suite_results["seconds"][str(seed)] = {"total": sum(stages.values()), **stages}
             (work / "results.json").write_text(json.dumps(results, indent=2))
     return write_tables(work, results, presets)
+
+
+def merge_experiments(sources: list[Path], work: Path) -> Path:
+    """Pool the finished seeds of several experiment workdirs into one results.json, results.md and
+    plots in `work` (the runs are read where they are). The sources must have run the same preset
+    with the same recorded settings and must not share a training seed on any suite: seeds are the
+    unit the seed-level intervals count, so a seed twice would count one run as two."""
+    if len(sources) < 2:
+        raise ValueError(f"merge needs at least two experiment workdirs, got {len(sources)}")
+    merged: dict = {"config": None, "suites": {}, "merged_from": []}
+    recorded_presets: dict[str, dict] = {}
+    for source in sources:
+        paths = source / "results.json", source / "experiment_config.json"
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{source} is not a finished experiment workdir: no {', '.join(missing)}")
+        results, recorded = (json.loads(p.read_text()) for p in paths)
+        preset_name = recorded["experiment"]["preset"]
+        if merged["config"] is None:
+            merged["config"] = {**recorded["experiment"], "seeds": [], "workdir": str(work), "merge": []}
+        elif preset_name != merged["config"]["preset"]:
+            raise ValueError(f"{source} ran preset {preset_name!r}, {sources[0]} ran {merged['config']['preset']!r}")
+        for suite_name, suite_results in results["suites"].items():
+            preset = recorded["presets"][suite_name]
+            if recorded_presets.setdefault(suite_name, preset) != preset:
+                changed = sorted(k for k in preset if preset[k] != recorded_presets[suite_name].get(k))
+                raise ValueError(f"{source} ran suite {suite_name} with other settings ({', '.join(changed)})")
+            into = merged["suites"].setdefault(suite_name, {"runs": {}, "seconds": {}})
+            repeated = sorted(set(into["seconds"]) & set(suite_results["seconds"]), key=int)
+            if repeated:
+                raise ValueError(f"training seed(s) {', '.join(repeated)} of {suite_name} appear in two sources")
+            for method, reports in suite_results["runs"].items():
+                # Reports were written under that experiment's --workdir as it was spelt then
+                # (maybe relative to another directory): find them under the source as given now.
+                into["runs"].setdefault(method, []).extend(
+                    str((source / Path(p).relative_to(recorded["experiment"]["workdir"])).resolve()) for p in reports
+                )
+            into["seconds"].update(suite_results["seconds"])
+        merged["merged_from"].append({"workdir": str(source), "seeds": results["config"]["seeds"]})
+    merged["config"]["seeds"] = sorted({int(s) for r in merged["suites"].values() for s in r["seconds"]})
+    merged["config"]["merge"] = [str(s) for s in sources]
+    unreadable = [p for r in merged["suites"].values() for ps in r["runs"].values() for p in ps if not Path(p).exists()]
+    if unreadable:
+        raise FileNotFoundError(f"{len(unreadable)} evaluation report(s) are missing, e.g. {unreadable[0]}")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "results.json").write_text(json.dumps(merged, indent=2))
+    presets = {name: Preset(**_tuples(fields)) for name, fields in recorded_presets.items()}
+    return write_tables(work, merged, presets)
+
+
+def _tuples(fields: dict) -> dict:
+    """A preset as JSON recorded it, its lists back to tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
+def _run_dirs(suite_results: dict) -> list[Path]:
+    """Each finished seed's run directory (<run>/eval/sft/eval.json), in seed order."""
+    return [Path(p).parents[2] for p in suite_results["runs"]["SFT"]]
 
 
 # -- tables and plots --------------------------------------------------------------------
@@ -319,7 +386,7 @@ def plot_methods(results: dict, methods: tuple[str, ...], path: Path, title: str
     plt.close(fig)
 
 
-def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100) -> None:
+def plot_online_curves(results: dict, path: Path, window: int = 100) -> None:
     """Rolling autonomous success of each online method's fleet over env steps (one line per seed)."""
     plt = pyplot()
     suites = list(results["suites"])
@@ -327,8 +394,8 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
     colors = {"HG-DAgger": "#DD8452", "RECAP": "#55A868", "LWD online": "#C44E52"}
     for ax, suite_name in zip(axes[0], suites):
         for name, method in ONLINE_METHODS.items():
-            for k, seed in enumerate(results["config"]["seeds"]):
-                episodes = load_episodes(work / suite_name / f"seed{seed}" / method)
+            for k, run in enumerate(_run_dirs(results["suites"][suite_name])):
+                episodes = load_episodes(run / method)
                 if not episodes:
                     continue
                 autonomous = np.array([e["success"] and e["interventions"] == 0 for e in episodes])
@@ -350,7 +417,7 @@ def plot_online_curves(work: Path, results: dict, path: Path, window: int = 100)
     plt.close(fig)
 
 
-def online_runs_table(work: Path, results: dict) -> list[str]:
+def online_runs_table(results: dict) -> list[str]:
     """What each online method got from its budget, mean over seeds: learner updates while the
     robots ran (the same for all when paced; RECAP's offline stage not counted) and the wall
     time the deploy took."""
@@ -360,7 +427,7 @@ def online_runs_table(work: Path, results: dict) -> list[str]:
     ]
     for suite_name, suite_results in results["suites"].items():
         for name, method in ONLINE_METHODS.items():
-            paths = [work / suite_name / f"seed{seed}" / method / "summary.json" for seed in suite_results["seconds"]]
+            paths = [run / method / "summary.json" for run in _run_dirs(suite_results)]
             summaries = [json.loads(p.read_text()) for p in paths if p.exists()]
             if not summaries:
                 continue
@@ -388,6 +455,10 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         "evaluation on evaluation seeds (disjoint from training), no operator. Cells: mean success over seeds, "
         "Wilson 95% interval of all pooled episodes.",
         "",
+    ]
+    lines += [
+        f"- merged: training seeds {', '.join(map(str, source['seeds']))} from `{source['workdir']}`"
+        for source in results.get("merged_from", [])
     ]
     for suite_name, preset in presets.items():
         if suite_name in results["suites"]:
@@ -442,13 +513,13 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         "",
     ]
     plot_methods(results, ABLATIONS, work / "ablations.png", "DIVL vs expectile V; adaptive vs constant τ")
-    plot_online_curves(work, results, work / "online.png")
+    plot_online_curves(results, work / "online.png")
     lines += [
         "## Online runs",
         "",
         "![online](online.png)",
         "",
-        *online_runs_table(work, results),
+        *online_runs_table(results),
         "",
         "## Wall time (minutes per suite and seed)",
         "",

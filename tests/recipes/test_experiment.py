@@ -139,3 +139,49 @@ def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_w
     online_table = text.split("## Online runs")[1].split("## Wall time")[0]
     for name in ONLINE_METHODS:
         assert any(line.startswith(f"| lh | {name} |") for line in online_table.splitlines())
+
+
+@pytest.fixture(scope="module")
+def second_seed(tmp_path_factory):
+    """Training seed 1 on `lh` alone, as a later run into its own workdir would add it."""
+    work = tmp_path_factory.mktemp("experiment_seed1")
+    run_experiment(ExperimentConfig(preset="smoke", suites=("lh",), seeds=(1,), workdir=str(work), workers=1))
+    return work
+
+
+def test_merging_two_workdirs_pools_their_seeds_into_one_table(smoke_experiment, second_seed, tmp_path):
+    first, _ = smoke_experiment
+    out = tmp_path / "merged"
+    text = run_experiment(
+        ExperimentConfig(preset="smoke", merge=(str(first), str(second_seed)), workdir=str(out))
+    ).read_text()
+    assert "Training seeds with results: mt10 0; lh 0, 1" in text
+    assert f"- merged: training seeds 1 from `{second_seed}`" in text
+    seed_level = text.split("with the training seed as the unit")[1].split("###")[0]
+    lh_cell, mt10_cell = _row(seed_level, "SFT")[1], _row(seed_level, "SFT")[0]
+    assert lh_cell.count("/") == 1 and "/" not in mt10_cell.split("per seed")[1]  # two lh seeds, one mt10 seed
+    merged = json.loads((out / "results.json").read_text())
+    for method in METHODS:
+        assert len(merged["suites"]["lh"]["runs"][method]) == 2
+    assert merged["suites"]["lh"]["runs"]["SFT"][1].startswith(str(second_seed))
+    online_table = text.split("## Online runs")[1].split("## Wall time")[0]
+    assert any(line.startswith("| lh | LWD online |") for line in online_table.splitlines())
+    assert (out / "online.png").exists() and not (out / "lh").exists()  # the runs stay where they ran
+
+
+def test_a_merge_refuses_a_seed_twice_and_sources_run_with_other_settings(smoke_experiment, tmp_path):
+    first, _ = smoke_experiment
+    with pytest.raises(ValueError, match="seed.*0 of mt10 appear in two sources"):
+        run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(first)), workdir=str(tmp_path / "a")))
+    other = tmp_path / "other"
+    other.mkdir()
+    recorded = json.loads((first / "experiment_config.json").read_text())
+    recorded["presets"]["mt10"]["online_env_steps"] += 1
+    (other / "experiment_config.json").write_text(json.dumps(recorded))
+    results = json.loads((first / "results.json").read_text())
+    results["suites"] = {"mt10": {**results["suites"]["mt10"], "seconds": {"7": {"total": 1.0}}}}
+    (other / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"mt10 with other settings \(online_env_steps\)"):
+        run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(other)), workdir=str(tmp_path / "b")))
+    with pytest.raises(FileNotFoundError, match="not a finished experiment workdir"):
+        run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(tmp_path)), workdir=str(tmp_path / "c")))
