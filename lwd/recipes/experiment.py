@@ -219,7 +219,8 @@ def merge_experiments(sources: list[Path], work: Path) -> Path:
                     str((source / Path(p).relative_to(recorded["experiment"]["workdir"])).resolve()) for p in reports
                 )
             into["seconds"].update(suite_results["seconds"])
-        merged["merged_from"].append({"workdir": str(source), "seeds": results["config"]["seeds"]})
+        finished = sorted({int(seed) for r in results["suites"].values() for seed in r["seconds"]})
+        merged["merged_from"].append({"workdir": str(source), "seeds": finished})
     merged["config"]["seeds"] = sorted({int(s) for r in merged["suites"].values() for s in r["seconds"]})
     merged["config"]["merge"] = [str(s) for s in sources]
     unreadable = [p for r in merged["suites"].values() for ps in r["runs"].values() for p in ps if not Path(p).exists()]
