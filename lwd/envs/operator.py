@@ -5,6 +5,7 @@ The same experts, wrapped with noise, also produce demonstrations and play data.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,13 @@ class OperatorConfig:
         3, "intervention budget (number of takeovers) per episode; a fleet grants it per stage of a long-horizon task"
     )
     action_noise: float = documented(0.0, "std of Gaussian noise on the operator's own actions")
+    backoff_steps: int = documented(
+        0,
+        "when the hand stays put while the operator drives and the expert asks it to move (stuck: e.g. a "
+        "gripper the policy shut above the object, which Meta-World's scripted experts keep shut and push "
+        "down forever), lift the hand and open the gripper for this many steps, then drive a whole takeover "
+        "again, as a person would back off and retry; 0 = never",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.attention <= 1.0:
@@ -43,8 +51,17 @@ class OperatorConfig:
         for name in ("deviation_steps", "stall_steps", "takeover_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_takeovers < 0 or self.action_noise < 0:
-            raise ValueError("max_takeovers and action_noise must be >= 0")
+        if self.max_takeovers < 0 or self.action_noise < 0 or self.backoff_steps < 0:
+            raise ValueError("max_takeovers, action_noise and backoff_steps must be >= 0")
+
+
+# Stuck while driving: over STUCK_STEPS driven steps the hand moved less than STUCK_METRES
+# while the expert asked for at least STUCK_PUSH of motion (about a third of full speed).
+STUCK_STEPS = 10
+STUCK_METRES = 0.005
+STUCK_PUSH = 0.3
+HAND_XYZ = slice(0, 3)  # where a Meta-World state keeps the hand (lwd.envs.cameras.PROPRIO_INDICES)
+BACKOFF_ACTION = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)  # straight up, gripper open
 
 
 def noisy(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -72,7 +89,9 @@ class ScriptedOperator:
     `stall_steps` watched steps while the policy still disagrees with the expert.
     It then drives for `takeover_steps` steps and hands back; at most `max_takeovers`
     times per episode. Because both rules need disagreement with the expert, the
-    operator never intervenes on the expert itself.
+    operator never intervenes on the expert itself. With `backoff_steps`, a takeover whose
+    hand is stuck backs off (lifts and opens the gripper) and then drives a whole takeover
+    again.
 
     The expert is consulted only when a decision needs it: the deviation rule needs the
     disagreement at every step of a run of `deviation_steps`, so the operator keeps the
@@ -96,6 +115,8 @@ class ScriptedOperator:
         self._run: list[_WatchedStep] = []  # watched steps since the last one in agreement or takeover
         self._stalled_for = 0
         self._best_progress = -np.inf
+        self._backing_off_for = 0
+        self._driven_hand: deque[np.ndarray] = deque(maxlen=STUCK_STEPS)  # the hand while the operator drives
 
     @property
     def driving(self) -> bool:
@@ -132,6 +153,7 @@ class ScriptedOperator:
             self._driving_left = cfg.takeover_steps - 1
             self._run = []
             self._stalled_for = 0
+            self._driven_hand.clear()
             self._disagreement(step)  # the expert's action at this step (usually known by now)
             return noisy(step.expert_action, cfg.action_noise, self.rng), True
         return policy_action, False
@@ -153,7 +175,26 @@ class ScriptedOperator:
         return True
 
     def _drive(self, observation: Observation) -> np.ndarray:
-        return noisy(self.expert.act(expert_state(observation)), self.config.action_noise, self.rng)
+        cfg = self.config
+        if self._backing_off_for > 0:
+            self._backing_off_for -= 1
+            return noisy(BACKOFF_ACTION, cfg.action_noise, self.rng)
+        state = expert_state(observation)
+        action = self.expert.act(state)
+        if cfg.backoff_steps and self._stuck(state[HAND_XYZ], action):
+            self._backing_off_for = cfg.backoff_steps - 1
+            self._driving_left = max(self._driving_left, cfg.backoff_steps - 1 + cfg.takeover_steps)
+            self._driven_hand.clear()
+            return noisy(BACKOFF_ACTION, cfg.action_noise, self.rng)
+        return noisy(action, cfg.action_noise, self.rng)
+
+    def _stuck(self, hand: np.ndarray, expert_action: np.ndarray) -> bool:
+        self._driven_hand.append(hand.copy())
+        return (
+            len(self._driven_hand) == STUCK_STEPS
+            and float(np.linalg.norm(self._driven_hand[-1] - self._driven_hand[0])) < STUCK_METRES
+            and float(np.linalg.norm(expert_action[HAND_XYZ])) > STUCK_PUSH
+        )
 
 
 class NoisyExpertActor:

@@ -5,7 +5,7 @@ import pytest
 
 from lwd.data.episode import validate
 from lwd.envs import make_expert, make_robot, suite
-from lwd.envs.operator import NoisyExpertActor, OperatorConfig, ScriptedOperator
+from lwd.envs.operator import BACKOFF_ACTION, NoisyExpertActor, OperatorConfig, ScriptedOperator
 from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.fleet.rollout import run_episode
 
@@ -18,6 +18,24 @@ class FrozenArm:
 
     def act(self, observation):
         return np.zeros(4, np.float32)
+
+
+class ShutGripper:
+    """A bad policy seen in the fleet: it moves like the expert but shuts the gripper above the
+    object, then stops; Meta-World's pick-place expert, taking over there, pushes the shut gripper
+    down on the puck for good."""
+
+    def __init__(self, task: str, shut_for: int = 60):
+        self.expert, self.shut_for, self.steps = make_expert(task), shut_for, 0
+
+    def reset(self):
+        self.steps = 0
+
+    def act(self, observation):
+        self.steps += 1
+        if self.steps > self.shut_for:
+            return np.zeros(4, np.float32)
+        return np.append(self.expert.act(observation.state)[:3], 1.0).astype(np.float32)
 
 
 def _rollout(task, actor, operator, seed, version=7):
@@ -65,6 +83,21 @@ def test_operator_help_rescues_a_stuck_policy():
     alone = _rollout(task, FrozenArm(), None, seed=2)
     assert helped.success and not alone.success
     assert alone.num_steps == make_robot(task).task.max_steps
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_operator_that_backs_off_when_stuck_rescues_a_shut_gripper_and_one_that_does_not_fails(seed):
+    task = "pick-place-v3"
+    outcomes = {}
+    for backoff_steps in (0, 10):
+        config = OperatorConfig(takeover_steps=100, backoff_steps=backoff_steps)
+        operator = ScriptedOperator(make_expert(task), config, np.random.default_rng(0))
+        episode = _rollout(task, ShutGripper(task), operator, seed)
+        assert episode.intervention.any()
+        outcomes[backoff_steps] = episode.success
+        backed_off = np.all(episode.actions == BACKOFF_ACTION, axis=1) & episode.intervention
+        assert backed_off.any() == bool(backoff_steps)
+    assert outcomes == {0: False, 10: True}
 
 
 def test_an_inattentive_operator_never_intervenes():
