@@ -174,7 +174,7 @@ def cmd_bench_operator(config) -> int:
         return "    -" if value is None else f"{value:5.2f}"
 
     counterfactual = "policy_alone_success" in report
-    header = f"{'task':26s} episodes  takeover  success  alone-no-takeover"
+    header = f"{'task':26s} episodes  takeover  success  alone-no-takeover  rescued"
     if counterfactual:
         header += "  policy-alone  unneeded (of episodes / of takeovers)  needed-recall"
     print(header)
@@ -182,7 +182,7 @@ def cmd_bench_operator(config) -> int:
     for task, row in rows:
         line = (
             f"{task:26s} {row['episodes']:8d}  {row['takeover']:8.2f}  {row['success']:7.2f}  "
-            f"{row['autonomous_success']:17.2f}"
+            f"{row['autonomous_success']:17.2f}  {cell(row['rescued']):>7s}"
         )
         if counterfactual:
             line += (

@@ -46,6 +46,8 @@ def gate_figures(rows: list[tuple[bool, bool, bool | None]]) -> dict:
     episode; the last is None where the probe did not run (no takeover: the episode itself
     is the policy alone, so its success is the answer).
 
+    rescued: of the episodes with a takeover, the share that succeeded (None without a takeover):
+    how well the operator's corrections end what they start.
     unneeded_takeover: share of episodes with a takeover the policy would have done without.
     unneeded_share_of_takeovers: of the episodes with a takeover, the share the policy would
     have completed alone. needed_takeover_recall: of the episodes the policy alone would
@@ -55,6 +57,7 @@ def gate_figures(rows: list[tuple[bool, bool, bool | None]]) -> dict:
         "takeover": float(np.mean([t for _, t, _ in rows])),
         "success": float(np.mean([s for s, _, _ in rows])),
         "autonomous_success": float(np.mean([s and not t for s, t, _ in rows])),
+        "rescued": _share([s for s, t, _ in rows if t]),
     }
     if any(t and alone is None for _, t, alone in rows):
         return figures  # no counterfactual
@@ -74,8 +77,9 @@ def gate_figures(rows: list[tuple[bool, bool, bool | None]]) -> dict:
 
 def run_operator_bench(config: OperatorBenchConfig) -> dict:
     """How often the deployment operator takes over, per task, from a fixed policy: the share
-    of episodes with a takeover, success with the operator, success without any takeover
-    and, with `counterfactual`, whether each takeover was needed: at the first takeover the
+    of episodes with a takeover, success with the operator, success without any takeover,
+    the success of the episodes it took over (how often its corrections rescue one) and,
+    with `counterfactual`, whether each takeover was needed: at the first takeover the
     simulator is snapshotted, the policy runs alone to the step limit, and the simulator is
     restored, so the episode goes on as it would have (lwd.fleet.counterfactual). One worker
     process; the gate is `--robots.operator.*`. The overall figures average the tasks
@@ -106,7 +110,7 @@ def run_operator_bench(config: OperatorBenchConfig) -> dict:
             )
     per_task = {task: gate_figures(r) for task, r in sorted(rows.items())}
     # Averages over tasks, not episodes: tasks with short episodes finish more of them.
-    keys = ["takeover", "success", "autonomous_success"]
+    keys = ["takeover", "success", "autonomous_success", "rescued"]
     if config.counterfactual:
         keys += ["policy_alone_success", "unneeded_takeover", "unneeded_share_of_takeovers", "needed_takeover_recall"]
     overall = {}

@@ -23,6 +23,7 @@ def _run(tiny_pipeline, tmp_path, **gate):
 def test_an_operator_who_never_watches_never_takes_over(tiny_pipeline, tmp_path):
     report = _run(tiny_pipeline, tmp_path, attention=0.0)
     assert report["takeover"] == 0.0 and report["success"] == report["autonomous_success"]
+    assert report["rescued"] is None  # nothing taken over, nothing rescued
     assert set(report["per_task"]) == set(TASKS) and report["episodes"] >= 6
     # no takeover: every episode is the policy alone, and none was unneeded
     for row in report["per_task"].values():
@@ -35,6 +36,7 @@ def test_an_operator_who_objects_to_everything_takes_over_in_every_episode(tiny_
     report = _run(tiny_pipeline, tmp_path, deviation_threshold=0.0, deviation_steps=1)
     assert all(row["takeover"] == 1.0 and row["autonomous_success"] == 0.0 for row in report["per_task"].values())
     assert report["takeover"] == 1.0
+    assert all(row["rescued"] == row["success"] for row in report["per_task"].values())
     assert json.loads((tmp_path / "operator.json").read_text())["per_task"] == report["per_task"]
     # every episode taken over at its first step: the counterfactual ran in each, and a
     # takeover was unneeded exactly where the policy alone succeeded
