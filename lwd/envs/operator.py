@@ -44,6 +44,12 @@ class OperatorConfig:
         "down forever), lift the hand and open the gripper for this many steps, then drive a whole takeover "
         "again, as a person would back off and retry; 0 = never",
     )
+    open_gripper: bool = documented(
+        False,
+        "where the expert leaves the gripper alone (grab effort 0), the operator opens it: Meta-World's "
+        "experts assume a gripper that starts open and never reopen one the policy shut, so they approach "
+        "the object with closed fingers",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.attention <= 1.0:
@@ -61,6 +67,7 @@ STUCK_STEPS = 10
 STUCK_METRES = 0.005
 STUCK_PUSH = 0.3
 HAND_XYZ = slice(0, 3)  # where a Meta-World state keeps the hand (lwd.envs.cameras.PROPRIO_INDICES)
+GRIPPER = 3  # the action's grab effort: -1 opens, +1 closes
 BACKOFF_ACTION = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)  # straight up, gripper open
 
 
@@ -155,7 +162,7 @@ class ScriptedOperator:
             self._stalled_for = 0
             self._driven_hand.clear()
             self._disagreement(step)  # the expert's action at this step (usually known by now)
-            return noisy(step.expert_action, cfg.action_noise, self.rng), True
+            return self._as_operator(step.expert_action), True
         return policy_action, False
 
     def _disagreement(self, step: _WatchedStep) -> float:
@@ -186,7 +193,15 @@ class ScriptedOperator:
             self._driving_left = max(self._driving_left, cfg.backoff_steps - 1 + cfg.takeover_steps)
             self._driven_hand.clear()
             return noisy(BACKOFF_ACTION, cfg.action_noise, self.rng)
-        return noisy(action, cfg.action_noise, self.rng)
+        return self._as_operator(action)
+
+    def _as_operator(self, expert_action: np.ndarray) -> np.ndarray:
+        """What the operator does with the expert's action: opens a gripper the expert leaves
+        alone (with `open_gripper`), and adds its own noise."""
+        if self.config.open_gripper and expert_action[GRIPPER] == 0.0:
+            expert_action = expert_action.copy()
+            expert_action[GRIPPER] = -1.0
+        return noisy(expert_action, self.config.action_noise, self.rng)
 
     def _stuck(self, hand: np.ndarray, expert_action: np.ndarray) -> bool:
         self._driven_hand.append(hand.copy())

@@ -100,6 +100,25 @@ def test_an_operator_that_backs_off_when_stuck_rescues_a_shut_gripper_and_one_th
     assert outcomes == {0: False, 10: True}
 
 
+def test_an_operator_that_opens_the_gripper_reopens_one_the_policy_shut():
+    task = "pick-place-v3"
+    opening = {}
+    for open_gripper in (False, True):
+        # The shut gripper disagrees with the expert (effort +1 against 0) from the first step:
+        # the operator takes over at step 12, the fingers half shut.
+        config = OperatorConfig(
+            deviation_threshold=0.5, deviation_steps=12, takeover_steps=40, max_takeovers=1, open_gripper=open_gripper
+        )
+        operator = ScriptedOperator(make_expert(task), config, np.random.default_rng(0))
+        episode = _rollout(task, ShutGripper(task, shut_for=15), operator, seed=0)
+        driven = np.flatnonzero(episode.intervention)
+        # Meta-World's gripper opening (1 = open) at the takeover and 10, 20, 30 steps into it
+        opening[open_gripper] = episode.observations[driven[[0, 10, 20, 30]], 3]
+    assert opening[False][0] == opening[True][0] < 0.6
+    assert opening[False][1:].max() <= opening[False][0]  # the expert's effort 0 lets it shut further
+    assert opening[True][1:].max() > opening[True][0] + 0.15
+
+
 def test_an_inattentive_operator_never_intervenes():
     operator = ScriptedOperator(make_expert("reach-v3"), OperatorConfig(attention=0.0), np.random.default_rng(0))
     assert not _rollout("reach-v3", FrozenArm(), operator, seed=0).intervention.any()
