@@ -60,12 +60,20 @@ def wandering_policy_action(expert_action: np.ndarray, step: int, rng: np.random
     return np.clip(expert_action + rng.normal(0, 0.05, 4), -1, 1).astype(np.float32)
 
 
+# How the operator drives once it took over (back-off when stuck, opening the gripper) is not
+# part of the gate and is tested on its own (tests/fleet/test_rollout.py); the reference drives
+# with the expert's actions as they are, so these gates do too.
+PLAIN_DRIVING = {"backoff_steps": 0, "open_gripper": False}
 GATES = {
-    "default": OperatorConfig(),
-    "short runs, short takeovers": OperatorConfig(deviation_steps=3, takeover_steps=4, max_takeovers=6),
-    "stall rule": OperatorConfig(stall_steps=5, stall_disagreement=0.3, progress_epsilon=0.05),
-    "half attention, noisy driving": OperatorConfig(attention=0.5, deviation_steps=4, action_noise=0.2),
-    "budget of one": OperatorConfig(deviation_steps=3, takeover_steps=5, max_takeovers=1),
+    "default": OperatorConfig(**PLAIN_DRIVING),
+    "short runs, short takeovers": OperatorConfig(
+        deviation_steps=3, takeover_steps=4, max_takeovers=6, **PLAIN_DRIVING
+    ),
+    "stall rule": OperatorConfig(stall_steps=5, stall_disagreement=0.3, progress_epsilon=0.05, **PLAIN_DRIVING),
+    "half attention, noisy driving": OperatorConfig(
+        attention=0.5, deviation_steps=4, action_noise=0.2, **PLAIN_DRIVING
+    ),
+    "budget of one": OperatorConfig(deviation_steps=3, takeover_steps=5, max_takeovers=1, **PLAIN_DRIVING),
 }
 
 

@@ -90,7 +90,7 @@ def test_an_operator_that_backs_off_when_stuck_rescues_a_shut_gripper_and_one_th
     task = "pick-place-v3"
     outcomes = {}
     for backoff_steps in (0, 10):
-        config = OperatorConfig(takeover_steps=100, backoff_steps=backoff_steps)
+        config = OperatorConfig(takeover_steps=100, backoff_steps=backoff_steps, open_gripper=False)
         operator = ScriptedOperator(make_expert(task), config, np.random.default_rng(0))
         episode = _rollout(task, ShutGripper(task), operator, seed)
         assert episode.intervention.any()
@@ -107,7 +107,12 @@ def test_an_operator_that_opens_the_gripper_reopens_one_the_policy_shut():
         # The shut gripper disagrees with the expert (effort +1 against 0) from the first step:
         # the operator takes over at step 12, the fingers half shut.
         config = OperatorConfig(
-            deviation_threshold=0.5, deviation_steps=12, takeover_steps=40, max_takeovers=1, open_gripper=open_gripper
+            deviation_threshold=0.5,
+            deviation_steps=12,
+            takeover_steps=40,
+            max_takeovers=1,
+            backoff_steps=0,
+            open_gripper=open_gripper,
         )
         operator = ScriptedOperator(make_expert(task), config, np.random.default_rng(0))
         episode = _rollout(task, ShutGripper(task, shut_for=15), operator, seed=0)
