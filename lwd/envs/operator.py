@@ -100,9 +100,9 @@ class ScriptedOperator:
     `stall_steps` watched steps while the policy still disagrees with the expert.
     It then drives for `takeover_steps` steps and hands back; at most `max_takeovers`
     times per episode. Because both rules need disagreement with the expert, the
-    operator never intervenes on the expert itself. With `backoff_steps`, a takeover whose
-    hand is stuck backs off (lifts and opens the gripper) and then drives a whole takeover
-    again.
+    operator never intervenes on the expert itself. While driving it opens a gripper the
+    expert leaves alone (`open_gripper`), and a takeover whose hand is stuck backs off
+    (`backoff_steps`: lifts and opens the gripper) and then drives a whole takeover again.
 
     The expert is consulted only when a decision needs it: the deviation rule needs the
     disagreement at every step of a run of `deviation_steps`, so the operator keeps the
