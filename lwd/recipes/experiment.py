@@ -14,7 +14,8 @@ Per suite and training seed, under <workdir>/<suite>/seed<k>/:
 Training seeds vary initialisation, batch sampling, policy noise and the SFT rollouts in the
 offline store; the demonstrations and the robots' initial states are the same for all seeds
 (the world is fixed, the learner's luck is not). Every stage is reused when finished, so a
-re-run only does what is missing.
+re-run only does what is missing. With `--starts-from`, the stages up to the deploys are read
+from finished experiments instead, so fleet settings (the operator) compare on the same starts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from lwd.configargs import documented
+from lwd.envs.operator import OperatorConfig
 from lwd.envs.tasks import task_spec
 from lwd.evaluation.compare import (
     PairedDifference,
@@ -56,6 +58,12 @@ from lwd.recipes.stages import (
 METHODS = ("SFT", "HG-DAgger", "RECAP", "LWD offline", "LWD online")
 ABLATIONS = ("LWD offline", "LWD offline, expectile V", "LWD offline, constant τ")
 ONLINE_METHODS = {"HG-DAgger": "hg-dagger", "RECAP": "recap", "LWD online": "lwd"}
+START_DIRS = {
+    "SFT": "sft",
+    "LWD offline": "offline",
+    "LWD offline, expectile V": "offline_expectile",
+    "LWD offline, constant τ": "offline_constant_tau",
+}  # the methods that are not deployed, and where each run directory keeps their final checkpoint
 BASELINES = ("SFT", "HG-DAgger", "RECAP")  # the methods LWD is measured against (SPEC §7)
 D = TypeVar("D", PairedDifference, SeedLevelDifference)  # a paired difference, by episode or by seed
 
@@ -76,6 +84,13 @@ class ExperimentConfig:
         "instead of running: pool the finished results of these experiment workdirs (same preset, "
         "different training seeds) into one set of tables and plots in --workdir; runs stay where they are",
     )
+    operator: OperatorConfig = documented(OperatorConfig(), "the scripted operator watching every deployed fleet")
+    starts_from: tuple[str, ...] = documented(
+        (),
+        "reuse the data, SFT and offline RL stages (ablations and their evaluations included) of these "
+        "finished experiment workdirs, read where they are (each seed from the one that ran it, same preset); "
+        "run only the deploys and their evaluations in --workdir: e.g. another --operator on the same starts",
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in EXPERIMENT_PRESETS:
@@ -86,6 +101,9 @@ class ExperimentConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"need at least one training seed, each once; got {self.seeds}")
         object.__setattr__(self, "merge", tuple(self.merge))
+        object.__setattr__(self, "starts_from", tuple(self.starts_from))
+        if self.merge and self.starts_from:
+            raise ValueError("--merge pools finished results; it cannot also deploy from --starts-from")
 
 
 def _slug(name: str) -> str:
@@ -107,16 +125,19 @@ class StageClock(dict):
         self.path.write_text(json.dumps(self, indent=2))
 
 
-def run_seed(
+def train_starts(
     work: Path, preset: Preset, seed: int, workers: int, quiet: bool, stages: dict[str, float]
-) -> dict[str, Path]:
-    """Every method's final checkpoint for one suite and training seed; stage wall times go to `stages`."""
+) -> tuple[str, dict[str, Path]]:
+    """The stages before the fleet for one suite and training seed: the store and the final
+    checkpoint of every method that is not deployed (SFT, LWD offline and its ablations)."""
     store, sft = sft_stage(work, preset, seed, workers, quiet, stages)
     offline_data_stage(store, sft, preset, workers, quiet, stages)
     checkpoints = {"SFT": sft}
-    checkpoints["LWD offline"] = offline_rl_stage(work / "offline", store, sft, preset, seed, quiet, stages)
+    checkpoints["LWD offline"] = offline_rl_stage(
+        work / START_DIRS["LWD offline"], store, sft, preset, seed, quiet, stages
+    )
     checkpoints["LWD offline, expectile V"] = offline_rl_stage(
-        work / "offline_expectile",
+        work / START_DIRS["LWD offline, expectile V"],
         store,
         sft,
         preset,
@@ -127,7 +148,7 @@ def run_seed(
         value_kind="expectile",
     )
     checkpoints["LWD offline, constant τ"] = offline_rl_stage(
-        work / "offline_constant_tau",
+        work / START_DIRS["LWD offline, constant τ"],
         store,
         sft,
         preset,
@@ -137,15 +158,56 @@ def run_seed(
         "offline RL (constant τ)",
         learner={"tau_mode": "constant"},
     )
+    return store, checkpoints
+
+
+def deploy_methods(
+    work: Path,
+    store: str,
+    starts: dict[str, Path],
+    preset: Preset,
+    seed: int,
+    operator: OperatorConfig,
+    quiet: bool,
+    stages: dict[str, float],
+) -> dict[str, Path]:
+    """Every online method deployed for the same budget from its start (LWD from LWD offline, the
+    baselines from SFT); returns their final checkpoints."""
+    checkpoints = {}
     for name, method in ONLINE_METHODS.items():
-        start = checkpoints["LWD offline"] if method == "lwd" else sft
+        start = starts["LWD offline"] if method == "lwd" else starts["SFT"]
         # RECAP has its own offline stage (value + conditioned policy), as long as LWD's.
         extra = {"offline_steps": preset.offline_steps} if method == "recap" else {}
         summary = deploy_stage(
-            work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}", **extra
+            work / method, method, start, store, preset, seed, quiet, stages, f"deploy {name}", operator, **extra
         )
         checkpoints[name] = Path(summary["final"])
     return checkpoints
+
+
+def finished_starts(sources: tuple[Path, ...], suite_name: str, seed: int, preset: Preset) -> Path:
+    """The run directory of `suite_name`/seed<k> in whichever source experiment finished it with
+    this preset; it must hold the store and every start checkpoint with its evaluation."""
+    for source in sources:
+        run = source / suite_name / f"seed{seed}"
+        if not run.is_dir():
+            continue
+        recorded_path = source / "experiment_config.json"
+        if not recorded_path.exists():
+            raise FileNotFoundError(f"{source} is not an experiment workdir: no {recorded_path.name}")
+        recorded = json.loads(recorded_path.read_text())["presets"].get(suite_name) or {}
+        wanted = json.loads(json.dumps(asdict(preset)))  # as JSON records it (tuples as lists)
+        if recorded != wanted:
+            changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+            raise ValueError(f"{source} ran {suite_name} with other settings ({', '.join(changed)})")
+        needed = [run / "store" / "catalogue.sqlite"]
+        for name, directory in START_DIRS.items():
+            needed += [run / directory / "final" / "manifest.json", run / "eval" / _slug(name) / "eval.json"]
+        missing = [str(p) for p in needed if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{run} has not finished its starts: no {missing[0]}")
+        return run
+    raise FileNotFoundError(f"no {suite_name} seed {seed} in --starts-from {', '.join(map(str, sources))}")
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
@@ -166,9 +228,20 @@ def run_experiment(config: ExperimentConfig) -> Path:
         suite_results = results["suites"].setdefault(suite_name, {"runs": {}, "seconds": {}})
         for seed in config.seeds:
             run = work / suite_name / f"seed{seed}"
-            print(f"[{suite_name} seed {seed}] data, SFT, offline RL (+ ablations), deploy ×{len(ONLINE_METHODS)}")
             stages = StageClock(run / "stage_seconds.json")
-            checkpoints = run_seed(run, preset, seed, config.workers, quiet, stages)
+            if config.starts_from:
+                start_run = finished_starts(tuple(map(Path, config.starts_from)), suite_name, seed, preset)
+                print(f"[{suite_name} seed {seed}] starts from {start_run}, deploy ×{len(ONLINE_METHODS)}")
+                store, starts = str(start_run / "store"), {n: start_run / d / "final" for n, d in START_DIRS.items()}
+                for name in starts:  # evaluated where they ran; read, never rewritten
+                    report = start_run / "eval" / _slug(name) / "eval.json"
+                    suite_results["runs"].setdefault(name, []).append(str(report))
+            else:
+                print(f"[{suite_name} seed {seed}] data, SFT, offline RL (+ ablations), deploy ×{len(ONLINE_METHODS)}")
+                store, starts = train_starts(run, preset, seed, config.workers, quiet, stages)
+            checkpoints = deploy_methods(run, store, starts, preset, seed, config.operator, quiet, stages)
+            if not config.starts_from:
+                checkpoints = {**starts, **checkpoints}
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
                 out = run / "eval" / _slug(name)
@@ -203,6 +276,9 @@ def merge_experiments(sources: list[Path], work: Path) -> Path:
             merged["config"] = {**recorded["experiment"], "seeds": [], "workdir": str(work), "merge": []}
         elif preset_name != merged["config"]["preset"]:
             raise ValueError(f"{source} ran preset {preset_name!r}, {sources[0]} ran {merged['config']['preset']!r}")
+        elif recorded["experiment"].get("operator") != merged["config"].get("operator"):
+            # workdirs from before the operator was recorded have none: they pool only with each other
+            raise ValueError(f"{source} deployed its fleets with another operator than {sources[0]}")
         for suite_name, suite_results in results["suites"].items():
             preset = recorded["presets"][suite_name]
             if recorded_presets.setdefault(suite_name, preset) != preset:
@@ -238,8 +314,9 @@ def _tuples(fields: dict) -> dict:
 
 
 def _run_dirs(suite_results: dict) -> list[Path]:
-    """Each finished seed's run directory (<run>/eval/sft/eval.json), in seed order."""
-    return [Path(p).parents[2] for p in suite_results["runs"]["SFT"]]
+    """Each finished seed's run directory of the deployed methods (<run>/eval/lwd_online/eval.json),
+    in seed order."""
+    return [Path(p).parents[2] for p in suite_results["runs"]["LWD online"]]
 
 
 # -- tables and plots --------------------------------------------------------------------
@@ -461,6 +538,14 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         f"- merged: training seeds {', '.join(map(str, source['seeds']))} from `{source['workdir']}`"
         for source in results.get("merged_from", [])
     ]
+    if config.get("starts_from"):
+        lines.append(
+            "- SFT, LWD offline and its ablations (and their evaluations) from `"
+            + "`, `".join(config["starts_from"])
+            + "`; the online methods deployed here"
+        )
+    if config.get("operator"):
+        lines.append("- operator of every fleet: " + ", ".join(f"{k} {v}" for k, v in config["operator"].items()))
     for suite_name, preset in presets.items():
         if suite_name in results["suites"]:
             lines.append(

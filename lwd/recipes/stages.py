@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lwd.algorithms.learner import LearnerConfig
+from lwd.envs.operator import OperatorConfig
 from lwd.evaluation.compare import scored_noise_scale
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.evaluation.gate import make_gate
@@ -171,16 +172,23 @@ def deploy_stage(
     quiet: bool,
     stages: dict[str, float],
     label: str = "deploy",
+    operator: OperatorConfig | None = None,
     **overrides: object,
 ) -> dict:
-    """Learning while deploying with `method` on a simulated fleet for the preset's budget;
-    `overrides` replace any DeployConfig field, the preset's own (e.g. `robots`) included."""
+    """Learning while deploying with `method` on a simulated fleet watched by `operator` (the
+    default one if None) for the preset's budget; `overrides` replace any DeployConfig field, the
+    preset's own (e.g. `robots`) included."""
     preset_fields = dict(
         method=method,
         checkpoint=str(checkpoint),
         offline_store=store,
         out=str(out),
-        robots=FleetConfig(suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker),
+        robots=FleetConfig(
+            suite=preset.suite,
+            tasks=preset.tasks,
+            robots_per_worker=preset.robots_per_worker,
+            operator=operator or OperatorConfig(),
+        ),
         env_steps=preset.online_env_steps,
         updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
         n_sync=preset.n_sync,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lwd.envs.operator import OperatorConfig
 from lwd.recipes.experiment import (
     ABLATIONS,
     EXPERIMENT_PRESETS,
@@ -185,3 +186,74 @@ def test_a_merge_refuses_a_seed_twice_and_sources_run_with_other_settings(smoke_
         run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(other)), workdir=str(tmp_path / "b")))
     with pytest.raises(FileNotFoundError, match="not a finished experiment workdir"):
         run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(tmp_path)), workdir=str(tmp_path / "c")))
+
+
+@pytest.fixture(scope="module")
+def redeployed(smoke_experiment, tmp_path_factory):
+    """MT10 seed 0 deployed again from the smoke experiment's starts, with another operator."""
+    source, _ = smoke_experiment
+    work = tmp_path_factory.mktemp("redeployed")
+    evaluations = sorted((source / "mt10" / "seed0" / "eval").glob("*/eval.json"))
+    before = {p: p.read_bytes() for p in evaluations}
+    config = ExperimentConfig(
+        preset="smoke",
+        suites=("mt10",),
+        seeds=(0,),
+        workdir=str(work),
+        workers=1,
+        starts_from=(str(source),),
+        operator=OperatorConfig(takeover_steps=7),
+    )
+    text = run_experiment(config).read_text()
+    return source, work, text, before
+
+
+def test_starts_from_deploys_every_online_method_from_the_source_starts_with_the_given_operator(redeployed):
+    source, work, _, _ = redeployed
+    run, start = work / "mt10" / "seed0", source / "mt10" / "seed0"
+    for method in ONLINE_METHODS.values():
+        config = json.loads((run / method / "config.json").read_text())
+        assert config["robots"]["operator"]["takeover_steps"] == 7
+        assert config["offline_store"] == str(start / "store")
+        assert config["checkpoint"] == str(start / ("offline" if method == "lwd" else "sft") / "final")
+    assert not any((run / d).exists() for d in ("store", "sft", "offline", "offline_expectile"))
+
+
+def test_starts_from_reads_the_source_evaluations_without_rewriting_them(redeployed):
+    source, work, text, before = redeployed
+    runs = json.loads((work / "results.json").read_text())["suites"]["mt10"]["runs"]
+    assert set(runs) == set(METHODS) | set(ABLATIONS)
+    assert runs["SFT"] == [str(source / "mt10" / "seed0" / "eval" / "sft" / "eval.json")]
+    assert runs["LWD online"] == [str(work / "mt10" / "seed0" / "eval" / "lwd_online" / "eval.json")]
+    assert {p: p.read_bytes() for p in before} == before
+    assert f"from `{source}`" in text and "operator of every fleet: " in text and "takeover_steps 7" in text
+    online_table = text.split("## Online runs")[1].split("## Wall time")[0]
+    assert any(line.startswith("| mt10 | RECAP |") for line in online_table.splitlines())
+
+
+def test_starts_from_refuses_a_source_without_the_seed_or_with_other_settings(smoke_experiment, tmp_path):
+    source, _ = smoke_experiment
+    with pytest.raises(FileNotFoundError, match="no mt10 seed 5 in --starts-from"):
+        run_experiment(
+            ExperimentConfig(
+                preset="smoke", suites=("mt10",), seeds=(5,), workdir=str(tmp_path / "a"), starts_from=(str(source),)
+            )
+        )
+    other = tmp_path / "other"
+    (other / "mt10").mkdir(parents=True)
+    (other / "mt10" / "seed0").symlink_to(source / "mt10" / "seed0")
+    recorded = json.loads((source / "experiment_config.json").read_text())
+    recorded["presets"]["mt10"]["offline_steps"] += 1
+    (other / "experiment_config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"ran mt10 with other settings \(offline_steps\)"):
+        run_experiment(
+            ExperimentConfig(
+                preset="smoke", suites=("mt10",), seeds=(0,), workdir=str(tmp_path / "b"), starts_from=(str(other),)
+            )
+        )
+
+
+def test_a_merge_refuses_sources_deployed_with_other_operators(smoke_experiment, redeployed, tmp_path):
+    source, work, _, _ = redeployed
+    with pytest.raises(ValueError, match="another operator"):
+        run_experiment(ExperimentConfig(preset="smoke", merge=(str(source), str(work)), workdir=str(tmp_path / "m")))
