@@ -48,12 +48,6 @@ class OperatorConfig:
         "down forever), lift the hand and open the gripper for this many steps, then drive a whole takeover "
         "again, as a person would back off and retry; 0 = never",
     )
-    backoff_holding: bool = documented(
-        True,
-        "back off also when the stuck hand holds the object (within 5 cm of it): in the fleet's peg-insert "
-        "episodes every back-off began with the peg in hand, jammed on its way in (docs/benchmarks.md, "
-        "'Every method with the new operator'); False keeps a held object in hand and lets the expert push on",
-    )
     open_gripper: bool = documented(
         True,
         "where the expert leaves the gripper alone (grab effort 0), the operator opens it: Meta-World's "
@@ -76,9 +70,7 @@ class OperatorConfig:
 STUCK_STEPS = 10
 STUCK_METRES = 0.005
 STUCK_PUSH = 0.3
-HOLDING_METRES = 0.05  # the object this close to the hand counts as held (grasped pegs: 2.6-4.6 cm)
 HAND_XYZ = slice(0, 3)  # where a Meta-World state keeps the hand (lwd.envs.cameras.PROPRIO_INDICES)
-OBJECT_XYZ = slice(4, 7)  # and the (first) object
 GRIPPER = 3  # the action's grab effort: -1 opens, +1 closes
 BACKOFF_ACTION = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)  # straight up, gripper open
 
@@ -200,7 +192,7 @@ class ScriptedOperator:
             return noisy(BACKOFF_ACTION, cfg.action_noise, self.rng)
         state = expert_state(observation)
         action = self.expert.act(state)
-        if cfg.backoff_steps and self._stuck(state[HAND_XYZ], action) and (cfg.backoff_holding or not _holding(state)):
+        if cfg.backoff_steps and self._stuck(state[HAND_XYZ], action):
             self._backing_off_for = cfg.backoff_steps - 1
             self._driving_left = max(self._driving_left, cfg.backoff_steps - 1 + cfg.takeover_steps)
             self._driven_hand.clear()
@@ -222,10 +214,6 @@ class ScriptedOperator:
             and float(np.linalg.norm(self._driven_hand[-1] - self._driven_hand[0])) < STUCK_METRES
             and float(np.linalg.norm(expert_action[HAND_XYZ])) > STUCK_PUSH
         )
-
-
-def _holding(state: np.ndarray) -> bool:
-    return float(np.linalg.norm(state[HAND_XYZ] - state[OBJECT_XYZ])) < HOLDING_METRES
 
 
 class NoisyExpertActor:

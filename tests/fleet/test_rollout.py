@@ -100,34 +100,6 @@ def test_an_operator_that_backs_off_when_stuck_rescues_a_shut_gripper_and_one_th
     assert outcomes == {0: False, 10: True}
 
 
-def _held_peg():
-    """A real peg-insert observation with the peg in the expert's hand, lifted off the table."""
-    task = "peg-insert-side-v3"
-    robot, expert = make_robot(task), make_expert(task)
-    observation, _ = robot.reset(seed=0)
-    table_z = observation.state[6]
-    for _ in range(robot.task.max_steps):
-        observation, *_ = robot.step(expert.act(observation.state))
-        state = observation.state
-        if np.linalg.norm(state[:3] - state[4:7]) < 0.05 and state[6] > table_z + 0.02:
-            return observation
-    raise AssertionError("the expert never lifted the peg")
-
-
-def test_an_operator_stuck_with_the_peg_in_hand_backs_off_only_if_told_to():
-    # The hand stays put (the same observation every step) while the expert asks it to carry the
-    # peg on: stuck, as a peg jammed against the box is; the operator takes over from a policy that
-    # pulls the other way.
-    held = _held_peg()
-    backed_off = {}
-    for backoff_holding in (True, False):
-        config = OperatorConfig(deviation_steps=3, takeover_steps=40, backoff_holding=backoff_holding)
-        operator = ScriptedOperator(make_expert("peg-insert-side-v3"), config, np.random.default_rng(0))
-        actions = [operator.decide(held, -np.sign(operator.expert.act(held.state)), 0.0)[0] for _ in range(30)]
-        backed_off[backoff_holding] = any(np.array_equal(a, BACKOFF_ACTION) for a in actions)
-    assert backed_off == {True: True, False: False}
-
-
 def test_an_operator_that_opens_the_gripper_reopens_one_the_policy_shut():
     task = "pick-place-v3"
     opening = {}
