@@ -289,10 +289,8 @@ def merge_experiments(sources: list[Path], work: Path) -> Path:
             if repeated:
                 raise ValueError(f"training seed(s) {', '.join(repeated)} of {suite_name} appear in two sources")
             for method, reports in suite_results["runs"].items():
-                # Reports were written under that experiment's --workdir as it was spelt then
-                # (maybe relative to another directory): find them under the source as given now.
                 into["runs"].setdefault(method, []).extend(
-                    str((source / Path(p).relative_to(recorded["experiment"]["workdir"])).resolve()) for p in reports
+                    _report_path(p, recorded["experiment"]["workdir"], source) for p in reports
                 )
             into["seconds"].update(suite_results["seconds"])
         finished = sorted({int(seed) for r in results["suites"].values() for seed in r["seconds"]})
@@ -306,6 +304,16 @@ def merge_experiments(sources: list[Path], work: Path) -> Path:
     (work / "results.json").write_text(json.dumps(merged, indent=2))
     presets = {name: Preset(**_tuples(fields)) for name, fields in recorded_presets.items()}
     return write_tables(work, merged, presets)
+
+
+def _report_path(recorded: str, recorded_workdir: str, source: Path) -> str:
+    """Where a report of `source` is now. Reports under that experiment's --workdir were written as
+    it was spelt then (maybe relative to another directory): find them under the source as given
+    now. Reports read from elsewhere (--starts-from) stay as recorded."""
+    try:
+        return str((source / Path(recorded).relative_to(recorded_workdir)).resolve())
+    except ValueError:
+        return str(Path(recorded).resolve())
 
 
 def _tuples(fields: dict) -> dict:

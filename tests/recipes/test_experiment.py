@@ -257,3 +257,22 @@ def test_a_merge_refuses_sources_deployed_with_other_operators(smoke_experiment,
     source, work, _, _ = redeployed
     with pytest.raises(ValueError, match="another operator"):
         run_experiment(ExperimentConfig(preset="smoke", merge=(str(source), str(work)), workdir=str(tmp_path / "m")))
+
+
+def test_a_merge_pools_a_workdir_that_read_its_starts_from_another(smoke_experiment, second_seed, tmp_path):
+    first, _ = smoke_experiment
+    redeployed = tmp_path / "seed1_again"
+    run_experiment(
+        ExperimentConfig(
+            preset="smoke",
+            suites=("lh",),
+            seeds=(1,),
+            workdir=str(redeployed),
+            workers=1,
+            starts_from=(str(second_seed),),
+        )
+    )
+    run_experiment(ExperimentConfig(preset="smoke", merge=(str(first), str(redeployed)), workdir=str(tmp_path / "m")))
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())["suites"]["lh"]["runs"]
+    assert merged["SFT"][1] == str(second_seed / "lh" / "seed1" / "eval" / "sft" / "eval.json")
+    assert merged["LWD online"][1] == str(redeployed / "lh" / "seed1" / "eval" / "lwd_online" / "eval.json")
