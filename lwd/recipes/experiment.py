@@ -110,6 +110,11 @@ def _slug(name: str) -> str:
     return name.lower().replace(", ", "_").replace(" ", "_").replace("τ", "tau")
 
 
+def _eval_dir(run: Path, method: str) -> Path:
+    """Where a run directory keeps the evaluation of `method` (eval.json)."""
+    return run / "eval" / _slug(method)
+
+
 class StageClock(dict):
     """Wall time of each stage of one run, kept in <run>/stage_seconds.json as soon as a stage ends
     or is interrupted. `timed` adds each attempt's time, so a stage interrupted and resumed counts
@@ -202,7 +207,7 @@ def finished_starts(sources: tuple[Path, ...], suite_name: str, seed: int, prese
             raise ValueError(f"{source} ran {suite_name} with other settings ({', '.join(changed)})")
         needed = [run / "store" / "catalogue.sqlite"]
         for name, directory in START_DIRS.items():
-            needed += [run / directory / "final" / "manifest.json", run / "eval" / _slug(name) / "eval.json"]
+            needed += [run / directory / "final" / "manifest.json", _eval_dir(run, name) / "eval.json"]
         missing = [str(p) for p in needed if not p.exists()]
         if missing:
             raise FileNotFoundError(f"{run} has not finished its starts: no {missing[0]}")
@@ -234,8 +239,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
                 print(f"[{suite_name} seed {seed}] starts from {start_run}, deploy ×{len(ONLINE_METHODS)}")
                 store, starts = str(start_run / "store"), {n: start_run / d / "final" for n, d in START_DIRS.items()}
                 for name in starts:  # evaluated where they ran; read, never rewritten
-                    report = start_run / "eval" / _slug(name) / "eval.json"
-                    suite_results["runs"].setdefault(name, []).append(str(report))
+                    suite_results["runs"].setdefault(name, []).append(str(_eval_dir(start_run, name) / "eval.json"))
             else:
                 print(f"[{suite_name} seed {seed}] data, SFT, offline RL (+ ablations), deploy ×{len(ONLINE_METHODS)}")
                 store, starts = train_starts(run, preset, seed, config.workers, quiet, stages)
@@ -244,7 +248,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
                 checkpoints = {**starts, **checkpoints}
             print(f"[{suite_name} seed {seed}] evaluation on evaluation seeds")
             for name, checkpoint in checkpoints.items():
-                out = run / "eval" / _slug(name)
+                out = _eval_dir(run, name)
                 timed(
                     stages,
                     f"eval {name}",
