@@ -13,8 +13,6 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.envs.robot import Expert, Observation, expert_state
 
-GATE_REFERENCES = ("expert", "operator")
-
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -56,17 +54,8 @@ class OperatorConfig:
         "experts assume a gripper that starts open and never reopen one the policy shut, so they approach "
         "the object with closed fingers",
     )
-    gate_against: str = documented(
-        "expert",
-        "what the gate measures the policy's action against: 'expert' (the scripted expert's action as it is) "
-        "or 'operator' (the action the operator itself would take: with `open_gripper`, the gripper opened where "
-        "the expert leaves it alone, so a policy that holds its gripper open as the operator does is not "
-        "taken over for it)",
-    )
 
     def __post_init__(self) -> None:
-        if self.gate_against not in GATE_REFERENCES:
-            raise ValueError(f"gate_against must be one of {GATE_REFERENCES}, got {self.gate_against!r}")
         if not 0.0 <= self.attention <= 1.0:
             raise ValueError(f"attention must be in [0, 1], got {self.attention}")
         for name in ("deviation_steps", "stall_steps", "takeover_steps"):
@@ -183,10 +172,7 @@ class ScriptedOperator:
     def _disagreement(self, step: _WatchedStep) -> float:
         if step.expert_action is None:
             step.expert_action = self.expert.act(step.state)
-            reference = step.expert_action
-            if self.config.gate_against == "operator":
-                reference = self._opened(reference)
-            step.disagreement = float(np.linalg.norm(step.policy_action - reference))
+            step.disagreement = float(np.linalg.norm(step.policy_action - step.expert_action))
         return step.disagreement
 
     def _run_deviates(self) -> bool:
@@ -215,15 +201,11 @@ class ScriptedOperator:
 
     def _as_operator(self, expert_action: np.ndarray) -> np.ndarray:
         """What the operator does with the expert's action: opens a gripper the expert leaves
-        alone (`_opened`), and adds its own noise."""
-        return noisy(self._opened(expert_action), self.config.action_noise, self.rng)
-
-    def _opened(self, expert_action: np.ndarray) -> np.ndarray:
-        """The expert's action with the gripper opened where it leaves it alone (with `open_gripper`)."""
+        alone (with `open_gripper`), and adds its own noise."""
         if self.config.open_gripper and expert_action[GRIPPER] == 0.0:
             expert_action = expert_action.copy()
             expert_action[GRIPPER] = -1.0
-        return expert_action
+        return noisy(expert_action, self.config.action_noise, self.rng)
 
     def _stuck(self, hand: np.ndarray, expert_action: np.ndarray) -> bool:
         self._driven_hand.append(hand.copy())

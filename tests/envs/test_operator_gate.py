@@ -117,36 +117,3 @@ def test_a_policy_that_agrees_costs_one_expert_call_per_deviation_run():
         assert not by_operator
         observation, *_, info = robot.step(action)
     assert expert.calls == 100 // config.deviation_steps
-
-
-@pytest.mark.parametrize("gate_against, taken_over", [("expert", True), ("operator", False)])
-def test_a_policy_holding_the_gripper_open_as_the_operator_does_is_taken_over_only_by_the_expert_gate(
-    gate_against, taken_over
-):
-    """Reach's expert leaves the gripper alone (effort 0) and the operator drives with it open (-1): a
-    policy that moves almost as the expert does with the gripper open deviates from the expert by just
-    over the threshold at every step, from the operator's own action by far less."""
-    task = "reach-v3"
-    expert = make_expert(task)
-    operator = ScriptedOperator(expert, OperatorConfig(gate_against=gate_against), np.random.default_rng(0))
-    robot = make_robot(task)
-    observation, info = robot.reset(3)
-    took_over, steps = False, 0
-    while not took_over and steps < 2 * OperatorConfig().deviation_steps:
-        policy_action = expert.act(observation.state).copy()
-        assert policy_action[3] == 0.0, "the test needs an expert that leaves the gripper alone"
-        policy_action[3] = -1.0
-        policy_action[2] = np.clip(policy_action[2] + 0.3, -1, 1)  # a little off the expert's path
-        action, by_operator = operator.decide(observation, policy_action, info.progress)
-        took_over |= by_operator
-        observation, _, terminated, truncated, info = robot.step(action)
-        steps += 1
-        if terminated or truncated:
-            break
-    assert steps >= OperatorConfig().deviation_steps, "the episode must last a deviation run"
-    assert took_over == taken_over
-
-
-def test_the_gate_reference_must_be_known():
-    with pytest.raises(ValueError, match="gate_against"):
-        OperatorConfig(gate_against="person")
