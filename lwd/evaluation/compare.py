@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,11 +187,25 @@ def seed_level_difference(pairs: list[tuple[dict, dict]], *, across_scales: bool
     return _over_seeds([paired_difference(b, o, across_scales=across_scales).mean for b, o in pairs])
 
 
-def seed_level_mean_of_suites(differences: list[SeedLevelDifference]) -> SeedLevelDifference:
+def seed_level_mean_of_suites(
+    differences: list[SeedLevelDifference], seeds: list[Sequence[str]] | None = None
+) -> SeedLevelDifference:
     """The unweighted mean over suites with seeds as the unit: seed k's differences on the
-    suites (independent runs) are averaged, then the interval is taken over those averages."""
+    suites (independent runs) are averaged, then the interval is taken over those averages.
+    With `seeds` (per suite, the training seed of each of its values) the suites may have run
+    different seeds: the mean is taken over the seeds every suite ran."""
     if not differences:
         raise ValueError("nothing to average")
+    if seeds is not None:
+        if len(seeds) != len(differences) or any(len(s) != len(d.per_seed) for s, d in zip(seeds, differences)):
+            raise ValueError("seeds must name the training seed of every value of every suite")
+        common = [seed for seed in seeds[0] if all(seed in other for other in seeds[1:])]
+        if not common:
+            raise ValueError("no training seed is common to every suite")
+        differences = [
+            _over_seeds([d.per_seed[list(labels).index(seed)] for seed in common])
+            for d, labels in zip(differences, seeds)
+        ]
     counts = {len(d.per_seed) for d in differences}
     if len(counts) != 1:
         raise ValueError(f"every suite needs the same number of training seeds to average them, got {sorted(counts)}")

@@ -410,11 +410,19 @@ def seed_level_table(results: dict, method: str = "LWD online") -> list[str]:
     def cell(d: SeedLevelDifference) -> str:
         return signed_interval(d.mean, d.ci95) + "; per seed " + " / ".join(f"{v:+.3f}" for v in d.per_seed)
 
+    # The training seed of each suite's values, in the order its runs were recorded.
+    seeds = [list(suite["seconds"]) for suite in results["suites"].values()]
+
     def average(diffs: list[SeedLevelDifference]) -> str:
-        if len({len(d.per_seed) for d in diffs}) != 1:
-            return "(suites have different seed counts)"
-        mean = seed_level_mean_of_suites(diffs)
-        return signed_interval(mean.mean, mean.ci95)
+        try:
+            mean = seed_level_mean_of_suites(diffs, seeds)
+        except ValueError as error:
+            return f"({error})"
+        text = signed_interval(mean.mean, mean.ci95)
+        if any(len(d.per_seed) != len(mean.per_seed) for d in diffs):
+            count = len(mean.per_seed)
+            text += f" over the {count} seed{'s' if count > 1 else ''} every suite ran"
+        return text
 
     return _versus_table(results, method, seed_level_difference, cell, average)
 
@@ -585,7 +593,7 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
         "The same differences with the training seed as the unit: the mean of each seed's paired difference, "
         "the Student-t 95% interval over seeds (wider whenever seeds differ more than their episodes explain), "
         "and each seed's value. The average over suites averages seed k's suite differences, then takes the "
-        "interval over seeds.",
+        "interval over seeds (over the seeds every suite ran, where the suites ran different ones).",
         "",
         *seed_level_table(results),
         "",

@@ -139,6 +139,20 @@ def test_the_seed_level_average_over_suites_pairs_seed_k_of_each_suite():
         seed_level_mean_of_suites([up, seed_level_difference([(_outcomes([True]), _outcomes([True]))])])
 
 
+def test_suites_that_ran_different_seeds_are_averaged_over_the_seeds_they_share():
+    gain = (_outcomes([False] * 4), _outcomes([True] * 4))
+    loss = (_outcomes([True] * 4), _outcomes([False] * 4))
+    tie = (_outcomes([True] * 4), _outcomes([True] * 4))
+    long_suite = seed_level_difference([gain, gain, loss])  # seeds 0, 1, 2: +1, +1, -1
+    short_suite = seed_level_difference([tie, gain])  # seeds 2, 0: 0, +1
+    average = seed_level_mean_of_suites([long_suite, short_suite], [["0", "1", "2"], ["2", "0"]])
+    assert average.per_seed == pytest.approx((1.0, -0.5))  # seed 0: (1 + 1) / 2; seed 2: (-1 + 0) / 2
+    with pytest.raises(ValueError, match="no training seed is common"):
+        seed_level_mean_of_suites([long_suite, short_suite], [["0", "1", "2"], ["7", "8"]])
+    with pytest.raises(ValueError, match="every value of every suite"):
+        seed_level_mean_of_suites([long_suite, short_suite], [["0", "1"], ["2", "0"]])
+
+
 def _report_with_outcomes(path, successes: list[bool]) -> str:
     path.mkdir(parents=True)
     rate = sum(successes) / len(successes)

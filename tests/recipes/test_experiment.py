@@ -161,6 +161,7 @@ def test_merging_two_workdirs_pools_their_seeds_into_one_table(smoke_experiment,
     seed_level = text.split("with the training seed as the unit")[1].split("###")[0]
     lh_cell, mt10_cell = _row(seed_level, "SFT")[1], _row(seed_level, "SFT")[0]
     assert lh_cell.count("/") == 1 and "/" not in mt10_cell.split("per seed")[1]  # two lh seeds, one mt10 seed
+    assert _row(seed_level, "SFT")[2].endswith("over the 1 seed every suite ran")  # seed 0, not lh's seed 1
     merged = json.loads((out / "results.json").read_text())
     for method in METHODS:
         assert len(merged["suites"]["lh"]["runs"][method]) == 2
