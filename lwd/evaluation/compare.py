@@ -196,20 +196,19 @@ def seed_level_mean_of_suites(
     different seeds: the mean is taken over the seeds every suite ran."""
     if not differences:
         raise ValueError("nothing to average")
+    values = [d.per_seed for d in differences]
     if seeds is not None:
-        if len(seeds) != len(differences) or any(len(s) != len(d.per_seed) for s, d in zip(seeds, differences)):
+        if len(seeds) != len(differences) or any(len(s) != len(v) for s, v in zip(seeds, values)):
             raise ValueError("seeds must name the training seed of every value of every suite")
         common = [seed for seed in seeds[0] if all(seed in other for other in seeds[1:])]
         if not common:
             raise ValueError("no training seed is common to every suite")
-        differences = [
-            _over_seeds([d.per_seed[list(labels).index(seed)] for seed in common])
-            for d, labels in zip(differences, seeds)
-        ]
-    counts = {len(d.per_seed) for d in differences}
+        by_seed = [dict(zip(labels, v)) for labels, v in zip(seeds, values)]
+        values = [[suite[seed] for seed in common] for suite in by_seed]
+    counts = {len(v) for v in values}
     if len(counts) != 1:
         raise ValueError(f"every suite needs the same number of training seeds to average them, got {sorted(counts)}")
-    return _over_seeds([sum(values) / len(values) for values in zip(*(d.per_seed for d in differences))])
+    return _over_seeds([sum(per_suite) / len(per_suite) for per_suite in zip(*values)])
 
 
 def signed_interval(mean: float, ci95: tuple[float, float]) -> str:
