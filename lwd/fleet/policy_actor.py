@@ -89,7 +89,7 @@ def sample_chunks(
     sampler: FrozenSampler | None = None,
     images: np.ndarray | None = None,
     dtype: torch.dtype | None = None,
-    noise_scale: float = 1.0,
+    noise_scale: float | np.ndarray = 1.0,
 ) -> np.ndarray:
     """(B, H, A) action chunks for B robots in one batched policy call. With one generator
     per row, each row's noise depends only on its own generator, not on its batch-mates.
@@ -97,8 +97,8 @@ def sample_chunks(
     (B, S, W, 3) uint8 feeds a policy with a camera (the eager policy serves those). `dtype`
     (bfloat16) runs the velocity network's hidden layers at that precision; a `sampler`
     carries its own. `noise_scale` multiplies the flow's initial noise (the sampling temperature:
-    1 samples the policy's distribution, 0 runs the deterministic flow from x_0 = 0); the same
-    generator draws are consumed whatever the scale."""
+    1 samples the policy's distribution, 0 runs the deterministic flow from x_0 = 0), one for
+    every row or (B,) one per row; the same generator draws are consumed whatever the scale."""
     obs = torch.from_numpy(np.asarray(states, np.float32))
     instruction = torch.from_numpy(encoder.embed(instructions))
     width = policy.flat_action_dim
@@ -106,7 +106,9 @@ def sample_chunks(
         noise = torch.randn(len(obs), width, generator=generator)
     else:
         noise = torch.stack([torch.randn(width, generator=g) for g in generator])
-    if noise_scale != 1.0:
+    if np.ndim(noise_scale) == 1:
+        noise = noise * torch.as_tensor(np.asarray(noise_scale, np.float32)).unsqueeze(1)
+    elif noise_scale != 1.0:
         noise = noise * noise_scale
     if images is not None:
         return policy.sample(policy.encode(obs, instruction, torch.from_numpy(images)), noise, dtype=dtype).numpy()

@@ -95,6 +95,12 @@ class FleetConfig:
         "(1 = the policy's own distribution, the exploration the learner learns from; 0 = the deterministic flow, "
         "how `lwd eval` and the gate's evaluator score policies by default)",
     )
+    deterministic_every: int = documented(
+        0,
+        "every k-th episode of each robot (episodes 0, k, 2k, ..) acts at s = 0, the deterministic flow policies "
+        "are scored with, the others at noise_scale: failures that sampling noise hides reach the operator and "
+        "the data (0 = never)",
+    )
     operator: OperatorConfig = documented(
         OperatorConfig(), "the scripted operator watching every robot (its takeover budget counts per task stage)"
     )
@@ -108,6 +114,8 @@ class FleetConfig:
         if self.inference_dtype not in HIDDEN_DTYPES:
             raise ValueError(f"inference_dtype must be one of {tuple(HIDDEN_DTYPES)}, got {self.inference_dtype!r}")
         check_noise_scale(self.noise_scale)
+        if self.deterministic_every < 0:
+            raise ValueError(f"deterministic_every must be >= 0 (0 = never), got {self.deterministic_every}")
         if self.num_robots * ROBOT_SEED_STRIDE + ONLINE_SEED_START >= SEEDS.validation_start:
             raise ValueError(f"{self.num_robots} robots would run out of training seeds")
         chosen = suite(self.suite)
@@ -120,6 +128,11 @@ class FleetConfig:
 
     def task_names(self) -> tuple[str, ...]:
         return self.tasks or suite(self.suite).task_names
+
+    def noise_scale_of(self, seq: int) -> float:
+        """The sampling temperature a robot acts at in its episode `seq`."""
+        every = self.deterministic_every
+        return 0.0 if every and seq % every == 0 else self.noise_scale
 
     def operator_for(self, stages: int = 1) -> OperatorConfig:
         """The operator watching a task of `stages` stages: its takeover budget scales with

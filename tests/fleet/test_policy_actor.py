@@ -38,3 +38,19 @@ def test_noise_scale_zero_samples_one_chunk_per_state_whatever_the_generator():
     np.testing.assert_array_equal(chunks(1.0), default)  # scale 1 is the policy's own distribution, bit for bit
     half = chunks(0.5)
     assert not np.allclose(half[0], half[1]) and not np.allclose(half, default)  # still random, but not s = 1
+
+
+def test_a_scale_per_row_samples_each_row_as_a_call_at_its_own_scale_would():
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(PolicyConfig(hidden_dim=32, num_layers=1, context_dim=16)).eval()
+    encoder = InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+    states = np.random.default_rng(0).normal(size=(3, 39)).astype(np.float32)
+    scales = np.array([0.0, 1.0, 0.5])
+
+    def generators():
+        return [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+
+    mixed = sample_chunks(policy, encoder, states, ["reach"] * 3, generators(), noise_scale=scales)
+    for row, scale in enumerate(scales):
+        alone = sample_chunks(policy, encoder, states, ["reach"] * 3, generators(), noise_scale=float(scale))
+        np.testing.assert_allclose(mixed[row], alone[row], atol=1e-6)

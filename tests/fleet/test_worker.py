@@ -122,6 +122,30 @@ def test_a_bfloat16_fleet_samples_through_a_bfloat16_graph_and_an_unknown_precis
     assert used and all(s.dtype == torch.bfloat16 and s.checked and not s.off for s in used.values())
 
 
+def test_every_kth_episode_acts_deterministically_and_the_others_sample(tmp_path, tiny_pipeline):
+    from lwd.data.store import EpisodeStore
+
+    with pytest.raises(ValueError, match="deterministic_every"):
+        FleetConfig(deterministic_every=-1)
+    # No takeovers: what a robot does then depends only on its policy calls.
+    quiet = OperatorConfig(attention=0.0)
+    config = FleetConfig(tasks=("reach-v3",), robots_per_worker=2, deterministic_every=2, operator=quiet)
+    actions = {}
+    for noise_seed in (3, 4):
+        registry = PolicyRegistry(tmp_path / str(noise_seed) / "reg")
+        registry.publish_checkpoint(tiny_pipeline[2], learner_step=0)
+        store = EpisodeStore(tmp_path / str(noise_seed) / "store")
+        worker = RobotWorker(0, robot_specs(config), config, store, registry, seed=noise_seed)
+        worker.run(lambda store=store: len(store.records()) >= 4)
+        actions[noise_seed] = {(r.robot_id, r.seq): store.load(r).actions for r in store.records()}
+    for key in set(actions[3]) & set(actions[4]):  # the same robots' episodes under another noise seed
+        if key[1] % 2 == 0:  # episodes 0, 2, ..: the deterministic flow, whatever the noise
+            np.testing.assert_allclose(actions[3][key], actions[4][key], atol=1e-5, err_msg=str(key))
+        else:
+            assert not np.allclose(actions[3][key][:5], actions[4][key][:5]), key
+    assert {seq for _, seq in set(actions[3]) & set(actions[4])} >= {0, 1}
+
+
 def test_a_held_worker_finishes_its_episodes_starts_none_and_still_stops(tmp_path, tiny_pipeline):
     from lwd.data.store import EpisodeStore
 
