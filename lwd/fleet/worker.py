@@ -497,7 +497,7 @@ class RobotWorker:
                 sampler=self.samplers.get(version),
                 images=policy_images(policy.cameras, [r.run.observation.images for r in group]),
                 dtype=HIDDEN_DTYPES[self.config.inference_dtype],
-                noise_scale=self.config.noise_scale,
+                noise_scale=np.array([self.config.noise_scale_of(r.run.seq) for r in group]),
             )
             for robot, chunk in zip(group, chunks):
                 robot.actor.fill(chunk, version)
