@@ -6,10 +6,15 @@ from lwd.policy.flow_policy import FlowChunkPolicy, PolicyConfig
 from lwd.policy.instructions import InstructionEncoder
 
 
-def test_a_rows_chunk_depends_on_its_own_generator_not_on_its_batch_mates():
+def _tiny_policy() -> tuple[FlowChunkPolicy, InstructionEncoder]:
+    """A small untrained policy (the same weights each call) and an encoder that knows "reach"."""
     torch.manual_seed(0)
     policy = FlowChunkPolicy(PolicyConfig(hidden_dim=32, num_layers=1, context_dim=16)).eval()
-    encoder = InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+    return policy, InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+
+
+def test_a_rows_chunk_depends_on_its_own_generator_not_on_its_batch_mates():
+    policy, encoder = _tiny_policy()
     states = np.random.default_rng(0).normal(size=(3, 39)).astype(np.float32)
     together = sample_chunks(
         policy, encoder, states, ["reach"] * 3, [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
@@ -23,9 +28,7 @@ def test_a_rows_chunk_depends_on_its_own_generator_not_on_its_batch_mates():
 
 
 def test_noise_scale_zero_samples_one_chunk_per_state_whatever_the_generator():
-    torch.manual_seed(0)
-    policy = FlowChunkPolicy(PolicyConfig(hidden_dim=32, num_layers=1, context_dim=16)).eval()
-    encoder = InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+    policy, encoder = _tiny_policy()
     states = np.random.default_rng(0).normal(size=(2, 39)).astype(np.float32)[[0, 0]]
 
     def chunks(scale: float) -> np.ndarray:
@@ -41,9 +44,7 @@ def test_noise_scale_zero_samples_one_chunk_per_state_whatever_the_generator():
 
 
 def test_a_scale_per_row_samples_each_row_as_a_call_at_its_own_scale_would():
-    torch.manual_seed(0)
-    policy = FlowChunkPolicy(PolicyConfig(hidden_dim=32, num_layers=1, context_dim=16)).eval()
-    encoder = InstructionEncoder({"reach": np.full(384, 384**-0.5, np.float32)})
+    policy, encoder = _tiny_policy()
     states = np.random.default_rng(0).normal(size=(3, 39)).astype(np.float32)
     scales = np.array([0.0, 1.0, 0.5])
 
