@@ -35,6 +35,13 @@ class OperatorConfig:
     deviation_steps: int = documented(20, "take over after this many consecutive wrong-looking steps")
     stall_steps: int = documented(60, "take over after this many steps without progress while the policy disagrees")
     stall_disagreement: float = documented(1.0, "minimum L2 disagreement with the expert for a stall to count")
+    still_steps: int = documented(
+        0,
+        "also take over after this many watched steps without progress in which the hand stayed within "
+        "1 cm while the expert asks it to move (a hand stopped short of its goal, e.g. a reach that "
+        "halts 6 cm away, where the policy differs from the expert by less than stall_disagreement); "
+        "0 = never",
+    )
     progress_epsilon: float = documented(0.01, "progress gain that counts as progress")
     takeover_steps: int = documented(50, "steps the operator drives before handing control back")
     max_takeovers: int = documented(
@@ -61,8 +68,8 @@ class OperatorConfig:
         for name in ("deviation_steps", "stall_steps", "takeover_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_takeovers < 0 or self.action_noise < 0 or self.backoff_steps < 0:
-            raise ValueError("max_takeovers, action_noise and backoff_steps must be >= 0")
+        if self.max_takeovers < 0 or self.action_noise < 0 or self.backoff_steps < 0 or self.still_steps < 0:
+            raise ValueError("max_takeovers, action_noise, backoff_steps and still_steps must be >= 0")
 
 
 # Stuck while driving: over STUCK_STEPS driven steps the hand moved less than STUCK_METRES
@@ -70,6 +77,9 @@ class OperatorConfig:
 STUCK_STEPS = 10
 STUCK_METRES = 0.005
 STUCK_PUSH = 0.3
+# Still while the policy acts (OperatorConfig.still_steps): the hand stayed within STILL_METRES
+# of where it is now.
+STILL_METRES = 0.01
 HAND_XYZ = slice(0, 3)  # where a Meta-World state keeps the hand (lwd.envs.cameras.PROPRIO_INDICES)
 GRIPPER = 3  # the action's grab effort: -1 opens, +1 closes
 BACKOFF_ACTION = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)  # straight up, gripper open
@@ -97,10 +107,13 @@ class ScriptedOperator:
 
     Takes over when the policy's action stays far from the expert's for
     `deviation_steps` consecutive watched steps, or when task progress has stalled for
-    `stall_steps` watched steps while the policy still disagrees with the expert.
+    `stall_steps` watched steps while the policy still disagrees with the expert, or (with
+    `still_steps`) when progress has stalled and the hand stood still for `still_steps` watched
+    steps while the expert asks it to move.
     It then drives for `takeover_steps` steps and hands back; at most `max_takeovers`
-    times per episode. Because both rules need disagreement with the expert, the
-    operator never intervenes on the expert itself. While driving it opens a gripper the
+    times per episode. The deviation and stall rules need disagreement with the expert and
+    the still rule a hand that stays put where the expert would move it, so the operator
+    never intervenes on an expert that is not stuck itself. While driving it opens a gripper the
     expert leaves alone (`open_gripper`), and a takeover whose hand is stuck backs off
     (`backoff_steps`: lifts and opens the gripper) and then drives a whole takeover again.
 
@@ -128,6 +141,7 @@ class ScriptedOperator:
         self._best_progress = -np.inf
         self._backing_off_for = 0
         self._driven_hand: deque[np.ndarray] = deque(maxlen=STUCK_STEPS)  # the hand while the operator drives
+        self._watched_hand: deque[np.ndarray] = deque(maxlen=max(self.config.still_steps, 1))  # ... the policy acts
 
     @property
     def driving(self) -> bool:
@@ -159,12 +173,13 @@ class ScriptedOperator:
         self._run.append(step)
         deviating = len(self._run) >= cfg.deviation_steps and self._run_deviates()
         stalled = self._stalled_for >= cfg.stall_steps and self._disagreement(step) > cfg.stall_disagreement
-        if deviating or stalled:
+        if deviating or stalled or (cfg.still_steps and self._stopped_short(step)):
             self.takeovers += 1
             self._driving_left = cfg.takeover_steps - 1
             self._run = []
             self._stalled_for = 0
             self._driven_hand.clear()
+            self._watched_hand.clear()
             self._disagreement(step)  # the expert's action at this step (usually known by now)
             return self._as_operator(step.expert_action), True
         return policy_action, False
@@ -174,6 +189,19 @@ class ScriptedOperator:
             step.expert_action = self.expert.act(step.state)
             step.disagreement = float(np.linalg.norm(step.policy_action - step.expert_action))
         return step.disagreement
+
+    def _stopped_short(self, step: _WatchedStep) -> bool:
+        """Whether progress stalled and the hand stood still for the last `still_steps` watched
+        steps while the expert asks it to move; asks the expert only once both hold."""
+        window = self.config.still_steps
+        self._watched_hand.append(step.state[HAND_XYZ].copy())
+        if self._stalled_for < window or len(self._watched_hand) < window:
+            return False
+        spread = np.linalg.norm(np.asarray(self._watched_hand) - self._watched_hand[-1], axis=1).max()
+        if spread >= STILL_METRES:
+            return False
+        self._disagreement(step)
+        return float(np.linalg.norm(step.expert_action[HAND_XYZ])) > STUCK_PUSH
 
     def _run_deviates(self) -> bool:
         """Whether each of the last `deviation_steps` watched steps deviates. Asks about the

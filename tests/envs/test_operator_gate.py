@@ -117,3 +117,55 @@ def test_a_policy_that_agrees_costs_one_expert_call_per_deviation_run():
         assert not by_operator
         observation, *_, info = robot.step(action)
     assert expert.calls == 100 // config.deviation_steps
+
+
+@pytest.mark.parametrize("still_steps", [0, 30])
+def test_a_hand_stopped_short_of_its_goal_is_taken_over_by_the_still_rule_alone(still_steps):
+    """A reach that halts ~10 cm from its goal differs from the expert by less than the stall
+    and deviation thresholds (1.0), so only the still rule (`still_steps`) takes it over, once
+    progress has stalled and the hand has stood still for that many steps (the hand drifts on
+    for a few centimetres after the policy stops, so that comes well after the stop)."""
+    task = "reach-v3"
+    expert = make_expert(task)
+    operator = ScriptedOperator(expert, OperatorConfig(still_steps=still_steps), np.random.default_rng(0))
+    robot = make_robot(task)
+    observation, info = robot.reset(3)
+    stopped_at, taken_over_at = None, None
+    for step in range(robot.task.max_steps):
+        expert_action = expert.act(expert_state(observation))
+        if stopped_at is None and np.linalg.norm(expert_action[:3]) < 0.6:
+            stopped_at = step
+        policy_action = expert_action if stopped_at is None else np.zeros(4, dtype=np.float32)
+        if stopped_at is not None:
+            assert np.linalg.norm(policy_action - expert_action) < 1.0  # below both thresholds
+        action, by_operator = operator.decide(observation, policy_action, info.progress)
+        if by_operator:
+            taken_over_at = step
+            break
+        observation, _, terminated, _, info = robot.step(action)
+        assert not terminated, "the stopped policy must not reach its goal"
+    assert stopped_at is not None
+    if still_steps:
+        assert taken_over_at is not None and taken_over_at >= stopped_at + still_steps
+    else:
+        assert taken_over_at is None
+
+
+def test_the_still_rule_never_takes_over_the_expert():
+    task = "pick-place-v3"
+    expert = make_expert(task)
+    for seed in range(3):
+        operator = ScriptedOperator(expert, OperatorConfig(still_steps=10), np.random.default_rng(seed))
+        robot = make_robot(task)
+        observation, info = robot.reset(seed)
+        for _ in range(robot.task.max_steps):
+            action, by_operator = operator.decide(observation, expert.act(expert_state(observation)), info.progress)
+            assert not by_operator
+            observation, _, terminated, truncated, info = robot.step(action)
+            if terminated or truncated:
+                break
+
+
+def test_a_negative_still_steps_is_refused():
+    with pytest.raises(ValueError, match="still_steps"):
+        OperatorConfig(still_steps=-1)
