@@ -40,7 +40,8 @@ class OperatorConfig:
         "also take over after this many watched steps without progress in which the hand stayed within "
         "1 cm while the expert asks it to move (a hand stopped short of its goal, e.g. a reach that "
         "halts 6 cm away, where the policy differs from the expert by less than stall_disagreement); "
-        "0 = never",
+        "0 = never; at 10 it takes over the expert itself where it pauses (peg-insert-side's grasp), from "
+        "20 on not",
     )
     progress_epsilon: float = documented(0.01, "progress gain that counts as progress")
     takeover_steps: int = documented(50, "steps the operator drives before handing control back")

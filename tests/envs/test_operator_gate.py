@@ -151,21 +151,6 @@ def test_a_hand_stopped_short_of_its_goal_is_taken_over_by_the_still_rule_alone(
         assert taken_over_at is None
 
 
-def test_the_still_rule_never_takes_over_the_expert():
-    task = "pick-place-v3"
-    expert = make_expert(task)
-    for seed in range(3):
-        operator = ScriptedOperator(expert, OperatorConfig(still_steps=10), np.random.default_rng(seed))
-        robot = make_robot(task)
-        observation, info = robot.reset(seed)
-        for _ in range(robot.task.max_steps):
-            action, by_operator = operator.decide(observation, expert.act(expert_state(observation)), info.progress)
-            assert not by_operator
-            observation, _, terminated, truncated, info = robot.step(action)
-            if terminated or truncated:
-                break
-
-
 def test_a_negative_still_steps_is_refused():
     with pytest.raises(ValueError, match="still_steps"):
         OperatorConfig(still_steps=-1)

@@ -51,10 +51,11 @@ def _rollout(task, actor, operator, seed, version=7):
     )
 
 
+@pytest.mark.parametrize("still_steps", [0, 30], ids=["default rules", "with the still rule"])
 @pytest.mark.parametrize("task", suite("mt10").task_names)
-def test_operator_never_intervenes_on_the_expert_at_zero_noise(task):
+def test_operator_never_intervenes_on_the_expert_at_zero_noise(task, still_steps):
     expert = make_expert(task)
-    operator = ScriptedOperator(expert, OperatorConfig(), np.random.default_rng(0))
+    operator = ScriptedOperator(expert, OperatorConfig(still_steps=still_steps), np.random.default_rng(0))
     for seed in range(3):
         episode = _rollout(task, NoisyExpertActor(expert, 0.0, np.random.default_rng(seed)), operator, seed)
         assert not episode.intervention.any()
