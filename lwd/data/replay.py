@@ -38,6 +38,7 @@ from lwd.configargs import documented
 from lwd.data.episode import Episode
 from lwd.data.store import DamagedEpisode, EpisodeStore
 from lwd.envs.cameras import side_by_side
+from lwd.envs.tasks import LONG_HORIZON_OBS_DIM, stages_of
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ class ReplayConfig:
         "0 = no weighting",
     )
     recent_steps: int = documented(20_000, "the window of newest steps that `recent_fraction` draws from")
+    chunks_cross_stages: bool = documented(
+        True,
+        "a chunk that starts in one stage of a long-horizon task keeps the next stage's first actions as "
+        "policy targets; False masks them (action_mask) like actions past the episode end: they belong to "
+        "the next scene, and a policy that learns them lets go of a carried puck or stops a reach when it "
+        'expects its stage to end within the chunk (docs/benchmarks.md, "Where `lh` still fails"); the '
+        "critic sees the executed actions either way",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_cameras", tuple(self.image_cameras))
@@ -196,6 +205,7 @@ class ChunkReplay:
         self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
         self._control_end = _Growable((), np.int64)  # step -> next switch between policy and operator (or the end)
+        self._target_end = _Growable((), np.int64)  # step -> one past the last action its chunk may imitate
         self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
         self._imitable = _Growable((), np.bool_)  # step -> may HG-DAgger imitate this action
         self._num_imitable = 0
@@ -323,6 +333,7 @@ class ChunkReplay:
         flags = np.asarray(episode.intervention, bool)
         switches = np.append(1 + np.flatnonzero(flags[1:] != flags[:-1]), steps)
         self._control_end.extend(start_step + switches[np.searchsorted(switches, np.arange(steps), side="right")])
+        self._target_end.extend(start_step + self._target_ends(episode, steps))
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
         autonomous_success = bool(episode.success) and not episode.intervention.any()
@@ -335,6 +346,16 @@ class ChunkReplay:
         self._by_task = {}
         if self._images is not None:
             self._evict_before(self._images.oldest_row)
+
+    def _target_ends(self, episode: Episode, steps: int) -> np.ndarray:
+        """Per step, one past the last action its chunk's policy targets may include: the
+        episode's end, or with `chunks_cross_stages` off the end of the step's stage (read from
+        the stage one-hot of a long-horizon observation)."""
+        if self.config.chunks_cross_stages or episode.observations.shape[1] != LONG_HORIZON_OBS_DIM:
+            return np.full(steps, steps)
+        stage = stages_of(episode.observations)  # (T+1,): before each step, and after the last
+        ends = np.append(1 + np.flatnonzero(stage[1:] != stage[:-1]), steps)
+        return ends[np.searchsorted(ends, np.arange(steps), side="right")]
 
     def _evict_before(self, row: int) -> None:
         """Stop sampling every episode with an observation row before `row` (its frames were overwritten)."""
@@ -442,7 +463,7 @@ class ChunkReplay:
         )  # (B,)
 
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
-        action_mask = action_idx < end[:, None]
+        action_mask = action_idx < self._target_end.view[steps][:, None]
         action_idx = np.minimum(action_idx, end[:, None] - 1)
         if cfg.imitation_only or imitable_only:
             action_mask &= self._imitable.view[action_idx]

@@ -14,7 +14,7 @@ from lwd.envs.cameras import BadFrameError, FrameMonitor, SceneCameras, SensorCo
 from lwd.envs.phrasings import episode_instruction
 from lwd.envs.robot import Observation, StepInfo
 from lwd.envs.snapshot import SceneState, capture_scene, restore_scene
-from lwd.envs.tasks import MAX_STAGES, METAWORLD_OBS_DIM, TaskSpec, task_spec
+from lwd.envs.tasks import MAX_STAGES, METAWORLD_OBS_DIM, TaskSpec, stages_of, task_spec
 
 # Meta-World's dense shaped reward lies in [0, 10]; we expose it only as the
 # operator's sense of progress, never as the learning reward.
@@ -76,7 +76,7 @@ def stage_one_hot(stage: int) -> np.ndarray:
 
 def stage_of(state: np.ndarray) -> int:
     """The stage index encoded in a multi-stage task's observation (39 scene numbers + one-hot)."""
-    return int(np.argmax(state[METAWORLD_OBS_DIM : METAWORLD_OBS_DIM + MAX_STAGES]))
+    return int(stages_of(state[None])[0])
 
 
 @dataclass(frozen=True)

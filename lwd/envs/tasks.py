@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+import numpy as np
+
 # Meta-World v3 state observation: hand xyz, gripper, two object poses (7 each),
 # the previous frame of those 18 numbers, and the goal xyz.
 METAWORLD_OBS_DIM = 39
@@ -189,6 +191,13 @@ def _metaworld_task(name: str) -> TaskSpec:
 # same obs_dim and the policy can tell which stage it is in.
 MAX_STAGES = 5
 LONG_HORIZON_OBS_DIM = METAWORLD_OBS_DIM + MAX_STAGES
+
+
+def stages_of(states: np.ndarray) -> np.ndarray:
+    """(T,) int64: the stage index each long-horizon observation (T, LONG_HORIZON_OBS_DIM) encodes."""
+    return np.argmax(states[:, METAWORLD_OBS_DIM:LONG_HORIZON_OBS_DIM], axis=1)
+
+
 # The time limit is a pooled budget of this many steps per stage (a stage may use the
 # slack of another). Zero-noise experts finish a stage of these chains in 60-75 steps on
 # average; with the demo noise 0.3 a finished stage takes 66-93 steps on average and a

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from lwd.data.replay import ChunkReplay, MixedReplay, ReplayConfig, sample_learner_batches
 from lwd.data.store import EpisodeStore
+from lwd.envs.tasks import MAX_STAGES, METAWORLD_OBS_DIM
 from tests.conftest import make_episode
 
 
@@ -139,6 +140,50 @@ def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H
                 for i in range(episode.num_steps - t)
             )
             assert batch.return_to_go[row] == pytest.approx(monte_carlo, rel=1e-5, abs=1e-6)
+            row += 1
+
+
+def long_horizon_episode(stages: list[int], seq: int = 0):
+    """An `lh` episode of len(stages) - 1 steps whose observation i encodes stage stages[i]."""
+    episode = make_episode(seq=seq, steps=len(stages) - 1, task="lh-inspect", source="rollout")
+    observations = episode.observations.copy()
+    observations[:, METAWORLD_OBS_DIM:] = np.eye(MAX_STAGES, dtype=np.float32)[stages]
+    return replace(episode, observations=observations)
+
+
+def test_chunks_within_stages_mask_the_next_stages_actions(tmp_path):
+    # Step 2's action ends stage 0 (s_3 is in stage 1), step 4's ends stage 1; H = 3.
+    episode = long_horizon_episode([0, 0, 0, 1, 1, 2, 2])
+    across = replay_of(tmp_path / "a", [episode], chunk_len=3).gather(np.arange(6))
+    within = replay_of(tmp_path / "b", [episode], chunk_len=3, chunks_cross_stages=False).gather(np.arange(6))
+    np.testing.assert_array_equal(
+        across.action_mask, [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    )
+    np.testing.assert_array_equal(
+        within.action_mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
+    )
+    np.testing.assert_array_equal(within.actions, across.actions)  # the critic sees the executed actions
+    np.testing.assert_array_equal(within.next_obs, across.next_obs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    stage_lengths=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=MAX_STAGES), min_size=1, max_size=3),
+    H=st.integers(1, 6),
+)
+def test_chunks_within_stages_imitate_only_their_own_stage(tmp_path_factory, stage_lengths, H):
+    episodes = [
+        long_horizon_episode([k for k, n in enumerate(lengths) for _ in range(n)] + [len(lengths) - 1], seq=i)
+        for i, lengths in enumerate(stage_lengths)
+    ]
+    replay = replay_of(tmp_path_factory.mktemp("store"), episodes, chunk_len=H, chunks_cross_stages=False)
+    batch = replay.gather(np.arange(replay.num_steps))
+    row = 0
+    for episode in episodes:
+        stage = np.argmax(episode.observations[:, METAWORLD_OBS_DIM:], axis=1)
+        for t in range(episode.num_steps):
+            expected = [t + i < episode.num_steps and stage[t + i] == stage[t] for i in range(H)]
+            np.testing.assert_array_equal(batch.action_mask[row], expected)
             row += 1
 
 
