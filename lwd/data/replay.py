@@ -43,6 +43,9 @@ from lwd.envs.tasks import LONG_HORIZON_OBS_DIM, stages_of
 _log = logging.getLogger(__name__)
 
 
+STAGE_END_TARGETS = ("next", "mask", "hold")
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
@@ -75,13 +78,12 @@ class ReplayConfig:
         "0 = no weighting",
     )
     recent_steps: int = documented(20_000, "the window of newest steps that `recent_fraction` draws from")
-    chunks_cross_stages: bool = documented(
-        True,
-        "a chunk that starts in one stage of a long-horizon task keeps the next stage's first actions as "
-        "policy targets; False masks them (action_mask) like actions past the episode end: they belong to "
-        "the next scene, and a policy that learns them lets go of a carried puck or stops a reach when it "
-        'expects its stage to end within the chunk (docs/benchmarks.md, "Where `lh` still fails"); the '
-        "critic sees the executed actions either way",
+    stage_end_targets: str = documented(
+        "next",
+        "what a long-horizon chunk that runs past its stage's last step gives the policy to imitate there: "
+        "'next' the next stage's first actions as executed (in the next, reset scene); 'mask' nothing (masked "
+        "like actions past the episode end; the critic still sees the executed actions); 'hold' the stage's "
+        'last action repeated (the critic sees it too) (docs/benchmarks.md, "Where `lh` still fails")',
     )
 
     def __post_init__(self) -> None:
@@ -96,6 +98,8 @@ class ReplayConfig:
             raise ValueError(
                 f"need 0 <= recent_fraction <= 1 and recent_steps >= 1, got {self.recent_fraction}, {self.recent_steps}"
             )
+        if self.stage_end_targets not in STAGE_END_TARGETS:
+            raise ValueError(f"stage_end_targets must be one of {STAGE_END_TARGETS}, got {self.stage_end_targets!r}")
         if self.recent_fraction and self.imitation_only:
             raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 
@@ -205,7 +209,7 @@ class ChunkReplay:
         self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
         self._control_end = _Growable((), np.int64)  # step -> next switch between policy and operator (or the end)
-        self._target_end = _Growable((), np.int64)  # step -> one past the last action its chunk may imitate
+        self._stage_end = _Growable((), np.int64)  # step -> one past its stage's last step (or the episode's)
         self._terminal = _Growable((), np.bool_)  # step -> does the episode end terminally
         self._imitable = _Growable((), np.bool_)  # step -> may HG-DAgger imitate this action
         self._num_imitable = 0
@@ -333,7 +337,7 @@ class ChunkReplay:
         flags = np.asarray(episode.intervention, bool)
         switches = np.append(1 + np.flatnonzero(flags[1:] != flags[:-1]), steps)
         self._control_end.extend(start_step + switches[np.searchsorted(switches, np.arange(steps), side="right")])
-        self._target_end.extend(start_step + self._target_ends(episode, steps))
+        self._stage_end.extend(start_step + self._stage_ends(episode, steps))
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
         autonomous_success = bool(episode.success) and not episode.intervention.any()
@@ -347,11 +351,11 @@ class ChunkReplay:
         if self._images is not None:
             self._evict_before(self._images.oldest_row)
 
-    def _target_ends(self, episode: Episode, steps: int) -> np.ndarray:
-        """Per step, one past the last action its chunk's policy targets may include: the
-        episode's end, or with `chunks_cross_stages` off the end of the step's stage (read from
-        the stage one-hot of a long-horizon observation)."""
-        if self.config.chunks_cross_stages or episode.observations.shape[1] != LONG_HORIZON_OBS_DIM:
+    def _stage_ends(self, episode: Episode, steps: int) -> np.ndarray:
+        """Per step, one past the last step of its stage, read from the stage one-hot of a
+        long-horizon observation; the episode's end elsewhere (and with `stage_end_targets`
+        'next', where it is not needed)."""
+        if self.config.stage_end_targets == "next" or episode.observations.shape[1] != LONG_HORIZON_OBS_DIM:
             return np.full(steps, steps)
         stage = stages_of(episode.observations)  # (T+1,): before each step, and after the last
         ends = np.append(1 + np.flatnonzero(stage[1:] != stage[:-1]), steps)
@@ -463,8 +467,9 @@ class ChunkReplay:
         )  # (B,)
 
         action_idx = steps[:, None] + np.arange(horizon)[None, :]  # (B, H)
-        action_mask = action_idx < self._target_end.view[steps][:, None]
-        action_idx = np.minimum(action_idx, end[:, None] - 1)
+        stage_end = self._stage_end.view[steps]
+        action_mask = action_idx < (stage_end if cfg.stage_end_targets == "mask" else end)[:, None]
+        action_idx = np.minimum(action_idx, (stage_end if cfg.stage_end_targets == "hold" else end)[:, None] - 1)
         if cfg.imitation_only or imitable_only:
             action_mask &= self._imitable.view[action_idx]
 

@@ -151,19 +151,25 @@ def long_horizon_episode(stages: list[int], seq: int = 0):
     return replace(episode, observations=observations)
 
 
-def test_chunks_within_stages_mask_the_next_stages_actions(tmp_path):
+def test_chunks_past_a_stage_end_imitate_the_next_stage_nothing_or_the_last_action(tmp_path):
     # Step 2's action ends stage 0 (s_3 is in stage 1), step 4's ends stage 1; H = 3.
     episode = long_horizon_episode([0, 0, 0, 1, 1, 2, 2])
-    across = replay_of(tmp_path / "a", [episode], chunk_len=3).gather(np.arange(6))
-    within = replay_of(tmp_path / "b", [episode], chunk_len=3, chunks_cross_stages=False).gather(np.arange(6))
-    np.testing.assert_array_equal(
-        across.action_mask, [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
-    )
-    np.testing.assert_array_equal(
-        within.action_mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
-    )
-    np.testing.assert_array_equal(within.actions, across.actions)  # the critic sees the executed actions
-    np.testing.assert_array_equal(within.next_obs, across.next_obs)
+    batches = {
+        mode: replay_of(tmp_path / mode, [episode], chunk_len=3, stage_end_targets=mode).gather(np.arange(6))
+        for mode in ("next", "mask", "hold")
+    }
+    executed = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [4, 5, 5], [5, 5, 5]]
+    held = [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4], [5, 5, 5]]
+    to_episode_end = [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    to_stage_end = [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
+    for mode, indices, mask in (
+        ("next", executed, to_episode_end),
+        ("mask", executed, to_stage_end),  # the critic still sees the executed actions
+        ("hold", held, to_episode_end),
+    ):
+        np.testing.assert_array_equal(batches[mode].actions, episode.actions[indices], err_msg=mode)
+        np.testing.assert_array_equal(batches[mode].action_mask, mask, err_msg=mode)
+        np.testing.assert_array_equal(batches[mode].next_obs, batches["next"].next_obs, err_msg=mode)
 
 
 @settings(max_examples=30, deadline=None)
@@ -171,20 +177,33 @@ def test_chunks_within_stages_mask_the_next_stages_actions(tmp_path):
     stage_lengths=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=MAX_STAGES), min_size=1, max_size=3),
     H=st.integers(1, 6),
 )
-def test_chunks_within_stages_imitate_only_their_own_stage(tmp_path_factory, stage_lengths, H):
+def test_chunks_past_a_stage_end_follow_the_slow_reference(tmp_path_factory, stage_lengths, H):
     episodes = [
         long_horizon_episode([k for k, n in enumerate(lengths) for _ in range(n)] + [len(lengths) - 1], seq=i)
         for i, lengths in enumerate(stage_lengths)
     ]
-    replay = replay_of(tmp_path_factory.mktemp("store"), episodes, chunk_len=H, chunks_cross_stages=False)
-    batch = replay.gather(np.arange(replay.num_steps))
+    root = tmp_path_factory.mktemp("stores")
+    masked = replay_of(root / "mask", episodes, chunk_len=H, stage_end_targets="mask")
+    held = replay_of(root / "hold", episodes, chunk_len=H, stage_end_targets="hold")
+    masked, held = (replay.gather(np.arange(replay.num_steps)) for replay in (masked, held))
     row = 0
     for episode in episodes:
-        stage = np.argmax(episode.observations[:, METAWORLD_OBS_DIM:], axis=1)
-        for t in range(episode.num_steps):
-            expected = [t + i < episode.num_steps and stage[t + i] == stage[t] for i in range(H)]
-            np.testing.assert_array_equal(batch.action_mask[row], expected)
+        T, stage = episode.num_steps, np.argmax(episode.observations[:, METAWORLD_OBS_DIM:], axis=1)
+        for t in range(T):
+            stage_end = next((u for u in range(t + 1, T + 1) if stage[u] != stage[t]), T)
+            in_stage = [t + i < stage_end for i in range(H)]
+            np.testing.assert_array_equal(masked.action_mask[row], in_stage)
+            np.testing.assert_array_equal(masked.actions[row], episode.actions[[min(t + i, T - 1) for i in range(H)]])
+            np.testing.assert_array_equal(held.action_mask[row], [t + i < T for i in range(H)])
+            np.testing.assert_array_equal(
+                held.actions[row], episode.actions[[min(t + i, stage_end - 1) for i in range(H)]]
+            )
             row += 1
+
+
+def test_an_unknown_stage_end_target_is_refused():
+    with pytest.raises(ValueError, match="stage_end_targets"):
+        ReplayConfig(stage_end_targets="skip")
 
 
 def test_sampling_does_not_touch_the_disk(tmp_path):
