@@ -40,12 +40,16 @@ class EpisodeRun:
         stop_at_success: bool = True,
         extras: dict | None = None,
         on_first_takeover: Callable[[EpisodeRun, np.ndarray], None] | None = None,
+        replan_at_stage_end: bool = False,
     ):
         """`on_first_takeover(run, policy_action)` is called when the operator takes over for
         the first time in the episode, before its action is executed (e.g. to measure what
-        the policy would have done alone: lwd.fleet.counterfactual)."""
+        the policy would have done alone: lwd.fleet.counterfactual). With `replan_at_stage_end`
+        the actor is reset when a stage of a long-horizon task ends, so a chunked policy
+        replans in the next stage's scene (FleetConfig.replan_at_stage_end)."""
         self.robot, self.actor, self.operator = robot, actor, operator
         self.on_first_takeover = on_first_takeover
+        self.replan_at_stage_end = replan_at_stage_end
         self.robot_id, self.seq, self.source, self.seed = robot_id, seq, source, seed
         self.policy_version, self.stop_at_success = policy_version, stop_at_success
         self.extras = dict(extras or {})
@@ -95,7 +99,10 @@ class EpisodeRun:
             action, by_operator = policy_action, False
         # np.clip's numbers without its Python dispatch (µs per call, at every step of every robot)
         action = np.minimum(np.maximum(np.asarray(action, dtype=np.float32), -1.0), 1.0)
+        stage_score = self.info.stage_score
         self.observation, _, _, truncated, self.info = self.robot.step(action)
+        if self.replan_at_stage_end and self.info.stage_score > stage_score:
+            self.actor.reset()
         self._states.append(self.observation.state)
         for name, frames in self._frames.items():
             frames.append(self.observation.images[name])

@@ -95,6 +95,13 @@ class FleetConfig:
         "(1 = the policy's own distribution, the exploration the learner learns from; 0 = the deterministic flow, "
         "how `lwd eval` and the gate's evaluator score policies by default)",
     )
+    replan_at_stage_end: bool = documented(
+        False,
+        "a chunk that crosses a stage end of a long-horizon task is dropped there and the policy replans in "
+        "the new scene, instead of executing the rest (planned for the old scene) in it ("
+        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, docs/benchmarks.md, "
+        '"Where `lh` still fails")',
+    )
     deterministic_every: int = documented(
         0,
         "every k-th episode of each robot (episodes 0, k, 2k, ..) acts at s = 0, the deterministic flow policies "
@@ -406,6 +413,7 @@ class RobotWorker:
             policy_version=version,
             extras=extras,
             on_first_takeover=on_first_takeover,
+            replan_at_stage_end=self.config.replan_at_stage_end,
         )
 
     def _finish(self, robot: _Robot) -> None:

@@ -1,12 +1,14 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from lwd.envs import SEEDS, task_spec
+from lwd.envs import SEEDS, make_expert, make_robot, task_spec
 from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.evaluation.evaluate import (
     EvalConfig,
+    LockstepEpisodes,
     episode_generators,
     evaluate,
     run_policy_episodes,
@@ -196,3 +198,25 @@ def test_policies_are_scored_without_sampling_noise_while_robots_explore_with_it
 
     assert EvalConfig().noise_scale == 0.0 and GateConfig().evaluator_noise_scale == 0.0
     assert FleetConfig().noise_scale == 1.0
+
+
+@pytest.mark.parametrize("replan", [False, True], ids=["whole chunks", "replan at a stage end"])
+def test_a_chunk_that_crosses_a_stage_end_is_dropped_there_only_when_replanning(replan):
+    task, seed = "lh-line-up", 3
+    robot, expert = make_robot(task), make_expert(task)
+    observation, info = robot.reset(seed)
+    actions = []  # the expert's actions up to and including the one that ends the first stage
+    while info.stage_score == 0 and len(actions) < robot.task.max_steps:
+        actions.append(expert.act(observation.state))
+        observation, _, _, _, info = robot.step(actions[-1])
+    chunk = np.stack(actions + [np.zeros(4, np.float32)] * 5)
+    episodes = LockstepEpisodes([(task, seed)], "canonical", replan_at_stage_end=replan)
+    episodes.execute(0, chunk)
+    assert info.stage_score == episodes.stage_score[0] == 1 / robot.task.num_stages
+    assert episodes.steps[0] == (len(actions) if replan else len(chunk))
+    assert episodes.live[0]
+
+
+def test_best_of_n_refuses_to_replan_at_stage_ends():
+    with pytest.raises(ValueError, match="replan-at-stage-end"):
+        EvalConfig(best_of_n=4, critic="runs/lwd", noise_scale=1.0, replan_at_stage_end=True)

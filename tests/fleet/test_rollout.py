@@ -7,7 +7,7 @@ from lwd.data.episode import validate
 from lwd.envs import make_expert, make_robot, suite
 from lwd.envs.operator import BACKOFF_ACTION, NoisyExpertActor, OperatorConfig, ScriptedOperator
 from lwd.envs.phrasings import episode_instruction, task_phrasings
-from lwd.fleet.rollout import run_episode
+from lwd.fleet.rollout import EpisodeRun, run_episode
 
 
 class FrozenArm:
@@ -150,3 +150,43 @@ def test_an_episode_records_the_phrasing_its_seed_draws_and_passes_validation():
     assert episodes[0].instruction in task_phrasings("reach-v3").train
     for episode in episodes:
         validate(episode)
+
+
+class PlanCountingExpert:
+    """The expert as a chunked actor with chunks of CHUNK actions: it acts as the expert does
+    and records at which steps it starts a chunk (after `reset`, or when one runs out)."""
+
+    CHUNK = 8
+
+    def __init__(self, task: str):
+        self.expert, self.left, self.steps, self.plans_at = make_expert(task), 0, 0, []
+
+    def reset(self) -> None:
+        self.left = 0
+
+    def act(self, observation) -> np.ndarray:
+        if self.left == 0:
+            self.plans_at.append(self.steps)
+            self.left = self.CHUNK
+        self.left, self.steps = self.left - 1, self.steps + 1
+        return self.expert.act(observation.state)
+
+
+@pytest.mark.parametrize("replan", [False, True], ids=["whole chunks", "replan at a stage end"])
+def test_a_robot_replans_at_a_stage_end_only_when_asked(replan):
+    actor = PlanCountingExpert("lh-line-up")
+    run = EpisodeRun(
+        make_robot("lh-line-up"), actor, robot_id="r1", seq=0, source="rollout", seed=3, replan_at_stage_end=replan
+    )
+    stage_ends, stage_score = [], 0.0
+    while not run.step():
+        if run.info.stage_score > stage_score:
+            stage_ends.append(run.steps_taken)
+        stage_score = run.info.stage_score
+    assert run.reached_success and len(stage_ends) == run.robot.task.num_stages - 1
+    every_chunk = list(range(0, run.steps_taken, PlanCountingExpert.CHUNK))
+    if replan:
+        assert set(stage_ends) <= set(actor.plans_at)
+        assert len(actor.plans_at) > len(every_chunk)  # the stage ends fell mid-chunk here
+    else:
+        assert actor.plans_at == every_chunk
