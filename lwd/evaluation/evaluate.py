@@ -61,8 +61,8 @@ class EvalConfig:
         "a chunk that crosses a stage end of a long-horizon task is dropped there and the policy replans in "
         "the new scene, instead of executing the rest (planned for the old scene) in it "
         "(what --robots.replan-at-stage-end makes robots do; "
-        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, docs/benchmarks.md, "
-        '"Where `lh` still fails")',
+        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, "
+        'docs/benchmarks.md, "Where `lh` still fails")',
     )
     max_live_episodes: int = documented(
         100,

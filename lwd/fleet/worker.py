@@ -99,8 +99,8 @@ class FleetConfig:
         False,
         "a chunk that crosses a stage end of a long-horizon task is dropped there and the policy replans in "
         "the new scene, instead of executing the rest (planned for the old scene) in it ("
-        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, docs/benchmarks.md, "
-        '"Where `lh` still fails")',
+        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, "
+        'docs/benchmarks.md, "Where `lh` still fails")',
     )
     deterministic_every: int = documented(
         0,
