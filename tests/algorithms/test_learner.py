@@ -71,6 +71,17 @@ def test_qam_changes_only_the_policys_trainable_parameters():
     assert metrics["qam/grad_norm"] > 0
 
 
+def test_qam_trains_the_policys_encoder_when_it_is_not_frozen():
+    learner = _learner(freeze_policy_encoder=False)
+    before = _snapshot(learner)
+    batch = _batch()
+    learner.update_policy(batch.obs, batch.instruction, torch.Generator().manual_seed(2))
+    changed = _changed(before["policy"], learner.policy)
+    expert = {f"velocity_net.{name}" for name, _ in learner.policy.velocity_net.named_parameters()}
+    assert changed - expert  # some encoder weights moved, not only the action expert's
+    assert not _changed(before["reference"], learner.reference)  # the reference keeps its own encoder
+
+
 def test_the_policy_loss_sends_no_gradient_to_reference_critic_or_value():
     learner = _learner()
     batch = _batch()
