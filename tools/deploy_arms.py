@@ -13,7 +13,12 @@ the default arm on the same episodes. Resumable.
     python tools/deploy_arms.py OUT --arm lwdg995 --offline-set discount=0.995 --set discount=0.995
 
 With `--offline-set` (OfflineConfig fields) the arm trains its own LWD offline start into
-OUT/SUITE/seedN/offline_ARM from the same SFT and store.
+OUT/SUITE/seedN/offline_ARM from the same SFT and store. Policies are scored at the noise scale
+their robots ran at unless `--score-noise-scale` says otherwise; `lwd eval` and `lwd experiment`
+score at s = 0 (the deterministic flow), so pass `--score-noise-scale 0` to decide as they report:
+
+    python tools/deploy_arms.py OUT --suite lh --seeds 6 7 8 --arm lwdu60 --set updates_per_1k_env_steps=60 \
+        --score-noise-scale 0
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from lwd.evaluation.compare import scored_noise_scale
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.online import ONLINE_LEARNER
 from lwd.fleet.worker import FleetConfig
+from lwd.policy.sampling import check_noise_scale
 from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
 from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
 
@@ -123,7 +129,16 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--offline-set", dest="offline_settings", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--score-noise-scale",
+        type=float,
+        default=None,
+        help="sampling temperature when scoring the final policy (default: the robots' own, 1 unless "
+        "--set robots.noise_scale=...; lwd eval scores at 0)",
+    )
     args = parser.parse_args()
+    if args.score_noise_scale is not None:
+        check_noise_scale(args.score_noise_scale, "--score-noise-scale")  # before hours of deploys, not after
     out, preset = Path(args.out), EXPERIMENT_PRESETS["small"][args.suite]
     overrides = deploy_overrides(args.settings, preset)
     offline_overrides = parse_settings(args.offline_settings)
@@ -136,6 +151,8 @@ def main() -> None:
         start = offline if args.method == "lwd" else sft
         robots = overrides.get("robots")
         scale = robots.noise_scale if isinstance(robots, FleetConfig) else 1.0
+        if args.score_noise_scale is not None:
+            scale = args.score_noise_scale
         success = deploy_and_score(
             out, args.suite, seed, args.arm, args.method, start, store, args.workers, stages, scale, **overrides
         )
