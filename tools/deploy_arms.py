@@ -29,7 +29,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lwd.evaluation.compare import scored_noise_scale
+from lwd.evaluation.compare import scored_noise_scale, scored_unstick_steps
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.online import ONLINE_LEARNER
 from lwd.fleet.worker import FleetConfig
@@ -102,9 +102,14 @@ def deploy_and_score(
 
 def score_validation(checkpoint: Path, suite: str, scored: Path, workers: int, noise_scale: float) -> float:
     """`checkpoint`'s average success on 20 validation episodes per task, sampling at `noise_scale`,
-    scored into `scored` unless done there already at that scale."""
+    scored into `scored` unless done there already alike (scale and `EvalConfig.unstick`)."""
     report = scored / "eval.json"
-    if not (report.exists() and scored_noise_scale(json.loads(report.read_text())) == noise_scale):
+    saved = json.loads(report.read_text()) if report.exists() else None
+    scored_alike = saved and (scored_noise_scale(saved), scored_unstick_steps(saved)) == (
+        noise_scale,
+        EvalConfig.unstick.steps,
+    )
+    if not scored_alike:
         evaluate(
             EvalConfig(
                 checkpoint=str(checkpoint),

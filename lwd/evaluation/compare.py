@@ -68,6 +68,12 @@ def scored_noise_scale(report: dict) -> float:
     return float(report.get("noise_scale", report.get("config", {}).get("noise_scale", 1.0)))
 
 
+def scored_unstick_steps(report: dict) -> int:
+    """After how many stopped steps a report's scoring resampled a chunk (`EvalConfig.unstick`);
+    0 (never) for gate evaluator lines and reports from before the option existed."""
+    return int(report.get("config", {}).get("unstick", {}).get("steps", 0))
+
+
 def _episode_differences(baseline: dict, other: dict, across_scales: bool = False) -> list[int]:
     """Per evaluation episode, other's success minus baseline's (each −1, 0 or 1)."""
 
@@ -79,6 +85,12 @@ def _episode_differences(baseline: dict, other: dict, across_scales: bool = Fals
         raise ValueError(
             f"paired comparison of policies scored at different noise scales ({scales[0]:g} and {scales[1]:g}): "
             "score both alike (lwd eval --noise-scale), or compare the scales on purpose (across_scales=True)"
+        )
+    unstick = scored_unstick_steps(baseline), scored_unstick_steps(other)
+    if not across_scales and unstick[0] != unstick[1]:
+        raise ValueError(
+            f"paired comparison of policies scored with different --unstick.steps ({unstick[0]} and {unstick[1]}): "
+            "score both alike, or compare the scorings on purpose (across_scales=True)"
         )
     base, new = outcomes(baseline), outcomes(other)
     if not base or base.keys() != new.keys():
@@ -113,8 +125,8 @@ def paired_difference(baseline: dict, other: dict, *, across_scales: bool = Fals
     Both policies ran the same initial states, so the per-episode difference removes the
     spread between easy and hard seeds that two separate Wilson intervals both carry;
     that is what says whether a gain of a few points is real. Reports scored at different
-    sampling temperatures are refused unless `across_scales` (the scale moves success by
-    up to 0.1 on `lh`, docs/benchmarks.md).
+    sampling temperatures, or with different `--unstick.steps`, are refused unless
+    `across_scales` (the scale moves success by up to 0.1 on `lh`, docs/benchmarks.md).
     """
     return _summarise(_episode_differences(baseline, other, across_scales))
 

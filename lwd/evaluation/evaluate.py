@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import time
 import zlib
+from collections import deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -21,8 +22,38 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.envs import SEEDS, SensorConfig, make_robot, suite, suite_names, task_spec
 from lwd.envs.cameras import PROPRIO_DIM
+from lwd.envs.operator import HAND_XYZ, STILL_METRES
 from lwd.envs.phrasings import PHRASING_SETS
 from lwd.policy.sampling import check_noise_scale
+
+MAX_UNSTICK_STEPS = 150  # a long-horizon stage's whole time budget
+
+
+@dataclass(frozen=True)
+class UnstickConfig:
+    """Resampling a deterministic policy that has stopped. Scored at s = 0, a flow policy can
+    settle at a fixed point short of its goal (a reach that halts 0.5-2.6 cm outside the
+    success radius), which its own sampling noise at s = 1 leaves; so an episode that has
+    finished no stage for `steps` steps while its hand stayed within 1 cm (STILL_METRES)
+    samples its next chunk at `noise_scale`, and every other chunk at the scoring's own
+    temperature, from the same noise draws: an episode that never stops is scored exactly as
+    without it. 20 was chosen on validation seeds (docs/benchmarks.md, "Resampling a stopped
+    policy")."""
+
+    steps: int = documented(
+        20,
+        "steps without a finished stage, the hand within 1 cm throughout, after which the next chunk "
+        "is resampled at --unstick.noise-scale; 0 = never",
+    )
+    noise_scale: float = documented(1.0, "sampling temperature of a resampled chunk (1 = the policy's own)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.steps <= MAX_UNSTICK_STEPS:
+            raise ValueError(f"unstick steps must be in [0, {MAX_UNSTICK_STEPS}], got {self.steps}")
+        check_noise_scale(self.noise_scale, "unstick noise_scale")
+
+
+NEVER_UNSTICK = UnstickConfig(steps=0)
 
 
 @dataclass(frozen=True)
@@ -61,8 +92,14 @@ class EvalConfig:
         "a chunk that crosses a stage end of a long-horizon task is dropped there and the policy replans in "
         "the new scene, instead of executing the rest (planned for the old scene) in it "
         "(what --robots.replan-at-stage-end makes robots do; "
-        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, "
+        "off by default: +0.008 and +0.013 for LWD online on `lh` in two validation probes, +0.001 on nine "
+        "fresh policies, "
         'docs/benchmarks.md, "Where `lh` still fails")',
+    )
+    unstick: UnstickConfig = documented(
+        UnstickConfig(),
+        "resample a chunk at s = 1 where the deterministic policy has stopped short (see --unstick.steps; "
+        "best-of-N, which samples every chunk at s = 1, does without it)",
     )
     max_live_episodes: int = documented(
         100,
@@ -107,6 +144,7 @@ class EpisodeOutcome:
     steps: int
     stage_score: float  # fraction of the task's stages completed when the episode ended
     instruction: str = ""  # the wording the policy was given
+    resampled: int = 0  # chunks resampled because the policy had stopped (EvalConfig.unstick)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -156,6 +194,7 @@ def run_policy_episodes(
     critic: str = "",
     inference_dtype: str = "float32",
     replan_at_stage_end: bool = False,
+    unstick: UnstickConfig = NEVER_UNSTICK,
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None), each task worded by a
@@ -165,7 +204,9 @@ def run_policy_episodes(
     `critic` values most (mean of its heads); its first candidate is the plain policy's chunk.
     `inference_dtype` ('float32', 'bfloat16') is the precision of the velocity network's hidden
     layers (`FleetConfig.inference_dtype`); `noise_scale` multiplies the flow's initial noise;
-    `replan_at_stage_end` drops a chunk at the step that ends a stage (not with best-of-N)."""
+    `replan_at_stage_end` drops a chunk at the step that ends a stage (not with best-of-N);
+    `unstick` resamples where the policy has stopped (`UnstickConfig`; best-of-N, which samples
+    every chunk at s = 1, does without it)."""
     import torch
 
     from lwd.policy.adapter import HIDDEN_DTYPES
@@ -207,6 +248,7 @@ def run_policy_episodes(
             noise_scale=noise_scale,
             dtype=HIDDEN_DTYPES[inference_dtype],
             replan_at_stage_end=replan_at_stage_end,
+            unstick=unstick,
         )
     ]
 
@@ -234,6 +276,18 @@ class LockstepEpisodes:
         self.success = np.zeros(len(jobs), dtype=bool)
         self.stage_score = np.zeros(len(jobs), dtype=np.float64)
         self.live = np.ones(len(jobs), dtype=bool)
+        self.stage_end_step = np.zeros(len(jobs), dtype=np.int64)  # the step that ended the last stage
+        self.hands = [deque(maxlen=MAX_UNSTICK_STEPS) for _ in jobs]  # the hand after each step
+        self.resampled = np.zeros(len(jobs), dtype=np.int64)
+
+    def stopped(self, i: int, steps: int) -> bool:
+        """Whether episode `i` has finished no stage in its last `steps` steps and its hand stayed
+        within STILL_METRES of where it is now throughout them (never, when `steps` is 0)."""
+        hands = self.hands[i]
+        if steps <= 0 or self.steps[i] - self.stage_end_step[i] < steps or len(hands) < steps:
+            return False
+        recent = np.asarray([hands[k] for k in range(len(hands) - steps, len(hands))])
+        return float(np.linalg.norm(recent - recent[-1], axis=1).max()) < STILL_METRES
 
     def execute(self, i: int, actions: np.ndarray) -> None:
         """Episode `i` runs the (K, A) `actions` in order until they run out or it ends (or,
@@ -246,6 +300,9 @@ class LockstepEpisodes:
             self.frames[i] = observation.images
             stage_ended = info.stage_score > self.stage_score[i]
             self.stage_score[i] = info.stage_score
+            self.hands[i].append(observation.state[HAND_XYZ].copy())
+            if stage_ended:
+                self.stage_end_step[i] = self.steps[i]
             if terminated or truncated:
                 self.success[i] = terminated
                 self.live[i] = False
@@ -258,9 +315,9 @@ class LockstepEpisodes:
         for robot in self.robots:
             robot.close()
         return [
-            EpisodeOutcome(task, seed, bool(s), int(n), float(g), text)
-            for (task, seed), s, n, g, text in zip(
-                self.jobs, self.success, self.steps, self.stage_score, self.instructions
+            EpisodeOutcome(task, seed, bool(s), int(n), float(g), text, int(r))
+            for (task, seed), s, n, g, text, r in zip(
+                self.jobs, self.success, self.steps, self.stage_score, self.instructions, self.resampled
             )
         ]
 
@@ -276,14 +333,21 @@ def _lockstep(
     noise_scale: float,
     dtype=None,
     replan_at_stage_end: bool = False,
+    unstick: UnstickConfig = NEVER_UNSTICK,
 ) -> list[EpisodeOutcome]:
-    """Step `jobs` together until each ends, executing `execute` actions of every chunk."""
+    """Step `jobs` together until each ends, executing `execute` actions of every chunk; an
+    episode whose policy has stopped (`unstick`) samples its next chunk at `unstick.noise_scale`."""
     from lwd.fleet.policy_actor import sample_chunks
     from lwd.fleet.sensing import policy_images, policy_sensors
 
     episodes = LockstepEpisodes(jobs, phrasings, policy_sensors(policy.config), replan_at_stage_end)
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
+        scales = np.full(len(idx), noise_scale, dtype=np.float32)
+        for row, i in enumerate(idx):
+            if episodes.stopped(i, unstick.steps):
+                scales[row] = unstick.noise_scale
+                episodes.resampled[i] += 1
         chunks = sample_chunks(
             policy,
             encoder,
@@ -292,7 +356,7 @@ def _lockstep(
             [generators[i] for i in idx],
             images=policy_images(policy.cameras, [episodes.frames[i] for i in idx]),
             dtype=dtype,
-            noise_scale=noise_scale,
+            noise_scale=scales,
         )
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])
@@ -312,6 +376,7 @@ def _worker(args) -> list[EpisodeOutcome]:
         inference_dtype,
         scale,
         replan,
+        unstick,
     ) = args
     return run_policy_episodes(
         checkpoint,
@@ -325,6 +390,7 @@ def _worker(args) -> list[EpisodeOutcome]:
         inference_dtype=inference_dtype,
         noise_scale=scale,
         replan_at_stage_end=replan,
+        unstick=unstick,
     )
 
 
@@ -443,6 +509,7 @@ def evaluate(config: EvalConfig) -> dict:
             config.inference_dtype,
             config.noise_scale,
             config.replan_at_stage_end,
+            config.unstick,
         )
         for shard in shards
         if shard
@@ -465,6 +532,7 @@ def evaluate(config: EvalConfig) -> dict:
             "phrasings": config.phrasings[0],
             "outcomes": [asdict(o) for o in outcomes],
             "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)],
+            "resampled_chunks": int(sum(o.resampled for o in outcomes)),
         }
     )
     write_report(
@@ -474,6 +542,11 @@ def evaluate(config: EvalConfig) -> dict:
         + ("" if config.phrasings[0] == "canonical" else f", {config.phrasings[0]} phrasings")
         + ("" if config.best_of_n == 1 else f", best of {config.best_of_n} by the critic")
         + f", noise scale {config.noise_scale:g}"
+        + (
+            f", a chunk at s = {config.unstick.noise_scale:g} after {config.unstick.steps} stopped steps"
+            if config.unstick.steps and config.best_of_n == 1
+            else ""
+        )
         + ")",
     )
     return summary

@@ -83,6 +83,14 @@ def test_paired_difference_refuses_policies_scored_at_different_temperatures_unl
     assert paired_difference(gate_line, deterministic).mean == 0.0
 
 
+def test_paired_difference_refuses_policies_scored_with_and_without_unstick_unless_asked():
+    plain = {**_outcomes([True, False] * 3), "config": {"noise_scale": 0.0}}  # before the option: never
+    unstuck = {**_outcomes([True] * 6), "config": {"noise_scale": 0.0, "unstick": {"steps": 20, "noise_scale": 1.0}}}
+    with pytest.raises(ValueError, match="different --unstick.steps"):
+        paired_difference(plain, unstuck)
+    assert paired_difference(plain, unstuck, across_scales=True).mean == pytest.approx(0.5)
+
+
 def test_seeds_pool_into_one_paired_difference_even_when_they_share_evaluation_seeds():
     # Two training seeds evaluated on the same episodes: each seed's pairs count once, none overwrite.
     seed0 = (_outcomes([False, False, True]), _outcomes([True, False, True]))

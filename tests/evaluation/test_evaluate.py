@@ -7,8 +7,10 @@ import torch
 from lwd.envs import SEEDS, make_expert, make_robot, task_spec
 from lwd.envs.phrasings import episode_instruction, task_phrasings
 from lwd.evaluation.evaluate import (
+    MAX_UNSTICK_STEPS,
     EvalConfig,
     LockstepEpisodes,
+    UnstickConfig,
     episode_generators,
     evaluate,
     run_policy_episodes,
@@ -62,7 +64,8 @@ def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoin
         assert task["stage_score"] == task["success"]  # one stage: the stage score is the success rate
     assert json.loads((tmp_path / "eval.json").read_text())["eval_seeds"] == [SEEDS.eval(0), SEEDS.eval(1)]
     assert "| **average** |" in (tmp_path / "eval.md").read_text()
-    assert "(eval seeds, noise scale 0)" in (tmp_path / "eval.md").read_text()  # scored without sampling noise
+    # scored without sampling noise, except where the policy has stopped
+    assert "(eval seeds, noise scale 0, a chunk at s = 1 after 20 stopped steps)" in (tmp_path / "eval.md").read_text()
 
 
 def test_validation_split_runs_on_validation_seeds_only(tmp_path, untrained_checkpoint):
@@ -197,6 +200,7 @@ def test_policies_are_scored_without_sampling_noise_while_robots_explore_with_it
     from lwd.fleet.worker import FleetConfig
 
     assert EvalConfig().noise_scale == 0.0 and GateConfig().evaluator_noise_scale == 0.0
+    assert EvalConfig().unstick == UnstickConfig(steps=20, noise_scale=1.0)  # a stopped policy samples
     assert FleetConfig().noise_scale == 1.0
 
 
@@ -220,3 +224,56 @@ def test_a_chunk_that_crosses_a_stage_end_is_dropped_there_only_when_replanning(
 def test_best_of_n_refuses_to_replan_at_stage_ends():
     with pytest.raises(ValueError, match="replan-at-stage-end"):
         EvalConfig(best_of_n=4, critic="runs/lwd", noise_scale=1.0, replan_at_stage_end=True)
+
+
+def test_a_policy_has_stopped_once_its_hand_stayed_put_for_the_whole_window_without_a_stage_ending():
+    window = 20
+    episodes = LockstepEpisodes([("reach-v3", SEEDS.validation(0))], "canonical")
+    hold = np.zeros((window - 1, 4), np.float32)  # Meta-World keeps the hand where it is
+    episodes.execute(0, hold)
+    assert not episodes.stopped(0, window)  # one step short of the window
+    episodes.execute(0, hold[:1])
+    assert episodes.stopped(0, window)
+    assert not episodes.stopped(0, 0)  # 0: never
+    episodes.execute(0, np.tile(np.array([[1.0, 0.0, 0.0, 0.0]], np.float32), (10, 1)))
+    assert not episodes.stopped(0, window)  # the hand moved more than a centimetre since
+
+
+def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperature(
+    tmp_path, untrained_checkpoint, monkeypatch
+):
+    import lwd.fleet.policy_actor as policy_actor
+
+    real, scales = policy_actor.sample_chunks, []
+
+    def recording(*args, noise_scale=1.0, **kwargs):  # the real sampler, with its scales written down
+        scales.append(np.atleast_1d(np.asarray(noise_scale, np.float32)).copy())
+        return real(*args, noise_scale=noise_scale, **kwargs)
+
+    monkeypatch.setattr(policy_actor, "sample_chunks", recording)
+
+    def run(steps: int) -> tuple[list[dict], np.ndarray]:
+        scales.clear()
+        config = EvalConfig(
+            checkpoint=untrained_checkpoint,
+            tasks=("reach-v3", "push-v3"),
+            episodes_per_task=3,
+            workers=1,  # in this process, where the sampler is recorded
+            unstick=UnstickConfig(steps=steps),
+            out=str(tmp_path / str(steps)),
+        )
+        return evaluate(config)["outcomes"], np.concatenate(scales)
+
+    plain, plain_scales = run(0)
+    assert not plain_scales.any() and all(o["resampled"] == 0 for o in plain)
+    unstuck, unstuck_scales = run(10)
+    resampled = sum(o["resampled"] for o in unstuck)
+    assert resampled > 0, "the untrained policy never stopped: this test no longer exercises resampling"
+    assert set(np.unique(unstuck_scales)) == {0.0, 1.0}
+    assert int((unstuck_scales == 1.0).sum()) == resampled  # every other chunk at the scoring's s = 0
+
+
+@pytest.mark.parametrize("steps, scale", [(-1, 1.0), (MAX_UNSTICK_STEPS + 1, 1.0), (20, float("nan")), (20, -0.5)])
+def test_an_unstick_window_or_temperature_out_of_range_is_refused(steps, scale):
+    with pytest.raises(ValueError, match="unstick"):
+        UnstickConfig(steps=steps, noise_scale=scale)
