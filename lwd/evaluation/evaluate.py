@@ -37,8 +37,8 @@ class UnstickConfig:
     finished no stage for `steps` steps while its hand stayed within 1 cm (STILL_METRES)
     samples its next chunk at `noise_scale`, and every other chunk at the scoring's own
     temperature, from the same noise draws: an episode that never stops is scored exactly as
-    without it. 20 was chosen on validation seeds (docs/benchmarks.md, "Resampling a stopped
-    policy")."""
+    without it. 20 was chosen on validation seeds (docs/benchmarks.md, "Resampling a policy
+    that has stopped")."""
 
     steps: int = documented(
         20,
