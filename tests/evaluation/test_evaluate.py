@@ -239,10 +239,19 @@ def test_a_policy_has_stopped_once_its_hand_stayed_put_for_the_whole_window_with
     assert not episodes.stopped(0, window)  # the hand moved more than a centimetre since
 
 
-def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperature(
-    tmp_path, untrained_checkpoint, monkeypatch
-):
+def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperature(tmp_path, monkeypatch):
     import lwd.fleet.policy_actor as policy_actor
+
+    # A policy with a zero velocity field: from x_0 = 0 its flow stays at the mean action (zero,
+    # the hand held still, so it stops), from noise it moves.
+    policy = FlowChunkPolicy(PolicyConfig(chunk_len=5, hidden_dim=32, num_layers=1))
+    with torch.no_grad():
+        policy.velocity_net[-1].weight.zero_()
+        policy.velocity_net[-1].bias.zero_()
+    checkpoint = tmp_path / "policy"
+    encoder = InstructionEncoder()
+    encoder.embed(["Move your hand to the goal position.", "Push the puck to the goal."])
+    save_checkpoint(checkpoint, policy, encoder)
 
     real, scales = policy_actor.sample_chunks, []
 
@@ -255,7 +264,7 @@ def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperat
     def run(steps: int) -> tuple[list[dict], np.ndarray]:
         scales.clear()
         config = EvalConfig(
-            checkpoint=untrained_checkpoint,
+            checkpoint=str(checkpoint),
             tasks=("reach-v3", "push-v3"),
             episodes_per_task=3,
             workers=1,  # in this process, where the sampler is recorded
@@ -268,7 +277,7 @@ def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperat
     assert not plain_scales.any() and all(o["resampled"] == 0 for o in plain)
     unstuck, unstuck_scales = run(10)
     resampled = sum(o["resampled"] for o in unstuck)
-    assert resampled > 0, "the untrained policy never stopped: this test no longer exercises resampling"
+    assert resampled > 0
     assert set(np.unique(unstuck_scales)) == {0.0, 1.0}
     assert int((unstuck_scales == 1.0).sum()) == resampled  # every other chunk at the scoring's s = 0
 
