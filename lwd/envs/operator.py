@@ -86,6 +86,13 @@ GRIPPER = 3  # the action's grab effort: -1 opens, +1 closes
 BACKOFF_ACTION = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)  # straight up, gripper open
 
 
+def hand_stayed_still(hands) -> bool:
+    """Whether every hand position in `hands` (oldest first, at least one) lies within
+    STILL_METRES of the last: the still rule of the operator and of `lwd eval --unstick.steps`."""
+    positions = np.asarray(hands)
+    return float(np.linalg.norm(positions - positions[-1], axis=1).max()) < STILL_METRES
+
+
 def noisy(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
     if noise == 0.0:
         return action
@@ -198,8 +205,7 @@ class ScriptedOperator:
         self._watched_hand.append(step.state[HAND_XYZ].copy())
         if self._stalled_for < window or len(self._watched_hand) < window:
             return False
-        spread = np.linalg.norm(np.asarray(self._watched_hand) - self._watched_hand[-1], axis=1).max()
-        if spread >= STILL_METRES:
+        if not hand_stayed_still(self._watched_hand):
             return False
         self._disagreement(step)
         return float(np.linalg.norm(step.expert_action[HAND_XYZ])) > STUCK_PUSH

@@ -22,7 +22,7 @@ import numpy as np
 from lwd.configargs import documented
 from lwd.envs import SEEDS, SensorConfig, make_robot, suite, suite_names, task_spec
 from lwd.envs.cameras import PROPRIO_DIM
-from lwd.envs.operator import HAND_XYZ, STILL_METRES
+from lwd.envs.operator import HAND_XYZ, hand_stayed_still
 from lwd.envs.phrasings import PHRASING_SETS
 from lwd.policy.sampling import check_noise_scale
 
@@ -282,12 +282,11 @@ class LockstepEpisodes:
 
     def stopped(self, i: int, steps: int) -> bool:
         """Whether episode `i` has finished no stage in its last `steps` steps and its hand stayed
-        within STILL_METRES of where it is now throughout them (never, when `steps` is 0)."""
+        within 1 cm of where it is now throughout them (never, when `steps` is 0)."""
         hands = self.hands[i]
         if steps <= 0 or self.steps[i] - self.stage_end_step[i] < steps or len(hands) < steps:
             return False
-        recent = np.asarray([hands[k] for k in range(len(hands) - steps, len(hands))])
-        return float(np.linalg.norm(recent - recent[-1], axis=1).max()) < STILL_METRES
+        return hand_stayed_still([hands[k] for k in range(len(hands) - steps, len(hands))])
 
     def execute(self, i: int, actions: np.ndarray) -> None:
         """Episode `i` runs the (K, A) `actions` in order until they run out or it ends (or,
