@@ -29,7 +29,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lwd.evaluation.compare import scored_noise_scale, scored_unstick_steps
+from lwd.evaluation.compare import scored_alike
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.fleet.online import ONLINE_LEARNER
 from lwd.fleet.worker import FleetConfig
@@ -105,11 +105,7 @@ def score_validation(checkpoint: Path, suite: str, scored: Path, workers: int, n
     scored into `scored` unless done there already alike (scale and `EvalConfig.unstick`)."""
     report = scored / "eval.json"
     saved = json.loads(report.read_text()) if report.exists() else None
-    scored_alike = saved and (scored_noise_scale(saved), scored_unstick_steps(saved)) == (
-        noise_scale,
-        EvalConfig.unstick.steps,
-    )
-    if not scored_alike:
+    if not (saved and scored_alike(saved, noise_scale, EvalConfig.unstick.steps)):
         evaluate(
             EvalConfig(
                 checkpoint=str(checkpoint),

@@ -74,6 +74,12 @@ def scored_unstick_steps(report: dict) -> int:
     return int(report.get("config", {}).get("unstick", {}).get("steps", 0))
 
 
+def scored_alike(report: dict, noise_scale: float, unstick_steps: int) -> bool:
+    """Whether `report` was scored at this sampling temperature and `EvalConfig.unstick` window,
+    so that it can be reused instead of scoring its checkpoint again."""
+    return scored_noise_scale(report) == noise_scale and scored_unstick_steps(report) == unstick_steps
+
+
 def _episode_differences(baseline: dict, other: dict, across_scales: bool = False) -> list[int]:
     """Per evaluation episode, other's success minus baseline's (each −1, 0 or 1)."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lwd.algorithms.learner import LearnerConfig
 from lwd.envs.operator import OperatorConfig
-from lwd.evaluation.compare import scored_noise_scale, scored_unstick_steps
+from lwd.evaluation.compare import scored_alike
 from lwd.evaluation.evaluate import EvalConfig, evaluate
 from lwd.evaluation.gate import make_gate
 from lwd.fleet.collect import (
@@ -47,8 +47,7 @@ def evaluation(checkpoint: Path, out: Path, preset: Preset, workers: int, seed: 
             saved.get("checkpoint") == str(checkpoint)
             and saved.get("training_step") == step
             and saved["config"]["episodes_per_task"] == preset.eval_episodes_per_task
-            and scored_noise_scale(saved) == EvalConfig.noise_scale
-            and scored_unstick_steps(saved) == EvalConfig.unstick.steps
+            and scored_alike(saved, EvalConfig.noise_scale, EvalConfig.unstick.steps)
         ):
             return saved
     return evaluate(

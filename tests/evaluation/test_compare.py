@@ -9,6 +9,7 @@ from lwd.evaluation.compare import (
     paired_difference,
     paired_difference_over_seeds,
     parse_runs,
+    scored_alike,
     seed_level_difference,
     seed_level_mean_of_suites,
     student_t_975,
@@ -89,6 +90,14 @@ def test_paired_difference_refuses_policies_scored_with_and_without_unstick_unle
     with pytest.raises(ValueError, match="different --unstick.steps"):
         paired_difference(plain, unstuck)
     assert paired_difference(plain, unstuck, across_scales=True).mean == pytest.approx(0.5)
+
+
+def test_a_saved_report_is_reusable_only_when_scored_at_the_same_scale_and_unstick_window():
+    unstuck = {"config": {"noise_scale": 0.0, "unstick": {"steps": 20, "noise_scale": 1.0}}}
+    assert scored_alike(unstuck, 0.0, 20)
+    assert not scored_alike(unstuck, 0.0, 0)
+    assert not scored_alike(unstuck, 1.0, 20)
+    assert scored_alike({"config": {}}, 1.0, 0)  # a report from before both fields: scale 1, never resampled
 
 
 def test_seeds_pool_into_one_paired_difference_even_when_they_share_evaluation_seeds():
