@@ -27,12 +27,19 @@ def test_wilson_interval_of_known_cases():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
 
 
+SMALL_POLICY = PolicyConfig(chunk_len=5, hidden_dim=32, num_layers=1)
+
+
 @pytest.fixture(scope="module")
 def untrained_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "policy"
+    return _save_reach_push_checkpoint(tmp_path_factory.mktemp("ckpt") / "policy", FlowChunkPolicy(SMALL_POLICY))
+
+
+def _save_reach_push_checkpoint(path, policy: FlowChunkPolicy) -> str:
+    """`policy` saved with an encoder that knows reach-v3's and push-v3's instructions."""
     encoder = InstructionEncoder()
     encoder.embed(["Move your hand to the goal position.", "Push the puck to the goal."])
-    save_checkpoint(path, FlowChunkPolicy(PolicyConfig(chunk_len=5, hidden_dim=32, num_layers=1)), encoder)
+    save_checkpoint(path, policy, encoder)
     return str(path)
 
 
@@ -244,14 +251,11 @@ def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperat
 
     # A policy with a zero velocity field: from x_0 = 0 its flow stays at the mean action (zero,
     # the hand held still, so it stops), from noise it moves.
-    policy = FlowChunkPolicy(PolicyConfig(chunk_len=5, hidden_dim=32, num_layers=1))
+    policy = FlowChunkPolicy(SMALL_POLICY)
     with torch.no_grad():
         policy.velocity_net[-1].weight.zero_()
         policy.velocity_net[-1].bias.zero_()
-    checkpoint = tmp_path / "policy"
-    encoder = InstructionEncoder()
-    encoder.embed(["Move your hand to the goal position.", "Push the puck to the goal."])
-    save_checkpoint(checkpoint, policy, encoder)
+    checkpoint = _save_reach_push_checkpoint(tmp_path / "policy", policy)
 
     real, scales = policy_actor.sample_chunks, []
 
@@ -264,7 +268,7 @@ def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperat
     def run(steps: int) -> tuple[list[dict], np.ndarray]:
         scales.clear()
         config = EvalConfig(
-            checkpoint=str(checkpoint),
+            checkpoint=checkpoint,
             tasks=("reach-v3", "push-v3"),
             episodes_per_task=3,
             workers=1,  # in this process, where the sampler is recorded
