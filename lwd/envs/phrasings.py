@@ -670,33 +670,33 @@ METAWORLD_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 LONG_HORIZON_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lh-stock-drawer": (
         (
-            "Touch the mark, open the drawer, place the puck, and shut the drawer.",
-            "Reach the marked spot, pull the drawer open, set the puck at its spot, and push the drawer closed.",
-            "Please check the marked spot, open the drawer, put the puck where it goes, and close the drawer again.",
-            "Stock the drawer: check the spot, open it, place the puck, close it.",
-            "Point at the mark, get the drawer open, move the puck to its place, then shut the drawer.",
-            "Check the spot, open the drawer, then put the puck away and close the drawer.",
+            "Place the first puck, open the drawer, place the second puck, and shut the drawer.",
+            "Set a puck at its spot, pull the drawer open, put the next puck in its place, and push the drawer closed.",
+            "Please put the first puck where it goes, open the drawer, place the other puck, and close the drawer.",
+            "Stock the drawer: place one puck, open it, place another, close it.",
+            "Move a puck to its place, get the drawer open, move the second puck to its place, then shut the drawer.",
+            "Put the first puck away, open the drawer, then put the second puck away and close the drawer.",
         ),
         (
-            "Verify the indicated location, slide out the compartment, deposit the disc at its mark, and slide the "
+            "Deposit a disc at its mark, slide out the compartment, deposit the second disc at its mark, and slide the "
             "compartment home.",
-            "Could you check the spot, open the drawer, place the puck and close the drawer?",
-            "Spot checked, drawer open, puck placed, drawer shut.",
+            "Could you place a puck, open the drawer, place the other puck and close the drawer?",
+            "Puck placed, drawer open, puck placed, drawer shut.",
         ),
     ),
     "lh-clear-bench": (
         (
-            "Push one puck out of the way, place the other, touch the mark, then press the button.",
-            "Clear the bench by pushing a puck aside and placing the other, check the spot, then hit the button.",
-            "Please push the first puck away, set the second one in place, reach the mark, and press the button.",
-            "Tidy the bench: shove one puck aside, put the other in place, check the spot, press the button.",
-            "Slide one puck aside, move the other to its spot, point at the mark, then push the button down.",
-            "Clear off the bench, check the marked spot, then press the button.",
+            "Push one puck out of the way, place another, push the last one aside, then press the button.",
+            "Clear the bench by pushing a puck aside, placing the next, pushing the third away, then hit the button.",
+            "Please push the first puck away, set the second one in place, push the third away, and press the button.",
+            "Tidy the bench: shove one puck aside, put one in place, shove the last aside, press the button.",
+            "Slide one puck aside, move the next to its spot, slide the last one aside, then push the button down.",
+            "Clear off the bench, puck by puck, then press the button.",
         ),
         (
-            "Nudge a disc clear, position the second disc, verify the indicated location, then depress the switch.",
-            "Could you clear the bench, check the spot and then press the button?",
-            "Bench cleared, spot checked, button pressed.",
+            "Nudge a disc clear, position the second disc, nudge the third clear, then depress the switch.",
+            "Could you clear the bench of its pucks and then press the button?",
+            "Puck pushed, puck placed, puck pushed, button pressed.",
         ),
     ),
     "lh-inspect": (
@@ -716,17 +716,17 @@ LONG_HORIZON_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "lh-line-up": (
         (
-            "Touch the mark, open the window, then push each puck onto its mark.",
-            "Reach the marked spot, slide the window open and push the two pucks to their marks.",
-            "Please check the marked spot, open the window and push both pucks to their spots.",
-            "Check the spot, open the window and line the pucks up on their marks.",
-            "Point at the mark, get the window open, then shove both pucks onto their marks.",
-            "Check the spot, push the window open and move both pucks onto their marks.",
+            "Touch the mark, place one puck, then push each of the other two onto its mark.",
+            "Reach the marked spot, set a puck in its place and push the two others to their marks.",
+            "Please check the marked spot, put one puck where it goes and push the other two to their spots.",
+            "Check the spot, place a puck and line the remaining two up on their marks.",
+            "Point at the mark, move one puck into place, then shove the other two onto their marks.",
+            "Check the spot, set down one puck and move the other two onto their marks.",
         ),
         (
-            "Verify the indicated location, draw back the pane, then nudge each disc onto its target.",
-            "Could you check the spot, open the window and push the pucks onto their marks?",
-            "Spot checked, window open, pucks on marks.",
+            "Verify the indicated location, deposit a disc at its mark, then nudge each other disc onto its target.",
+            "Could you check the spot, place a puck and push the other pucks onto their marks?",
+            "Spot checked, puck placed, pucks on marks.",
         ),
     ),
 }

@@ -205,30 +205,32 @@ def stages_of(states: np.ndarray) -> np.ndarray:
 # failed evaluations stay short.
 LONG_HORIZON_STEPS_PER_STAGE = 150
 
-# The chains put the stages our SFT policies find hard (pick-place, push, reach) between
-# easy ones, four stages each with reach in every chain, so that SFT at the `small` demo
-# budget is clearly imperfect on the suite as policies are scored, without sampling noise
-# (0.68-0.75 on validation seeds for three training seeds; the three-stage chains before
-# 2026-12-04 gave 0.79) while the zero-noise experts solve every chain (docs/benchmarks.md,
-# "A long-horizon suite that leaves room" and "Scoring without sampling noise").
+# Every chain holds at least two of the stages our SFT policies find hard (pick-place, push;
+# given the stage is reached, SFT at the `small` budget finishes them 0.85 and 0.92 of the time
+# under lwd eval's default scoring, every other scene >= 0.98), four stages each, so that SFT
+# is clearly imperfect on the suite (issue 18 item 4: 0.55-0.75 on validation seeds) while the
+# zero-noise experts solve every chain (docs/benchmarks.md, "Harder chains"). The chains before
+# 2026-12-06 had one hard stage in stock-drawer and line-up and gave SFT 0.80 once a stopped
+# policy was resampled; a tighter budget per stage could not bring it into the band without
+# cutting the noisy demonstrations too ("A long-horizon suite that leaves room" for the history).
 # peg-insert-side is left out because its own expert fails 8-12% of episodes.
-# lh-line-up does push twice: two scenes, each with its own seed.
+# A chain may repeat a scene (push, pick-place): each stage is a new scene with its own seed.
 LONG_HORIZON_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lh-stock-drawer": (
-        "Touch the marked spot, open the drawer, put the puck in its place, then close the drawer.",
-        ("reach-v3", "drawer-open-v3", "pick-place-v3", "drawer-close-v3"),
+        "Set the first puck in place, open the drawer, put the second puck in its place, then close the drawer.",
+        ("pick-place-v3", "drawer-open-v3", "pick-place-v3", "drawer-close-v3"),
     ),
     "lh-clear-bench": (
-        "Clear the bench: push one puck aside, set the other in place, touch the marked spot, then press the button.",
-        ("push-v3", "pick-place-v3", "reach-v3", "button-press-topdown-v3"),
+        "Clear the bench: push one puck aside, set another in place, push the last one aside, then press the button.",
+        ("push-v3", "pick-place-v3", "push-v3", "button-press-topdown-v3"),
     ),
     "lh-inspect": (
         "Check the marked spot, line up both pucks, then close the window.",
         ("reach-v3", "push-v3", "pick-place-v3", "window-close-v3"),
     ),
     "lh-line-up": (
-        "Touch the marked spot, open the window, then push both pucks onto their marks.",
-        ("reach-v3", "window-open-v3", "push-v3", "push-v3"),
+        "Touch the marked spot, set one puck in place, then push the other two onto their marks.",
+        ("reach-v3", "pick-place-v3", "push-v3", "push-v3"),
     ),
 }
 

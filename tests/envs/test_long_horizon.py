@@ -38,8 +38,9 @@ def test_lh_suite_shares_one_observation_layout_and_scales_its_time_limit():
     tasks = suite("lh").tasks
     assert len(tasks) >= 3 and len({spec.instruction for spec in tasks}) == len(tasks)
     for spec in tasks:
-        # Four stages with a reach in every chain: what keeps SFT scored at s = 0 in 0.55-0.75.
-        assert spec.num_stages == 4 <= MAX_STAGES and "reach-v3" in spec.stages
+        # Four stages, at least two of them the hard ones: what keeps SFT in 0.55-0.75 on validation seeds.
+        hard_stages = [scene for scene in spec.stages if scene in ("pick-place-v3", "push-v3")]
+        assert spec.num_stages == 4 <= MAX_STAGES and len(hard_stages) >= 2 and "pick-place-v3" in hard_stages
         assert spec.obs_dim == METAWORLD_OBS_DIM + MAX_STAGES and spec.action_dim == 4
         assert spec.max_steps == spec.num_stages * LONG_HORIZON_STEPS_PER_STAGE
         assert all(task_spec(scene).num_stages == 1 for scene in spec.stages)  # every stage is a Meta-World scene
