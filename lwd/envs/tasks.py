@@ -209,10 +209,10 @@ LONG_HORIZON_STEPS_PER_STAGE = 150
 # given the stage is reached, SFT at the `small` budget finishes them 0.85 and 0.92 of the time
 # under lwd eval's default scoring, every other scene >= 0.98), four stages each, so that SFT
 # is clearly imperfect on the suite (issue 18 item 4: 0.55-0.75 on validation seeds) while the
-# zero-noise experts solve every chain (docs/benchmarks.md, "Harder chains"). The chains before
-# 2026-12-06 had one hard stage in stock-drawer and line-up and gave SFT 0.80 once a stopped
-# policy was resampled; a tighter budget per stage could not bring it into the band without
-# cutting the noisy demonstrations too ("A long-horizon suite that leaves room" for the history).
+# zero-noise experts solve every chain (docs/benchmarks.md, "Harder `lh` chains"). The chains
+# before 2026-12-06 had a reach or an easy scene where three of them now place or push a puck,
+# and gave SFT 0.80 once a stopped policy was resampled; a tighter budget per stage could not
+# bring that into the band without cutting the noisy demonstrations too.
 # peg-insert-side is left out because its own expert fails 8-12% of episodes.
 # A chain may repeat a scene (push, pick-place): each stage is a new scene with its own seed.
 LONG_HORIZON_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
