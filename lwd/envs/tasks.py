@@ -199,10 +199,10 @@ def stages_of(states: np.ndarray) -> np.ndarray:
 
 
 # The time limit is a pooled budget of this many steps per stage (a stage may use the
-# slack of another). Zero-noise experts finish a stage of these chains in 60-75 steps on
-# average; with the demo noise 0.3 a finished stage takes 66-93 steps on average and a
-# noisy push now and then far longer, so 150 per stage leaves noisy chains room while
-# failed evaluations stay short.
+# slack of another). Zero-noise experts finish a stage of these chains in 55-68 steps on
+# average; with the demo noise 0.3 a finished stage takes 66-74 steps on average and a
+# noisy chain up to 412 steps of its 600, so 150 per stage leaves noisy chains room while
+# failed evaluations stay short (docs/benchmarks.md, "Harder `lh` chains").
 LONG_HORIZON_STEPS_PER_STAGE = 150
 
 # Every chain holds at least two of the stages our SFT policies find hard (pick-place, push;
