@@ -107,6 +107,12 @@ class LearnerConfig:
     prior_every: int = documented(
         1, "learned prior: a flow-matching update (and the reference's EMA step) every N learner steps"
     )
+    policy_ema: float = documented(
+        0.0,
+        "Polyak averaging of the deployed policy: > 0 keeps an EMA copy of the QAM-trained policy (this rate "
+        "per policy update) and publishes and saves that copy, as the QAM reference averages the learned prior; "
+        "QAM trains the raw policy, kept in the learner state; 0 = deploy the raw policy",
+    )
     imitate_operator: bool = documented(
         False,
         "also train the policy itself by flow matching on the operator's own actions in each batch, at every "
@@ -121,6 +127,8 @@ class LearnerConfig:
             raise ValueError(f"prior_data must be one of {PRIOR_DATA}, got {self.prior_data!r}")
         if not 0 < self.prior_ema <= 1:
             raise ValueError(f"prior_ema must be in (0, 1], got {self.prior_ema}")
+        if not 0 <= self.policy_ema <= 1:
+            raise ValueError(f"policy_ema must be in [0, 1], got {self.policy_ema}")
         if self.tau_mode not in TAU_MODES:
             raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
         if self.lam <= 0:
@@ -193,6 +201,21 @@ class LWDLearner:
             self.prior_optimizer = torch.optim.AdamW(
                 self.prior.action_expert_parameters(), lr=config.prior_lr, **_fused(self.prior, fast)
             )
+
+        # The deployed policy when config.policy_ema > 0: a Polyak average of the QAM-trained one.
+        self.policy_average: PolicyAdapter | None = None
+        if config.policy_ema > 0:
+            self.policy_average = copy.deepcopy(policy).requires_grad_(False)
+
+    @property
+    def deployed_policy(self) -> PolicyAdapter:
+        """The network robots run and checkpoints save as the policy: the average, or the trained policy."""
+        return self.policy if self.policy_average is None else self.policy_average
+
+    def sync_policy_average(self) -> None:
+        """Restart the average from the trained policy's current weights."""
+        if self.policy_average is not None:
+            self.policy_average.load_state_dict(self.policy.state_dict())
 
     def sync_prior(self) -> None:
         """Start the learned prior from the reference's current weights (a fresh optimiser)."""
@@ -415,9 +438,15 @@ class LWDLearner:
             metrics["prior/imitated_fraction"] = 0.0  # no imitable step in the replays yet: the prior waits
         elif prior_due:
             metrics.update(self.update_prior(imitable_batch if own_batch else batch, generator))
-        if self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0:
+        policy_updated = (
+            self.step_count >= self.config.policy_warmup and self.step_count % self.config.policy_every == 0
+        )
+        if policy_updated:
             metrics.update(self.update_policy(obs, instruction, generator, batch.images))
         if self.config.imitate_operator:
             metrics.update(self.imitate_operator(batch, generator))
+            policy_updated = True
+        if policy_updated and self.policy_average is not None:
+            ema_update(self.policy_average, self.policy, self.config.policy_ema)
         self.step_count += 1
         return metrics

@@ -95,19 +95,26 @@ def learner_modules(learner: LWDLearner) -> dict[str, torch.nn.Module]:
     }
     if learner.prior is not None:
         modules["prior"] = learner.prior
+    if learner.policy_average is not None:  # the checkpoint's policy is the average; QAM's own policy lives here
+        modules["trained_policy"] = learner.policy
     return modules
 
 
 def load_learner_modules(learner: LWDLearner, state: dict[str, torch.Tensor]) -> None:
     """Load a saved learner; a learned prior absent from the state (a run that switched
-    `--prior learned` on, e.g. online from a frozen-prior offline run) starts as the reference."""
+    `--prior learned` on, e.g. online from a frozen-prior offline run) starts as the reference,
+    and a trained policy absent from it (`policy_ema` switched on) as the average."""
     modules = learner_modules(learner)
-    if learner.prior is not None and not any(key.startswith("prior.") for key in state):
-        modules.pop("prior")
-        load_modules(modules, state)
-        learner.sync_prior()
-        return
+    missing = [name for name in ("prior", "trained_policy") if name in modules and not _saved(state, name)]
+    for name in missing:
+        modules.pop(name)
     load_modules(modules, state)
+    if "prior" in missing:
+        learner.sync_prior()
+
+
+def _saved(state: dict[str, torch.Tensor], name: str) -> bool:
+    return any(key.startswith(name + ".") for key in state)
 
 
 def load_modules(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:
@@ -184,7 +191,7 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
         )
         save_checkpoint(
             path,
-            learner.policy,
+            learner.deployed_policy,
             encoder,
             version=base_version + 1,
             parent_version=base_version,

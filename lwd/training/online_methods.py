@@ -168,6 +168,7 @@ class LWDMethod(_LearnerMethod):
             state=state,
             device=device,
         )
+        self.policy = self.learner.deployed_policy  # what is published and saved: the average under policy_ema
 
     # prepare: nothing; critic, value and reference come trained from offline RL.
 

@@ -393,3 +393,54 @@ def test_the_aggregate_prior_refuses_batches_without_imitable_flags_and_unknown_
         learner.update_prior(_batch(), torch.Generator().manual_seed(3))
     with pytest.raises(ValueError, match="prior_data"):
         LearnerConfig(prior="learned", prior_data="everything")
+
+
+def test_without_policy_ema_the_deployed_policy_is_the_trained_one():
+    learner = _learner()
+    assert learner.policy_average is None and learner.deployed_policy is learner.policy
+
+
+def test_the_deployed_policy_follows_the_trained_one_by_its_ema_rate_after_each_policy_update():
+    learner = _learner(policy_ema=0.25, policy_every=2)
+    generator = torch.Generator().manual_seed(3)
+    average_before = _state(learner.deployed_policy)
+    learner.step(_batch(), generator)  # step 0: QAM updates the trained policy
+    trained = learner.policy.state_dict()
+    assert _changed(average_before, learner.policy)
+    for name, tensor in learner.deployed_policy.state_dict().items():
+        if tensor.is_floating_point():
+            expected = average_before[name] + 0.25 * (trained[name] - average_before[name])
+            torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-6)
+    average_after_update = _state(learner.deployed_policy)
+    learner.step(_batch(), generator)  # step 1: no QAM update, so the average stays
+    assert not _changed(average_after_update, learner.deployed_policy)
+
+
+def test_a_saved_learner_restores_the_trained_policy_behind_its_average():
+    from lwd.training.offline import learner_modules, load_learner_modules
+
+    saved = _learner(policy_ema=0.5)
+    saved.step(_batch(), torch.Generator().manual_seed(3))
+    state = {
+        f"{name}.{key}": value
+        for name, module in learner_modules(saved).items()
+        for key, value in module.state_dict().items()
+    }
+    # A checkpoint's policy file holds the deployed (averaged) policy; the learner is built around it.
+    torch.manual_seed(0)
+    resumed = LWDLearner(
+        copy.deepcopy(saved.deployed_policy),
+        copy.deepcopy(saved.reference),
+        ChunkCritic(saved.critic.config),
+        StateValue(saved.value.config),
+        saved.config,
+    )
+    load_learner_modules(resumed, state)
+    assert not _changed(_state(saved.policy), resumed.policy)
+    assert not _changed(_state(saved.deployed_policy), resumed.deployed_policy)
+    assert _changed(_state(saved.policy), saved.deployed_policy)  # the two differ: the test can tell them apart
+
+
+def test_a_policy_ema_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="policy_ema"):
+        LearnerConfig(policy_ema=1.5)

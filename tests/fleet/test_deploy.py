@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 import pytest
+import torch
 
 from lwd.data.lease import RunLeaseError
 from lwd.data.store import EpisodeStore
@@ -297,6 +298,25 @@ def test_lwd_online_trains_its_prior_on_imitable_batches_of_its_own(tiny_pipelin
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     fractions = [r["prior/imitated_fraction"] for r in records if "prior/imitated_fraction" in r]
     assert fractions and all(f == 1.0 for f in fractions)  # every row of the prior's batch is imitable
+
+
+def test_with_policy_ema_the_run_saves_the_average_as_its_policy_and_keeps_the_trained_one(tiny_pipeline, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    config = _config(tiny_pipeline, out, env_steps=600, robots=FleetConfig(tasks=TASKS, workers=1))
+    summary = deploy(replace(config, lwd=replace(config.lwd, policy_ema=0.05)))
+    assert summary["learner_steps"] > 0
+    final = out / "learner" / "final"
+    policy, learner = load_file(final / "policy.safetensors"), load_file(final / "learner.safetensors")
+    trained = {
+        key.removeprefix("trained_policy."): value
+        for key, value in learner.items()
+        if key.startswith("trained_policy.")
+    }
+    assert set(trained) == set(policy) - {"instruction_table"}
+    differ = [key for key in trained if not torch.equal(trained[key], policy[key])]
+    assert differ and all(key.startswith("velocity_net.") for key in differ)  # the frozen encoder is not averaged away
 
 
 def test_a_run_cannot_be_resumed_with_another_method(tiny_pipeline, tmp_path):
