@@ -111,7 +111,8 @@ class LearnerConfig:
         0.0,
         "Polyak averaging of the deployed policy: > 0 keeps an EMA copy of the QAM-trained policy (this rate "
         "per policy update) and publishes and saves that copy, as the QAM reference averages the learned prior; "
-        "QAM trains the raw policy, kept in the learner state; 0 = deploy the raw policy",
+        "QAM trains the raw policy, kept in the learner state; 0 = deploy the raw policy (the default: 0.01 "
+        "measured +0.017, −0.003 … +0.037, on lh validation seeds, docs/benchmarks.md)",
     )
     imitate_operator: bool = documented(
         False,
