@@ -213,11 +213,6 @@ class LWDLearner:
         """The network robots run and checkpoints save as the policy: the average, or the trained policy."""
         return self.policy if self.policy_average is None else self.policy_average
 
-    def sync_policy_average(self) -> None:
-        """Restart the average from the trained policy's current weights."""
-        if self.policy_average is not None:
-            self.policy_average.load_state_dict(self.policy.state_dict())
-
     def sync_prior(self) -> None:
         """Start the learned prior from the reference's current weights (a fresh optimiser)."""
         if self.prior is not None:
