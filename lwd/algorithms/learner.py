@@ -114,6 +114,12 @@ class LearnerConfig:
         "QAM trains the raw policy, kept in the learner state; 0 = deploy the raw policy (the default: 0.01 "
         "measured +0.017, −0.003 … +0.037, on lh validation seeds, docs/benchmarks.md)",
     )
+    policy_tracks_reference: bool = documented(
+        False,
+        "with the learned prior: each EMA step of QAM's reference towards the prior moves the policy's action "
+        "expert by the same parameter change, so the policy follows what the reference gains from the "
+        "corrections and keeps the tilt QAM gave it (QAM still trains it; the target stays SPEC §5's)",
+    )
     imitate_operator: bool = documented(
         False,
         "also train the policy itself by flow matching on the operator's own actions in each batch, at every "
@@ -130,6 +136,8 @@ class LearnerConfig:
             raise ValueError(f"prior_ema must be in (0, 1], got {self.prior_ema}")
         if not 0 <= self.policy_ema <= 1:
             raise ValueError(f"policy_ema must be in [0, 1], got {self.policy_ema}")
+        if self.policy_tracks_reference and self.prior != "learned":
+            raise ValueError("policy_tracks_reference needs prior='learned' (a frozen reference never moves)")
         if self.tau_mode not in TAU_MODES:
             raise ValueError(f"tau_mode must be one of {TAU_MODES}, got {self.tau_mode!r}")
         if self.lam <= 0:
@@ -384,9 +392,12 @@ class LWDLearner:
                 )
             )
         with torch.no_grad():  # only the action expert learns: the encoders stay equal, nothing to average
-            torch._foreach_lerp_(
-                self.reference.action_expert_parameters(), self.prior.action_expert_parameters(), self.config.prior_ema
-            )
+            reference, prior = self.reference.action_expert_parameters(), self.prior.action_expert_parameters()
+            if self.config.policy_tracks_reference:
+                step = torch._foreach_sub(prior, reference)
+                torch._foreach_mul_(step, self.config.prior_ema)
+                torch._foreach_add_(self.policy.action_expert_parameters(), step)
+            torch._foreach_lerp_(reference, prior, self.config.prior_ema)
         renamed = {"sft/flow_loss": "prior/flow_loss", "policy/grad_norm": "prior/grad_norm"}
         return {renamed.get(key, key): value for key, value in metrics.items()}
 

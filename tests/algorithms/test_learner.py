@@ -259,6 +259,35 @@ def test_the_reference_follows_the_learned_prior_by_its_ema_rate():
         torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_policy_that_tracks_the_reference_moves_by_the_references_ema_step():
+    learner = _learner(prior="learned", prior_ema=0.25, policy_tracks_reference=True)
+    with torch.no_grad():  # a policy QAM has already tilted away from the reference
+        for parameter in learner.policy.action_expert_parameters():
+            parameter.add_(0.1)
+    reference_before, policy_before = _state(learner.reference), _state(learner.policy)
+    learner.update_prior(_with_rows_to_imitate(_batch(), [1, 2, 3]), torch.Generator().manual_seed(3))
+    reference = learner.reference.state_dict()
+    moved = set()
+    for name, tensor in learner.policy.state_dict().items():
+        if tensor.is_floating_point():
+            expected = policy_before[name] + (reference[name] - reference_before[name])
+            torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-6)
+            moved |= {name} if not torch.equal(tensor, policy_before[name]) else set()
+    assert moved and all(name.startswith("velocity_net.") for name in moved)  # the test can fail; encoder kept
+
+
+def test_a_policy_that_does_not_track_stays_put_when_the_reference_moves():
+    learner = _learner(prior="learned", prior_ema=0.25)
+    policy_before = _state(learner.policy)
+    learner.update_prior(_with_rows_to_imitate(_batch(), [1, 2, 3]), torch.Generator().manual_seed(3))
+    assert not _changed(policy_before, learner.policy)
+
+
+def test_tracking_a_frozen_reference_is_refused():
+    with pytest.raises(ValueError, match="policy_tracks_reference"):
+        LearnerConfig(prior="frozen", policy_tracks_reference=True)
+
+
 def test_a_learned_prior_missing_from_a_saved_state_starts_as_the_reference():
     from lwd.training.offline import learner_modules, load_learner_modules
 
