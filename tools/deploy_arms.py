@@ -31,11 +31,10 @@ from pathlib import Path
 
 from lwd.evaluation.compare import scored_alike
 from lwd.evaluation.evaluate import EvalConfig, evaluate
-from lwd.fleet.online import ONLINE_LEARNER
 from lwd.fleet.worker import FleetConfig
 from lwd.policy.sampling import check_noise_scale
 from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
-from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, sft_stage
+from lwd.recipes.stages import deploy_stage, offline_data_stage, offline_rl_stage, online_learner, sft_stage
 
 
 def parse_settings(settings: list[str]) -> dict[str, object]:
@@ -60,7 +59,7 @@ def deploy_overrides(settings: list[str], preset: Preset) -> dict[str, object]:
     learner = {k.removeprefix("lwd."): v for k, v in parsed.items() if k.startswith("lwd.")}
     robots = {k.removeprefix("robots."): v for k, v in parsed.items() if k.startswith("robots.")}
     if learner:
-        overrides["lwd"] = replace(ONLINE_LEARNER, qam_batch=preset.qam_batch, **learner)
+        overrides["lwd"] = replace(online_learner(preset), **learner)
     if robots:
         overrides["robots"] = FleetConfig(
             suite=preset.suite, tasks=preset.tasks, robots_per_worker=preset.robots_per_worker, **robots

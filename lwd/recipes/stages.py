@@ -162,6 +162,14 @@ def offline_rl_stage(
     return timed(stages, label, lambda: train_offline(config))
 
 
+def online_learner(preset: Preset) -> LearnerConfig:
+    """The LWD online learner a preset deploys: `lwd deploy`'s defaults at the preset's QAM batch
+    and tracking setting."""
+    return replace(
+        ONLINE_LEARNER, qam_batch=preset.qam_batch, policy_tracks_reference=preset.online_policy_tracks_reference
+    )
+
+
 def deploy_stage(
     out: Path,
     method: str,
@@ -193,7 +201,7 @@ def deploy_stage(
         updates_per_1k_env_steps=preset.updates_per_1k_env_steps,
         n_sync=preset.n_sync,
         batch_size=preset.batch_size,
-        lwd=replace(ONLINE_LEARNER, qam_batch=preset.qam_batch),
+        lwd=online_learner(preset),
         gate=GateConfig(mode=preset.gate_mode),
         seed=seed,
         progress=not quiet,

@@ -142,6 +142,14 @@ def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_w
         assert any(line.startswith(f"| lh | {name} |") for line in online_table.splitlines())
 
 
+def test_lwd_online_tracks_the_reference_where_the_suites_preset_says_so(smoke_experiment):
+    work, _ = smoke_experiment
+    for suite, preset in EXPERIMENT_PRESETS["smoke"].items():
+        config = json.loads((work / suite / "seed0" / "lwd" / "config.json").read_text())
+        assert config["lwd"]["policy_tracks_reference"] is preset.online_policy_tracks_reference
+    assert {p.online_policy_tracks_reference for p in EXPERIMENT_PRESETS["smoke"].values()} == {True, False}
+
+
 @pytest.fixture(scope="module")
 def second_seed(tmp_path_factory):
     """Training seed 1 on `lh` alone, as a later run into its own workdir would add it."""
