@@ -3,7 +3,8 @@
 Reuses OUT/SUITE/seedN's demonstrations, SFT, offline data and LWD offline (builds them as
 `lwd experiment --preset small` does where missing), deploys METHOD from its usual start
 (LWD from offline RL, the baselines from SFT) for the preset's budget with DeployConfig
-fields replaced by `--set`, and scores the final policy on 20 validation episodes per task
+fields replaced by `--set` (LWD's learner is the one the preset deploys, `lwd.recipes.stages.online_learner`,
+before `lwd.` settings), and scores the final policy on 20 validation episodes per task
 into OUT/ARM_sSEED/eval, so `tools/online_arms_compare.py OUT lwdclean ARM` pairs it with
 the default arm on the same episodes. Resumable.
 
