@@ -45,7 +45,7 @@ from lwd.evaluation.compare import (
     signed_interval,
 )
 from lwd.evaluation.report import load_episodes, pyplot, rolling_mean
-from lwd.recipes.presets import EXPERIMENT_PRESETS, Preset
+from lwd.recipes.presets import DEPLOY_ONLY_FIELDS, EXPERIMENT_PRESETS, Preset
 from lwd.recipes.stages import (
     deploy_stage,
     evaluation,
@@ -88,8 +88,9 @@ class ExperimentConfig:
     starts_from: tuple[str, ...] = documented(
         (),
         "reuse the data, SFT and offline RL stages (ablations and their evaluations included) of these "
-        "finished experiment workdirs, read where they are (each seed from the one that ran it, same preset); "
-        "run only the deploys and their evaluations in --workdir: e.g. another --operator on the same starts",
+        "finished experiment workdirs, read where they are (each seed from the one that ran it, same preset "
+        "up to its online settings); run only the deploys and their evaluations in --workdir: e.g. another "
+        "--operator on the same starts",
     )
 
     def __post_init__(self) -> None:
@@ -202,8 +203,9 @@ def finished_starts(sources: tuple[Path, ...], suite_name: str, seed: int, prese
             raise FileNotFoundError(f"{source} is not an experiment workdir: no {recorded_path.name}")
         recorded = json.loads(recorded_path.read_text())["presets"].get(suite_name) or {}
         wanted = json.loads(json.dumps(asdict(preset)))  # as JSON records it (tuples as lists)
-        if recorded != wanted:
-            changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+        # The deploys run here with this preset; only what the starts were built with must match.
+        changed = sorted(k for k in wanted if k not in DEPLOY_ONLY_FIELDS and recorded.get(k) != wanted[k])
+        if changed:
             raise ValueError(f"{source} ran {suite_name} with other settings ({', '.join(changed)})")
         needed = [run / "store" / "catalogue.sqlite"]
         for name, directory in START_DIRS.items():

@@ -54,6 +54,19 @@ class Preset:
         return SensorConfig(cameras=self.cameras, image_size=self.image_size, observation=self.observation)
 
 
+# Fields only the deploy stage reads (lwd.recipes.stages.deploy_stage): runs that differ in these alone
+# share their data, SFT and offline RL stages, so `lwd experiment --starts-from` may reuse them.
+DEPLOY_ONLY_FIELDS = frozenset(
+    {
+        "robots_per_worker",
+        "online_env_steps",
+        "updates_per_1k_env_steps",
+        "online_policy_tracks_reference",
+        "n_sync",
+        "gate_mode",
+    }
+)
+
 SMOKE = Preset(
     tasks=("reach-v3", "drawer-close-v3"),
     demos_per_task=2,

@@ -3,6 +3,7 @@
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from lwd.recipes.experiment import (
     METHODS,
     ONLINE_METHODS,
     ExperimentConfig,
+    finished_starts,
     run_experiment,
 )
+from lwd.recipes.presets import DEPLOY_ONLY_FIELDS
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -260,6 +263,20 @@ def test_starts_from_refuses_a_source_without_the_seed_or_with_other_settings(sm
                 preset="smoke", suites=("mt10",), seeds=(0,), workdir=str(tmp_path / "b"), starts_from=(str(other),)
             )
         )
+
+
+def test_starts_from_accepts_a_source_that_differs_only_in_online_settings(smoke_experiment, tmp_path):
+    source, _ = smoke_experiment
+    other = tmp_path / "other"
+    (other / "mt10").mkdir(parents=True)
+    (other / "mt10" / "seed0").symlink_to(source / "mt10" / "seed0")
+    recorded = json.loads((source / "experiment_config.json").read_text())
+    recorded["presets"]["mt10"]["online_env_steps"] += 1
+    del recorded["presets"]["mt10"]["online_policy_tracks_reference"]  # as a workdir from before the field
+    (other / "experiment_config.json").write_text(json.dumps(recorded))
+    preset = EXPERIMENT_PRESETS["smoke"]["mt10"]
+    assert DEPLOY_ONLY_FIELDS <= {f.name for f in fields(preset)}
+    assert finished_starts((other,), "mt10", 0, preset) == other / "mt10" / "seed0"
 
 
 def test_a_merge_refuses_sources_deployed_with_other_operators(smoke_experiment, redeployed, tmp_path):
