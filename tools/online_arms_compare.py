@@ -2,6 +2,9 @@
 validation episodes.
 
     .venv/bin/python tools/online_arms_compare.py OUT_DIR ARM_A ARM_B [ARM_B2 ...]
+    SEEDS="6 7 8" .venv/bin/python tools/online_arms_compare.py OUT_DIR ARM_A ARM_B   # only these seeds
+
+Without SEEDS, every seed 0-99 with both arms scored is paired.
 
 For each ARM_B against ARM_A, per seed and pooled over seeds: mean difference B - A with its
 95% interval, episodes gained / lost and the sign test (lwd.evaluation.compare.paired_difference),
@@ -12,6 +15,7 @@ pooled over all their pairs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,9 +40,15 @@ def report_pooled(label: str, pairs: list[tuple[dict, dict]]) -> None:
     print(line)
 
 
+def chosen_seeds() -> list[int]:
+    """Deploy (or training) seeds to pair: $SEEDS (space-separated) if set, else 0-99."""
+    text = os.environ.get("SEEDS", "").strip()
+    return [int(seed) for seed in text.split()] if text else list(range(100))
+
+
 def compare(out: Path, arm_a: str, arm_b: str) -> list[tuple[dict, dict]]:
     pairs: list[tuple[dict, dict]] = []
-    for seed in range(100):  # deploy (or training) seeds 0-99
+    for seed in chosen_seeds():
         paths = [out / f"{arm}_s{seed}" / "eval" / "eval.json" for arm in (arm_a, arm_b)]
         if not all(path.exists() for path in paths):
             continue
