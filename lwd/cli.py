@@ -331,12 +331,20 @@ def cmd_deploy(config) -> int:
 
 
 def cmd_compare(config) -> int:
-    from lwd.evaluation.compare import compare_table, paired_table, parse_runs
+    from lwd.evaluation.compare import (
+        compare_table,
+        failed_stage_table,
+        has_multi_stage_outcomes,
+        paired_table,
+        parse_runs,
+    )
 
     runs = parse_runs(config.runs)
     table = compare_table(runs)
     if config.paired_against:
         table += "\n\n" + paired_table(runs, config.paired_against)
+    if has_multi_stage_outcomes(runs):
+        table += "\n\n" + failed_stage_table(runs)
     print(table)
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)

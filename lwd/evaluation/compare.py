@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lwd.configargs import documented
+from lwd.envs.tasks import task_spec
 from lwd.evaluation.evaluate import wilson_interval
 
 
@@ -295,6 +297,42 @@ def compare_table(runs: list[tuple[str, str]]) -> str:
     for task in tasks:
         lines.append(f"| {task.removesuffix('-v3')} | " + " | ".join(cell(reports[n], task) for n in names) + " |")
     lines.append("| **average** | " + " | ".join(f"**{cell(reports[n], None)}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def stopped_in(outcome: dict) -> str:
+    """The scene a failed episode stopped in: the stage after the ones its stage score says it completed
+    (a single-stage task's only scene)."""
+    stages = task_spec(outcome["task"]).stages
+    completed = round(outcome.get("stage_score", 0.0) * len(stages))
+    return stages[min(completed, len(stages) - 1)].removesuffix("-v3")
+
+
+def has_multi_stage_outcomes(runs: list[tuple[str, str]]) -> bool:
+    """Whether every report lists its episodes and some of them belong to a multi-stage task."""
+    reports = [r for group in _grouped(runs).values() for r in group]
+    return all(r.get("outcomes") for r in reports) and any(
+        task_spec(o["task"]).num_stages > 1 for r in reports for o in r["outcomes"]
+    )
+
+
+def failed_stage_table(runs: list[tuple[str, str]]) -> str:
+    """Markdown: per method (its seeds pooled), the failed episodes counted by the stage they
+    stopped in — on chained tasks, where the failures of two methods with the same success differ."""
+    counts = {name: Counter() for name in _grouped(runs)}
+    for name, group in _grouped(runs).items():
+        for report in group:
+            if not report.get("outcomes"):
+                raise ValueError(f"{name}: a report without its episodes (`outcomes`); re-run `lwd eval`")
+            counts[name].update(stopped_in(o) for o in report["outcomes"] if not o["success"])
+    scenes = [scene for scene, _ in sum(counts.values(), Counter()).most_common()]
+    lines = [
+        "| failed episodes, by the stage they stopped in | all | " + " | ".join(scenes) + " |",
+        "|---|---|" + "---|" * len(scenes),
+    ]
+    for name, counted in counts.items():
+        cells = " | ".join(str(counted[scene]) for scene in scenes)
+        lines.append(f"| {name} | {sum(counted.values())} | {cells} |")
     return "\n".join(lines)
 
 

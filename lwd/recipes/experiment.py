@@ -35,6 +35,8 @@ from lwd.evaluation.compare import (
     PairedDifference,
     SeedLevelDifference,
     compare_table,
+    failed_stage_table,
+    has_multi_stage_outcomes,
     load_report,
     mean_of_independent,
     paired_cell,
@@ -612,6 +614,8 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
                 *stage_scores,
                 "",
             ]
+        if has_multi_stage_outcomes(runs):
+            lines += [f"### {suite_name}: failed episodes by stage (seeds pooled)", "", failed_stage_table(runs), ""]
     lines += [
         "## Ablations (offline RL, SPEC §4.6)",
         "",

@@ -5,6 +5,7 @@ import pytest
 from lwd.cli import main
 from lwd.evaluation.compare import (
     compare_table,
+    failed_stage_table,
     mean_of_independent,
     paired_difference,
     paired_difference_over_seeds,
@@ -197,3 +198,40 @@ def test_compare_cli_adds_a_paired_table_against_the_named_method(tmp_path, caps
     )
     assert main(["compare", "--runs", *runs, "--paired-against", "HGD"]) == 2
     assert "none of the methods" in capsys.readouterr().err
+
+
+def _chain_report(path, stage_scores: list[float], task: str = "lh-stock-drawer") -> str:
+    """A report of `task` episodes with these stage scores (1.0 = the chain succeeded)."""
+    path.mkdir(parents=True)
+    outcomes = [
+        {"task": task, "seed": 900_000_000 + k, "success": score == 1.0, "stage_score": score}
+        for k, score in enumerate(stage_scores)
+    ]
+    rate = sum(o["success"] for o in outcomes) / len(outcomes)
+    per_task = {task: {"episodes": len(outcomes), "success": rate, "ci95": [0, 1], "cycle_time_steps": 300.0}}
+    (path / "eval.json").write_text(json.dumps({"per_task": per_task, "average_success": rate, "outcomes": outcomes}))
+    return str(path)
+
+
+def test_failed_chains_are_counted_by_the_stage_they_stopped_in(tmp_path):
+    # lh-stock-drawer: pick-place, drawer-open, pick-place, drawer-close.
+    runs = [
+        ("LWD", _chain_report(tmp_path / "a", [1.0, 0.0, 0.5, 0.75])),
+        ("LWD", _chain_report(tmp_path / "b", [1.0, 0.5])),
+        ("HG", _chain_report(tmp_path / "c", [0.25, 1.0, 1.0])),
+    ]
+    lines = failed_stage_table(runs).splitlines()
+    header = "| failed episodes, by the stage they stopped in | all | pick-place | drawer-close | drawer-open |"
+    assert lines[0] == header
+    assert lines[2] == "| LWD | 4 | 3 | 1 | 0 |"
+    assert lines[3] == "| HG | 1 | 0 | 0 | 1 |"
+
+
+def test_compare_cli_shows_failed_stages_only_for_chained_tasks(tmp_path, capsys):
+    chains = [f"LWD={_chain_report(tmp_path / 'lh', [1.0, 0.25])}"]
+    assert main(["compare", "--runs", *chains]) == 0
+    out = capsys.readouterr().out
+    assert "stopped in | all | drawer-open |" in out and "| LWD | 1 | 1 |" in out
+    single = [f"LWD={_report_with_outcomes(tmp_path / 'mt', [True, False])}"]
+    assert main(["compare", "--runs", *single]) == 0
+    assert "stopped in" not in capsys.readouterr().out

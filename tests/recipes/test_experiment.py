@@ -80,6 +80,17 @@ def test_per_task_tables_cover_every_task_and_the_long_horizon_stage_scores(smok
         assert (work / plot).stat().st_size > 0
 
 
+def test_long_horizon_failures_are_counted_by_the_stage_they_stopped_in(smoke_experiment):
+    work, text = smoke_experiment
+    table = text.split("### lh: failed episodes by stage")[1].split("##")[0]
+    runs = json.loads((work / "results.json").read_text())["suites"]["lh"]["runs"]
+    assert "### mt10: failed episodes by stage" not in text
+    for name in METHODS:
+        outcomes = [o for path in runs[name] for o in json.loads(Path(path).read_text())["outcomes"]]
+        cells = [int(c) for c in _row(table, name)]
+        assert cells[0] == sum(not o["success"] for o in outcomes) == sum(cells[1:]), (name, cells)
+
+
 def test_every_method_is_evaluated_on_evaluation_seeds_only(smoke_experiment):
     work, _ = smoke_experiment
     results = json.loads((work / "results.json").read_text())
