@@ -238,11 +238,13 @@ def run_best_of_n_episodes(
     execute_steps: int = 0,
     phrasings: str = "canonical",
     second: CandidateScorer | None = None,
+    first_noise_scale: float = 1.0,
 ) -> list[BestOfNOutcome]:
     """Run (task, seed) episodes in lockstep; at each replan sample `n` chunks per episode
     and execute the one `scorer` scores highest (ties: the first). `second`, if given,
     also scores the candidates, to see how its pick fares under `scorer` (e.g. the
-    critic's pick under the oracle)."""
+    critic's pick under the oracle). Candidate 0 is sampled at `first_noise_scale` (0: the
+    deterministic chunk the plain policy runs at s = 0), the others at s = 1."""
     from lwd.fleet.policy_actor import sample_chunks
 
     if n > 1 and scorer is None:
@@ -255,16 +257,18 @@ def run_best_of_n_episodes(
     replans = np.zeros(len(jobs), dtype=np.int64)
     changed = np.zeros(len(jobs), dtype=np.int64)
     sums = np.zeros((len(jobs), 3))  # first, picked, second's pick
+    first_is_scaled = (np.arange(n) == 0) * (first_noise_scale - 1.0) + 1.0  # (n,) scales
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
         # Candidate k of an episode is the k-th draw of its own noise stream: candidate 0 is
-        # exactly the chunk `lwd eval` would sample.
+        # exactly the chunk `lwd eval` would sample at `first_noise_scale`.
         candidates = sample_chunks(
             policy,
             encoder,
             np.repeat(episodes.states[idx], n, axis=0),
             [episodes.instructions[i] for i in idx for _ in range(n)],
             [generators[i] for i in idx for _ in range(n)],
+            noise_scale=np.tile(first_is_scaled, len(idx)),
         ).reshape(len(idx), n, horizon, -1)
         picks = np.zeros(len(idx), dtype=np.int64)
         if n > 1:

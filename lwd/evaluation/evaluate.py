@@ -69,8 +69,9 @@ class EvalConfig:
     tasks: tuple[str, ...] = documented((), "restrict to these tasks (default: the whole suite)")
     best_of_n: int = documented(
         1,
-        "sample N chunks at every replan and execute the one --critic values most (1 = the plain policy; "
-        "`lwd bench ceiling` measured what it buys, docs/benchmarks.md)",
+        "sample N chunks at every replan and execute the one --critic values most: the plain policy's chunk at "
+        "--noise-scale and N - 1 samples at s = 1 (1 = the plain policy; `lwd bench ceiling` measured what it "
+        "buys, docs/benchmarks.md)",
     )
     critic: str = documented(
         "", "LWD learner checkpoint whose Q ensemble (mean of its heads) picks the chunk when --best-of-n > 1"
@@ -127,10 +128,6 @@ class EvalConfig:
             raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
         if self.replan_at_stage_end and self.best_of_n > 1:
             raise ValueError("--best-of-n executes whole chunks: it does not combine with --replan-at-stage-end")
-        if self.noise_scale != 1.0 and self.best_of_n > 1:
-            raise ValueError(
-                "--best-of-n picks among samples of the policy's own distribution: pass --noise-scale 1 with it"
-            )
         unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
         if not self.phrasings or unknown or len(set(self.phrasings)) != len(self.phrasings):
             raise ValueError(f"phrasings must be distinct names from {PHRASING_SETS}, got {self.phrasings!r}")
@@ -201,12 +198,13 @@ def run_policy_episodes(
     phrasing of the set `phrasings` drawn by the episode's seed. Wording the checkpoint never
     saw is embedded by the sentence encoder on the spot. With `best_of_n` > 1 each replan
     samples that many chunks and executes the one the Q ensemble of the learner checkpoint
-    `critic` values most (mean of its heads); its first candidate is the plain policy's chunk.
+    `critic` values most (mean of its heads); its first candidate is the plain policy's chunk at
+    `noise_scale`, the others are samples at s = 1.
     `inference_dtype` ('float32', 'bfloat16') is the precision of the velocity network's hidden
     layers (`FleetConfig.inference_dtype`); `noise_scale` multiplies the flow's initial noise;
     `replan_at_stage_end` drops a chunk at the step that ends a stage (not with best-of-N);
-    `unstick` resamples where the policy has stopped (`UnstickConfig`; best-of-N, which samples
-    every chunk at s = 1, does without it)."""
+    `unstick` resamples where the policy has stopped (`UnstickConfig`; best-of-N, whose other
+    candidates are samples at s = 1, does without it)."""
     import torch
 
     from lwd.policy.adapter import HIDDEN_DTYPES
@@ -223,8 +221,6 @@ def run_policy_episodes(
     if best_of_n > 1:
         if replan_at_stage_end:
             raise ValueError("best-of-N executes whole chunks: it does not replan at a stage end")
-        if noise_scale != 1.0:
-            raise ValueError(f"best-of-{best_of_n} samples its candidates at noise scale 1, not {noise_scale:g}")
         from lwd.evaluation.ceiling import CriticScorer, load_critic, run_best_of_n_episodes  # imports this module
 
         scorer = CriticScorer(load_critic(critic), encoder)
@@ -232,7 +228,15 @@ def run_policy_episodes(
             result.outcome
             for start in range(0, len(jobs), batch)
             for result in run_best_of_n_episodes(
-                policy, encoder, jobs[start : start + batch], best_of_n, scorer, noise_seed, execute_steps, phrasings
+                policy,
+                encoder,
+                jobs[start : start + batch],
+                best_of_n,
+                scorer,
+                noise_seed,
+                execute_steps,
+                phrasings,
+                first_noise_scale=noise_scale,
             )
         ]
     return [

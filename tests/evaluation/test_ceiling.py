@@ -59,6 +59,30 @@ def test_one_candidate_reproduces_lwd_eval_episode_for_episode(tiny_checkpoint):
     assert best_of_one == run_policy_episodes(tiny_checkpoint, jobs, 0, 3, noise_scale=1.0)
 
 
+class FirstCandidateScorer(RecordingScorer):
+    """Records like RecordingScorer but always ranks candidate 0 highest."""
+
+    def score(self, robots, states, instructions, candidates, execute):
+        self.instruction = instructions[0]
+        scores = super().score(robots, states, instructions, candidates, execute)
+        return np.where(np.arange(scores.shape[1]) == 0, 1.0, 0.0) * np.ones_like(scores)
+
+
+@pytest.mark.slow
+def test_a_deterministic_first_candidate_is_the_plain_policy_at_zero_temperature(tiny_checkpoint):
+    jobs = [("reach-v3", SEEDS.validation(0)), ("reach-v3", SEEDS.validation(1))]
+    policy, encoder, _ = load_checkpoint(tiny_checkpoint)
+    scorer = FirstCandidateScorer()
+    picked_first = run_best_of_n_episodes(policy, encoder, jobs, 3, scorer, noise_seed=3, first_noise_scale=0.0)
+    assert [r.outcome for r in picked_first] == run_policy_episodes(tiny_checkpoint, jobs, 0, 3, noise_scale=0.0)
+    _, candidates, _, state = scorer.calls[-1]
+    with torch.inference_mode():
+        encoded = policy.encode(torch.from_numpy(state[None]), torch.from_numpy(encoder.embed([scorer.instruction])))
+        deterministic = policy.sample(encoded, torch.zeros(1, policy.flat_action_dim)).numpy()[0]
+    np.testing.assert_allclose(candidates[0], deterministic, atol=1e-5)
+    assert not np.allclose(candidates[1], candidates[0], atol=1e-3)  # the others are samples at s = 1
+
+
 def test_oracle_scores_deterministically_and_leaves_the_scored_robot_untouched(tiny_checkpoint):
     policy, encoder, _ = load_checkpoint(tiny_checkpoint)
     robot = make_robot("reach-v3", "canonical")

@@ -48,11 +48,6 @@ def test_evaluation_refuses_training_seeds(untrained_checkpoint):
         run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0)), ("reach-v3", 7)], 0, 0, noise_scale=0.0)
 
 
-def test_best_of_n_refuses_a_sampling_scale_other_than_one(untrained_checkpoint):
-    with pytest.raises(ValueError, match="best-of-4 samples its candidates at noise scale 1, not 0"):
-        run_policy_episodes(untrained_checkpoint, [("reach-v3", SEEDS.eval(0))], 0, 0, noise_scale=0.0, best_of_n=4)
-
-
 def test_evaluation_writes_json_markdown_and_chart(tmp_path, untrained_checkpoint):
     summary = evaluate(
         EvalConfig(
@@ -195,11 +190,9 @@ def test_an_unknown_precision_or_a_bfloat16_best_of_n_is_refused():
         EvalConfig(inference_dtype="bfloat16", best_of_n=4, critic="runs/deploy/learner/final")
 
 
-def test_a_negative_noise_scale_or_a_scaled_best_of_n_is_refused():
+def test_a_negative_noise_scale_is_refused():
     with pytest.raises(ValueError, match="noise_scale"):
         EvalConfig(noise_scale=-0.5)
-    with pytest.raises(ValueError, match="--noise-scale 1"):
-        EvalConfig(noise_scale=0.5, best_of_n=4, critic="runs/deploy/learner/final")
 
 
 def test_policies_are_scored_without_sampling_noise_while_robots_explore_with_it():
