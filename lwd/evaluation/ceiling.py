@@ -4,7 +4,8 @@ At each replan the policy samples N chunks for the current state and one is exec
 chosen by a scorer:
 
 - `oracle` (`OracleScorer`): the simulator is snapshotted, and each candidate is rolled
-  out on a scratch copy: its own actions, then the same policy (one sample per chunk)
+  out on a scratch copy: its own actions, then the same policy (one sample per chunk, at
+  candidate 0's temperature)
   until `lookahead` steps have passed since the replan, the task succeeded or the
   episode's time limit came. A candidate scores 2 − t/(L+1) if the task succeeded t
   steps into the lookahead (any success beats any failure; sooner beats later), else the
@@ -18,7 +19,8 @@ chosen by a scorer:
   or the minimum (what the TD targets use).
 
 Ties go to the first candidate; candidate 0 is drawn exactly as `lwd eval` draws its one
-chunk, so N = 1 reproduces `lwd eval --noise-scale 1` episode for episode. The oracle is a ceiling for a
+chunk at `first_noise_scale`, so N = 1 reproduces `lwd eval --noise-scale 1` episode for episode (at
+`--first-noise-scale 0`, `lwd eval` without `--unstick`). The oracle is a ceiling for a
 perfect critic of this policy's chunks (one-step improvement with a Monte-Carlo look
 ahead); the critic is what extraction already optimises. Validation seeds only by default.
 """
@@ -44,6 +46,7 @@ from lwd.evaluation.evaluate import (
     episode_generators,
     summarize,
 )
+from lwd.policy.sampling import check_noise_scale
 
 SELECTORS = ("oracle", "critic")
 CRITIC_REDUCTIONS = ("mean", "min")
@@ -74,6 +77,12 @@ class CeilingConfig:
     split: str = documented("validation", "held-out seeds: 'validation' (choosing defaults) or 'eval' (reporting)")
     execute_steps: int = documented(0, "actions executed from each chunk before replanning (0 = the whole chunk)")
     seed: int = documented(0, "seed of the policy's sampling noise")
+    first_noise_scale: float = documented(
+        1.0,
+        "sampling temperature of candidate 0 (and of the N = 1 run): 1 = a sample like the others, 0 = the "
+        "deterministic chunk `lwd eval` scores by default, so the selectors pick between the plain policy "
+        "and N - 1 samples at s = 1",
+    )
     workers: int = documented(2, "worker processes")
     out: str = documented("runs/bench/ceiling.json", "where to write the JSON result (and a .md table next to it)")
     progress: bool = documented(True, "show a progress bar per run")
@@ -86,6 +95,7 @@ class CeilingConfig:
             raise ValueError(f"critic_reduce must be one of {CRITIC_REDUCTIONS}, got {self.critic_reduce!r}")
         if not self.n or min(self.n) < 1:
             raise ValueError(f"n must be candidate counts >= 1, got {self.n!r}")
+        check_noise_scale(self.first_noise_scale, "first_noise_scale")
         if self.lookahead < 1 or self.episodes_per_task < 1 or self.workers < 1:
             raise ValueError("lookahead, episodes_per_task and workers must be >= 1")
         for task in self.tasks:
@@ -137,10 +147,19 @@ class OracleScorer:
     the simulator steps it spends in `lookahead_steps`.
     """
 
-    def __init__(self, policy, encoder, lookahead: int, noise_seed: int, phrasings: str = "canonical"):
+    def __init__(
+        self,
+        policy,
+        encoder,
+        lookahead: int,
+        noise_seed: int,
+        phrasings: str = "canonical",
+        continuation_noise_scale: float = 1.0,
+    ):
         if lookahead < 1:
             raise ValueError(f"lookahead must be >= 1, got {lookahead}")
         self.policy, self.encoder, self.lookahead = policy, encoder, lookahead
+        self.continuation_noise_scale = continuation_noise_scale
         self.phrasings = phrasings
         self.generator = torch.Generator().manual_seed(noise_seed)  # continuation noise
         self.lookahead_steps = 0
@@ -205,6 +224,7 @@ class OracleScorer:
             # The continuation: one chunk per candidate, the same noise for all N of an episode.
             idx = np.flatnonzero(live)
             noise = torch.randn(batch, width, generator=self.generator).repeat_interleave(n, dim=0)
+            noise *= self.continuation_noise_scale
             chunks = np.zeros_like(chunks)
             chunks[idx] = _sample(
                 self.policy, self.encoder, row_states[idx], [row_instructions[i] for i in idx], noise[idx]
@@ -350,11 +370,22 @@ def _run_group(args: tuple[str, int, list[tuple[str, int]]]) -> tuple[list[dict]
     oracle = None
     if selector == "oracle" and n > 1:
         key = np.random.SeedSequence([config.seed, n, *(seed for _, seed in jobs)]).generate_state(1)[0]
-        oracle = OracleScorer(policy, encoder, config.lookahead, int(key))
+        # The continuation runs the policy as candidate 0 runs (s = 0 makes it the plain policy's).
+        oracle = OracleScorer(
+            policy, encoder, config.lookahead, int(key), continuation_noise_scale=config.first_noise_scale
+        )
     scorer = oracle if selector == "oracle" else critic_scorer
     second = critic_scorer if selector == "oracle" else None
     results = run_best_of_n_episodes(
-        policy, encoder, jobs, n, scorer if n > 1 else None, config.seed, config.execute_steps, second=second
+        policy,
+        encoder,
+        jobs,
+        n,
+        scorer if n > 1 else None,
+        config.seed,
+        config.execute_steps,
+        second=second,
+        first_noise_scale=config.first_noise_scale,
     )
     lookahead_steps = 0
     if oracle is not None:

@@ -103,6 +103,25 @@ def test_oracle_scores_deterministically_and_leaves_the_scored_robot_untouched(t
     np.testing.assert_array_equal(robot.step(action)[0].state, after)
 
 
+def test_an_oracle_with_a_deterministic_continuation_ignores_its_noise_seed(tiny_checkpoint):
+    policy, encoder, _ = load_checkpoint(tiny_checkpoint)
+    robot = make_robot("reach-v3", "canonical")
+    observation, _ = robot.reset(SEEDS.validation(3))
+    candidates = np.random.default_rng(1).uniform(-1, 1, (1, 3, 5, 4)).astype(np.float32)
+
+    def scores(noise_seed: int, scale: float) -> np.ndarray:
+        oracle = OracleScorer(policy, encoder, lookahead=15, noise_seed=noise_seed, continuation_noise_scale=scale)
+        return oracle.score([robot], observation.state[None], [observation.instruction], candidates, execute=5)
+
+    np.testing.assert_array_equal(scores(5, 0.0), scores(6, 0.0))
+    assert not np.array_equal(scores(5, 1.0), scores(6, 1.0))  # sampled continuations do depend on it
+
+
+def test_ceiling_refuses_a_negative_first_candidate_temperature():
+    with pytest.raises(ValueError, match="first_noise_scale"):
+        CeilingConfig(first_noise_scale=-1.0)
+
+
 def test_critic_scorer_reduces_the_heads_by_mean_or_min():
     torch.manual_seed(0)
     critic = ChunkCritic(CriticConfig(hidden_dim=16, num_layers=1, num_heads=3))
