@@ -118,9 +118,9 @@ class LearnerConfig:
         False,
         "with the learned prior: each EMA step of QAM's reference towards the prior moves the policy's action "
         "expert by the same parameter change, so the policy follows what the reference gains from the "
-        "corrections and keeps the tilt QAM gave it (QAM still trains it; the target stays SPEC §5's); off here, "
-        "on in the lh presets: +0.027 (+0.008 … +0.047) on lh validation seeds, MT10 not measured "
-        "(docs/benchmarks.md)",
+        "corrections and keeps the tilt QAM gave it (QAM still trains it; the target stays SPEC §5's); off here "
+        "(it needs the learned prior), on in `lwd deploy`'s learner and every preset: +0.027 (+0.008 … +0.047) "
+        "on lh validation seeds, +0.012 (−0.003 … +0.026) on MT10's (docs/benchmarks.md)",
     )
     imitate_operator: bool = documented(
         False,

@@ -3,7 +3,7 @@
 
 import json
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from lwd.recipes.experiment import (
     run_experiment,
 )
 from lwd.recipes.presets import DEPLOY_ONLY_FIELDS
+from lwd.recipes.stages import online_learner
 
 pytestmark = pytest.mark.slow  # a real pipeline: `make test-fast` skips it
 
@@ -156,12 +157,14 @@ def test_a_paced_suite_gives_every_online_method_the_updates_its_env_steps_are_w
         assert any(line.startswith(f"| lh | {name} |") for line in online_table.splitlines())
 
 
-def test_lwd_online_tracks_the_reference_where_the_suites_preset_says_so(smoke_experiment):
+def test_lwd_online_tracks_the_reference_as_every_preset_says(smoke_experiment):
     work, _ = smoke_experiment
     for suite, preset in EXPERIMENT_PRESETS["smoke"].items():
         config = json.loads((work / suite / "seed0" / "lwd" / "config.json").read_text())
         assert config["lwd"]["policy_tracks_reference"] is preset.online_policy_tracks_reference
-    assert {p.online_policy_tracks_reference for p in EXPERIMENT_PRESETS["smoke"].values()} == {True, False}
+    assert all(p.online_policy_tracks_reference for ps in EXPERIMENT_PRESETS.values() for p in ps.values())
+    alone = replace(EXPERIMENT_PRESETS["smoke"]["mt10"], online_policy_tracks_reference=False)
+    assert online_learner(alone).policy_tracks_reference is False  # the preset's field decides
 
 
 @pytest.fixture(scope="module")
