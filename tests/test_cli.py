@@ -250,7 +250,9 @@ def test_deploy_defaults_are_the_online_learner_settings():
         "prior_data",
         "policy_every",
         "policy_lr",
+        "policy_tracks_reference",
     }
+    assert online.policy_tracks_reference and not offline.policy_tracks_reference  # validation, 2026-12-07
     assert online.policy_every == 4 and offline.policy_every == 1
     assert online.policy_lr == 1e-4 and offline.policy_lr == 3e-5  # issue 18: chosen on validation seeds
     assert (online.tau_base, online.policy_warmup, online.freeze_policy_encoder) == (0.9, 0, True)

@@ -277,7 +277,7 @@ def run_best_of_n_episodes(
     replans = np.zeros(len(jobs), dtype=np.int64)
     changed = np.zeros(len(jobs), dtype=np.int64)
     sums = np.zeros((len(jobs), 3))  # first, picked, second's pick
-    first_is_scaled = (np.arange(n) == 0) * (first_noise_scale - 1.0) + 1.0  # (n,) scales
+    candidate_scales = np.where(np.arange(n) == 0, first_noise_scale, 1.0)  # (n,) sampling temperatures
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
         # Candidate k of an episode is the k-th draw of its own noise stream: candidate 0 is
@@ -288,7 +288,7 @@ def run_best_of_n_episodes(
             np.repeat(episodes.states[idx], n, axis=0),
             [episodes.instructions[i] for i in idx for _ in range(n)],
             [generators[i] for i in idx for _ in range(n)],
-            noise_scale=np.tile(first_is_scaled, len(idx)),
+            noise_scale=np.tile(candidate_scales, len(idx)),
         ).reshape(len(idx), n, horizon, -1)
         picks = np.zeros(len(idx), dtype=np.int64)
         if n > 1:

@@ -319,8 +319,9 @@ def has_multi_stage_outcomes(runs: list[tuple[str, str]]) -> bool:
 def failed_stage_table(runs: list[tuple[str, str]]) -> str:
     """Markdown: per method (its seeds pooled), the failed episodes counted by the stage they
     stopped in — on chained tasks, where the failures of two methods with the same success differ."""
-    counts = {name: Counter() for name in _grouped(runs)}
-    for name, group in _grouped(runs).items():
+    grouped = _grouped(runs)
+    counts = {name: Counter() for name in grouped}
+    for name, group in grouped.items():
         for report in group:
             if not report.get("outcomes"):
                 raise ValueError(f"{name}: a report without its episodes (`outcomes`); re-run `lwd eval`")
