@@ -335,6 +335,7 @@ def cmd_compare(config) -> int:
         compare_table,
         failed_stage_table,
         has_multi_stage_outcomes,
+        load_runs,
         paired_table,
         parse_runs,
     )
@@ -343,8 +344,9 @@ def cmd_compare(config) -> int:
     table = compare_table(runs)
     if config.paired_against:
         table += "\n\n" + paired_table(runs, config.paired_against)
-    if has_multi_stage_outcomes(runs):
-        table += "\n\n" + failed_stage_table(runs)
+    reports = load_runs(runs)
+    if has_multi_stage_outcomes(reports):
+        table += "\n\n" + failed_stage_table(reports)
     print(table)
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)

@@ -240,7 +240,8 @@ def paired_cell(d: PairedDifference) -> str:
     return f"{signed_interval(d.mean, d.ci95)}, {d.gains}/{d.losses}, p = {d.sign_test_p:.2g}"
 
 
-def _grouped(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
+def load_runs(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
+    """Each method's evaluation reports, in the order its NAME=PATH pairs were given."""
     reports: dict[str, list[dict]] = {}
     for name, path in runs:
         reports.setdefault(name, []).append(load_report(path))
@@ -250,7 +251,7 @@ def _grouped(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
 def paired_table(runs: list[tuple[str, str]], against: str) -> str:
     """Markdown: every other method minus `against`, episode by episode, its seeds pooled; and the
     same difference with the training seed as the unit (Student-t over seeds)."""
-    reports = _grouped(runs)
+    reports = load_runs(runs)
     if against not in reports:
         raise ValueError(f"--paired-against {against!r} is none of the methods {list(reports)}")
     lines = [
@@ -275,7 +276,7 @@ def compare_table(runs: list[tuple[str, str]]) -> str:
     """Markdown: one row per task + the average, one column per method."""
     if not runs:
         raise ValueError("nothing to compare: pass NAME=PATH pairs")
-    reports = _grouped(runs)
+    reports = load_runs(runs)
     tasks = sorted({task for group in reports.values() for r in group for task in r["per_task"]})
     names = list(reports)
     lines = [
@@ -308,20 +309,19 @@ def stopped_in(outcome: dict) -> str:
     return stages[min(completed, len(stages) - 1)].removesuffix("-v3")
 
 
-def has_multi_stage_outcomes(runs: list[tuple[str, str]]) -> bool:
-    """Whether every report lists its episodes and some of them belong to a multi-stage task."""
-    reports = [r for group in _grouped(runs).values() for r in group]
-    return all(r.get("outcomes") for r in reports) and any(
-        task_spec(o["task"]).num_stages > 1 for r in reports for o in r["outcomes"]
+def has_multi_stage_outcomes(reports: dict[str, list[dict]]) -> bool:
+    """Whether every report (`load_runs`) lists its episodes and some of them belong to a multi-stage task."""
+    flat = [r for group in reports.values() for r in group]
+    return all(r.get("outcomes") for r in flat) and any(
+        task_spec(o["task"]).num_stages > 1 for r in flat for o in r["outcomes"]
     )
 
 
-def failed_stage_table(runs: list[tuple[str, str]]) -> str:
-    """Markdown: per method (its seeds pooled), the failed episodes counted by the stage they
-    stopped in — on chained tasks, where the failures of two methods with the same success differ."""
-    grouped = _grouped(runs)
-    counts = {name: Counter() for name in grouped}
-    for name, group in grouped.items():
+def failed_stage_table(reports: dict[str, list[dict]]) -> str:
+    """Markdown: per method (its seeds' reports from `load_runs` pooled), the failed episodes counted by
+    the stage they stopped in — on chained tasks, where the failures of two methods with the same success differ."""
+    counts = {name: Counter() for name in reports}
+    for name, group in reports.items():
         for report in group:
             if not report.get("outcomes"):
                 raise ValueError(f"{name}: a report without its episodes (`outcomes`); re-run `lwd eval`")

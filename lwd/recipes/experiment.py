@@ -38,6 +38,7 @@ from lwd.evaluation.compare import (
     failed_stage_table,
     has_multi_stage_outcomes,
     load_report,
+    load_runs,
     mean_of_independent,
     paired_cell,
     paired_difference_over_seeds,
@@ -614,8 +615,9 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
                 *stage_scores,
                 "",
             ]
-        if has_multi_stage_outcomes(runs):
-            lines += [f"### {suite_name}: failed episodes by stage (seeds pooled)", "", failed_stage_table(runs), ""]
+        reports = load_runs(runs)
+        if has_multi_stage_outcomes(reports):
+            lines += [f"### {suite_name}: failed episodes by stage (seeds pooled)", "", failed_stage_table(reports), ""]
     lines += [
         "## Ablations (offline RL, SPEC §4.6)",
         "",

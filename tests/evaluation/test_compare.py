@@ -6,6 +6,7 @@ from lwd.cli import main
 from lwd.evaluation.compare import (
     compare_table,
     failed_stage_table,
+    load_runs,
     mean_of_independent,
     paired_difference,
     paired_difference_over_seeds,
@@ -220,7 +221,7 @@ def test_failed_chains_are_counted_by_the_stage_they_stopped_in(tmp_path):
         ("LWD", _chain_report(tmp_path / "b", [1.0, 0.5])),
         ("HG", _chain_report(tmp_path / "c", [0.25, 1.0, 1.0])),
     ]
-    lines = failed_stage_table(runs).splitlines()
+    lines = failed_stage_table(load_runs(runs)).splitlines()
     header = "| failed episodes, by the stage they stopped in | all | pick-place | drawer-close | drawer-open |"
     assert lines[0] == header
     assert lines[2] == "| LWD | 4 | 3 | 1 | 0 |"
