@@ -85,6 +85,12 @@ class ReplayConfig:
         "like actions past the episode end; the critic still sees the executed actions); 'hold' the stage's "
         'last action repeated (the critic sees it too) (docs/benchmarks.md, "Where `lh` still fails")',
     )
+    takeover_as_failure: bool = documented(
+        False,
+        "a backup that starts in the policy's control and reaches the operator's takeover ends there as a "
+        "failure (terminal, no bootstrap from the value of the takeover state, which is the operator's): the "
+        "takeover is the policy's outcome (intervention as feedback); False: bootstrap there as anywhere",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_cameras", tuple(self.image_cameras))
@@ -483,6 +489,11 @@ class ChunkReplay:
 
         reaches_end = steps + covered >= end
         done = reaches_end & self._terminal.view[steps]
+        if cfg.takeover_as_failure:
+            control_end = self._control_end.view[steps]
+            # Only a backup that stops exactly at the takeover: one whose first chunk already
+            # holds operator actions bootstraps as before.
+            done |= ~self._intervention.view[steps] & (control_end < end) & (steps + covered == control_end)
         obs_rows = self._obs_row.view[steps]
         images = None if self._images is None else self._images[obs_rows]
         next_images = None if self._images is None else self._images[obs_rows + covered]

@@ -171,6 +171,12 @@ class DeployConfig:
         "0 = the method's default: 4 for lwd (the SPEC says 1), 1 for recap",
     )
     discount: float = documented(0.99, "γ per environment step")
+    takeover_as_failure: bool = documented(
+        False,
+        "a backup that starts in the policy's control ends at the operator's takeover as a failure "
+        "(terminal, value 0) instead of bootstrapping from the takeover state's value, which is the "
+        "operator's (issue 18; docs/benchmarks.md)",
+    )
     task_balanced: bool = documented(True, "sample tasks equally often")
     refresh_seconds: float = documented(1.0, "how often the learner pulls new episodes from the online store")
     log_seconds: float = documented(10.0, "seconds between metric records")
@@ -743,6 +749,7 @@ def _replays(
             discount=config.discount,
             n_step=config.resolved_n_step(),
             task_balanced=config.task_balanced,
+            takeover_as_failure=config.takeover_as_failure,
             image_cameras=method.policy.cameras,
         )
     )

@@ -65,6 +65,22 @@ def test_failures_are_terminal_unless_time_limits_bootstrap(tmp_path):
     np.testing.assert_allclose(bootstrap.discount, [0.25, 0.25, 0.5])
 
 
+def test_a_policy_backup_that_reaches_a_takeover_ends_there_as_a_failure(tmp_path):
+    # T = 8, the operator drives steps 4-5 and the episode succeeds; H = 2, n = 2.
+    takeover = np.zeros(8, bool)
+    takeover[4:6] = True
+    episode = replace(indexed_episode(8, True), source="rollout", intervention=takeover)
+    plain = replay_of(tmp_path / "a", [episode], chunk_len=2, n_step=2, discount=0.5).gather(np.arange(8))
+    failure = replay_of(tmp_path / "b", [episode], chunk_len=2, n_step=2, discount=0.5, takeover_as_failure=True)
+    batch = failure.gather(np.arange(8))
+    # Steps 0-2 are policy backups cut at the takeover (step 4); step 3's first chunk already
+    # holds an operator action, and the operator's own backups (steps 4, 5) are untouched.
+    np.testing.assert_allclose(plain.done, [0, 0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_allclose(batch.done, [1, 1, 1, 0, 0, 0, 1, 1])
+    np.testing.assert_allclose(batch.next_obs[:, 0], plain.next_obs[:, 0])
+    np.testing.assert_allclose(batch.reward, plain.reward)
+
+
 def test_chunks_never_cross_into_the_next_episode(tmp_path):
     replay = replay_of(
         tmp_path, [indexed_episode(3, True, seq=0), indexed_episode(5, True, seq=1, offset=100)], chunk_len=4
@@ -75,7 +91,7 @@ def test_chunks_never_cross_into_the_next_episode(tmp_path):
     np.testing.assert_allclose(last_of_first.actions[0, :, 0], [0.003] * 4)
 
 
-def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
+def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit, takeover_as_failure=False):
     """A slow, literal reading of the definitions in lwd/data/replay.py."""
     T = episode.num_steps
     r = [0.0] * T
@@ -87,7 +103,8 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
     steps = min(L, T - t, max(min(H, T - t), same_control))  # beyond one chunk, never across a takeover
     reward = sum(gamma**i * r[t + i] for i in range(steps))
     terminal = episode.success or not bootstrap_at_time_limit
-    done = float(t + steps >= T and terminal)
+    taken_over = not flags[t] and t + same_control < T and steps == same_control
+    done = float((t + steps >= T and terminal) or (takeover_as_failure and taken_over))
     actions = [episode.actions[min(t + i, T - 1)] for i in range(H)]
     mask = [t + i < T for i in range(H)]
     return reward, episode.observations[t + steps], done, gamma**steps, np.stack(actions), mask
@@ -102,8 +119,11 @@ def reference_chunk(episode, t, H, n, gamma, bootstrap_at_time_limit):
     gamma=st.floats(0.5, 1.0),
     bootstrap=st.booleans(),
     takeover_seed=st.integers(0, 2**16),
+    takeover_as_failure=st.booleans(),
 )
-def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H, n, gamma, bootstrap, takeover_seed):
+def test_chunks_match_the_slow_reference(
+    tmp_path_factory, lengths, successes, H, n, gamma, bootstrap, takeover_seed, takeover_as_failure
+):
     flags = np.random.default_rng(takeover_seed)
     episodes = [
         make_episode(
@@ -122,12 +142,15 @@ def test_chunks_match_the_slow_reference(tmp_path_factory, lengths, successes, H
         n_step=n,
         discount=gamma,
         bootstrap_at_time_limit=bootstrap,
+        takeover_as_failure=takeover_as_failure,
     )
     batch = replay.gather(np.arange(replay.num_steps))
     row = 0
     for episode in episodes:
         for t in range(episode.num_steps):
-            reward, next_obs, done, discount, actions, mask = reference_chunk(episode, t, H, n, gamma, bootstrap)
+            reward, next_obs, done, discount, actions, mask = reference_chunk(
+                episode, t, H, n, gamma, bootstrap, takeover_as_failure
+            )
             assert batch.reward[row] == pytest.approx(reward, rel=1e-5, abs=1e-6)
             np.testing.assert_array_equal(batch.next_obs[row], next_obs)
             assert batch.done[row] == done
