@@ -7,6 +7,8 @@ is pulled in (`refresh`), so `sample` never touches the disk.
 Definitions for a step t of an episode with T steps, chunk length H, n-step n, L = nH:
   actions      a_t .. a_{t+H-1}; steps past the end repeat a_{T-1}, action_mask False there
   reward       sum_{i < min(L, T-t)} gamma^i r_{t+i}, r = 1 on the final step of a success
+               (with `stage_reward`, also r = stage_reward on the step that completes a stage of
+               a long-horizon chain before its last)
   next_obs     s_{min(t+L, T)}
   done         1 when the window reaches the episode end (the episode's outcome is final:
                success, or a failure at the time limit), else 0
@@ -84,6 +86,11 @@ class ReplayConfig:
         "'next' the next stage's first actions as executed (in the next, reset scene); 'mask' nothing (masked "
         "like actions past the episode end; the critic still sees the executed actions); 'hold' the stage's "
         'last action repeated (the critic sees it too) (docs/benchmarks.md, "Where `lh` still fails")',
+    )
+    stage_reward: float = documented(
+        0.0,
+        "reward on the step that completes a stage of a long-horizon chain before its last (a shaping "
+        "option; SPEC's reward is sparse: 0 keeps it, r = 1 only where a chain succeeds)",
     )
     takeover_as_failure: bool = documented(
         False,
@@ -212,6 +219,7 @@ class ChunkReplay:
         self._intervention = _Growable((), np.bool_)
         self._version = _Growable((), np.int64)
         self._reward = _Growable((), np.float32)
+        self._return_to_go = _Growable((), np.float32)
         self._obs_row = _Growable((), np.int64)  # step -> row of s_t in the obs array
         self._episode_end = _Growable((), np.int64)  # step -> one past the episode's last step
         self._control_end = _Growable((), np.int64)  # step -> next switch between policy and operator (or the end)
@@ -337,7 +345,11 @@ class ChunkReplay:
         self._version.extend(episode.policy_version)
         reward = np.zeros(steps, np.float32)
         reward[-1] = float(episode.success)
+        if self.config.stage_reward and episode.observations.shape[1] == LONG_HORIZON_OBS_DIM:
+            stage = stages_of(episode.observations)
+            reward[np.flatnonzero(stage[1:steps] > stage[: steps - 1])] += self.config.stage_reward
         self._reward.extend(reward)
+        self._return_to_go.extend(_discounted_sums_to_end(reward, self.config.discount))
         self._obs_row.extend(start_row + np.arange(steps))
         self._episode_end.extend(np.full(steps, start_step + steps))
         flags = np.asarray(episode.intervention, bool)
@@ -484,8 +496,7 @@ class ChunkReplay:
         rewards = self._reward.view[np.minimum(reward_idx, end[:, None] - 1)] * reward_valid
         reward = (rewards * cfg.discount ** np.arange(window, dtype=np.float64)[None, :]).sum(axis=1)
 
-        to_end = end - 1 - steps  # steps from t to the episode's last step, where its reward is
-        return_to_go = self._reward.view[end - 1] * cfg.discount ** to_end.astype(np.float64)
+        return_to_go = self._return_to_go.view[steps]
 
         reaches_end = steps + covered >= end
         done = reaches_end & self._terminal.view[steps]
@@ -504,7 +515,7 @@ class ChunkReplay:
             intervention=self._intervention.view[action_idx] & action_mask,
             imitable=self._imitable.view[action_idx] & action_mask,
             reward=reward.astype(np.float32),
-            return_to_go=return_to_go.astype(np.float32),
+            return_to_go=return_to_go,
             next_obs=self._obs.view[obs_rows + covered],
             done=done.astype(np.float32),
             discount=(cfg.discount**covered).astype(np.float32),
@@ -516,6 +527,14 @@ class ChunkReplay:
             images=images,
             next_images=next_images,
         )
+
+
+def _discounted_sums_to_end(reward: np.ndarray, discount: float) -> np.ndarray:
+    """(T,) float32: sum_{i < T-t} discount^i reward[t+i] for every t."""
+    sums = np.zeros(len(reward) + 1)
+    for t in range(len(reward) - 1, -1, -1):
+        sums[t] = reward[t] + discount * sums[t + 1]
+    return sums[:-1].astype(np.float32)
 
 
 def _remap(ids: np.ndarray, vocab: tuple[str, ...], merged: list[str]) -> np.ndarray:

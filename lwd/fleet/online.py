@@ -171,6 +171,11 @@ class DeployConfig:
         "0 = the method's default: 4 for lwd (the SPEC says 1), 1 for recap",
     )
     discount: float = documented(0.99, "γ per environment step")
+    stage_reward: float = documented(
+        0.0,
+        "reward on the step that completes a stage of a long-horizon chain before its last, in lwd's and "
+        "recap's backups (a shaping option, issue 18; 0 = SPEC's sparse reward)",
+    )
     takeover_as_failure: bool = documented(
         False,
         "a backup that starts in the policy's control ends at the operator's takeover as a failure "
@@ -750,6 +755,7 @@ def _replays(
             n_step=config.resolved_n_step(),
             task_balanced=config.task_balanced,
             takeover_as_failure=config.takeover_as_failure,
+            stage_reward=config.stage_reward,
             image_cameras=method.policy.cameras,
         )
     )

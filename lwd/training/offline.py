@@ -48,6 +48,9 @@ class OfflineConfig:
     batch_size: int = documented(256, "chunks per batch (value and critic; QAM uses --learner.qam-batch of them)")
     n_step: int = documented(4, "n: chunks per TD backup offline (4 for MT10 at H = 5; 10 for long-horizon tasks)")
     discount: float = documented(0.99, "γ per environment step")
+    stage_reward: float = documented(
+        0.0, "reward for each completed stage of a long-horizon chain before its last (shaping; 0 = SPEC's sparse)"
+    )
     takeover_as_failure: bool = documented(
         False, "end a policy backup at an operator's takeover as a failure (for fleet data; see `lwd deploy --help`)"
     )
@@ -147,6 +150,7 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
             n_step=config.n_step,
             task_balanced=config.task_balanced,
             takeover_as_failure=config.takeover_as_failure,
+            stage_reward=config.stage_reward,
             image_cameras=policy.cameras,
         ),
     )

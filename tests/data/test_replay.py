@@ -174,6 +174,18 @@ def long_horizon_episode(stages: list[int], seq: int = 0):
     return replace(episode, observations=observations)
 
 
+def test_a_stage_reward_pays_each_completed_stage_before_the_last(tmp_path):
+    # Step 2 completes stage 0, step 4 stage 1; the chain succeeds on its last step (5).
+    episode = long_horizon_episode([0, 0, 0, 1, 1, 2, 2])
+    sparse = replay_of(tmp_path / "a", [episode], chunk_len=1, discount=0.5).gather(np.arange(6))
+    shaped = replay_of(tmp_path / "b", [episode], chunk_len=1, discount=0.5, stage_reward=0.25).gather(np.arange(6))
+    np.testing.assert_allclose(sparse.reward, [0, 0, 0, 0, 0, 1])
+    np.testing.assert_allclose(shaped.reward, [0, 0, 0.25, 0, 0.25, 1])
+    np.testing.assert_allclose(sparse.return_to_go, [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1])
+    # The Monte-Carlo return sums the stage rewards too: from step 1, 0.5 * 0.25 + 0.5**3 * 0.25 + 0.5**4.
+    assert shaped.return_to_go[1] == pytest.approx(0.125 + 0.03125 + 0.0625)
+
+
 def test_chunks_past_a_stage_end_imitate_the_next_stage_nothing_or_the_last_action(tmp_path):
     # Step 2's action ends stage 0 (s_3 is in stage 1), step 4's ends stage 1; H = 3.
     episode = long_horizon_episode([0, 0, 0, 1, 1, 2, 2])
