@@ -11,7 +11,8 @@ Definitions for a step t of an episode with T steps, chunk length H, n-step n, L
                a long-horizon chain before its last)
   next_obs     s_{min(t+L, T)}
   done         1 when the window reaches the episode end (the episode's outcome is final:
-               success, or a failure at the time limit), else 0
+               success, or a failure at the time limit), else 0 (with `takeover_as_failure`,
+               also 1 where a window that starts in the policy's control stops at a takeover)
   discount     gamma^{min(L, T-t)}, the factor in front of the bootstrap value
   return_to_go sum_{i < T-t} gamma^i r_{t+i}, the Monte-Carlo return (RECAP's value target)
 so the critic target is  y = reward + discount * (1 - done) * V(next_obs).
@@ -113,6 +114,10 @@ class ReplayConfig:
             )
         if self.stage_end_targets not in STAGE_END_TARGETS:
             raise ValueError(f"stage_end_targets must be one of {STAGE_END_TARGETS}, got {self.stage_end_targets!r}")
+        if not 0.0 <= self.stage_reward <= 1.0:
+            raise ValueError(
+                f"stage_reward must be in [0, 1] (a share of the chain's success reward), got {self.stage_reward}"
+            )
         if self.recent_fraction and self.imitation_only:
             raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 

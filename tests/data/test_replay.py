@@ -186,6 +186,12 @@ def test_a_stage_reward_pays_each_completed_stage_before_the_last(tmp_path):
     assert shaped.return_to_go[1] == pytest.approx(0.125 + 0.03125 + 0.0625)
 
 
+@pytest.mark.parametrize("stage_reward", [-0.1, 1.5, float("nan")])
+def test_a_stage_reward_outside_zero_to_one_is_refused(stage_reward):
+    with pytest.raises(ValueError, match="stage_reward"):
+        ReplayConfig(stage_reward=stage_reward)
+
+
 def test_chunks_past_a_stage_end_imitate_the_next_stage_nothing_or_the_last_action(tmp_path):
     # Step 2's action ends stage 0 (s_3 is in stage 1), step 4's ends stage 1; H = 3.
     episode = long_horizon_episode([0, 0, 0, 1, 1, 2, 2])
