@@ -34,6 +34,11 @@ class CriticConfig:
     hidden_dim: int = documented(256, "width of critic and value networks")
     num_layers: int = documented(2, "hidden layers after the encoder")
     num_heads: int = documented(2, "critic ensemble size (targets use the minimum)")
+    action_features: int = documented(
+        0,
+        "width of each Q head's own layer over the flat action chunk before it meets the state features "
+        "(as many inputs for the action as for the state); 0 = the chunk's numbers enter the head directly",
+    )
     value_kind: str = documented("categorical", "'categorical' (DIVL) or 'expectile' (IQL-style scalar ablation)")
     value_atoms: int = documented(201, "K_v: atoms of the categorical value")
     value_min: float = documented(-0.1, "lowest atom")
@@ -49,6 +54,8 @@ class CriticConfig:
             raise ValueError(f"value_kind must be one of {VALUE_KINDS}, got {self.value_kind!r}")
         if self.num_heads < 1 or self.value_atoms < 2 or not self.value_min < self.value_max:
             raise ValueError("need num_heads >= 1, value_atoms >= 2 and value_min < value_max")
+        if self.action_features < 0:
+            raise ValueError(f"action_features must be >= 0 (0 = no action layer), got {self.action_features}")
 
     @classmethod
     def for_policy(cls, policy: PolicyConfig, **settings) -> CriticConfig:
@@ -111,9 +118,12 @@ class _QHead(nn.Module):
     def __init__(self, config: CriticConfig):
         super().__init__()
         self.encoder = StateInstructionEncoder(config)
-        self.net = mlp(
-            [config.features_dim + config.chunk_len * config.action_dim] + [config.hidden_dim] * config.num_layers + [1]
+        chunk_numbers = config.chunk_len * config.action_dim
+        self.action = (
+            mlp([chunk_numbers, config.action_features], final_activation=True) if config.action_features else None
         )
+        action_width = config.action_features or chunk_numbers
+        self.net = mlp([config.features_dim + action_width] + [config.hidden_dim] * config.num_layers + [1])
 
     def forward(
         self,
@@ -123,7 +133,8 @@ class _QHead(nn.Module):
         image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         encoded = self.encoder(obs, instruction, image_features)
-        return self.net(torch.cat([encoded, actions.reshape(actions.shape[0], -1)], -1))[:, 0]
+        flat = actions.reshape(actions.shape[0], -1)
+        return self.net(torch.cat([encoded, flat if self.action is None else self.action(flat)], -1))[:, 0]
 
 
 class ChunkCritic(nn.Module):

@@ -58,6 +58,9 @@ class OfflineConfig:
     value_kind: str = documented("categorical", "'categorical' (DIVL) or 'expectile' (IQL-style ablation)")
     critic_hidden: int = documented(256, "width of critic and value networks")
     critic_heads: int = documented(2, "Q heads of the critic ensemble (TD targets use their minimum, QAM their mean)")
+    critic_action_features: int = documented(
+        0, "width of each Q head's own layer over the action chunk (0 = the chunk enters the head directly)"
+    )
     seed: int = documented(0, "seed for initialisation and sampling")
     log_every: int = documented(100, "steps between metric records")
     checkpoint_every: int = documented(500, "steps between resumable checkpoints")
@@ -157,7 +160,12 @@ def _train_offline_holding_lease(config: OfflineConfig, out: Path, device: torch
     if resume is not None:
         state = resume[0]
         critic_config = CriticConfig(**state.extras["critic"])
-        asked = {"hidden_dim": config.critic_hidden, "num_heads": config.critic_heads, "value_kind": config.value_kind}
+        asked = {
+            "hidden_dim": config.critic_hidden,
+            "num_heads": config.critic_heads,
+            "value_kind": config.value_kind,
+            "action_features": config.critic_action_features,
+        }
         saved = {name: getattr(critic_config, name) for name in asked}
         if saved != asked:
             raise ValueError(
@@ -244,7 +252,11 @@ def _new_learner(
     missing = sorted(set(replay.instruction_vocab) - set(encoder.table))
     encoder.embed(missing)  # loads the sentence encoder only for instructions the SFT never saw
     critic_config = CriticConfig.for_policy(
-        policy.config, hidden_dim=config.critic_hidden, num_heads=config.critic_heads, value_kind=config.value_kind
+        policy.config,
+        hidden_dim=config.critic_hidden,
+        num_heads=config.critic_heads,
+        value_kind=config.value_kind,
+        action_features=config.critic_action_features,
     )
     torch.manual_seed(config.seed)
     reference = copy.deepcopy(policy)  # the SFT policy, frozen

@@ -93,6 +93,15 @@ def test_the_critic_ensemble_has_the_configured_number_of_heads_and_resumes_with
         train_offline(_offline_config(root, store, sft, 6, name="heads", critic_heads=2))
 
 
+def test_a_critic_with_an_action_layer_trains_and_refuses_to_resume_without_it(offline_setup):
+    root, store, sft, _ = offline_setup
+    first = train_offline(_offline_config(root, store, sft, 2, name="action", critic_action_features=8))
+    assert load_checkpoint(first)[2].extras["offline"]["critic"]["action_features"] == 8
+    assert any(key.startswith("critic.heads.0.action.") for key in load_learner_state(first))
+    with pytest.raises(ValueError, match="'action_features': 8"):
+        train_offline(_offline_config(root, store, sft, 4, name="action"))
+
+
 def test_offline_rl_trains_a_learned_prior_on_its_own_imitable_batches(offline_setup):
     root, store, sft, _ = offline_setup
     final = train_offline(
