@@ -535,11 +535,12 @@ class ChunkReplay:
 
 
 def _discounted_sums_to_end(reward: np.ndarray, discount: float) -> np.ndarray:
-    """(T,) float32: sum_{i < T-t} discount^i reward[t+i] for every t."""
-    sums = np.zeros(len(reward) + 1)
-    for t in range(len(reward) - 1, -1, -1):
-        sums[t] = reward[t] + discount * sums[t + 1]
-    return sums[:-1].astype(np.float32)
+    """(T,) float32: sum_{i < T-t} discount^i reward[t+i] for every t; a loop over the few
+    rewarded steps (the success, the stage ends), not over every step."""
+    sums = np.zeros(len(reward))
+    for j in np.flatnonzero(reward):
+        sums[: j + 1] += float(reward[j]) * discount ** np.arange(j, -1, -1, dtype=np.float64)
+    return sums.astype(np.float32)
 
 
 def _remap(ids: np.ndarray, vocab: tuple[str, ...], merged: list[str]) -> np.ndarray:
