@@ -363,6 +363,8 @@ def cmd_eval(config) -> int:
         print(f"reports in {config.out}/{{{','.join(config.phrasings)}}}/ and {config.out}/phrasings.{{json,md}}")
         return 0
     print(Path(config.out, "eval.md").read_text())
+    if "critic_changed_fraction" in summary:
+        print(f"the critic picked a sample over the plain chunk at {summary['critic_changed_fraction']:.0%} of replans")
     print(
         f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; "
         f"report in {config.out}/eval.{{json,md,png}}"

@@ -142,6 +142,8 @@ class EpisodeOutcome:
     stage_score: float  # fraction of the task's stages completed when the episode ended
     instruction: str = ""  # the wording the policy was given
     resampled: int = 0  # chunks resampled because the policy had stopped (EvalConfig.unstick)
+    critic_replans: int = 0  # best-of-N: replans where the critic chose among the candidates
+    critic_changed: int = 0  # best-of-N: of those, replans whose pick was not the plain policy's chunk
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -225,7 +227,7 @@ def run_policy_episodes(
 
         scorer = CriticScorer(load_critic(critic), encoder)
         return [
-            result.outcome
+            replace(result.outcome, critic_replans=result.replans, critic_changed=result.changed)
             for start in range(0, len(jobs), batch)
             for result in run_best_of_n_episodes(
                 policy,
@@ -538,6 +540,9 @@ def evaluate(config: EvalConfig) -> dict:
             "resampled_chunks": int(sum(o.resampled for o in outcomes)),
         }
     )
+    if config.best_of_n > 1:
+        replans = sum(o.critic_replans for o in outcomes)
+        summary["critic_changed_fraction"] = sum(o.critic_changed for o in outcomes) / max(replans, 1)
     write_report(
         summary,
         Path(config.out),

@@ -52,6 +52,39 @@ def test_best_of_n_executes_the_candidate_the_scorer_ranks_highest(tiny_checkpoi
 
 
 @pytest.mark.slow
+def test_eval_best_of_n_reports_how_often_the_critic_left_the_plain_chunk(tiny_checkpoint, tmp_path):
+    from lwd.evaluation.evaluate import EvalConfig, evaluate
+
+    policy, encoder, _ = load_checkpoint(tiny_checkpoint)
+    config = CriticConfig.for_policy(policy.config, hidden_dim=16, num_layers=1)
+    torch.manual_seed(1)
+    learner = save_checkpoint(
+        tmp_path / "learner",
+        policy,
+        encoder,
+        extras={"offline": {"critic": config.to_dict()}},
+        learner_modules={"critic": ChunkCritic(config)},
+    )
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=str(learner),
+            critic=str(learner),
+            best_of_n=3,
+            tasks=("reach-v3",),
+            episodes_per_task=2,
+            split="validation",
+            workers=1,
+            out=str(tmp_path / "eval"),
+        )
+    )
+    replans = sum(o["critic_replans"] for o in summary["outcomes"])
+    changed = sum(o["critic_changed"] for o in summary["outcomes"])
+    assert replans >= sum(o["steps"] for o in summary["outcomes"]) // policy.chunk_len
+    assert 0 < changed < replans  # a random critic leaves the plain chunk sometimes, not always
+    assert summary["critic_changed_fraction"] == pytest.approx(changed / replans)
+
+
+@pytest.mark.slow
 def test_one_candidate_reproduces_lwd_eval_episode_for_episode(tiny_checkpoint):
     jobs = [("reach-v3", SEEDS.validation(0)), ("reach-v3", SEEDS.validation(1))]
     policy, encoder, _ = load_checkpoint(tiny_checkpoint)
