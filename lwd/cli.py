@@ -341,10 +341,10 @@ def cmd_compare(config) -> int:
     )
 
     runs = parse_runs(config.runs)
-    table = compare_table(runs)
-    if config.paired_against:
-        table += "\n\n" + paired_table(runs, config.paired_against)
     reports = load_runs(runs)
+    table = compare_table(reports)
+    if config.paired_against:
+        table += "\n\n" + paired_table(reports, config.paired_against)
     if has_multi_stage_outcomes(reports):
         table += "\n\n" + failed_stage_table(reports)
     print(table)

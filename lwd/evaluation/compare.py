@@ -248,10 +248,9 @@ def load_runs(runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
     return reports
 
 
-def paired_table(runs: list[tuple[str, str]], against: str) -> str:
-    """Markdown: every other method minus `against`, episode by episode, its seeds pooled; and the
-    same difference with the training seed as the unit (Student-t over seeds)."""
-    reports = load_runs(runs)
+def paired_table(reports: dict[str, list[dict]], against: str) -> str:
+    """Markdown, from `load_runs`'s reports: every other method minus `against`, episode by episode,
+    its seeds pooled; and the same difference with the training seed as the unit (Student-t over seeds)."""
     if against not in reports:
         raise ValueError(f"--paired-against {against!r} is none of the methods {list(reports)}")
     lines = [
@@ -272,11 +271,10 @@ def paired_table(runs: list[tuple[str, str]], against: str) -> str:
     return "\n".join(lines)
 
 
-def compare_table(runs: list[tuple[str, str]]) -> str:
-    """Markdown: one row per task + the average, one column per method."""
-    if not runs:
+def compare_table(reports: dict[str, list[dict]]) -> str:
+    """Markdown, from `load_runs`'s reports: one row per task + the average, one column per method."""
+    if not reports:
         raise ValueError("nothing to compare: pass NAME=PATH pairs")
-    reports = load_runs(runs)
     tasks = sorted({task for group in reports.values() for r in group for task in r["per_task"]})
     names = list(reports)
     lines = [

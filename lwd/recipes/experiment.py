@@ -606,7 +606,8 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
     plot_methods(results, METHODS, work / "methods.png", "SFT vs baselines vs LWD")
     for suite_name, suite_results in results["suites"].items():
         runs = [(m, p) for m in METHODS for p in suite_results["runs"][m]]
-        lines += [f"### {suite_name}: per task", "", compare_table(runs), ""]
+        reports = load_runs(runs)
+        lines += [f"### {suite_name}: per task", "", compare_table(reports), ""]
         stage_scores = stage_score_table(results, suite_name)
         if stage_scores:
             lines += [
@@ -615,7 +616,6 @@ def write_tables(work: Path, results: dict, presets: dict[str, Preset]) -> Path:
                 *stage_scores,
                 "",
             ]
-        reports = load_runs(runs)
         if has_multi_stage_outcomes(reports):
             lines += [f"### {suite_name}: failed episodes by stage (seeds pooled)", "", failed_stage_table(reports), ""]
     lines += [

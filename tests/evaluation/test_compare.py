@@ -34,7 +34,7 @@ def test_seeds_of_one_method_are_averaged_and_methods_sit_side_by_side(tmp_path)
     sft = _report(tmp_path / "sft", {"reach-v3": 0.5, "push-v3": 0.7})
     seed0 = _report(tmp_path / "a", {"reach-v3": 0.6, "push-v3": 0.8})
     seed1 = _report(tmp_path / "b", {"reach-v3": 0.8, "push-v3": 0.8})
-    table = compare_table([("SFT", sft), ("LWD", seed0), ("LWD", seed1)])
+    table = compare_table(load_runs([("SFT", sft), ("LWD", seed0), ("LWD", seed1)]))
     lines = table.splitlines()
     assert lines[0] == "| task | SFT (1 seed) | LWD (2 seeds) |"
     assert lines[2].startswith("| push | 0.700") and "| 0.800" in lines[2]
