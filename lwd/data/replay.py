@@ -49,6 +49,12 @@ _log = logging.getLogger(__name__)
 STAGE_END_TARGETS = ("next", "mask", "hold")
 
 
+def check_stage_reward(stage_reward: float) -> None:
+    """Refuses a stage reward outside [0, 1] (NaN included): it is a share of the chain's success reward."""
+    if not 0.0 <= stage_reward <= 1.0:
+        raise ValueError(f"stage_reward must be in [0, 1] (a share of the chain's success reward), got {stage_reward}")
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     chunk_len: int = documented(5, "H: actions per chunk (chosen on validation seeds, docs/benchmarks.md)")
@@ -114,10 +120,7 @@ class ReplayConfig:
             )
         if self.stage_end_targets not in STAGE_END_TARGETS:
             raise ValueError(f"stage_end_targets must be one of {STAGE_END_TARGETS}, got {self.stage_end_targets!r}")
-        if not 0.0 <= self.stage_reward <= 1.0:
-            raise ValueError(
-                f"stage_reward must be in [0, 1] (a share of the chain's success reward), got {self.stage_reward}"
-            )
+        check_stage_reward(self.stage_reward)
         if self.recent_fraction and self.imitation_only:
             raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 

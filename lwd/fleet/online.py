@@ -43,7 +43,14 @@ from lwd.algorithms.learner import LearnerConfig
 from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
-from lwd.data.replay import ChunkBatch, ChunkReplay, MixedReplay, ReplayConfig, sample_learner_batches
+from lwd.data.replay import (
+    ChunkBatch,
+    ChunkReplay,
+    MixedReplay,
+    ReplayConfig,
+    check_stage_reward,
+    sample_learner_batches,
+)
 from lwd.data.store import EpisodeStore
 from lwd.fleet.fleet import Fleet, LocalFleet
 from lwd.fleet.gate import GateConfig, GateFactory, VersionGate, make_fleet_gate
@@ -208,6 +215,7 @@ class DeployConfig:
             raise ValueError(f"n_step must be >= 0 (0 = the method's default), got {self.n_step}")
         if self.n_sync < 1 or self.env_steps < 1:
             raise ValueError("n_sync and env_steps must be >= 1")
+        check_stage_reward(self.stage_reward)
         if self.updates_per_1k_env_steps < 0:
             raise ValueError(f"updates_per_1k_env_steps must be >= 0, got {self.updates_per_1k_env_steps}")
         if not 0.0 <= self.online_recent_fraction <= 1.0 or self.online_recent_steps < 1:

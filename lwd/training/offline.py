@@ -19,7 +19,7 @@ import torch
 from lwd.algorithms.learner import LearnerConfig, LWDLearner
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
-from lwd.data.replay import ChunkReplay, ReplayConfig, sample_learner_batches
+from lwd.data.replay import ChunkReplay, ReplayConfig, check_stage_reward, sample_learner_batches
 from lwd.data.store import EpisodeStore
 from lwd.policy.adapter import PolicyAdapter
 from lwd.policy.architectures import build_policy
@@ -69,6 +69,9 @@ class OfflineConfig:
     progress: bool = documented(True, "show a progress bar")
     tensorboard: bool = documented(True, "also write TensorBoard event files")
     learner: LearnerConfig = documented(LearnerConfig(), "DIVL + QAM settings (SPEC §4-§5)")
+
+    def __post_init__(self) -> None:
+        check_stage_reward(self.stage_reward)
 
 
 def build_learner(

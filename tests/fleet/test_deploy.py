@@ -387,6 +387,11 @@ def test_a_negative_n_step_is_refused(tiny_pipeline, tmp_path):
         _config(tiny_pipeline, tmp_path / "run", 100, n_step=-1)
 
 
+def test_a_stage_reward_outside_zero_to_one_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(ValueError, match="stage_reward"):
+        DeployConfig(checkpoint=str(tmp_path / "missing"), out=str(tmp_path / "run"), stage_reward=1.5)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

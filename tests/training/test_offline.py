@@ -126,3 +126,10 @@ def test_offline_rl_trains_on_cuda_resumes_there_and_saves_cpu_checkpoints(offli
     assert next(policy.parameters()).device.type == "cpu"
     resumed = train_offline(_offline_config(root, store, sft, 6, name="rl-cuda", device="cuda"))
     assert load_checkpoint(resumed)[2].training_step == manifest.training_step + 2
+
+
+def test_a_stage_reward_outside_zero_to_one_is_refused_when_configured(tmp_path):
+    from lwd.training.offline import OfflineConfig
+
+    with pytest.raises(ValueError, match="stage_reward"):
+        OfflineConfig(checkpoint=str(tmp_path / "missing"), out=str(tmp_path / "run"), stage_reward=-0.5)
