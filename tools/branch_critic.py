@@ -227,33 +227,64 @@ def critic_from(a: argparse.Namespace, weights: str | None):
     return critic.eval()
 
 
+class PlainBonusScorer:
+    """A scorer whose pick leaves the plain chunk (candidate 0) only when another candidate
+    beats it by more than `bonus`."""
+
+    def __init__(self, inner, bonus: float):
+        self.inner, self.bonus = inner, bonus
+
+    def score(self, *args) -> np.ndarray:
+        scores = self.inner.score(*args).copy()
+        scores[:, 0] += self.bonus
+        return scores
+
+
 def screen(a: argparse.Namespace) -> None:
+    """Held-out ranking metrics per critic (and per switch share: the pick leaves the plain chunk
+    only where the critic's margin over it is in the top share of held-out replans), then
+    best-of-N episodes with each (critic, share) paired with the plain policy."""
     torch.set_num_threads(a.threads)
     policy, encoder, _ = load_checkpoint(a.checkpoint)
     result: dict = {}
+    critics = {
+        ("base" if w == "base" else Path(w).stem): critic_from(a, None if w == "base" else w) for w in a.critic_weights
+    }
+    bonuses = {(name, share): 0.0 for name in critics for share in a.switch_shares}
     if a.heldout:
         heldout = load_tuples(a.heldout, encoder)
         oracle = heldout["scores"]
         if oracle.shape[1] > 1:
             result["oracle_vs_oracle"] = ranking_metrics(oracle[:, 1], oracle[:, 0])
-        for name, weights in [("base", None)] + [(Path(w).stem, w) for w in a.critic_weights]:
-            result[f"metrics_{name}"] = ranking_metrics(critic_scores(critic_from(a, weights), heldout), oracle[:, 0])
-    jobs = [(task, SEEDS.validation(k)) for task in a.tasks for k in range(a.episodes_per_task)]
+        for name, critic in critics.items():
+            q = critic_scores(critic, heldout)
+            margin = (q.max(1).values - q[:, 0]).numpy()
+            for share in a.switch_shares:
+                bonus = float(np.quantile(margin, 1.0 - share)) if share < 1.0 else 0.0
+                bonuses[(name, share)] = bonus
+                gated = q.clone()
+                gated[:, 0] += bonus
+                metrics = ranking_metrics(gated, oracle[:, 0])
+                result[f"metrics_{name}_share{share}"] = {"bonus": round(bonus, 5), **metrics}
+    elif any(share < 1.0 for share in a.switch_shares):
+        raise SystemExit("--switch-shares below 1 need --heldout (the margins come from its replans)")
     if a.episodes_per_task:
+        jobs = [(task, SEEDS.validation(k)) for task in a.tasks for k in range(a.episodes_per_task)]
         plain = run_best_of_n_episodes(policy, encoder, jobs, 1, None, a.noise_seed, first_noise_scale=0.0)
-        result["plain"] = float(np.mean([o.outcome.success for o in plain]))
-        for weights in a.critic_weights:
-            scorer = CriticScorer(critic_from(a, weights), encoder)
+        s_plain = np.array([o.outcome.success for o in plain], float)
+        result["plain"] = float(s_plain.mean())
+        for (name, share), bonus in bonuses.items():
+            scorer = PlainBonusScorer(CriticScorer(critics[name], encoder), bonus)
             picked = run_best_of_n_episodes(policy, encoder, jobs, a.n, scorer, a.noise_seed, first_noise_scale=0.0)
-            s_plain = np.array([o.outcome.success for o in plain], float)
             s_pick = np.array([o.outcome.success for o in picked], float)
             changed = sum(o.changed for o in picked) / max(sum(o.replans for o in picked), 1)
-            result[Path(weights).stem] = {
+            result[f"{name}_share{share}"] = {
                 "success": float(s_pick.mean()),
                 "minus_plain": float((s_pick - s_plain).mean()),
                 "wins_losses": [int(((s_pick - s_plain) > 0).sum()), int(((s_pick - s_plain) < 0).sum())],
                 "changed_fraction": round(changed, 3),
             }
+            print(name, share, json.dumps(result[f"{name}_share{share}"]), flush=True)
     print(json.dumps(result, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
@@ -289,7 +320,14 @@ def main() -> None:
     s = sub.add_parser("screen", help="best-of-N with fitted critics vs the plain policy; held-out ranking metrics")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--critic", default="", help="learner checkpoint with the critic config (default: --checkpoint)")
-    s.add_argument("--critic-weights", nargs="*", default=[])
+    s.add_argument("--critic-weights", nargs="+", default=["base"], help="fitted heads (.safetensors) or 'base'")
+    s.add_argument(
+        "--switch-shares",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="leave the plain chunk only where the critic's margin is in this top share of held-out replans",
+    )
     s.add_argument("--heldout", default="")
     s.add_argument("--tasks", nargs="+", default=list(LH_CHAINS))
     s.add_argument("--episodes-per-task", type=int, default=20)
