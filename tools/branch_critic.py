@@ -201,6 +201,9 @@ def fit(a: argparse.Namespace) -> None:
         q = critic(obs, text, train["chunks"][pick].flatten(0, 1)).reshape(-1, rows, n)  # (heads, rows, N)
         if a.loss == "mse":
             loss = ((q - target[pick]) ** 2).mean()
+        elif a.loss == "advantage":  # only the differences between candidates of one state
+            centred = target[pick] - target[pick].mean(1, keepdim=True)
+            loss = ((q - q.mean(2, keepdim=True) - centred) ** 2).mean()
         else:
             logits = q / a.temperature
             best = target[pick].argmax(1)
@@ -308,7 +311,7 @@ def main() -> None:
     f.add_argument("--fresh", action="store_true", help="start from a fresh critic of the same config")
     f.add_argument("--data", required=True)
     f.add_argument("--heldout", required=True)
-    f.add_argument("--loss", choices=("mse", "listwise"), default="mse")
+    f.add_argument("--loss", choices=("mse", "advantage", "listwise"), default="mse")
     f.add_argument("--temperature", type=float, default=0.05, help="listwise: softmax temperature on Q")
     f.add_argument("--steps", type=int, default=3000)
     f.add_argument("--batch", type=int, default=256, help="(state, chunk) pairs per step")
