@@ -53,40 +53,43 @@ def seed_of(split: str, k: int) -> int:
 
 
 def collect_chain(args: tuple) -> dict:
-    checkpoint, task, split, count, noise_seed, oracle_seeds = args
+    """One chain's episodes, `group` at a time in lockstep: every live episode keeps N scratch
+    robots per oracle (a Meta-World robot holds ~80 MB), so the group bounds memory."""
+    checkpoint, task, split, count, noise_seed, oracle_seeds, group = args
     torch.set_num_threads(1)
     policy, encoder, _ = load_checkpoint(checkpoint)
-    jobs = [(task, seed_of(split, k)) for k in range(count)]
-    generators = episode_generators(noise_seed, jobs)
-    episodes = LockstepEpisodes(jobs, "canonical")
     oracles = [OracleScorer(policy, encoder, LOOKAHEAD, noise_seed=s) for s in oracle_seeds]
     scales = np.where(np.arange(CANDIDATES) == 0, 0.0, 1.0)
-    states, instructions, chunks, scores, episode_ids = [], [], [], [], []
+    states, instructions, chunks, scores, episode_ids, success = [], [], [], [], [], []
     horizon = policy.chunk_len
-    while episodes.live.any():
-        idx = np.flatnonzero(episodes.live)
-        candidates = sample_chunks(
-            policy,
-            encoder,
-            np.repeat(episodes.states[idx], CANDIDATES, axis=0),
-            [episodes.instructions[i] for i in idx for _ in range(CANDIDATES)],
-            [generators[i] for i in idx for _ in range(CANDIDATES)],
-            noise_scale=np.tile(scales, len(idx)),
-        ).reshape(len(idx), CANDIDATES, horizon, -1)
-        robots = [episodes.robots[i] for i in idx]
-        replan_states = episodes.states[idx].copy()
-        texts = [episodes.instructions[i] for i in idx]
-        per_oracle = [o.score(robots, replan_states, texts, candidates, horizon) for o in oracles]
-        states.append(replan_states)
-        instructions.extend(texts)
-        chunks.append(candidates.astype(np.float32))
-        scores.append(np.stack(per_oracle, axis=1))  # (B, oracles, N)
-        episode_ids.append(idx)
-        for row, i in enumerate(idx):
-            episodes.execute(i, candidates[row, 0])
+    for first in range(0, count, group):
+        jobs = [(task, seed_of(split, k)) for k in range(first, min(first + group, count))]
+        generators = episode_generators(noise_seed, jobs)
+        episodes = LockstepEpisodes(jobs, "canonical")
+        while episodes.live.any():
+            idx = np.flatnonzero(episodes.live)
+            candidates = sample_chunks(
+                policy,
+                encoder,
+                np.repeat(episodes.states[idx], CANDIDATES, axis=0),
+                [episodes.instructions[i] for i in idx for _ in range(CANDIDATES)],
+                [generators[i] for i in idx for _ in range(CANDIDATES)],
+                noise_scale=np.tile(scales, len(idx)),
+            ).reshape(len(idx), CANDIDATES, horizon, -1)
+            robots = [episodes.robots[i] for i in idx]
+            replan_states = episodes.states[idx].copy()
+            texts = [episodes.instructions[i] for i in idx]
+            per_oracle = [o.score(robots, replan_states, texts, candidates, horizon) for o in oracles]
+            states.append(replan_states)
+            instructions.extend(texts)
+            chunks.append(candidates.astype(np.float32))
+            scores.append(np.stack(per_oracle, axis=1))  # (B, oracles, N)
+            episode_ids.append(idx + first)
+            for row, i in enumerate(idx):
+                episodes.execute(i, candidates[row, 0])
+        success.extend(o.success for o in episodes.close())
     for oracle in oracles:
         oracle.close()
-    outcomes = episodes.close()
     return {
         "task": task,
         "states": np.concatenate(states).astype(np.float32),
@@ -94,13 +97,13 @@ def collect_chain(args: tuple) -> dict:
         "chunks": np.concatenate(chunks),
         "scores": np.concatenate(scores).astype(np.float32),
         "episode": np.concatenate(episode_ids),
-        "success": np.array([o.success for o in outcomes]),
+        "success": np.array(success),
     }
 
 
 def collect(a: argparse.Namespace) -> None:
     start = time.time()
-    jobs = [(a.checkpoint, task, a.split, a.seeds, a.noise_seed, tuple(a.oracle_seeds)) for task in a.tasks]
+    jobs = [(a.checkpoint, task, a.split, a.seeds, a.noise_seed, tuple(a.oracle_seeds), a.group) for task in a.tasks]
     with mp.get_context("spawn").Pool(a.workers) as pool:
         parts = pool.map(collect_chain, jobs)
     out = {
@@ -304,6 +307,7 @@ def main() -> None:
     c.add_argument("--noise-seed", type=int, default=0)
     c.add_argument("--oracle-seeds", type=int, nargs="+", default=[1], help="one oracle scoring per seed")
     c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--group", type=int, default=5, help="episodes run in lockstep (bounds the scratch robots' memory)")
     c.add_argument("--out", required=True)
     f = sub.add_parser("fit", help="fit Q heads to oracle scores")
     f.add_argument("--checkpoint", required=True, help="policy checkpoint (its instruction encoder)")
