@@ -120,14 +120,16 @@ def collect(a: argparse.Namespace) -> None:
     print(f"{len(out['states'])} replans in {time.time() - start:.0f} s -> {a.out}")
 
 
-def load_tuples(path: str, encoder) -> dict:
+def load_tuples(path: str, encoder, episodes: int = 0) -> dict:
+    """The replans of an .npz; with `episodes` > 0 only those of each chain's first `episodes` episodes."""
     data = np.load(path, allow_pickle=False)
+    keep = data["episode"] < episodes if episodes > 0 else np.ones(len(data["states"]), dtype=bool)
     return {
-        "obs": torch.from_numpy(data["states"]),
-        "text": torch.from_numpy(encoder.embed(list(data["instructions"]))),
-        "chunks": torch.from_numpy(data["chunks"]),
-        "scores": torch.from_numpy(data["scores"]),  # (R, oracles, N)
-        "task": data["task"],
+        "obs": torch.from_numpy(data["states"][keep]),
+        "text": torch.from_numpy(encoder.embed(list(data["instructions"][keep]))),
+        "chunks": torch.from_numpy(data["chunks"][keep]),
+        "scores": torch.from_numpy(data["scores"][keep]),  # (R, oracles, N)
+        "task": data["task"][keep],
     }
 
 
@@ -188,7 +190,8 @@ def fit(a: argparse.Namespace) -> None:
     if a.fresh:
         head = base.heads[0].encoder
         critic.set_normalization(head.obs_mean, head.obs_std)
-    train = load_tuples(a.data, encoder)
+    train = load_tuples(a.data, encoder, a.episodes)
+    print(f"fitting on {len(train['obs'])} replans")
     heldout = load_tuples(a.heldout, encoder)
     target = train["scores"].mean(1)  # (R, N): mean over oracle seeds
     r, n = target.shape
@@ -315,6 +318,7 @@ def main() -> None:
     f.add_argument("--fresh", action="store_true", help="start from a fresh critic of the same config")
     f.add_argument("--data", required=True)
     f.add_argument("--heldout", required=True)
+    f.add_argument("--episodes", type=int, default=0, help="fit on each chain's first K episodes only (0 = all)")
     f.add_argument("--loss", choices=("mse", "advantage", "listwise"), default="mse")
     f.add_argument("--temperature", type=float, default=0.05, help="listwise: softmax temperature on Q")
     f.add_argument("--steps", type=int, default=3000)
