@@ -391,9 +391,10 @@ def _run_group(args: tuple[str, int, list[tuple[str, int]]]) -> tuple[list[dict]
     if oracle is not None:
         lookahead_steps = oracle.lookahead_steps
         oracle.close()
+    # `lwd eval`'s critic_replans / critic_changed stay out: `replans` / `changed` count the picks of any selector.
     rows = [
         {
-            **asdict(r.outcome),
+            **{k: v for k, v in asdict(r.outcome).items() if k not in ("critic_replans", "critic_changed")},
             "replans": r.replans,
             "changed": r.changed,
             "first_score": r.first_score,
@@ -447,7 +448,8 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
                     lookahead_steps += steps
                     bar.update(len(part))
             rows.sort(key=lambda r: (r["task"], r["seed"]))
-            outcomes = [EpisodeOutcome(**{k: r[k] for k in EpisodeOutcome.__dataclass_fields__}) for r in rows]
+            known = EpisodeOutcome.__dataclass_fields__
+            outcomes = [EpisodeOutcome(**{k: v for k, v in r.items() if k in known}) for r in rows]
             summary = summarize(outcomes)
             replans = sum(r["replans"] for r in rows)
             summary.update(

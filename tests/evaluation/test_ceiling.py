@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from lwd.envs import SEEDS, make_robot
-from lwd.evaluation.ceiling import CeilingConfig, CriticScorer, OracleScorer, run_best_of_n_episodes
+from lwd.evaluation.ceiling import (
+    CeilingConfig,
+    CriticScorer,
+    OracleScorer,
+    run_best_of_n_episodes,
+    run_ceiling_bench,
+)
 from lwd.evaluation.evaluate import run_policy_episodes
 from lwd.policy.checkpoint import load_checkpoint, save_checkpoint
 from lwd.policy.critic import ChunkCritic, CriticConfig
@@ -201,3 +207,26 @@ def test_eval_best_of_n_needs_a_critic():
     with pytest.raises(ValueError, match="needs --critic"):
         EvalConfig(best_of_n=4)
     assert EvalConfig(best_of_n=4, critic="runs/offline/final", noise_scale=1.0).best_of_n == 4
+
+
+@pytest.mark.slow
+def test_ceiling_bench_pairs_each_run_with_the_policy_and_counts_its_own_picks(tiny_checkpoint, tmp_path):
+    config = CeilingConfig(
+        checkpoint=tiny_checkpoint,
+        selectors=("oracle",),
+        n=(1, 2),
+        lookahead=5,
+        tasks=("reach-v3",),
+        episodes_per_task=1,
+        workers=1,
+        out=str(tmp_path / "ceiling.json"),
+        progress=False,
+    )
+    report = run_ceiling_bench(config)
+    oracle = report["runs"]["oracle N=2"]
+    (row,) = oracle["episodes"]
+    assert row["replans"] == oracle["replans"] > 0
+    assert 0 <= row["changed"] <= row["replans"]
+    assert "critic_replans" not in row and "critic_changed" not in row  # eval's fields, not the ceiling's
+    assert oracle["paired_vs_policy"]["episodes"] == 1
+    assert (tmp_path / "ceiling.md").read_text().count("oracle N=2") == 1
