@@ -37,9 +37,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lwd.envs import SEEDS
-from lwd.evaluation.ceiling import CriticScorer, OracleScorer, load_critic, run_best_of_n_episodes
+from lwd.evaluation.ceiling import (
+    CriticScorer,
+    OracleScorer,
+    load_critic,
+    run_best_of_n_episodes,
+    sample_candidates,
+)
 from lwd.evaluation.evaluate import LockstepEpisodes, episode_generators
-from lwd.fleet.policy_actor import sample_chunks
 from lwd.policy.checkpoint import load_checkpoint
 from lwd.policy.critic import ChunkCritic
 
@@ -59,7 +64,6 @@ def collect_chain(args: tuple) -> dict:
     torch.set_num_threads(1)
     policy, encoder, _ = load_checkpoint(checkpoint)
     oracles = [OracleScorer(policy, encoder, LOOKAHEAD, noise_seed=s) for s in oracle_seeds]
-    scales = np.where(np.arange(CANDIDATES) == 0, 0.0, 1.0)
     states, instructions, chunks, scores, episode_ids, success = [], [], [], [], [], []
     horizon = policy.chunk_len
     for first in range(0, count, group):
@@ -68,14 +72,7 @@ def collect_chain(args: tuple) -> dict:
         episodes = LockstepEpisodes(jobs, "canonical")
         while episodes.live.any():
             idx = np.flatnonzero(episodes.live)
-            candidates = sample_chunks(
-                policy,
-                encoder,
-                np.repeat(episodes.states[idx], CANDIDATES, axis=0),
-                [episodes.instructions[i] for i in idx for _ in range(CANDIDATES)],
-                [generators[i] for i in idx for _ in range(CANDIDATES)],
-                noise_scale=np.tile(scales, len(idx)),
-            ).reshape(len(idx), CANDIDATES, horizon, -1)
+            candidates = sample_candidates(policy, encoder, episodes, generators, idx, CANDIDATES, 0.0)
             robots = [episodes.robots[i] for i in idx]
             replan_states = episodes.states[idx].copy()
             texts = [episodes.instructions[i] for i in idx]

@@ -248,6 +248,25 @@ class BestOfNOutcome:
     second_pick_score: float | None = None
 
 
+def sample_candidates(
+    policy, encoder, episodes: LockstepEpisodes, generators: list, idx: np.ndarray, n: int, first_noise_scale: float
+) -> np.ndarray:
+    """(len(idx), n, H, A) candidate chunks for the live episodes `idx`, in one batched call.
+    Candidate k of an episode is the k-th draw of its own noise stream: candidate 0 is exactly
+    the chunk `lwd eval` would sample at `first_noise_scale`; the others are sampled at s = 1."""
+    from lwd.fleet.policy_actor import sample_chunks
+
+    scales = np.where(np.arange(n) == 0, first_noise_scale, 1.0)  # (n,) sampling temperatures
+    return sample_chunks(
+        policy,
+        encoder,
+        np.repeat(episodes.states[idx], n, axis=0),
+        [episodes.instructions[i] for i in idx for _ in range(n)],
+        [generators[i] for i in idx for _ in range(n)],
+        noise_scale=np.tile(scales, len(idx)),
+    ).reshape(len(idx), n, policy.chunk_len, -1)
+
+
 def run_best_of_n_episodes(
     policy,
     encoder,
@@ -265,8 +284,6 @@ def run_best_of_n_episodes(
     also scores the candidates, to see how its pick fares under `scorer` (e.g. the
     critic's pick under the oracle). Candidate 0 is sampled at `first_noise_scale` (0: the
     deterministic chunk the plain policy runs at s = 0), the others at s = 1."""
-    from lwd.fleet.policy_actor import sample_chunks
-
     if n > 1 and scorer is None:
         raise ValueError("best-of-N with n > 1 needs a scorer")
     check_held_out_seeds([seed for _, seed in jobs])
@@ -277,19 +294,9 @@ def run_best_of_n_episodes(
     replans = np.zeros(len(jobs), dtype=np.int64)
     changed = np.zeros(len(jobs), dtype=np.int64)
     sums = np.zeros((len(jobs), 3))  # first, picked, second's pick
-    candidate_scales = np.where(np.arange(n) == 0, first_noise_scale, 1.0)  # (n,) sampling temperatures
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
-        # Candidate k of an episode is the k-th draw of its own noise stream: candidate 0 is
-        # exactly the chunk `lwd eval` would sample at `first_noise_scale`.
-        candidates = sample_chunks(
-            policy,
-            encoder,
-            np.repeat(episodes.states[idx], n, axis=0),
-            [episodes.instructions[i] for i in idx for _ in range(n)],
-            [generators[i] for i in idx for _ in range(n)],
-            noise_scale=np.tile(candidate_scales, len(idx)),
-        ).reshape(len(idx), n, horizon, -1)
+        candidates = sample_candidates(policy, encoder, episodes, generators, idx, n, first_noise_scale)
         picks = np.zeros(len(idx), dtype=np.int64)
         if n > 1:
             robots = [episodes.robots[i] for i in idx]
