@@ -18,6 +18,12 @@ chosen by a scorer:
   over heads by the mean (what QAM's policy gradient follows, `LWDLearner.update_policy`)
   or the minimum (what the TD targets use).
 
+With `--critic` beside the oracle, each oracle replan also records the critic's pick under the
+oracle: its mean score, and how often it lands more than `PICK_MARGIN` (0.05) below or above
+candidate 0. On `lh` the count below is what decides whether a critic's pick pays: the plain
+chunk is right at almost every replan, so a few harmful picks per episode cost more than many
+small gains bring (docs/benchmarks.md, "A critic given counterfactual labels").
+
 Ties go to the first candidate; candidate 0 is drawn exactly as `lwd eval` draws its one
 chunk at `first_noise_scale`, so N = 1 reproduces `lwd eval --noise-scale 1` episode for episode (at
 `--first-noise-scale 0`, `lwd eval` without `--unstick`). The oracle is a ceiling for a
@@ -51,6 +57,8 @@ from lwd.policy.sampling import check_noise_scale
 SELECTORS = ("oracle", "critic")
 CRITIC_REDUCTIONS = ("mean", "min")
 # The four tasks the issue names plus one the SFT policy already solves (sanity check).
+# A pick "harms" (or "helps") when it scores this much below (above) candidate 0 under the oracle.
+PICK_MARGIN = 0.05
 CEILING_TASKS = ("pick-place-v3", "peg-insert-side-v3", "push-v3", "reach-v3", "drawer-close-v3")
 
 
@@ -246,6 +254,10 @@ class BestOfNOutcome:
     first_score: float = 0.0
     picked_score: float = 0.0
     second_pick_score: float | None = None
+    # Replans whose second-scorer pick scored more than PICK_MARGIN below / above candidate 0
+    # (under the picking scorer); None without a second scorer.
+    second_worse: int | None = None
+    second_better: int | None = None
 
 
 def sample_candidates(
@@ -294,6 +306,8 @@ def run_best_of_n_episodes(
     replans = np.zeros(len(jobs), dtype=np.int64)
     changed = np.zeros(len(jobs), dtype=np.int64)
     sums = np.zeros((len(jobs), 3))  # first, picked, second's pick
+    second_worse = np.zeros(len(jobs), dtype=np.int64)
+    second_better = np.zeros(len(jobs), dtype=np.int64)
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
         candidates = sample_candidates(policy, encoder, episodes, generators, idx, n, first_noise_scale)
@@ -307,7 +321,10 @@ def run_best_of_n_episodes(
             sums[idx, 0] += scores[:, 0]
             sums[idx, 1] += scores[rows, picks]
             if second is not None:
-                sums[idx, 2] += scores[rows, second.score(*args).argmax(axis=1)]
+                second_scores = scores[rows, second.score(*args).argmax(axis=1)]
+                sums[idx, 2] += second_scores
+                second_worse[idx] += second_scores < scores[:, 0] - PICK_MARGIN
+                second_better[idx] += second_scores > scores[:, 0] + PICK_MARGIN
         replans[idx] += 1
         changed[idx] += picks != 0
         for row, i in enumerate(idx):
@@ -324,6 +341,8 @@ def run_best_of_n_episodes(
                 first_score=float(sums[i, 0] / scored) if scored else 0.0,
                 picked_score=float(sums[i, 1] / scored) if scored else 0.0,
                 second_pick_score=float(sums[i, 2] / scored) if scored and second is not None else None,
+                second_worse=int(second_worse[i]) if second is not None else None,
+                second_better=int(second_better[i]) if second is not None else None,
             )
         )
     return results
@@ -407,6 +426,8 @@ def _run_group(args: tuple[str, int, list[tuple[str, int]]]) -> tuple[list[dict]
             "first_score": r.first_score,
             "picked_score": r.picked_score,
             "second_pick_score": r.second_pick_score,
+            "second_worse": r.second_worse,
+            "second_better": r.second_better,
         }
         for r in results
     ]
@@ -478,6 +499,9 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
                     values = [r[key] for r in rows]
                     if all(v is not None for v in values):
                         summary[f"mean_{key}"] = float(np.average(values, weights=weights))
+                for key in ("second_worse", "second_better"):
+                    if all(r[key] is not None for r in rows):
+                        summary[f"{key}_per_episode"] = sum(r[key] for r in rows) / len(rows)
             if "policy" in report["runs"] and n > 1:  # the same episodes: pair them (sign test)
                 base = {"outcomes": report["runs"]["policy"]["episodes"]}
                 summary["paired_vs_policy"] = asdict(paired_difference(base, {"outcomes": rows}))
@@ -518,6 +542,17 @@ def ceiling_table(report: dict) -> str:
         lines.append(
             "| vs policy, paired (sign test p) | "
             + " | ".join("" if d is None else f"{d['mean']:+.2f} (p = {d['sign_test_p']:.2g})" for d in paired)
+            + " |"
+        )
+    if any("second_worse_per_episode" in runs[n] for n in names):
+        lines.append(
+            f"| critic's pick > {PICK_MARGIN} below / above candidate 0, per episode | "
+            + " | ".join(
+                f"{runs[n]['second_worse_per_episode']:.2f} / {runs[n]['second_better_per_episode']:.2f}"
+                if "second_worse_per_episode" in runs[n]
+                else ""
+                for n in names
+            )
             + " |"
         )
     lines.append("| CPU s | " + " | ".join(f"{runs[n]['cpu_seconds']:.0f}" for n in names) + " |")

@@ -4,6 +4,7 @@ import torch
 
 from lwd.envs import SEEDS, make_robot
 from lwd.evaluation.ceiling import (
+    PICK_MARGIN,
     CeilingConfig,
     CriticScorer,
     OracleScorer,
@@ -57,20 +58,48 @@ def test_best_of_n_executes_the_candidate_the_scorer_ranks_highest(tiny_checkpoi
         np.testing.assert_array_equal(observation.state, next_state)
 
 
+class SecondCandidateScorer:
+    """Always prefers candidate 1."""
+
+    def score(self, robots, states, instructions, candidates, execute):
+        scores = np.zeros(candidates.shape[:2])
+        scores[:, 1] = 1.0
+        return scores
+
+
+@pytest.mark.slow
+def test_best_of_n_counts_the_second_scorers_picks_far_below_and_above_candidate_0(tiny_checkpoint):
+    policy, encoder, _ = load_checkpoint(tiny_checkpoint)
+    scorer = RecordingScorer()
+    jobs = [("reach-v3", SEEDS.validation(0))]
+    (result,) = run_best_of_n_episodes(policy, encoder, jobs, 3, scorer, noise_seed=0, second=SecondCandidateScorer())
+    gaps = np.array([scores[1] - scores[0] for _, _, scores, _ in scorer.calls])
+    assert result.second_worse == int((gaps < -PICK_MARGIN).sum()) > 0
+    assert result.second_better == int((gaps > PICK_MARGIN).sum()) > 0
+    assert result.second_pick_score == pytest.approx(np.mean([scores[1] for _, _, scores, _ in scorer.calls]))
+
+
+def learner_with_a_random_critic(policy_checkpoint: str, path) -> str:
+    """The tiny policy saved as an LWD learner checkpoint whose critic is freshly initialised."""
+    policy, encoder, _ = load_checkpoint(policy_checkpoint)
+    config = CriticConfig.for_policy(policy.config, hidden_dim=16, num_layers=1)
+    torch.manual_seed(1)
+    return str(
+        save_checkpoint(
+            path,
+            policy,
+            encoder,
+            extras={"offline": {"critic": config.to_dict()}},
+            learner_modules={"critic": ChunkCritic(config)},
+        )
+    )
+
+
 @pytest.mark.slow
 def test_eval_best_of_n_reports_how_often_the_critic_left_the_plain_chunk(tiny_checkpoint, tmp_path):
     from lwd.evaluation.evaluate import EvalConfig, evaluate
 
-    policy, encoder, _ = load_checkpoint(tiny_checkpoint)
-    config = CriticConfig.for_policy(policy.config, hidden_dim=16, num_layers=1)
-    torch.manual_seed(1)
-    learner = save_checkpoint(
-        tmp_path / "learner",
-        policy,
-        encoder,
-        extras={"offline": {"critic": config.to_dict()}},
-        learner_modules={"critic": ChunkCritic(config)},
-    )
+    learner = learner_with_a_random_critic(tiny_checkpoint, tmp_path / "learner")
     summary = evaluate(
         EvalConfig(
             checkpoint=str(learner),
@@ -85,7 +114,7 @@ def test_eval_best_of_n_reports_how_often_the_critic_left_the_plain_chunk(tiny_c
     )
     replans = sum(o["critic_replans"] for o in summary["outcomes"])
     changed = sum(o["critic_changed"] for o in summary["outcomes"])
-    assert replans >= sum(o["steps"] for o in summary["outcomes"]) // policy.chunk_len
+    assert replans >= sum(o["steps"] for o in summary["outcomes"]) // load_checkpoint(tiny_checkpoint)[0].chunk_len
     assert 0 < changed < replans  # a random critic leaves the plain chunk sometimes, not always
     assert summary["critic_changed_fraction"] == pytest.approx(changed / replans)
 
@@ -211,8 +240,10 @@ def test_eval_best_of_n_needs_a_critic():
 
 @pytest.mark.slow
 def test_ceiling_bench_pairs_each_run_with_the_policy_and_counts_its_own_picks(tiny_checkpoint, tmp_path):
+    learner = learner_with_a_random_critic(tiny_checkpoint, tmp_path / "learner")
     config = CeilingConfig(
-        checkpoint=tiny_checkpoint,
+        checkpoint=learner,
+        critic=learner,
         selectors=("oracle",),
         n=(1, 2),
         lookahead=5,
@@ -229,4 +260,8 @@ def test_ceiling_bench_pairs_each_run_with_the_policy_and_counts_its_own_picks(t
     assert 0 <= row["changed"] <= row["replans"]
     assert "critic_replans" not in row and "critic_changed" not in row  # eval's fields, not the ceiling's
     assert oracle["paired_vs_policy"]["episodes"] == 1
-    assert (tmp_path / "ceiling.md").read_text().count("oracle N=2") == 1
+    # The critic's pick under the oracle, beside the oracle's own.
+    assert row["second_worse"] + row["second_better"] <= row["replans"]
+    assert oracle["second_worse_per_episode"] == row["second_worse"]
+    table = (tmp_path / "ceiling.md").read_text()
+    assert table.count("oracle N=2") == 1 and "critic's pick > 0.05 below / above" in table
