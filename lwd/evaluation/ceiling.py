@@ -20,7 +20,7 @@ chosen by a scorer:
 
 With `--critic` beside the oracle, each oracle replan also records the critic's pick under the
 oracle: its mean score, and how often it lands more than `PICK_MARGIN` (0.05) below or above
-candidate 0. On `lh` the count below is what decides whether a critic's pick pays: the plain
+candidate 0. On `lh` the picks below it decide whether a critic's pick pays: the plain
 chunk is right at almost every replan, so a few harmful picks per episode cost more than many
 small gains bring (docs/benchmarks.md, "A critic given counterfactual labels").
 
@@ -56,9 +56,9 @@ from lwd.policy.sampling import check_noise_scale
 
 SELECTORS = ("oracle", "critic")
 CRITIC_REDUCTIONS = ("mean", "min")
-# The four tasks the issue names plus one the SFT policy already solves (sanity check).
 # A pick "harms" (or "helps") when it scores this much below (above) candidate 0 under the oracle.
 PICK_MARGIN = 0.05
+# The four tasks the issue names plus one the SFT policy already solves (sanity check).
 CEILING_TASKS = ("pick-place-v3", "peg-insert-side-v3", "push-v3", "reach-v3", "drawer-close-v3")
 
 
