@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from lwd.evaluation.ceiling import (
 from lwd.evaluation.evaluate import LockstepEpisodes, episode_generators
 from lwd.policy.checkpoint import load_checkpoint
 from lwd.policy.critic import ChunkCritic
+from lwd.workers import WorkerPool
 
 LH_CHAINS = ("lh-stock-drawer", "lh-clear-bench", "lh-inspect", "lh-line-up")
 CANDIDATES = 4
@@ -101,7 +101,7 @@ def collect_chain(args: tuple) -> dict:
 def collect(a: argparse.Namespace) -> None:
     start = time.time()
     jobs = [(a.checkpoint, task, a.split, a.seeds, a.noise_seed, tuple(a.oracle_seeds), a.group) for task in a.tasks]
-    with mp.get_context("spawn").Pool(a.workers) as pool:
+    with WorkerPool(a.workers) as pool:
         parts = pool.map(collect_chain, jobs)
     out = {
         "states": np.concatenate([p["states"] for p in parts]),

@@ -224,7 +224,6 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
                 rounds.append(_fleet_round(config, fleet_config, Path(tmp), pool))
     finally:
         pool.close()
-        pool.join()
     median_round = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     medians = {
         key: float(np.median([r[key] for r in rounds]))

@@ -36,10 +36,9 @@ class SimBenchConfig:
 
 
 def ready_pool(workers: int, tasks: tuple[str, ...]):
-    """A collection worker pool whose workers have all built their simulators."""
-    pool = collect_mod.worker_pool(workers, tasks)
-    pool.map(int, range(workers * 4))
-    return pool
+    """A collection worker pool whose workers have all built their simulators (a `WorkerPool`
+    starts every worker before it returns, and each runs its initializer first)."""
+    return collect_mod.worker_pool(workers, tasks)
 
 
 def bare_episode(job: tuple[str, str, int, int]) -> int:
@@ -96,7 +95,6 @@ def run_sim_bench(config: SimBenchConfig) -> dict:
                 assert steps == result.steps, "bare replay must cover exactly the collected steps"
     finally:
         pool.close()
-        pool.join()
     report = {
         "config": asdict(config),
         "bare_steps_per_s": max(bare_rates),

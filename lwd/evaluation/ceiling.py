@@ -34,7 +34,6 @@ ahead); the critic is what extraction already optimises. Validation seeds only b
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from lwd.evaluation.evaluate import (
     summarize,
 )
 from lwd.policy.sampling import check_noise_scale
+from lwd.workers import WorkerPool
 
 SELECTORS = ("oracle", "critic")
 CRITIC_REDUCTIONS = ("mean", "min")
@@ -464,7 +464,7 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
     report = {"config": asdict(config), "runs": {}}
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with mp.get_context("spawn").Pool(config.workers, _init_worker, (config,)) as pool:
+    with WorkerPool(config.workers, _init_worker, (config,)) as pool:
         for selector, n in runs:
             name = _run_name(selector, n)
             began = time.perf_counter()

@@ -10,7 +10,6 @@ score (fraction of stages completed; equals success on single-stage tasks).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 import zlib
 from collections import deque
@@ -25,6 +24,7 @@ from lwd.envs.cameras import PROPRIO_DIM
 from lwd.envs.operator import HAND_XYZ, hand_stayed_still
 from lwd.envs.phrasings import PHRASING_SETS
 from lwd.policy.sampling import check_noise_scale
+from lwd.workers import WorkerPool
 
 MAX_UNSTICK_STEPS = 150  # a long-horizon stage's whole time budget
 
@@ -522,7 +522,7 @@ def evaluate(config: EvalConfig) -> dict:
     if len(args) == 1:
         results = [_worker(args[0])]
     else:
-        with mp.get_context("spawn").Pool(len(args)) as pool:
+        with WorkerPool(len(args)) as pool:
             results = pool.map(_worker, args)
     outcomes = [o for part in results for o in part]
     summary = summarize(outcomes)

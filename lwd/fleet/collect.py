@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from lwd.envs.operator import NoisyExpertActor, PlayActor
 from lwd.envs.phrasings import task_phrasings
 from lwd.fleet.policy_actor import PolicyActor
 from lwd.fleet.rollout import run_episode
+from lwd.workers import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def pending_jobs(config: CollectConfig, store: EpisodeStore) -> tuple[list[tuple
 
 def worker_pool(workers: int, tasks: tuple[str, ...]):
     """A pool of spawned workers with simulators for `tasks` already built."""
-    return mp.get_context("spawn").Pool(workers, initializer=_warm_up, initargs=(tasks,))
+    return WorkerPool(workers, initializer=_warm_up, initargs=(tasks,))
 
 
 def collect(config: CollectConfig, pool=None) -> CollectResult:
@@ -249,7 +249,6 @@ def collect(config: CollectConfig, pool=None) -> CollectResult:
     finally:
         if own_pool:
             pool.close()
-            pool.join()
     return CollectResult(stats=stats, skipped=skipped, wall_seconds=time.perf_counter() - began)
 
 
@@ -327,4 +326,3 @@ def build_offline_store(config: OfflineDataConfig) -> dict[str, CollectResult]:
     finally:
         if pool is not None:
             pool.close()
-            pool.join()
