@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from lwd.benchmarks import written_report
-from lwd.benchmarks.sim import bare_episode, ready_pool, single_stage_tasks
+from lwd.benchmarks.sim import bare_episode, single_stage_tasks
 from lwd.configargs import documented
+from lwd.fleet.collect import worker_pool
 from lwd.fleet.worker import FleetConfig
 
 
@@ -217,7 +218,7 @@ def run_fleet_bench(config: FleetBenchConfig) -> dict:
     rounds = []
     # One replay pool for every round: its simulators are built once, and it idles (no CPU)
     # while the fleet runs.
-    pool = ready_pool(config.workers, fleet_config.task_names())
+    pool = worker_pool(config.workers, fleet_config.task_names())
     try:
         for _ in range(config.repeats):
             with tempfile.TemporaryDirectory() as tmp:

@@ -35,12 +35,6 @@ class SimBenchConfig:
     out: str = documented("runs/bench/sim.json", "where to write the JSON result")
 
 
-def ready_pool(workers: int, tasks: tuple[str, ...]):
-    """A collection worker pool whose workers have all built their simulators (a `WorkerPool`
-    starts every worker before it returns, and each runs its initializer first)."""
-    return collect_mod.worker_pool(workers, tasks)
-
-
 def bare_episode(job: tuple[str, str, int, int]) -> int:
     """Reset the raw Meta-World env with the episode's seed and replay its recorded actions."""
     store_path, robot_id, seq, seed = job
@@ -69,7 +63,7 @@ def single_stage_tasks(suite_name: str) -> tuple[str, ...]:
 
 def run_sim_bench(config: SimBenchConfig) -> dict:
     tasks = single_stage_tasks(config.suite)
-    pool = ready_pool(config.workers, tasks)
+    pool = collect_mod.worker_pool(config.workers, tasks)  # every worker's simulators built before timing
     try:
         bare_rates, collect_rates, success = [], [], []
         for round_index in range(config.repeats):

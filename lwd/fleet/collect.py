@@ -222,7 +222,8 @@ def pending_jobs(config: CollectConfig, store: EpisodeStore) -> tuple[list[tuple
 
 
 def worker_pool(workers: int, tasks: tuple[str, ...]):
-    """A pool of spawned workers with simulators for `tasks` already built."""
+    """A pool of spawned workers with simulators for `tasks` already built: a `WorkerPool`
+    starts every worker, each running its initializer, before it returns."""
     return WorkerPool(workers, initializer=_warm_up, initargs=(tasks,))
 
 
