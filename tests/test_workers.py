@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lwd.workers import WorkerDied, WorkerPool
+from lwd.workers import WorkerDied, WorkerPool, WorkerSetupFailed
 
 
 def square(x: int) -> int:
@@ -39,4 +39,14 @@ def test_a_killed_worker_raises_worker_died_instead_of_waiting_forever():
     deadline = time.monotonic() + 10
     while mp.active_children() and time.monotonic() < deadline:  # the survivor is terminated, not awaited
         time.sleep(0.1)
+    assert not mp.active_children()
+
+
+def fail_to_set_up(reason: str) -> None:
+    raise ValueError(reason)
+
+
+def test_a_failing_initializer_reports_its_own_error_and_leaves_no_process():
+    with pytest.raises(WorkerSetupFailed, match="ValueError: no simulator here"):
+        WorkerPool(2, fail_to_set_up, ("no simulator here",))
     assert not mp.active_children()
