@@ -92,6 +92,12 @@ class CeilingConfig:
         "and N - 1 samples at s = 1",
     )
     workers: int = documented(2, "worker processes")
+    scratch_robots: int = documented(
+        40,
+        "most scratch simulators one worker holds for the oracle (episodes run together × N): fewer "
+        "episodes run together at large N, so memory stays bounded (a robot of an lh chain is ~80 MB, "
+        "of a single scene ~25 MB)",
+    )
     out: str = documented("runs/bench/ceiling.json", "where to write the JSON result (and a .md table next to it)")
     progress: bool = documented(True, "show a progress bar per run")
 
@@ -104,8 +110,8 @@ class CeilingConfig:
         if not self.n or min(self.n) < 1:
             raise ValueError(f"n must be candidate counts >= 1, got {self.n!r}")
         check_noise_scale(self.first_noise_scale, "first_noise_scale")
-        if self.lookahead < 1 or self.episodes_per_task < 1 or self.workers < 1:
-            raise ValueError("lookahead, episodes_per_task and workers must be >= 1")
+        if min(self.lookahead, self.episodes_per_task, self.workers, self.scratch_robots) < 1:
+            raise ValueError("lookahead, episodes_per_task, workers and scratch_robots must be >= 1")
         for task in self.tasks:
             task_spec(task)  # unknown names fail here, with suggestions
 
@@ -434,6 +440,23 @@ def _run_group(args: tuple[str, int, list[tuple[str, int]]]) -> tuple[list[dict]
     return rows, time.process_time() - began, lookahead_steps
 
 
+def episode_groups(config: CeilingConfig, selector: str, n: int) -> list[list[tuple[str, int]]]:
+    """The (task, seed) episodes split into groups that one worker runs together: one task's
+    episodes, an equal share per worker so that its policy calls are batched, and for the oracle
+    no more than `scratch_robots` // N episodes, since each holds N scratch simulators."""
+    from lwd.envs import SEEDS
+
+    per_group = -(-config.episodes_per_task // config.workers)
+    if selector == "oracle" and n > 1:
+        per_group = max(1, min(per_group, config.scratch_robots // n))
+    episodes = config.episodes_per_task
+    return [
+        [(task, SEEDS.held_out(config.split, k)) for k in range(start, min(start + per_group, episodes))]
+        for task in config.tasks
+        for start in range(0, episodes, per_group)
+    ]
+
+
 def _run_name(selector: str, n: int) -> str:
     return "policy" if n == 1 else f"{selector} N={n}"
 
@@ -454,13 +477,6 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
     check_held_out_seeds([seed for _, seed in jobs])
     runs = [("policy", 1)] if 1 in config.n else []
     runs += [(selector, n) for selector in config.selectors for n in sorted(set(config.n)) if n > 1]
-    # Groups of one task's episodes, one per worker, so each worker's policy calls are batched.
-    per_group = -(-config.episodes_per_task // config.workers)
-    groups = [
-        jobs[start : start + per_group]
-        for t in range(len(config.tasks))
-        for start in range(t * config.episodes_per_task, (t + 1) * config.episodes_per_task, per_group)
-    ]
     report = {"config": asdict(config), "runs": {}}
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -469,6 +485,7 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
             name = _run_name(selector, n)
             began = time.perf_counter()
             rows, cpu, lookahead_steps = [], 0.0, 0
+            groups = episode_groups(config, selector, n)
             with tqdm(total=len(jobs), desc=name, unit="episode", disable=not config.progress) as bar:
                 for part, seconds, steps in pool.imap_unordered(_run_group, [(selector, n, g) for g in groups]):
                     rows += part

@@ -8,6 +8,7 @@ from lwd.evaluation.ceiling import (
     CeilingConfig,
     CriticScorer,
     OracleScorer,
+    episode_groups,
     run_best_of_n_episodes,
     run_ceiling_bench,
 )
@@ -221,6 +222,20 @@ def test_config_rejects_unknown_selectors_and_candidate_counts():
         CeilingConfig(selectors=("best",))
     with pytest.raises(ValueError, match="n must be"):
         CeilingConfig(n=(0, 4))
+
+
+@pytest.mark.parametrize("selector, n", [("oracle", 16), ("oracle", 4), ("critic", 16), ("oracle", 64)])
+def test_episode_groups_cover_every_episode_once_and_bound_the_oracles_scratch_robots(selector, n):
+    config = CeilingConfig(tasks=("reach-v3", "push-v3"), episodes_per_task=10, workers=2, scratch_robots=40)
+    groups = episode_groups(config, selector, n)
+    expected = [(task, SEEDS.held_out("validation", k)) for task in config.tasks for k in range(10)]
+    assert [job for group in groups for job in group] == expected
+    assert all(len({task for task, _ in group}) == 1 for group in groups)
+    sizes = {len(group) for group in groups}
+    if selector == "oracle":
+        assert max(sizes) == max(1, min(5, 40 // n))  # 2 at N = 16, the 5 of one worker's share at N = 4
+    else:
+        assert sizes == {5}  # the critic holds no scratch robots: one worker's share of a task
 
 
 def test_the_critic_of_an_sft_checkpoint_is_refused_by_name(tiny_checkpoint):
