@@ -364,7 +364,14 @@ def cmd_eval(config) -> int:
         return 0
     print(Path(config.out, "eval.md").read_text())
     if "critic_changed_fraction" in summary:
-        print(f"the critic picked a sample over the plain chunk at {summary['critic_changed_fraction']:.0%} of replans")
+        changed = summary["critic_changed_fraction"]
+        if config.best_of_n > 1:
+            print(f"the critic picked a sample over the plain chunk at {changed:.0%} of replans")
+        else:
+            print(
+                f"at {summary['resampled_chunks']} resamples the critic picked another chunk than the first "
+                f"draw {changed:.0%} of the time"
+            )
     print(
         f"{summary['env_steps']} env steps in {summary['wall_seconds']:.1f}s; "
         f"report in {config.out}/eval.{{json,md,png}}"

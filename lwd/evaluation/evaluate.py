@@ -46,11 +46,18 @@ class UnstickConfig:
         "is resampled at --unstick.noise-scale; 0 = never",
     )
     noise_scale: float = documented(1.0, "sampling temperature of a resampled chunk (1 = the policy's own)")
+    candidates: int = documented(
+        1,
+        "chunks drawn at a resample: 1 executes the one drawn; N > 1 draws N and executes the one --critic "
+        "values most (the mean of its Q heads), where the alternative is a random sample, not the plain chunk",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.steps <= MAX_UNSTICK_STEPS:
             raise ValueError(f"unstick steps must be in [0, {MAX_UNSTICK_STEPS}], got {self.steps}")
         check_noise_scale(self.noise_scale, "unstick noise_scale")
+        if self.candidates < 1:
+            raise ValueError(f"unstick candidates must be >= 1, got {self.candidates}")
 
 
 NEVER_UNSTICK = UnstickConfig(steps=0)
@@ -74,7 +81,9 @@ class EvalConfig:
         "buys, docs/benchmarks.md)",
     )
     critic: str = documented(
-        "", "LWD learner checkpoint whose Q ensemble (mean of its heads) picks the chunk when --best-of-n > 1"
+        "",
+        "LWD learner checkpoint whose Q ensemble (mean of its heads) picks the chunk when --best-of-n > 1, "
+        "or the resampled chunk when --unstick.candidates > 1",
     )
     inference_dtype: str = documented(
         "float32",
@@ -126,6 +135,10 @@ class EvalConfig:
         check_noise_scale(self.noise_scale)
         if self.best_of_n < 1 or (self.best_of_n > 1 and not self.critic):
             raise ValueError(f"best_of_n must be >= 1 and needs --critic when > 1, got {self.best_of_n}")
+        if self.unstick.candidates > 1 and not (self.critic and self.unstick.steps):
+            raise ValueError("--unstick.candidates > 1 needs --critic and --unstick.steps > 0")
+        if self.unstick.candidates > 1 and self.best_of_n > 1:
+            raise ValueError("--best-of-n does without unstick; it does not combine with --unstick.candidates")
         if self.replan_at_stage_end and self.best_of_n > 1:
             raise ValueError("--best-of-n executes whole chunks: it does not combine with --replan-at-stage-end")
         unknown = [p for p in self.phrasings if p not in PHRASING_SETS]
@@ -142,8 +155,8 @@ class EpisodeOutcome:
     stage_score: float  # fraction of the task's stages completed when the episode ended
     instruction: str = ""  # the wording the policy was given
     resampled: int = 0  # chunks resampled because the policy had stopped (EvalConfig.unstick)
-    critic_replans: int = 0  # best-of-N: replans where the critic chose among the candidates
-    critic_changed: int = 0  # best-of-N: of those, replans whose pick was not the plain policy's chunk
+    critic_replans: int = 0  # replans where the critic chose among candidates (best-of-N, or unstick candidates)
+    critic_changed: int = 0  # of those, picks other than the first candidate (the chunk run without a critic)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -241,6 +254,11 @@ def run_policy_episodes(
                 first_noise_scale=noise_scale,
             )
         ]
+    unstick_scorer = None
+    if unstick.candidates > 1 and unstick.steps:
+        from lwd.evaluation.ceiling import CriticScorer, load_critic  # imports this module
+
+        unstick_scorer = CriticScorer(load_critic(critic), encoder)
     return [
         outcome
         for start in range(0, len(jobs), batch)
@@ -255,6 +273,7 @@ def run_policy_episodes(
             dtype=HIDDEN_DTYPES[inference_dtype],
             replan_at_stage_end=replan_at_stage_end,
             unstick=unstick,
+            unstick_scorer=unstick_scorer,
         )
     ]
 
@@ -339,20 +358,27 @@ def _lockstep(
     dtype=None,
     replan_at_stage_end: bool = False,
     unstick: UnstickConfig = NEVER_UNSTICK,
+    unstick_scorer=None,
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk; an
-    episode whose policy has stopped (`unstick`) samples its next chunk at `unstick.noise_scale`."""
+    episode whose policy has stopped (`unstick`) samples its next chunk at `unstick.noise_scale`,
+    or with `unstick_scorer` (a `CriticScorer`) `unstick.candidates` of them and executes the one
+    it scores highest: the first is the chunk a single resample would execute, the others are
+    drawn after it from the episode's own noise stream."""
     from lwd.fleet.policy_actor import sample_chunks
     from lwd.fleet.sensing import policy_images, policy_sensors
 
     episodes = LockstepEpisodes(jobs, phrasings, policy_sensors(policy.config), replan_at_stage_end)
+    picked = np.zeros(len(jobs), dtype=np.int64)  # resamples whose pick was not the first candidate
     while episodes.live.any():
         idx = np.flatnonzero(episodes.live)
         scales = np.full(len(idx), noise_scale, dtype=np.float32)
+        stuck = []
         for row, i in enumerate(idx):
             if episodes.stopped(i, unstick.steps):
                 scales[row] = unstick.noise_scale
                 episodes.resampled[i] += 1
+                stuck.append(row)
         chunks = sample_chunks(
             policy,
             encoder,
@@ -363,9 +389,33 @@ def _lockstep(
             dtype=dtype,
             noise_scale=scales,
         )
+        if unstick_scorer is not None and stuck:
+            others = unstick.candidates - 1
+            rows = [row for row in stuck for _ in range(others)]
+            extra = sample_chunks(
+                policy,
+                encoder,
+                episodes.states[idx[rows]],
+                [episodes.instructions[idx[row]] for row in rows],
+                [generators[idx[row]] for row in rows],
+                images=policy_images(policy.cameras, [episodes.frames[idx[row]] for row in rows]),
+                dtype=dtype,
+                noise_scale=np.full(len(rows), unstick.noise_scale, dtype=np.float32),
+            ).reshape(len(stuck), others, *chunks.shape[1:])
+            candidates = np.concatenate([chunks[stuck][:, None], extra], axis=1)  # (stuck, N, H, A)
+            stuck_idx = idx[stuck]
+            states = episodes.states[stuck_idx]
+            instructions = [episodes.instructions[i] for i in stuck_idx]
+            choice = unstick_scorer.score([], states, instructions, candidates, execute).argmax(axis=1)
+            chunks[stuck] = candidates[np.arange(len(stuck)), choice]
+            picked[stuck_idx] += choice != 0
         for row, i in enumerate(idx):
             episodes.execute(i, chunks[row, :execute])
-    return episodes.close()
+    outcomes = episodes.close()
+    if unstick_scorer is None:
+        return outcomes
+    # The critic chose at every resample; `critic_changed` counts picks other than the first draw.
+    return [replace(o, critic_replans=o.resampled, critic_changed=int(n)) for o, n in zip(outcomes, picked)]
 
 
 def _worker(args) -> list[EpisodeOutcome]:
@@ -483,7 +533,7 @@ def evaluate(config: EvalConfig) -> dict:
     from lwd.policy.checkpoint import read_manifest
 
     manifest = read_manifest(config.checkpoint)  # fail fast, before starting workers
-    if config.best_of_n > 1:
+    if config.best_of_n > 1 or config.unstick.candidates > 1:
         from lwd.evaluation.ceiling import load_critic  # imports this module
 
         load_critic(config.critic)
@@ -540,7 +590,7 @@ def evaluate(config: EvalConfig) -> dict:
             "resampled_chunks": int(sum(o.resampled for o in outcomes)),
         }
     )
-    if config.best_of_n > 1:
+    if config.best_of_n > 1 or config.unstick.candidates > 1:
         replans = sum(o.critic_replans for o in outcomes)
         summary["critic_changed_fraction"] = sum(o.critic_changed for o in outcomes) / max(replans, 1)
     write_report(
@@ -552,6 +602,7 @@ def evaluate(config: EvalConfig) -> dict:
         + f", noise scale {config.noise_scale:g}"
         + (
             f", a chunk at s = {config.unstick.noise_scale:g} after {config.unstick.steps} stopped steps"
+            + (f", the critic's pick of {config.unstick.candidates}" if config.unstick.candidates > 1 else "")
             if config.unstick.steps and config.best_of_n == 1
             else ""
         )
