@@ -283,3 +283,87 @@ def test_only_the_chunks_of_a_stopped_policy_are_sampled_at_the_unstick_temperat
 def test_an_unstick_window_or_temperature_out_of_range_is_refused(steps, scale):
     with pytest.raises(ValueError, match="unstick"):
         UnstickConfig(steps=steps, noise_scale=scale)
+
+
+def _stopping_learner(path) -> str:
+    """A policy with a zero velocity field (it holds the hand still from x_0 = 0, so it stops; from
+    noise it moves), saved as an LWD learner checkpoint with a freshly initialised critic."""
+    from lwd.policy.critic import ChunkCritic, CriticConfig
+
+    torch.manual_seed(0)
+    policy = FlowChunkPolicy(SMALL_POLICY)
+    with torch.no_grad():
+        policy.velocity_net[-1].weight.zero_()
+        policy.velocity_net[-1].bias.zero_()
+    encoder = InstructionEncoder()
+    encoder.embed(["Move your hand to the goal position."])
+    critic = CriticConfig.for_policy(policy.config, hidden_dim=16, num_layers=1)
+    extras = {"offline": {"critic": critic.to_dict()}}
+    save_checkpoint(path, policy, encoder, extras=extras, learner_modules={"critic": ChunkCritic(critic)})
+    return str(path)
+
+
+def test_a_critic_picks_the_resampled_chunk_among_candidates_whose_first_is_the_single_draw(tmp_path, monkeypatch):
+    import lwd.evaluation.ceiling as ceiling
+
+    class PrefersPushingRight:  # stands in for the critic's ranking, so the pick is known; records it
+        def __init__(self, critic, encoder, reduce="mean"):
+            self.calls = []
+            seen.append(self)
+
+        def score(self, robots, states, instructions, candidates, execute):
+            scores = candidates[..., 0].sum(axis=-1)  # (B, N): the most +x motion wins
+            self.calls.append((candidates.copy(), scores))
+            return scores
+
+    seen: list = []
+    monkeypatch.setattr(ceiling, "CriticScorer", PrefersPushingRight)
+    executed: list[np.ndarray] = []
+    real_execute = LockstepEpisodes.execute
+    monkeypatch.setattr(
+        LockstepEpisodes,
+        "execute",
+        lambda self, i, actions: (executed.append(actions.copy()), real_execute(self, i, actions))[1],
+    )
+    learner = _stopping_learner(tmp_path / "learner")
+
+    def run(candidates: int) -> dict:
+        executed.clear()
+        config = EvalConfig(
+            checkpoint=learner,
+            critic=learner,
+            tasks=("reach-v3",),
+            episodes_per_task=1,
+            split="validation",
+            workers=1,  # in this process, where the scorer and the robots are recorded
+            unstick=UnstickConfig(steps=10, candidates=candidates),
+            out=str(tmp_path / str(candidates)),
+        )
+        return evaluate(config)
+
+    single = run(1)
+    single_executed = list(executed)
+    picked = run(4)
+    (scorer,) = seen
+    outcome = picked["outcomes"][0]
+    assert len(scorer.calls) == outcome["resampled"] == outcome["critic_replans"] > 0
+    for candidates, scores in scorer.calls:
+        assert candidates.shape == (1, 4, SMALL_POLICY.chunk_len, 4)
+        chunk = candidates[0, int(np.argmax(scores[0]))]
+        assert any(np.array_equal(chunk, actions) for actions in executed)  # the critic's pick ran
+    first_resample = next(k for k, actions in enumerate(single_executed) if np.abs(actions).max() > 0)
+    np.testing.assert_array_equal(scorer.calls[0][0][0, 0], single_executed[first_resample])
+    assert 0 < outcome["critic_changed"] <= outcome["critic_replans"]
+    assert picked["critic_changed_fraction"] == pytest.approx(outcome["critic_changed"] / outcome["critic_replans"])
+    assert "critic_changed_fraction" not in single
+
+
+def test_unstick_candidates_need_a_critic_and_do_not_combine_with_best_of_n():
+    with pytest.raises(ValueError, match="needs --critic"):
+        EvalConfig(unstick=UnstickConfig(candidates=4))
+    with pytest.raises(ValueError, match="needs --critic"):
+        EvalConfig(critic="runs/lwd", unstick=UnstickConfig(steps=0, candidates=4))
+    with pytest.raises(ValueError, match="does not combine"):
+        EvalConfig(critic="runs/lwd", best_of_n=4, unstick=UnstickConfig(candidates=4))
+    with pytest.raises(ValueError, match="candidates"):
+        UnstickConfig(candidates=0)
