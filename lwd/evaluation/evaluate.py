@@ -13,6 +13,7 @@ import json
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -207,6 +208,7 @@ def run_policy_episodes(
     inference_dtype: str = "float32",
     replan_at_stage_end: bool = False,
     unstick: UnstickConfig = NEVER_UNSTICK,
+    unstick_picker: Callable | None = None,
 ) -> list[EpisodeOutcome]:
     """Run (task, seed) episodes in lockstep with one batched policy call per replan, at most
     `max_live` at a time (one simulator each; all of them when None), each task worded by a
@@ -219,7 +221,9 @@ def run_policy_episodes(
     layers (`FleetConfig.inference_dtype`); `noise_scale` multiplies the flow's initial noise;
     `replan_at_stage_end` drops a chunk at the step that ends a stage (not with best-of-N);
     `unstick` resamples where the policy has stopped (`UnstickConfig`; best-of-N, whose other
-    candidates are samples at s = 1, does without it)."""
+    candidates are samples at s = 1, does without it); with `unstick.candidates` > 1 the Q ensemble
+    of `critic` picks among the resampled chunks, or the scorer `unstick_picker(policy, encoder)`
+    returns (any `lwd.evaluation.ceiling.CandidateScorer`, e.g. the simulator oracle)."""
     import torch
 
     from lwd.policy.adapter import HIDDEN_DTYPES
@@ -258,7 +262,10 @@ def run_policy_episodes(
     if unstick.candidates > 1 and unstick.steps:
         from lwd.evaluation.ceiling import CriticScorer, load_critic  # imports this module
 
-        unstick_scorer = CriticScorer(load_critic(critic), encoder)
+        if unstick_picker is not None:
+            unstick_scorer = unstick_picker(policy, encoder)
+        else:
+            unstick_scorer = CriticScorer(load_critic(critic), encoder)
     return [
         outcome
         for start in range(0, len(jobs), batch)
@@ -362,7 +369,7 @@ def _lockstep(
 ) -> list[EpisodeOutcome]:
     """Step `jobs` together until each ends, executing `execute` actions of every chunk; an
     episode whose policy has stopped (`unstick`) samples its next chunk at `unstick.noise_scale`,
-    or with `unstick_scorer` (a `CriticScorer`) `unstick.candidates` of them and executes the one
+    or with `unstick_scorer` (a `CandidateScorer`) `unstick.candidates` of them and executes the one
     it scores highest: the first is the chunk a single resample would execute, the others are
     drawn after it from the episode's own noise stream."""
     from lwd.fleet.policy_actor import sample_chunks
@@ -406,7 +413,8 @@ def _lockstep(
             stuck_idx = idx[stuck]
             states = episodes.states[stuck_idx]
             instructions = [episodes.instructions[i] for i in stuck_idx]
-            choice = unstick_scorer.score([], states, instructions, candidates, execute).argmax(axis=1)
+            robots = [episodes.robots[i] for i in stuck_idx]
+            choice = unstick_scorer.score(robots, states, instructions, candidates, execute).argmax(axis=1)
             chunks[stuck] = candidates[np.arange(len(stuck)), choice]
             picked[stuck_idx] += choice != 0
         for row, i in enumerate(idx):
