@@ -367,3 +367,23 @@ def test_unstick_candidates_need_a_critic_and_do_not_combine_with_best_of_n():
         EvalConfig(critic="runs/lwd", best_of_n=4, unstick=UnstickConfig(candidates=4))
     with pytest.raises(ValueError, match="candidates"):
         UnstickConfig(candidates=0)
+
+
+def test_the_simulator_oracle_can_pick_the_resampled_chunk_from_the_stopped_episodes_own_state(tmp_path):
+    from lwd.evaluation.ceiling import OracleScorer
+
+    learner = _stopping_learner(tmp_path / "learner")
+    oracles: list[OracleScorer] = []
+
+    def oracle(policy, encoder) -> OracleScorer:
+        oracles.append(OracleScorer(policy, encoder, lookahead=10, noise_seed=0, continuation_noise_scale=0.0))
+        return oracles[-1]
+
+    jobs = [("reach-v3", SEEDS.validation(k)) for k in range(2)]
+    outcomes = run_policy_episodes(
+        learner, jobs, 0, 0, noise_scale=0.0, unstick=UnstickConfig(steps=10, candidates=3), unstick_picker=oracle
+    )
+    (scorer,) = oracles
+    assert scorer.lookahead_steps > 0  # it rolled candidates out from the episodes' snapshots
+    assert all(o.critic_replans == o.resampled > 0 for o in outcomes)
+    scorer.close()
