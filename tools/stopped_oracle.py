@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lwd.envs import SEEDS, suite
 from lwd.evaluation.ceiling import OracleScorer
-from lwd.evaluation.evaluate import EvalConfig, UnstickConfig, run_policy_episodes, summarize, write_report
+from lwd.evaluation.evaluate import EvalConfig, UnstickConfig, episodes_report, run_policy_episodes, write_report
 
 
 def main() -> None:
@@ -67,16 +67,14 @@ def main() -> None:
     )
     for scorer in oracles:
         scorer.close()
-    summary = summarize(outcomes)
+    summary = episodes_report(outcomes, began)
     summary.update(
         {
             "checkpoint": a.checkpoint,
             "split": a.split,
-            "wall_seconds": time.perf_counter() - began,
-            "env_steps": int(sum(o.steps for o in outcomes)),
+            # what `lwd compare` checks before pairing: the scoring's temperature and unstick rule
+            "config": {"noise_scale": defaults.noise_scale, "unstick": asdict(unstick), "seed": a.seed},
             "lookahead_env_steps": sum(scorer.lookahead_steps for scorer in oracles),
-            "outcomes": [asdict(o) for o in outcomes],
-            "resampled_chunks": int(sum(o.resampled for o in outcomes)),
             "oracle": {"candidates": a.candidates, "lookahead": a.lookahead},
         }
     )

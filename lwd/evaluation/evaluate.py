@@ -482,6 +482,21 @@ def summarize(outcomes: list[EpisodeOutcome]) -> dict:
     }
 
 
+def episodes_report(outcomes: list[EpisodeOutcome], began: float) -> dict:
+    """`summarize(outcomes)` with what every report of scored episodes carries: the wall time since
+    `began` (a `time.perf_counter()` reading), env steps, each outcome and the resampled chunks."""
+    summary = summarize(outcomes)
+    summary.update(
+        {
+            "wall_seconds": time.perf_counter() - began,
+            "env_steps": int(sum(o.steps for o in outcomes)),
+            "outcomes": [asdict(o) for o in outcomes],
+            "resampled_chunks": int(sum(o.resampled for o in outcomes)),
+        }
+    )
+    return summary
+
+
 def write_report(summary: dict, out: Path, title: str) -> None:
     import matplotlib
 
@@ -583,19 +598,15 @@ def evaluate(config: EvalConfig) -> dict:
         with WorkerPool(len(args)) as pool:
             results = pool.map(_worker, args)
     outcomes = [o for part in results for o in part]
-    summary = summarize(outcomes)
+    summary = episodes_report(outcomes, began)
     summary.update(
         {
             "checkpoint": config.checkpoint,
             "training_step": manifest.training_step,
-            "wall_seconds": time.perf_counter() - began,
-            "env_steps": int(sum(o.steps for o in outcomes)),
             "config": asdict(config),
             "split": config.split,
             "phrasings": config.phrasings[0],
-            "outcomes": [asdict(o) for o in outcomes],
             "eval_seeds": [SEEDS.held_out(config.split, 0), SEEDS.held_out(config.split, config.episodes_per_task - 1)],
-            "resampled_chunks": int(sum(o.resampled for o in outcomes)),
         }
     )
     if config.best_of_n > 1 or config.unstick.candidates > 1:
