@@ -11,9 +11,8 @@ plain policy) picks among N resampled chunks. Compare with `lwd eval --unstick.c
     python tools/stopped_oracle.py --checkpoint CKPT --suite lh --split validation \\
         --episodes-per-task 20 --seed K --candidates 4 --out runs/stopped_oracle_sK
 
-Runs in one process (the oracle's scratch simulators live beside the episodes); run `--candidates
-1` the same way for the plain policy in the same batch layout, since a deterministic flow's chunks
-change in the last bits with the batch shape.
+Runs in one process (the oracle's scratch simulators live beside the episodes). `--candidates 1`
+runs the plain rule, for pairing with the same `--seed` (the noise seed decides the resampled chunks).
 """
 
 from __future__ import annotations
