@@ -440,20 +440,21 @@ def _run_group(args: tuple[str, int, list[tuple[str, int]]]) -> tuple[list[dict]
     return rows, time.process_time() - began, lookahead_steps
 
 
-def episode_groups(config: CeilingConfig, selector: str, n: int) -> list[list[tuple[str, int]]]:
-    """The (task, seed) episodes split into groups that one worker runs together: one task's
-    episodes, an equal share per worker so that its policy calls are batched, and for the oracle
-    no more than `scratch_robots` // N episodes, since each holds N scratch simulators."""
-    from lwd.envs import SEEDS
-
-    per_group = -(-config.episodes_per_task // config.workers)
+def episode_groups(
+    config: CeilingConfig, jobs: list[tuple[str, int]], selector: str, n: int
+) -> list[list[tuple[str, int]]]:
+    """`jobs` (`config.episodes_per_task` per task, task after task) split into groups that one
+    worker runs together: one task's episodes, an equal share per worker so that its policy calls
+    are batched, and for the oracle no more than `scratch_robots` // N episodes, since each holds
+    N scratch simulators."""
+    per_task = config.episodes_per_task
+    per_group = -(-per_task // config.workers)
     if selector == "oracle" and n > 1:
         per_group = max(1, min(per_group, config.scratch_robots // n))
-    episodes = config.episodes_per_task
     return [
-        [(task, SEEDS.held_out(config.split, k)) for k in range(start, min(start + per_group, episodes))]
-        for task in config.tasks
-        for start in range(0, episodes, per_group)
+        jobs[first + start : first + min(start + per_group, per_task)]
+        for first in range(0, len(jobs), per_task)
+        for start in range(0, per_task, per_group)
     ]
 
 
@@ -485,7 +486,7 @@ def run_ceiling_bench(config: CeilingConfig) -> dict:
             name = _run_name(selector, n)
             began = time.perf_counter()
             rows, cpu, lookahead_steps = [], 0.0, 0
-            groups = episode_groups(config, selector, n)
+            groups = episode_groups(config, jobs, selector, n)
             with tqdm(total=len(jobs), desc=name, unit="episode", disable=not config.progress) as bar:
                 for part, seconds, steps in pool.imap_unordered(_run_group, [(selector, n, g) for g in groups]):
                     rows += part

@@ -227,8 +227,8 @@ def test_config_rejects_unknown_selectors_and_candidate_counts():
 @pytest.mark.parametrize("selector, n", [("oracle", 16), ("oracle", 4), ("critic", 16), ("oracle", 64)])
 def test_episode_groups_cover_every_episode_once_and_bound_the_oracles_scratch_robots(selector, n):
     config = CeilingConfig(tasks=("reach-v3", "push-v3"), episodes_per_task=10, workers=2, scratch_robots=40)
-    groups = episode_groups(config, selector, n)
     expected = [(task, SEEDS.held_out("validation", k)) for task in config.tasks for k in range(10)]
+    groups = episode_groups(config, expected, selector, n)
     assert [job for group in groups for job in group] == expected
     assert all(len({task for task, _ in group}) == 1 for group in groups)
     sizes = {len(group) for group in groups}
