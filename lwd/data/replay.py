@@ -47,6 +47,7 @@ _log = logging.getLogger(__name__)
 
 
 STAGE_END_TARGETS = ("next", "mask", "hold")
+IMITABLE_CORRECTIONS = ("all", "completed")
 
 
 def check_stage_reward(stage_reward: float) -> None:
@@ -99,6 +100,13 @@ class ReplayConfig:
         "reward on the step that completes a stage of a long-horizon chain before its last (a shaping "
         "option; SPEC's reward is sparse: 0 keeps it, r = 1 only where a chain succeeds)",
     )
+    imitable_corrections: str = documented(
+        "all",
+        "which operator-driven steps are imitable: 'all' (HG-DAgger's aggregate, SPEC §7) or 'completed' (only "
+        "those in a stage the episode goes on to complete; in a one-task episode, only those of a success): a "
+        "correction that never finished its stage is left out of imitation; every batch that is not "
+        "imitation-only still holds it",
+    )
     takeover_as_failure: bool = documented(
         False,
         "a backup that starts in the policy's control and reaches the operator's takeover ends there as a "
@@ -121,6 +129,10 @@ class ReplayConfig:
         if self.stage_end_targets not in STAGE_END_TARGETS:
             raise ValueError(f"stage_end_targets must be one of {STAGE_END_TARGETS}, got {self.stage_end_targets!r}")
         check_stage_reward(self.stage_reward)
+        if self.imitable_corrections not in IMITABLE_CORRECTIONS:
+            raise ValueError(
+                f"imitable_corrections must be one of {IMITABLE_CORRECTIONS}, got {self.imitable_corrections!r}"
+            )
         if self.recent_fraction and self.imitation_only:
             raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 
@@ -367,7 +379,10 @@ class ChunkReplay:
         terminal = bool(episode.success) or not self.config.bootstrap_at_time_limit
         self._terminal.extend(np.full(steps, terminal))
         autonomous_success = bool(episode.success) and not episode.intervention.any()
-        imitable = np.asarray(episode.intervention, bool) | (episode.source == "demo" or autonomous_success)
+        corrections = np.asarray(episode.intervention, bool)
+        if self.config.imitable_corrections == "completed":
+            corrections = corrections & self._in_completed_stage(episode, steps)
+        imitable = corrections | (episode.source == "demo" or autonomous_success)
         self._imitable.extend(imitable)
         self._num_imitable += int(imitable.sum())
         self._task.extend(np.full(steps, self._vocab_index(self.task_vocab, episode.task)))
@@ -386,6 +401,18 @@ class ChunkReplay:
         stage = stages_of(episode.observations)  # (T+1,): before each step, and after the last
         ends = np.append(1 + np.flatnonzero(stage[1:] != stage[:-1]), steps)
         return ends[np.searchsorted(ends, np.arange(steps), side="right")]
+
+    @staticmethod
+    def _in_completed_stage(episode: Episode, steps: int) -> np.ndarray:
+        """(T,) bool: does the episode go on to complete the stage each step is in? All of a
+        success; in a failed long-horizon chain, the steps before its last stage reached; none
+        of a failed one-task episode."""
+        if episode.success:
+            return np.ones(steps, bool)
+        if episode.observations.shape[1] != LONG_HORIZON_OBS_DIM:
+            return np.zeros(steps, bool)
+        stage = stages_of(episode.observations)  # (T+1,): before each step, and after the last
+        return stage[:steps] < stage[steps]
 
     def _evict_before(self, row: int) -> None:
         """Stop sampling every episode with an observation row before `row` (its frames were overwritten)."""

@@ -44,6 +44,7 @@ from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
 from lwd.data.replay import (
+    IMITABLE_CORRECTIONS,
     ChunkBatch,
     ChunkReplay,
     MixedReplay,
@@ -167,6 +168,12 @@ class DeployConfig:
         "batch (prior_data='hg-dagger') is never recency-weighted",
     )
     online_recent_steps: int = documented(20_000, "the window of newest online steps the recent draws come from")
+    prior_corrections: str = documented(
+        "all",
+        "which operator-driven steps LWD's learned prior imitates: 'all' (as HG-DAgger does) or 'completed' "
+        "(only corrections in a stage the episode goes on to complete: the outcome filters what is imitated; "
+        "V, Q and QAM still see every step); lwd only",
+    )
     batch_size: int = documented(256, "chunks per learner batch")
     # The SPEC's n = 1 online keeps a backup from straddling policy and intervention
     # segments; cutting longer backups at each switch keeps that, and on validation seeds
@@ -225,6 +232,10 @@ class DeployConfig:
             )
         if self.online_recent_fraction and self.method == "hg-dagger":
             raise ValueError("--online-recent-fraction does not apply to hg-dagger (it samples only imitable steps)")
+        if self.prior_corrections not in IMITABLE_CORRECTIONS:
+            raise ValueError(f"prior_corrections must be one of {IMITABLE_CORRECTIONS}, got {self.prior_corrections!r}")
+        if self.prior_corrections != "all" and self.method != "lwd":
+            raise ValueError("--prior-corrections applies to lwd's learned prior only (HG-DAgger imitates them all)")
         if self.fleet not in FLEETS:
             raise ValueError(f"unknown fleet {self.fleet!r} (known: {', '.join(FLEETS)})")
         if self.method not in METHODS:
@@ -764,6 +775,7 @@ def _replays(
             task_balanced=config.task_balanced,
             takeover_as_failure=config.takeover_as_failure,
             stage_reward=config.stage_reward,
+            imitable_corrections=config.prior_corrections,
             image_cameras=method.policy.cameras,
         )
     )

@@ -376,6 +376,32 @@ def test_imitation_only_samples_demos_autonomous_successes_and_operator_steps(tm
     np.testing.assert_array_equal(starts, expected)
 
 
+def test_completed_corrections_drop_only_operator_steps_of_an_unfinished_stage(tmp_path):
+    # One-task episodes: the failure's correction (episode 2, steps 4-6) finishes nothing; the
+    # success's (episode 3), the demo and the autonomous success stay imitable.
+    episodes = _imitation_episodes()
+    every = replay_of(tmp_path / "all", episodes, chunk_len=3, imitation_only=True)
+    completed = replay_of(
+        tmp_path / "completed", episodes, chunk_len=3, imitation_only=True, imitable_corrections="completed"
+    )
+    assert every.num_sampleable == 10 + 10 + 3 + 3
+    finished = np.concatenate([np.arange(20), 30 + np.arange(4, 7)])
+    np.testing.assert_array_equal(np.flatnonzero(completed._imitable.view), finished)
+    np.testing.assert_array_equal(np.unique(completed._sample_steps(2_000, np.random.default_rng(0))), finished)
+    # A failed chain: the operator drives steps 1-2 in stage 0, which step 2 finishes, and steps 4-5
+    # in stage 1, which the chain never finishes.
+    chain = replace(
+        long_horizon_episode([0, 0, 0, 1, 1, 1, 1]), success=False, intervention=np.array([0, 1, 1, 0, 1, 1], bool)
+    )
+    chains = replay_of(tmp_path / "chain", [chain], chunk_len=3, imitable_corrections="completed")
+    np.testing.assert_array_equal(np.flatnonzero(chains._imitable.view), [1, 2])
+
+
+def test_unknown_imitable_corrections_are_refused():
+    with pytest.raises(ValueError, match="imitable_corrections"):
+        ReplayConfig(imitable_corrections="some")
+
+
 def test_imitation_only_masks_the_policy_actions_after_a_takeover(tmp_path):
     replay = _imitation_store(tmp_path)
     batch = replay.gather(np.array([24, 25, 26, 5]))  # takeover steps 4, 5, 6 of episode 2; a demo step

@@ -405,6 +405,18 @@ def test_impossible_recency_settings_are_refused_before_anything_runs(settings, 
         DeployConfig(**settings)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"prior_corrections": "some"}, "prior_corrections"),
+        ({"prior_corrections": "completed", "method": "hg-dagger"}, "lwd"),
+    ],
+)
+def test_impossible_prior_corrections_are_refused_before_anything_runs(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DeployConfig(**settings)
+
+
 def test_offline_and_online_training_run_on_the_rest_of_a_repaired_store(tiny_pipeline, tmp_path):
     import shutil
 
