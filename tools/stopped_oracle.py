@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from lwd.envs import SEEDS, suite
 from lwd.evaluation.ceiling import OracleScorer
-from lwd.evaluation.evaluate import EvalConfig, UnstickConfig, episodes_report, run_policy_episodes, write_report
+from lwd.evaluation.evaluate import EvalConfig, episodes_report, run_policy_episodes, write_report
 
 
 def main() -> None:
@@ -42,9 +42,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     a = parser.parse_args()
     defaults = EvalConfig()
-    unstick = UnstickConfig(
-        steps=defaults.unstick.steps, noise_scale=defaults.unstick.noise_scale, candidates=a.candidates
-    )
+    unstick = replace(defaults.unstick, candidates=a.candidates)
     jobs = [(t, SEEDS.held_out(a.split, k)) for t in suite(a.suite).task_names for k in range(a.episodes_per_task)]
     oracles: list[OracleScorer] = []
 

@@ -50,6 +50,12 @@ STAGE_END_TARGETS = ("next", "mask", "hold")
 IMITABLE_CORRECTIONS = ("all", "completed")
 
 
+def check_imitable_corrections(value: str, field: str = "imitable_corrections") -> None:
+    """Refuses a value outside IMITABLE_CORRECTIONS; `field` names the option in the message."""
+    if value not in IMITABLE_CORRECTIONS:
+        raise ValueError(f"{field} must be one of {IMITABLE_CORRECTIONS}, got {value!r}")
+
+
 def check_stage_reward(stage_reward: float) -> None:
     """Refuses a stage reward outside [0, 1] (NaN included): it is a share of the chain's success reward."""
     if not 0.0 <= stage_reward <= 1.0:
@@ -129,10 +135,7 @@ class ReplayConfig:
         if self.stage_end_targets not in STAGE_END_TARGETS:
             raise ValueError(f"stage_end_targets must be one of {STAGE_END_TARGETS}, got {self.stage_end_targets!r}")
         check_stage_reward(self.stage_reward)
-        if self.imitable_corrections not in IMITABLE_CORRECTIONS:
-            raise ValueError(
-                f"imitable_corrections must be one of {IMITABLE_CORRECTIONS}, got {self.imitable_corrections!r}"
-            )
+        check_imitable_corrections(self.imitable_corrections)
         if self.recent_fraction and self.imitation_only:
             raise ValueError("recency weighting (recent_fraction > 0) and imitation_only do not combine")
 

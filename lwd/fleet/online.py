@@ -44,11 +44,11 @@ from lwd.algorithms.recap import RecapConfig
 from lwd.configargs import documented
 from lwd.data.lease import RunLease
 from lwd.data.replay import (
-    IMITABLE_CORRECTIONS,
     ChunkBatch,
     ChunkReplay,
     MixedReplay,
     ReplayConfig,
+    check_imitable_corrections,
     check_stage_reward,
     sample_learner_batches,
 )
@@ -232,8 +232,7 @@ class DeployConfig:
             )
         if self.online_recent_fraction and self.method == "hg-dagger":
             raise ValueError("--online-recent-fraction does not apply to hg-dagger (it samples only imitable steps)")
-        if self.prior_corrections not in IMITABLE_CORRECTIONS:
-            raise ValueError(f"prior_corrections must be one of {IMITABLE_CORRECTIONS}, got {self.prior_corrections!r}")
+        check_imitable_corrections(self.prior_corrections, "prior_corrections")
         if self.prior_corrections != "all" and self.method != "lwd":
             raise ValueError("--prior-corrections applies to lwd's learned prior only (HG-DAgger imitates them all)")
         if self.fleet not in FLEETS:
