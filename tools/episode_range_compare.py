@@ -4,8 +4,8 @@
         BASELINE_SEED0/eval.json,OTHER_SEED0/eval.json BASELINE_SEED1/eval.json,OTHER_SEED1/eval.json ...
 
 Each argument is one training seed's two `lwd eval` reports on the same episodes (baseline first).
-Only episodes first .. stop-1 of every task count (episode i of a task is its evaluation seed
-10^9 + i), so policies re-scored on more episodes than an experiment ran (`lwd eval
+Only episodes first .. stop-1 of every task count (episode i of a task runs seed i of the report's
+held-out split, `lwd.envs.SEEDS.held_out`), so policies re-scored on more episodes than an experiment ran (`lwd eval
 --episodes-per-task 120`) can be compared on the fresh ones alone. Prints, pooled over the seeds:
 the episode-paired difference (what `lwd experiment`'s tables give), the difference with the
 training seed as the unit, and an interval clustered by initial condition (each (task, episode)
@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lwd.envs import SEEDS  # noqa: E402
 from lwd.evaluation.compare import (  # noqa: E402
     paired_difference_over_seeds,
     seed_level_difference,
@@ -31,11 +32,10 @@ from lwd.evaluation.compare import (  # noqa: E402
     stopped_in,
 )
 
-FIRST_EVAL_SEED = 1_000_000_000  # lwd.envs.tasks' evaluation split: episode i of a task runs seed 10^9 + i
-
 
 def episodes_in_range(report: dict, first: int, stop: int) -> dict:
-    kept = [o for o in report["outcomes"] if first <= int(o["seed"]) - FIRST_EVAL_SEED < stop]
+    first_seed = SEEDS.held_out(report["split"], 0)
+    kept = [o for o in report["outcomes"] if first <= int(o["seed"]) - first_seed < stop]
     if not kept:
         raise SystemExit(f"{report.get('checkpoint')}: no evaluation episodes in {first}..{stop - 1}")
     return {**report, "outcomes": kept}
@@ -75,7 +75,7 @@ def main() -> None:
     episodes = paired_difference_over_seeds(pairs)
     seeds = seed_level_difference(pairs)
     clustered = clustered_by_initial_condition(pairs)
-    most = 1 + max(int(o["seed"]) - FIRST_EVAL_SEED for _, other in pairs for o in other["outcomes"])
+    most = 1 + max(int(o["seed"]) - SEEDS.held_out(other["split"], 0) for _, other in pairs for o in other["outcomes"])
     print(
         f"{len(pairs)} training seeds, episodes {args.first}–{min(args.stop, most) - 1} of each task: "
         f"baseline {success([b for b, _ in pairs]):.3f}, other {success([o for _, o in pairs]):.3f}"
