@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,6 +88,13 @@ class ExperimentConfig:
         "different training seeds) into one set of tables and plots in --workdir; runs stay where they are",
     )
     operator: OperatorConfig = documented(OperatorConfig(), "the scripted operator watching every deployed fleet")
+    eval_episodes_per_task: int = documented(
+        0,
+        "evaluation episodes per task (per chain on lh) for every method; 0 = the preset's (20 in small). "
+        "LWD online and HG-DAgger differ by ~0.01 on lh, which 20 per chain on three seeds cannot resolve: "
+        "120 per chain on six seeds did, at ~3 min per policy and seed on 2 cores "
+        '(docs/benchmarks.md, "The twelve `lh` seeds on 100 fresh initial conditions per chain")',
+    )
     starts_from: tuple[str, ...] = documented(
         (),
         "reuse the data, SFT and offline RL stages (ablations and their evaluations included) of these "
@@ -108,6 +115,19 @@ class ExperimentConfig:
         object.__setattr__(self, "starts_from", tuple(self.starts_from))
         if self.merge and self.starts_from:
             raise ValueError("--merge pools finished results; it cannot also deploy from --starts-from")
+        if self.eval_episodes_per_task < 0:
+            raise ValueError(
+                f"eval_episodes_per_task must be >= 0 (0: the preset's); got {self.eval_episodes_per_task}"
+            )
+        if self.merge and self.eval_episodes_per_task:
+            raise ValueError("--merge pools evaluations as they ran; it cannot change --eval-episodes-per-task")
+
+    def presets(self) -> dict[str, Preset]:
+        """The preset of each suite, with the evaluation size replaced where `eval_episodes_per_task` says."""
+        presets = EXPERIMENT_PRESETS[self.preset]
+        if not self.eval_episodes_per_task:
+            return dict(presets)
+        return {name: replace(p, eval_episodes_per_task=self.eval_episodes_per_task) for name, p in presets.items()}
 
 
 def _slug(name: str) -> str:
@@ -227,7 +247,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
         return merge_experiments([Path(source) for source in config.merge], Path(config.workdir))
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    presets = EXPERIMENT_PRESETS[config.preset]
+    presets = config.presets()
     (work / "experiment_config.json").write_text(
         json.dumps({"experiment": asdict(config), "presets": {s: asdict(presets[s]) for s in config.suites}}, indent=2)
     )

@@ -316,3 +316,22 @@ def test_a_merge_pools_a_workdir_that_read_its_starts_from_another(smoke_experim
     merged = json.loads((tmp_path / "m" / "results.json").read_text())["suites"]["lh"]["runs"]
     assert merged["SFT"][1] == str(second_seed / "lh" / "seed1" / "eval" / "sft" / "eval.json")
     assert merged["LWD online"][1] == str(redeployed / "lh" / "seed1" / "eval" / "lwd_online" / "eval.json")
+
+
+def test_the_evaluation_size_can_be_set_for_every_suite_and_defaults_to_the_presets():
+    assert ExperimentConfig(preset="small").presets() == EXPERIMENT_PRESETS["small"]
+    larger = ExperimentConfig(preset="small", eval_episodes_per_task=120).presets()
+    for suite, preset in EXPERIMENT_PRESETS["small"].items():
+        assert larger[suite] == replace(preset, eval_episodes_per_task=120)
+    with pytest.raises(ValueError, match="eval_episodes_per_task must be >= 0"):
+        ExperimentConfig(eval_episodes_per_task=-1)
+    with pytest.raises(ValueError, match="cannot change --eval-episodes-per-task"):
+        ExperimentConfig(merge=("a", "b"), eval_episodes_per_task=120)
+
+
+def test_starts_from_refuses_a_source_evaluated_on_another_number_of_episodes(smoke_experiment):
+    # the starts' evaluations are read from the source, so they must pair with the deploys' episodes
+    source, _ = smoke_experiment
+    larger = ExperimentConfig(preset="smoke", eval_episodes_per_task=3).presets()["mt10"]
+    with pytest.raises(ValueError, match=r"other settings \(eval_episodes_per_task\)"):
+        finished_starts((source,), "mt10", 0, larger)
