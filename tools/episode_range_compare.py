@@ -16,7 +16,6 @@ are not independent across seeds); then the failed episodes by the stage they st
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lwd.envs import SEEDS  # noqa: E402
 from lwd.evaluation.compare import (  # noqa: E402
+    load_report,
     paired_difference_over_seeds,
     seed_level_difference,
     signed_interval,
@@ -70,7 +70,7 @@ def main() -> None:
         paths = pair.split(",")
         if len(paths) != 2:
             raise SystemExit(f"expected BASELINE_REPORT,OTHER_REPORT, got {pair!r}")
-        baseline, other = (episodes_in_range(json.loads(Path(p).read_text()), args.first, args.stop) for p in paths)
+        baseline, other = (episodes_in_range(load_report(p), args.first, args.stop) for p in paths)
         pairs.append((baseline, other))
     episodes = paired_difference_over_seeds(pairs)
     seeds = seed_level_difference(pairs)
