@@ -323,6 +323,9 @@ def test_the_evaluation_size_can_be_set_for_every_suite_and_defaults_to_the_pres
     larger = ExperimentConfig(preset="small", eval_episodes_per_task=120).presets()
     for suite, preset in EXPERIMENT_PRESETS["small"].items():
         assert larger[suite] == replace(preset, eval_episodes_per_task=120)
+
+
+def test_a_negative_evaluation_size_or_one_given_to_a_merge_is_refused():
     with pytest.raises(ValueError, match="eval_episodes_per_task must be >= 0"):
         ExperimentConfig(eval_episodes_per_task=-1)
     with pytest.raises(ValueError, match="cannot change --eval-episodes-per-task"):
